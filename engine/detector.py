@@ -1,0 +1,483 @@
+"""Stage 1: the garment detector, a torchvision Faster R-CNN with a feature pyramid.
+
+FashionAI has no boxes, so a training box is the bounding box of the annotated keypoints
+(every point with v >= 0) grown by `DetectorConfig.box_margin` per side. Classes are the five
+categories plus background (label 0), so label `c + 1` is category code `c`.
+
+Nothing is ever downloaded: every torchvision builder gets `weights=None`; ImageNet backbone
+weights come only from a local file (`backbone_weights`). From scratch the backbone trains
+completely with ordinary (trainable) BatchNorm; with ImageNet weights BatchNorm is frozen and
+the first stages stay fixed, as torchvision does for fine-tuning.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.ops import box_iou
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from engine.schema import CATEGORIES
+
+log = logging.getLogger(__name__)
+
+NUM_CLASSES = len(CATEGORIES) + 1  # + background
+DETECTOR_BACKBONES: tuple[str, ...] = ("mobilenet_v3_large", "resnet18", "resnet34", "resnet50", "resnet101")
+CHECKPOINT_KIND = "fkp-detector"
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Architecture and input scale of the detector (stored in checkpoints and model packages)."""
+
+    backbone: str = "resnet50"
+    min_size: int = 512
+    max_size: int = 768
+    fpn_channels: int = 256
+    box_head_dim: int = 1024
+    box_margin: float = 0.05            # training box = keypoint box grown by this per side
+    num_classes: int = NUM_CLASSES
+
+    def __post_init__(self) -> None:
+        if self.backbone not in DETECTOR_BACKBONES:
+            raise ValueError(f"unknown detector backbone {self.backbone!r}; expected one of {', '.join(DETECTOR_BACKBONES)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DetectorConfig:
+        return cls(**d)
+
+    @classmethod
+    def from_preset(cls, preset: Any) -> DetectorConfig:
+        """The detector of a `engine.presets.Preset`; light backbones get slimmer heads."""
+        light = preset.detector_backbone in ("mobilenet_v3_large", "resnet18")
+        return cls(
+            backbone=preset.detector_backbone,
+            min_size=preset.detector_min_size,
+            max_size=preset.detector_max_size,
+            # The default 256-channel FPN and 1024-wide box head hold ~14 M parameters, more
+            # than a light backbone itself; 128 / 256 keep the lite model small and fast.
+            fpn_channels=128 if light else 256,
+            box_head_dim=256 if light else 1024,
+        )
+
+
+# --- building -----------------------------------------------------------------------------
+
+
+def build_detector(config: DetectorConfig, backbone_weights: str | os.PathLike | None = None) -> FasterRCNN:
+    """A Faster R-CNN for `config`, from scratch or with ImageNet backbone weights from a local file."""
+    pretrained = backbone_weights is not None
+    norm_layer = FrozenBatchNorm2d if pretrained else nn.BatchNorm2d
+    if config.backbone.startswith("resnet"):
+        body = torchvision.models.__dict__[config.backbone](weights=None, norm_layer=norm_layer)
+        if pretrained:
+            _load_backbone_weights(body, backbone_weights)
+        backbone = _resnet_fpn(body, config.fpn_channels, trainable_stages=3 if pretrained else 5)
+        # P2..P5 + pool: one anchor size per level.
+        sizes = tuple((s,) for s in _anchor_sizes(config.min_size, 5))
+    else:
+        body = torchvision.models.mobilenet_v3_large(weights=None, norm_layer=norm_layer)
+        if pretrained:
+            _load_backbone_weights(body, backbone_weights)
+        backbone = _mobilenet_fpn(body, config.fpn_channels, trainable_stages=3 if pretrained else 6)
+        sizes = tuple((s,) for s in _anchor_sizes(config.min_size, 4, first=config.min_size // 10))
+    anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((0.5, 1.0, 2.0),) * len(sizes))
+    resolution = 7
+    box_head = TwoMLPHead(config.fpn_channels * resolution**2, config.box_head_dim)
+    return FasterRCNN(
+        backbone,
+        min_size=config.min_size,
+        max_size=config.max_size,
+        rpn_anchor_generator=anchors,
+        box_head=box_head,
+        box_predictor=FastRCNNPredictor(config.box_head_dim, config.num_classes),
+        # One garment per image: far fewer proposals and sampled RoIs than COCO needs.
+        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
+        box_batch_size_per_image=128,
+        box_score_thresh=0.0,
+        box_detections_per_img=10,
+    )
+
+
+def _anchor_sizes(min_size: int, levels: int, first: int | None = None) -> list[int]:
+    first = first or max(16, min_size // 16)
+    return [int(first * 2**i) for i in range(levels)]
+
+
+def _resnet_fpn(body: nn.Module, channels: int, trainable_stages: int) -> BackboneWithFPN:
+    trainable = ("layer4", "layer3", "layer2", "layer1", "conv1")[:trainable_stages]
+    if trainable_stages == 5:
+        trainable += ("bn1",)
+    for name, p in body.named_parameters():
+        if not name.startswith(trainable):
+            p.requires_grad_(False)
+    in_channels = [_out_channels(getattr(body, f"layer{i}")) for i in (1, 2, 3, 4)]
+    return BackboneWithFPN(
+        body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}, in_channels, channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    last = layer[-1]
+    return (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+
+
+def _mobilenet_fpn(body: nn.Module, channels: int, trainable_stages: int) -> BackboneWithFPN:
+    features = body.features
+    # Strided blocks mark the stages (as in torchvision's own mobilenet extractor).
+    stage_starts = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)] + [len(features) - 1]
+    freeze_before = stage_starts[len(stage_starts) - trainable_stages] if trainable_stages < len(stage_starts) else 0
+    for block in features[:freeze_before]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+    # Strides 8, 16 and 32 (the last block): garments fill much of the image, no stride 4 needed.
+    returned = stage_starts[-3:]
+    return_layers = {str(idx): str(i) for i, idx in enumerate(returned)}
+    in_channels = [features[idx].out_channels for idx in returned]
+    return BackboneWithFPN(features, return_layers, in_channels, channels, extra_blocks=LastLevelMaxPool())
+
+
+def _load_backbone_weights(body: nn.Module, path: str | os.PathLike) -> None:
+    """Load a torchvision classification state dict (ImageNet weights) into the backbone body."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: backbone weights file not found") from None
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means the file is unusable
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    # The classifier head is not part of the detector's backbone.
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(("fc.", "classifier."))]
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the {type(body).__name__} backbone "
+            f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
+
+
+# --- boxes from keypoints -----------------------------------------------------------------
+
+
+def boxes_from_keypoints(
+    coords: np.ndarray, visibility: np.ndarray, margin: float, image_sizes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) x1 y1 x2 y2 around each row's annotated points (v >= 0), grown by `margin`
+    of the box size per side and clipped to the image ((N, 2) width, height) when given.
+
+    Returns (boxes, valid); a row with fewer than two annotated points is not valid.
+    """
+    coords = np.asarray(coords, dtype=np.float32)
+    present = np.asarray(visibility) >= 0
+    big = np.float32(1e9)
+    lo = np.where(present[..., None], coords, big).min(axis=1)
+    hi = np.where(present[..., None], coords, -big).max(axis=1)
+    valid = present.sum(axis=1) >= 2
+    size = np.maximum(hi - lo, 1.0)
+    # The margin also keeps degenerate (flat) keypoint boxes from collapsing to zero height.
+    pad = np.maximum(size * margin, 0.02 * size.max(axis=1, keepdims=True))
+    boxes = np.concatenate([lo - pad, hi + pad], axis=1)
+    if image_sizes is not None:
+        wh = np.asarray(image_sizes, dtype=np.float32)
+        boxes = np.clip(boxes, 0, np.concatenate([wh, wh], axis=1))
+    boxes[~valid] = 0
+    return boxes.astype(np.float32), valid
+
+
+def shrink_box(boxes: np.ndarray, margin: float) -> np.ndarray:
+    """Undo `boxes_from_keypoints`' margin: the keypoint box estimated from a detected box."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    center = (boxes[..., :2] + boxes[..., 2:]) / 2
+    half = (boxes[..., 2:] - boxes[..., :2]) / 2 / (1 + 2 * margin)
+    return np.concatenate([center - half, center + half], axis=-1)
+
+
+def box_quality(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
+    """Mean IoU and recall at IoU 0.5 of one predicted box per image against its true box."""
+    pred_t = torch.as_tensor(np.asarray(pred, dtype=np.float32)).reshape(-1, 4)
+    gt_t = torch.as_tensor(np.asarray(gt, dtype=np.float32)).reshape(-1, 4)
+    if len(gt_t) == 0:
+        return {"mean_iou": float("nan"), "recall50": float("nan")}
+    iou = box_iou(pred_t, gt_t).diagonal().numpy()
+    return {"mean_iou": float(iou.mean()), "recall50": float((iou >= 0.5).mean())}
+
+
+# --- training data ------------------------------------------------------------------------
+
+
+@dataclass
+class DetectorSamples:
+    """Images pre-scaled to the detector's input size, with their boxes and class labels.
+
+    Pre-scaling once means each training step skips JPEG decoding and resizing, which on a
+    small CPU costs about as much as the network itself.
+    """
+
+    image_ids: list[str]
+    images: list[np.ndarray]            # RGB uint8, scaled
+    boxes: np.ndarray                   # (N, 4) float32 in scaled pixels
+    labels: np.ndarray                  # (N,) int64, category code + 1
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices: Sequence[int], flip: np.ndarray | None = None) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """Tensors for `FasterRCNN.forward`, horizontally flipping where `flip` is True."""
+        images, targets = [], []
+        for j, i in enumerate(indices):
+            img = self.images[i]
+            box = self.boxes[i].copy()
+            if flip is not None and flip[j]:
+                img = img[:, ::-1]
+                w = img.shape[1]
+                box[[0, 2]] = w - box[[2, 0]]
+            images.append(torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255))
+            targets.append({"boxes": torch.from_numpy(box[None]), "labels": torch.tensor([self.labels[i]])})
+        return images, targets
+
+
+def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:
+    """The factor torchvision's transform resizes an image by (shorter side to min_size, capped)."""
+    return min(min_size / min(height, width), max_size / max(height, width))
+
+
+def load_detector_samples(
+    root: str | os.PathLike, split: str, config: DetectorConfig, limit: int | None = None
+) -> DetectorSamples:
+    """Read `<root>/Annotations/<split>.csv` and its images; unreadable images are skipped with a warning."""
+    import cv2
+
+    from engine.annotations import load_annotations
+    from engine.images import ImageError, read_image
+
+    root = Path(root)
+    ann = load_annotations(root / "Annotations" / f"{split}.csv")
+    n = len(ann.image_ids) if limit is None else min(limit, len(ann.image_ids))
+    ids, images, boxes, labels = [], [], [], []
+    kp_boxes, valid = boxes_from_keypoints(ann.coords[:n], ann.visibility[:n], config.box_margin)
+    for i in range(n):
+        if not valid[i]:
+            log.warning("%s: %s has fewer than two annotated keypoints; skipped", split, ann.image_ids[i])
+            continue
+        try:
+            img = read_image(root / ann.image_ids[i])
+        except ImageError as e:
+            log.warning("skipped: %s", e)
+            continue
+        h, w = img.shape[:2]
+        s = scale_for(h, w, config.min_size, config.max_size)
+        img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
+        box = np.clip(kp_boxes[i], 0, [w, h, w, h]) * s
+        ids.append(ann.image_ids[i])
+        images.append(img)
+        boxes.append(box)
+        labels.append(int(ann.categories[i]) + 1)
+    if not images:
+        raise ValueError(f"{root / 'Annotations' / f'{split}.csv'}: no usable training images")
+    return DetectorSamples(ids, images, np.asarray(boxes, np.float32), np.asarray(labels, np.int64))
+
+
+# --- inference ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Detections:
+    """The top-k detections of one image: boxes (k, 4) in image pixels, scores (k,), category codes (k,)."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    categories: np.ndarray
+
+
+@torch.no_grad()
+def detect(model: FasterRCNN, images: Sequence[torch.Tensor], top_k: int = 1) -> list[Detections]:
+    """Run the detector on float images (3, H, W) in [0, 1]; returns up to `top_k` boxes each, best first.
+
+    An image without any detection gets an empty `Detections` (the caller falls back to the whole image).
+    """
+    model.eval()
+    outputs = model(list(images))
+    result = []
+    for out in outputs:
+        k = min(top_k, len(out["scores"]))
+        result.append(Detections(
+            boxes=out["boxes"][:k].float().cpu().numpy(),
+            scores=out["scores"][:k].float().cpu().numpy(),
+            categories=(out["labels"][:k] - 1).cpu().numpy().astype(np.int64),
+        ))
+    return result
+
+
+def evaluate_detector(model: FasterRCNN, samples: DetectorSamples, batch_size: int = 8) -> dict[str, float]:
+    """Box quality of the best detection per image: mean IoU, recall@0.5, category accuracy."""
+    best = np.zeros((len(samples), 4), np.float32)
+    cats = np.full(len(samples), -1, np.int64)
+    for start in range(0, len(samples), batch_size):
+        idx = list(range(start, min(start + batch_size, len(samples))))
+        images, _ = samples.batch(idx)
+        for i, det in zip(idx, detect(model, images)):
+            if len(det.scores):
+                best[i] = det.boxes[0]
+                cats[i] = det.categories[0]
+    quality = box_quality(best, samples.boxes)
+    quality["category_accuracy"] = float((cats == samples.labels - 1).mean())
+    return quality
+
+
+# --- training -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DetectorTraining:
+    """How long and how fast the detector trains."""
+
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup: int = 200
+    eval_every: int = 250
+    seed: int = 0
+
+
+def train_detector(
+    train: DetectorSamples,
+    config: DetectorConfig,
+    schedule: DetectorTraining,
+    out: str | os.PathLike | None = None,
+    val: DetectorSamples | None = None,
+    backbone_weights: str | os.PathLike | None = None,
+    device: torch.device | None = None,
+    on_progress: Callable[[int, int, dict[str, float]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> tuple[FasterRCNN, dict[str, float]]:
+    """Train a detector; saves a checkpoint to `out` at every evaluation and at the end.
+
+    Returns the model and its last held-out box quality (empty without `val`).
+    """
+    from engine.device import autocast_for, pick_device
+
+    device = device or pick_device()
+    torch.manual_seed(schedule.seed)
+    rng = np.random.default_rng(schedule.seed)
+    model = build_detector(config, backbone_weights).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    # AdamW converges far faster than the usual SGD schedule when starting from scratch.
+    opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, schedule.warmup, schedule.steps))
+    quality: dict[str, float] = {}
+    t0 = time.monotonic()
+    running = None
+    for step in range(1, schedule.steps + 1):
+        model.train()
+        idx = rng.choice(len(train), size=min(schedule.batch_size, len(train)), replace=False)
+        images, targets = train.batch(idx, flip=rng.random(len(idx)) < 0.5)
+        images = [_jitter(im, rng) for im in images]
+        images = [im.to(device) for im in images]
+        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+        with autocast_for(device):
+            losses = model(images, targets)
+        loss = sum(losses.values())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"detector loss became {loss.item()} at step {step}; lower the learning rate")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        opt.step()
+        sched.step()
+        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        last = step == schedule.steps or (should_stop is not None and should_stop())
+        if step % schedule.eval_every == 0 or last:
+            if val is not None:
+                quality = evaluate_detector(model, val)
+            log.info(
+                "detector step %d/%d loss %.3f %s (%.0f s)", step, schedule.steps, running,
+                " ".join(f"{k} {v:.3f}" for k, v in quality.items()), time.monotonic() - t0,
+            )
+            if out is not None:
+                save_detector(out, model, config, {**(metadata or {}), "step": step, "val": quality})
+        if on_progress is not None:
+            on_progress(step, schedule.steps, {"loss": running, **quality})
+        if last:
+            break
+    model.eval()
+    return model, quality
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup)))) * 0.98 + 0.02
+
+
+def _jitter(image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+    """Brightness/contrast jitter: cheap, and keeps the detector from keying on exact colours."""
+    gain = float(rng.uniform(0.75, 1.25))
+    bias = float(rng.uniform(-0.08, 0.08))
+    return (image * gain + bias).clamp_(0, 1)
+
+
+# --- checkpoints --------------------------------------------------------------------------
+
+
+def save_detector(path: str | os.PathLike, model: FasterRCNN, config: DetectorConfig, metadata: dict[str, Any] | None = None) -> None:
+    """Save weights, config and metadata atomically (loadable with `weights_only=True`)."""
+    from engine.checkpoints import save_checkpoint
+
+    save_checkpoint(path, {
+        "kind": CHECKPOINT_KIND,
+        "config": config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata or {},
+    })
+
+
+def load_detector(path: str | os.PathLike) -> tuple[FasterRCNN, DetectorConfig, dict[str, Any]]:
+    """Load a detector checkpoint written by `save_detector`; raises `CheckpointError` naming the file."""
+    from engine.checkpoints import CheckpointError, load_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
+        raise CheckpointError(f"{path}: not a detector checkpoint (kind {ckpt.get('kind') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
+    model, config = detector_from_state(ckpt["config"], ckpt["state_dict"], str(path))
+    return model, config, dict(ckpt.get("metadata", {}))
+
+
+def detector_from_state(config: dict[str, Any], state_dict: dict[str, torch.Tensor], source: str) -> tuple[FasterRCNN, DetectorConfig]:
+    """Rebuild a detector from a stored config and state dict; raises `CheckpointError` naming `source`."""
+    from engine.checkpoints import CheckpointError
+
+    try:
+        cfg = DetectorConfig.from_dict(config)
+        model = build_detector(cfg)
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()})
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{source}: detector weights do not match their config ({e})") from None
+    return model.eval(), cfg
