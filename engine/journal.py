@@ -1,0 +1,204 @@
+"""The edit journal: an append-only record of every annotation edit, durable per edit.
+
+One JSON object per line. The first line is the *base*: which annotation file the edits
+apply to and what that file looked like (size, SHA-256) when the journal started. Every
+later line is an *edit*: "set these keypoints of this image to these values". An undo is
+journaled as the edit that restores the old values, so replaying the edits in order, in
+full, reproduces the exact state the user last saw.
+
+Each line is written, flushed and fsynced before `append` returns, so a crash or `kill -9`
+loses at most the edit being written; a torn last line is ignored on reading and cut off
+before the next append.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+JOURNAL_VERSION = 1
+
+
+class JournalError(Exception):
+    """A journal file could not be read or does not belong to the annotation file."""
+
+
+@dataclass(frozen=True)
+class Edit:
+    """Keypoints `keypoints` of image `image_id` become `coords` (K, 2) and `visibility` (K,)."""
+
+    image_id: str
+    keypoints: np.ndarray  # (K,) int64 keypoint indices in CSV order
+    coords: np.ndarray  # (K, 2) float32 image pixels
+    visibility: np.ndarray  # (K,) int8 in {-1, 0, 1}
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "t": "set",
+            "id": self.image_id,
+            "k": [int(k) for k in self.keypoints],
+            "xy": [[float(x), float(y)] for x, y in self.coords],
+            "v": [int(v) for v in self.visibility],
+        }
+
+    @staticmethod
+    def from_json(obj: dict[str, Any]) -> Edit:
+        keypoints = np.asarray(obj["k"], dtype=np.int64)
+        coords = np.asarray(obj["xy"], dtype=np.float32).reshape(-1, 2)
+        visibility = np.asarray(obj["v"], dtype=np.int8)
+        if not (len(keypoints) == len(coords) == len(visibility)):
+            raise ValueError("keypoint, coordinate and visibility lists differ in length")
+        return Edit(str(obj["id"]), keypoints, coords, visibility)
+
+
+@dataclass
+class JournalContents:
+    """What a journal file holds: its base record, the edits, and a note on a torn tail."""
+
+    base: dict[str, Any]
+    edits: list[Edit] = field(default_factory=list)
+    torn_tail: bool = False  # the last line was incomplete (a crash mid-write) and was ignored
+
+
+def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
+    """Size and SHA-256 of a file: identifies the version of the annotation file edits apply to."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": digest.hexdigest()}
+
+
+def make_base(annotations_path: str | os.PathLike) -> dict[str, Any]:
+    """The base record for a journal of edits to `annotations_path` as it is on disk now."""
+    path = Path(annotations_path).resolve()
+    base: dict[str, Any] = {"t": "base", "version": JOURNAL_VERSION, "annotations": str(path), "time": time.time()}
+    if path.exists():
+        base.update(file_fingerprint(path))
+    return base
+
+
+def read_journal(path: str | os.PathLike) -> JournalContents:
+    """Read a journal file; a torn last line is skipped, any other bad line raises JournalError."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise JournalError(f"{path}: cannot read journal ({e.strerror or e})") from None
+    lines = raw.split(b"\n")
+    complete, tail = lines[:-1], lines[-1]
+    torn = bool(tail.strip())  # bytes after the last newline: a write cut short
+    records = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append((number, json.loads(line)))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise JournalError(f"{path}, line {number}: not a journal record ({e})") from None
+    if not records or records[0][1].get("t") != "base":
+        raise JournalError(f"{path}: the first record is not a journal base record")
+    contents = JournalContents(base=records[0][1], torn_tail=torn)
+    for number, obj in records[1:]:
+        if obj.get("t") != "set":
+            raise JournalError(f"{path}, line {number}: unknown record type {obj.get('t')!r}")
+        try:
+            contents.edits.append(Edit.from_json(obj))
+        except (KeyError, TypeError, ValueError) as e:
+            raise JournalError(f"{path}, line {number}: malformed edit ({e})") from None
+    return contents
+
+
+class Journal:
+    """An open journal file: `append` makes each edit durable before it returns.
+
+    The file is created only on the first append, so opening a data set and only looking
+    at it leaves no trace.
+    """
+
+    def __init__(self, path: str | os.PathLike, base: dict[str, Any]):
+        self.path = Path(path)
+        self.base = base
+        self._file = None
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and self.path.stat().st_size > 0:
+            _cut_torn_tail(self.path)
+            self._file = open(self.path, "ab")
+        else:
+            self._file = open(self.path, "ab")
+            self._write(self.base)
+
+    def _write(self, obj: dict[str, Any]) -> None:
+        assert self._file is not None
+        self._file.write(json.dumps(obj, separators=(",", ":")).encode("utf-8") + b"\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def append(self, edit: Edit) -> None:
+        """Write one edit and fsync it."""
+        if self._file is None:
+            self._open()
+        self._write(edit.to_json())
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def discard(self, keep_as: str | os.PathLike | None = None) -> None:
+        """End this journal: remove the file, or rename it to `keep_as` so nothing is lost."""
+        self.close()
+        if not self.path.exists():
+            return
+        if keep_as is None:
+            self.path.unlink()
+        else:
+            os.replace(self.path, keep_as)
+
+    def restart(self, base: dict[str, Any]) -> None:
+        """Start over from a new base (after the annotations were saved)."""
+        self.discard()
+        self.base = base
+
+
+def _cut_torn_tail(path: Path) -> None:
+    # An incomplete last line was never acknowledged to the user; drop it so the next
+    # record starts on a line of its own.
+    with open(path, "rb+") as f:
+        data = f.read()
+        end = data.rfind(b"\n") + 1
+        if end != len(data):
+            f.truncate(end)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def replay(edits: list[Edit], image_ids: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Apply `edits` in order to the arrays in place.
+
+    Returns the sorted row indices that changed and the image ids of edits whose image is
+    not in the data set (reported, never silently dropped).
+    """
+    row_of = {str(image_id): i for i, image_id in enumerate(image_ids)}
+    touched: set[int] = set()
+    unknown: list[str] = []
+    for edit in edits:
+        row = row_of.get(edit.image_id)
+        if row is None:
+            unknown.append(edit.image_id)
+            continue
+        coords[row, edit.keypoints] = edit.coords
+        visibility[row, edit.keypoints] = edit.visibility
+        touched.add(row)
+    return np.array(sorted(touched), dtype=np.int64), unknown

@@ -1,0 +1,114 @@
+"""The edit journal: durable per edit, replayable, robust to a torn last line."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from engine.journal import Edit, Journal, JournalError, make_base, read_journal, replay
+from engine.workspace import Workspace, dataset_root_of, find_annotation_files
+
+
+def _edit(image_id, ks, xy, v):
+    return Edit(image_id, np.array(ks), np.array(xy, dtype=np.float32), np.array(v, dtype=np.int8))
+
+
+@pytest.fixture
+def csv(tmp_path):
+    path = tmp_path / "Annotations" / "train.csv"
+    path.parent.mkdir()
+    path.write_text("image_id,image_category\nImages/a.jpg,blouse\n")
+    return path
+
+
+def test_no_file_until_first_edit_then_base_and_edits_round_trip(tmp_path, csv):
+    journal_path = Workspace(tmp_path).journal_path(csv)
+    journal = Journal(journal_path, make_base(csv))
+    assert not journal_path.exists()
+    journal.append(_edit("Images/a.jpg", [0, 1], [[1.5, 2], [3, 4]], [1, 0]))
+    journal.append(_edit("Images/b.jpg", [5], [[-1, -1]], [-1]))
+    contents = read_journal(journal_path)
+    assert contents.base["annotations"] == str(csv.resolve())
+    assert contents.base["size"] == csv.stat().st_size
+    assert not contents.torn_tail
+    assert [e.image_id for e in contents.edits] == ["Images/a.jpg", "Images/b.jpg"]
+    np.testing.assert_array_equal(contents.edits[0].coords, [[1.5, 2], [3, 4]])
+    np.testing.assert_array_equal(contents.edits[1].visibility, [-1])
+
+
+def test_replay_applies_in_order_and_reports_unknown_images():
+    ids = np.array(["a", "b"], dtype=object)
+    coords = np.zeros((2, 24, 2), np.float32)
+    vis = np.ones((2, 24), np.int8)
+    edits = [
+        _edit("b", [3], [[10, 10]], [1]),
+        _edit("b", [3], [[12, 11]], [0]),  # later edit wins
+        _edit("zzz", [0], [[1, 1]], [1]),
+    ]
+    touched, unknown = replay(edits, ids, coords, vis)
+    assert touched.tolist() == [1]
+    assert unknown == ["zzz"]
+    assert coords[1, 3].tolist() == [12, 11] and vis[1, 3] == 0
+    assert (coords[0] == 0).all()
+
+
+def test_torn_last_line_is_ignored_and_cut_before_next_append(tmp_path, csv):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, make_base(csv))
+    journal.append(_edit("a", [0], [[1, 1]], [1]))
+    journal.close()
+    with open(path, "ab") as f:
+        f.write(b'{"t":"set","id":"a","k":[0],"xy":[[9')  # a crash mid-write
+    contents = read_journal(path)
+    assert contents.torn_tail and len(contents.edits) == 1
+    journal = Journal(path, contents.base)
+    journal.append(_edit("a", [0], [[2, 2]], [1]))
+    contents = read_journal(path)
+    assert not contents.torn_tail
+    assert [e.coords.tolist() for e in contents.edits] == [[[1, 1]], [[2, 2]]]
+
+
+def test_corrupt_middle_line_names_file_and_line(tmp_path, csv):
+    path = tmp_path / "j.jsonl"
+    path.write_text(json.dumps(make_base(csv)) + "\nnot json\n" + json.dumps(_edit("a", [0], [[1, 1]], [1]).to_json()) + "\n")
+    with pytest.raises(JournalError, match=r"j\.jsonl, line 2"):
+        read_journal(path)
+
+
+def test_edits_survive_kill_9(tmp_path, csv):
+    """A process killed without any clean-up still leaves every acknowledged edit on disk."""
+    path = tmp_path / "j.jsonl"
+    script = textwrap.dedent(f"""
+        import os, signal, numpy as np
+        from engine.journal import Edit, Journal, make_base
+        j = Journal({str(path)!r}, make_base({str(csv)!r}))
+        for i in range(5):
+            j.append(Edit("a", np.array([i]), np.array([[i, i]], np.float32), np.array([1], np.int8)))
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=os.getcwd())
+    assert proc.returncode == -9
+    assert [int(e.keypoints[0]) for e in read_journal(path).edits] == [0, 1, 2, 3, 4]
+
+
+def test_discard_can_keep_the_file(tmp_path, csv):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, make_base(csv))
+    journal.append(_edit("a", [0], [[1, 1]], [1]))
+    journal.discard(keep_as=tmp_path / "kept.jsonl")
+    assert not path.exists() and len(read_journal(tmp_path / "kept.jsonl").edits) == 1
+
+
+def test_workspace_layout(tmp_path, csv):
+    ws = Workspace(tmp_path)
+    assert dataset_root_of(csv) == tmp_path.resolve()
+    assert dataset_root_of(tmp_path / "val.csv") == tmp_path.resolve()
+    assert find_annotation_files(tmp_path) == [csv]
+    assert ws.journal_path(csv).parent == tmp_path.resolve() / ".fkp" / "journal"
+    assert ws.journal_path(csv) != ws.journal_path(tmp_path / "other" / "train.csv")
+    assert ws.image_path("Images/a.jpg") == tmp_path.resolve() / "Images" / "a.jpg"
+    assert ws.is_writable()
