@@ -1,0 +1,56 @@
+"""Where the networks run: CUDA when there is one, else the CPU; mixed precision on CUDA only."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(prefer: str | None = None) -> torch.device:
+    """`prefer` ("cpu", "cuda", "cuda:1") if usable, else CUDA when available, else the CPU."""
+    if prefer:
+        dev = torch.device(prefer)
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            log.warning("CUDA requested but not available; using the CPU")
+            return torch.device("cpu")
+        return dev
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """bf16 where the GPU supports it, fp16 on older GPUs, None (full precision) on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
+    """Mixed-precision autocast on CUDA; a no-op context on the CPU."""
+    dtype = amp_dtype(device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+def needs_grad_scaler(device: torch.device) -> bool:
+    """fp16 needs loss scaling; bf16 and fp32 do not."""
+    return amp_dtype(device) == torch.float16
+
+
+def memory_format_for(device: torch.device) -> torch.memory_format:
+    """channels-last on CUDA (faster convolutions with tensor cores), contiguous on the CPU."""
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """Move a model to the device in the memory format that suits it."""
+    return model.to(device=device, memory_format=memory_format_for(device))
+
+
+def prepare_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Move an image batch (B, 3, H, W) to the device in the matching memory format."""
+    return x.to(device=device, memory_format=memory_format_for(device), non_blocking=True)
