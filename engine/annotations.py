@@ -1,0 +1,697 @@
+"""FashionAI annotation CSV files <-> numpy arrays, losslessly.
+
+`load_annotations` parses a file into `Annotations` (image ids, category codes, coordinates,
+visibility); `save_annotations` writes it back. Loading then saving an unmodified file gives
+the same bytes: the header line, the line ending (LF or CRLF), a UTF-8 BOM and a missing final
+newline are kept as read, and every row that could not be parsed is kept verbatim, in place,
+with a `RowProblem` saying why (line number, image id, column, reason).
+
+Rules (a row that breaks one is kept verbatim and reported, never silently changed):
+
+- a keypoint cell is `x_y_v` with canonical integers (`-1`, `0`, `17`; not `05`, `+5`, ` 5`),
+  `v` in {-1, 0, 1}; `v = -1` iff the cell is `-1_-1_-1`;
+- a keypoint the category does not have must be `-1_-1_-1`;
+- an image id appears once: the first row with it loads, later ones are kept verbatim;
+- the header is `image_id,image_category,<24 keypoints>` or, for a test split,
+  `image_id,image_category` (such a file loads with `has_keypoints = False`).
+
+Speed: rows are split in Python (one `str.split` per row) but every cell-level step is
+vectorized: all numbers are parsed by one `np.fromstring`, and rows are re-formatted with
+numpy byte tables and compared with the text read, which is what proves a row canonical.
+"""
+
+from __future__ import annotations
+
+import codecs
+import os
+from operator import itemgetter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from engine.files import atomic_write_bytes
+from engine.schema import CATEGORIES, CATEGORY_INDEX, CATEGORY_MASK, CSV_HEADER, KEYPOINTS, NUM_KEYPOINTS
+
+TEST_HEADER: tuple[str, ...] = CSV_HEADER[:2]
+# Coordinates are float32 in memory: beyond 2**24 integers are no longer exact.
+MAX_ABS_COORD = 2**24
+_BOM = codecs.BOM_UTF8
+_NUMS_PER_ROW = NUM_KEYPOINTS * 3
+
+
+@dataclass(frozen=True)
+class RowProblem:
+    """One problem found in a file; `line` is 1-based (the header is line 1)."""
+
+    line: int
+    image_id: str | None
+    column: str | None
+    reason: str
+    raw: str
+
+    def describe(self, path: str | os.PathLike | None = None) -> str:
+        """A one-line human message naming file, line, image and column."""
+        where = f"{path}:" if path is not None else "line "
+        parts = [f"{where}{self.line}"]
+        if self.image_id:
+            parts.append(f"image {self.image_id}")
+        if self.column:
+            parts.append(f"column {self.column}")
+        return ": ".join([", ".join(parts), self.reason])
+
+
+class Annotations:
+    """The rows of one FashionAI annotation file as arrays, plus what is needed to rewrite it.
+
+    Arrays (N rows): `image_ids` (object str), `categories` (int8 codes into
+    `schema.CATEGORIES`), `coords` (N, 24, 2) float32 pixels (-1 where absent), `visibility`
+    (N, 24) int8 in {-1, 0, 1}. The arrays may be edited in place; `save_annotations` writes
+    them with the file's original layout and its unparsed rows back in their places.
+    """
+
+    def __init__(
+        self,
+        image_ids: np.ndarray,
+        categories: np.ndarray,
+        coords: np.ndarray,
+        visibility: np.ndarray,
+        has_keypoints: bool = True,
+        problems: list[RowProblem] | None = None,
+        path: Path | None = None,
+        *,
+        header: str | None = None,
+        newline: str = "\n",
+        bom: bool = False,
+        final_newline: bool = True,
+        verbatim: list[tuple[int, str]] | None = None,
+    ) -> None:
+        self.image_ids = image_ids
+        self.categories = categories
+        self.coords = coords
+        self.visibility = visibility
+        self.has_keypoints = has_keypoints
+        self.problems: list[RowProblem] = list(problems or [])
+        self.path = path
+        # Layout of the file as read. `header` is the header line's text (None: the file had
+        # no header line); `verbatim` holds (number of parsed rows before it, text) for each
+        # row kept as read, in file order.
+        self.header = header
+        self.newline = newline
+        self.bom = bom
+        self.final_newline = final_newline
+        self.verbatim: list[tuple[int, str]] = list(verbatim or [])
+        self._index: dict[str, int] | None = None
+        self._index_key: tuple[int, int] | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        image_ids: Sequence[str] | np.ndarray,
+        categories: Sequence[int] | np.ndarray,
+        coords: np.ndarray | None = None,
+        visibility: np.ndarray | None = None,
+    ) -> Annotations:
+        """New file content: canonical header, LF line endings, no BOM.
+
+        Without `coords`/`visibility` the result is a test split (`image_id,image_category`).
+        """
+        ids = np.empty(len(image_ids), dtype=object)
+        ids[:] = [str(i) for i in image_ids]
+        cats = np.asarray(categories, dtype=np.int64)
+        n = len(ids)
+        if cats.shape != (n,):
+            raise ValueError(f"categories has shape {cats.shape}, expected ({n},)")
+        if n and (cats.min() < 0 or cats.max() >= len(CATEGORIES)):
+            raise ValueError(f"category codes must be in 0..{len(CATEGORIES) - 1}")
+        has_kp = coords is not None or visibility is not None
+        if has_kp:
+            if coords is None or visibility is None:
+                raise ValueError("give both coords and visibility, or neither")
+            coords = np.array(coords, dtype=np.float32)
+            visibility = np.array(visibility, dtype=np.int8)
+            if coords.shape != (n, NUM_KEYPOINTS, 2):
+                raise ValueError(f"coords has shape {coords.shape}, expected ({n}, {NUM_KEYPOINTS}, 2)")
+            if visibility.shape != (n, NUM_KEYPOINTS):
+                raise ValueError(f"visibility has shape {visibility.shape}, expected ({n}, {NUM_KEYPOINTS})")
+        else:
+            coords = np.full((n, NUM_KEYPOINTS, 2), -1, dtype=np.float32)
+            visibility = np.full((n, NUM_KEYPOINTS), -1, dtype=np.int8)
+        header = ",".join(CSV_HEADER if has_kp else TEST_HEADER)
+        return cls(ids, cats.astype(np.int8), coords, visibility, has_kp, header=header)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def __repr__(self) -> str:
+        kind = "keypoints" if self.has_keypoints else "test split"
+        return (f"Annotations({len(self)} rows, {kind}, {len(self.verbatim)} unparsed, "
+                f"{len(self.problems)} problems, path={self.path})")
+
+    def index_of(self, image_id: str) -> int:
+        """Row of `image_id`; raises KeyError if absent."""
+        key = (id(self.image_ids), len(self.image_ids))
+        if self._index is None or self._index_key != key:
+            self._index = {str(s): i for i, s in enumerate(self.image_ids)}
+            self._index_key = key
+        return self._index[image_id]
+
+    def invalidate_index(self) -> None:
+        """Call after changing image ids in place (the id -> row cache is rebuilt lazily)."""
+        self._index = None
+
+    @property
+    def unparsed_count(self) -> int:
+        """Rows kept verbatim because they could not be parsed."""
+        return len(self.verbatim)
+
+    def subset(self, indices: Iterable[int] | np.ndarray) -> Annotations:
+        """A new Annotations of these rows, in this order (same layout, no unparsed rows)."""
+        idx = np.asarray(indices)
+        if idx.dtype == bool:
+            idx = np.flatnonzero(idx)
+        idx = idx.astype(np.int64, copy=False)
+        return Annotations(
+            self.image_ids[idx].copy(), self.categories[idx].copy(), self.coords[idx].copy(),
+            self.visibility[idx].copy(), self.has_keypoints, [], self.path,
+            header=self.header if self.header is not None else _canonical_header(self.has_keypoints),
+            newline=self.newline, bom=self.bom, final_newline=True,
+        )
+
+    def copy(self) -> Annotations:
+        return Annotations(
+            self.image_ids.copy(), self.categories.copy(), self.coords.copy(),
+            self.visibility.copy(), self.has_keypoints, list(self.problems), self.path,
+            header=self.header, newline=self.newline, bom=self.bom,
+            final_newline=self.final_newline, verbatim=list(self.verbatim),
+        )
+
+
+def _canonical_header(has_keypoints: bool) -> str:
+    return ",".join(CSV_HEADER if has_keypoints else TEST_HEADER)
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def load_annotations(path: str | os.PathLike) -> Annotations:
+    """Read a FashionAI CSV; bad rows are kept verbatim and listed in `.problems`."""
+    path = Path(path)
+    return parse_annotations(path.read_bytes(), path)
+
+
+def parse_annotations(data: bytes, path: Path | None = None) -> Annotations:
+    """Parse the bytes of a FashionAI CSV (see `load_annotations`)."""
+    bom = data.startswith(_BOM)
+    body = data[len(_BOM):] if bom else data
+    try:
+        text = body.decode("utf-8")
+        bad_utf8 = False
+    except UnicodeDecodeError:
+        # Keep undecodable bytes as lone surrogates so the rows can be written back exactly.
+        text = body.decode("utf-8", "surrogateescape")
+        bad_utf8 = True
+    first_lf = text.find("\n")
+    newline = "\r\n" if first_lf > 0 and text[first_lf - 1] == "\r" else "\n"
+    lines = text.split(newline)
+    final_newline = lines[-1] == ""
+    if final_newline:
+        lines.pop()
+
+    problems: list[RowProblem] = []
+    header, has_kp, usable, first_data = _read_header(lines, problems)
+    data_lines = lines[first_data:]
+    first_lineno = first_data + 1
+    ok = np.zeros(len(data_lines), dtype=bool)
+
+    if usable:
+        rows = _parse_rows(data_lines, first_lineno, has_kp, newline, bad_utf8, problems)
+        ok[rows.line_index] = True
+        ids, cats, coords, vis = rows.ids, rows.cats, rows.coords, rows.vis
+    else:
+        for j, line in enumerate(data_lines):
+            problems.append(RowProblem(first_lineno + j, _guess_id(line), None,
+                                       "not parsed: the file has no usable FashionAI header", line))
+        ids = np.empty(0, dtype=object)
+        cats = np.empty(0, dtype=np.int8)
+        coords = np.empty((0, NUM_KEYPOINTS, 2), dtype=np.float32)
+        vis = np.empty((0, NUM_KEYPOINTS), dtype=np.int8)
+
+    parsed_before = np.cumsum(ok) - ok
+    verbatim = [(int(parsed_before[j]), data_lines[j]) for j in np.flatnonzero(~ok)]
+    problems.sort(key=lambda p: p.line)
+    return Annotations(ids, cats, coords, vis, has_kp, problems, path, header=header,
+                       newline=newline, bom=bom, final_newline=final_newline, verbatim=verbatim)
+
+
+def _guess_id(line: str) -> str | None:
+    first = line.split(",", 1)[0]
+    return first or None
+
+
+def _read_header(lines: list[str], problems: list[RowProblem]) -> tuple[str | None, bool, bool, int]:
+    """Return (header text or None, has_keypoints, rows usable, index of first data line)."""
+    if not lines:
+        problems.append(RowProblem(1, None, None, "empty file: no header row", ""))
+        return None, True, True, 0
+    line = lines[0]
+    fields = tuple(line.split(","))
+    if fields == CSV_HEADER:
+        return line, True, True, 1
+    if fields == TEST_HEADER:
+        return line, False, True, 1
+    if len(fields) in (len(CSV_HEADER), len(TEST_HEADER)) and fields[1] in CATEGORY_INDEX:
+        problems.append(RowProblem(1, fields[0], None, "missing header row (line 1 is a data row)", line))
+        return None, len(fields) == len(CSV_HEADER), True, 0
+    expected = CSV_HEADER if len(fields) > len(TEST_HEADER) else TEST_HEADER
+    if len(fields) == len(expected):
+        misplaced = [f for i, f in enumerate(fields) if f != expected[i] and f in expected]
+        if not misplaced:
+            # Only misspellings: the columns are where FashionAI puts them, so rows parse by
+            # position and the header text is written back as read.
+            for i, (got, want) in enumerate(zip(fields, expected)):
+                if got != want:
+                    problems.append(RowProblem(1, None, want, f"header column {i + 1} is {got!r}, expected {want!r}", line))
+            return line, expected is CSV_HEADER, True, 1
+    missing = [c for c in expected if c not in fields]
+    unknown = [f for f in fields if f not in expected]
+    for c in missing:
+        problems.append(RowProblem(1, None, c, f"header is missing column {c!r}", line))
+    for f in unknown:
+        problems.append(RowProblem(1, None, f, f"header has unknown column {f!r}", line))
+    if not missing and not unknown:
+        problems.append(RowProblem(1, None, None, "header columns are not in FashionAI order", line))
+    return line, expected is CSV_HEADER, False, 1
+
+
+@dataclass
+class _Rows:
+    line_index: np.ndarray  # index into data_lines of each parsed row
+    ids: np.ndarray
+    cats: np.ndarray
+    coords: np.ndarray
+    vis: np.ndarray
+
+
+def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
+                bad_utf8: bool, problems: list[RowProblem]) -> _Rows:
+    n_fields = len(CSV_HEADER) if has_kp else len(TEST_HEADER)
+    cand, ids, cats_arr, rests, suspects = _split_rows(lines, has_kp)
+    reasons: dict[int, list[tuple[str | None, str]]] = {}
+    for j in suspects:
+        reasons[j] = _diagnose_structure(lines[j], n_fields, newline)
+
+    cand_arr = np.asarray(cand, dtype=np.int64)
+    n = len(cand)
+    if has_kp:
+        nums, bad = _parse_cells(rests)
+        for k in np.flatnonzero(bad):
+            reasons[cand[k]] = _diagnose_cells(rests[k], newline)
+        good = ~bad
+        xy = nums[:, :, :2]
+        v = nums[:, :, 2]
+        reasons_vec = _semantic_problems(cats_arr, xy, v)
+        for k, col, reason in reasons_vec:
+            if good[k]:
+                reasons.setdefault(cand[k], []).append((col, reason))
+        good &= ~np.isin(np.arange(n), [k for k, _, _ in reasons_vec])
+    else:
+        good = np.ones(n, dtype=bool)
+        nums = np.zeros((n, NUM_KEYPOINTS, 3), dtype=np.int64)
+        nums[:] = -1
+
+    # Text that cannot be encoded back exactly (undecodable bytes) or that Python treats as a
+    # line break inside a row is kept verbatim.
+    if bad_utf8:
+        for k in range(n):
+            if good[k] and _has_surrogates(ids[k]):
+                good[k] = False
+                reasons.setdefault(cand[k], []).append(("image_id", "image id is not valid UTF-8"))
+
+    ids_arr = np.empty(n, dtype=object)
+    ids_arr[:] = ids
+    # Duplicates: the first row with an id loads; later rows with it are kept verbatim.
+    good_idx = np.flatnonzero(good)
+    dup = pd.Index(ids_arr[good_idx]).duplicated(keep="first")
+    if dup.any():
+        first_line: dict[str, int] = {}
+        for k in good_idx[~dup]:
+            first_line.setdefault(ids_arr[k], cand[k])
+        for k in good_idx[dup]:
+            good[k] = False
+            first = first_line[ids_arr[k]]
+            same = "an exact copy of" if lines[first] == lines[cand[k]] else "first at"
+            reasons.setdefault(cand[k], []).append(
+                ("image_id", f"duplicate image id ({same} line {first + first_lineno}); row kept as is, not loaded"))
+
+    for j in sorted(reasons):
+        line = lines[j]
+        image_id = _guess_id(line)
+        for col, reason in reasons[j]:
+            problems.append(RowProblem(first_lineno + j, image_id, col, reason, line))
+
+    sel = np.flatnonzero(good)
+    coords = nums[sel, :, :2].astype(np.float32)
+    vis = nums[sel, :, 2].astype(np.int8)
+    return _Rows(cand_arr[sel], ids_arr[sel], cats_arr[sel], coords, vis)
+
+
+def _split_rows(lines: list[str], has_kp: bool):
+    """Split each row into id, category and keypoint text; rows failing that are suspects.
+
+    Returns (candidate line indices, ids, category codes, keypoint texts, suspect indices).
+    The per-row work is one C-level `str.split`; all cell checks happen later, in bulk.
+    """
+    want = 3 if has_kp else 2
+    split = [line.split(",", 2) for line in lines]
+    lens = np.fromiter(map(len, split), dtype=np.int64, count=len(split))
+    sel = np.flatnonzero(lens == want)
+    if len(sel) == len(split):
+        chosen = split
+    else:
+        chosen = [split[j] for j in sel]
+    ids = list(map(itemgetter(0), chosen))
+    cats = list(map(itemgetter(1), chosen))
+    rests = list(map(itemgetter(2), chosen)) if has_kp else []
+    get = CATEGORY_INDEX.get
+    codes = np.array([get(c, -1) for c in cats], dtype=np.int64)
+    good = codes >= 0
+    # An empty id, or one starting with a quote (a quoted CSV field), cannot be kept as is.
+    for k in [k for k, s in enumerate(ids) if not s or s[0] == '"']:
+        good[k] = False
+    suspects = sorted(np.flatnonzero(lens != want).tolist() + sel[~good].tolist())
+    keep = np.flatnonzero(good)
+    if len(keep) != len(ids):
+        ids = [ids[k] for k in keep]
+        rests = [rests[k] for k in keep] if has_kp else []
+    return sel[keep].tolist(), ids, codes[keep].astype(np.int8), rests, suspects
+
+
+def _has_surrogates(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+_TO_COMMAS = bytes.maketrans(b"_\n", b",,")
+
+
+def _parse_cells(rests: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Numbers (n, 24, 3) int64 of each row's keypoint text, and a mask of rows not canonical.
+
+    A row is canonical iff formatting its numbers gives back its text exactly; this catches
+    `05`, `+5`, ` 5`, misplaced separators and every other spelling np.fromstring accepts.
+    """
+    n = len(rests)
+    # int32 halves the memory touched; a number beyond it comes back different from the text
+    # and so is caught as not canonical.
+    nums = np.empty((n, NUM_KEYPOINTS, 3), dtype=np.int32)
+    bad = np.zeros(n, dtype=bool)
+    if n == 0:
+        return nums, bad
+    try:
+        joined = "\n".join(rests).encode("ascii")
+    except UnicodeEncodeError:
+        joined = None
+    if joined is not None:
+        # Fast path: the whole file's cells in one parse and one comparison.
+        try:
+            values = np.fromstring(joined.translate(_TO_COMMAS), dtype=np.int32, sep=",")
+        except ValueError:
+            values = None
+        if values is not None and values.size == n * _NUMS_PER_ROW:
+            nums[:] = values.reshape(n, NUM_KEYPOINTS, 3)
+            formatted = _format_cells(nums[:, :, :2], nums[:, :, 2], b"\n")
+            if formatted[:-1] == joined:
+                return nums, bad
+            _mark_non_canonical(rests, np.arange(n), formatted, bad)
+            return nums, bad
+    nums.fill(-1)
+    _fill_numbers(rests, 0, n, nums, bad)
+    ok_idx = np.flatnonzero(~bad)
+    if len(ok_idx):
+        formatted = _format_cells(nums[ok_idx, :, :2], nums[ok_idx, :, 2], b"\n")
+        _mark_non_canonical(rests, ok_idx, formatted, bad)
+    return nums, bad
+
+
+def _mark_non_canonical(rests: list[str], idx: np.ndarray, formatted: bytes, bad: np.ndarray) -> None:
+    for k, g in zip(idx, formatted.split(b"\n")):
+        if g.decode("ascii") != rests[k]:
+            bad[k] = True
+
+
+def _fill_numbers(rests: list[str], lo: int, hi: int, nums: np.ndarray, bad: np.ndarray) -> None:
+    """Parse rests[lo:hi] in one call; on failure bisect down to the rows that break it."""
+    text = ",".join(rests[lo:hi]).replace("_", ",")
+    try:
+        values = np.fromstring(text, dtype=np.int32, sep=",")
+    except ValueError:
+        values = None
+    if values is not None and values.size == (hi - lo) * _NUMS_PER_ROW:
+        nums[lo:hi] = values.reshape(hi - lo, NUM_KEYPOINTS, 3)
+        return
+    if hi - lo == 1:
+        bad[lo] = True
+        return
+    mid = (lo + hi) // 2
+    _fill_numbers(rests, lo, mid, nums, bad)
+    _fill_numbers(rests, mid, hi, nums, bad)
+
+
+def _semantic_problems(cats: np.ndarray, xy: np.ndarray, v: np.ndarray) -> list[tuple[int, str, str]]:
+    """(row, column, reason) for well-formed cells whose values break the FashionAI rules."""
+    vis_ok = (v >= -1) & (v <= 1)
+    absent_xy = (xy[:, :, 0] == -1) & (xy[:, :, 1] == -1)
+    has = CATEGORY_MASK[cats.astype(np.int64)]
+    # Valid cells: absent (-1_-1_-1) or, for a keypoint the category has, present.
+    fine = vis_ok & ((v == -1) == absent_xy) & (has | (v == -1))
+    if fine.all() and np.abs(xy).max(initial=0) <= MAX_ABS_COORD:
+        return []
+    out: list[tuple[int, str, str]] = []
+    bad_v = (v < -1) | (v > 1)
+    absent_xy = (xy[:, :, 0] == -1) & (xy[:, :, 1] == -1)
+    mismatch = ~bad_v & ((v == -1) != absent_xy)
+    extra = ~bad_v & ~mismatch & (v != -1) & ~CATEGORY_MASK[cats.astype(np.int64)]
+    huge = (np.abs(xy) > MAX_ABS_COORD).any(axis=2) & ~bad_v & ~mismatch
+    for r, k in zip(*np.nonzero(bad_v)):
+        out.append((int(r), KEYPOINTS[k], f"visibility {int(v[r, k])} is not -1, 0 or 1"))
+    for r, k in zip(*np.nonzero(mismatch)):
+        x, y, vv = int(xy[r, k, 0]), int(xy[r, k, 1]), int(v[r, k])
+        if vv == -1:
+            why = f"visibility -1 (absent) with coordinates {x}_{y}; expected -1_-1_-1"
+        else:
+            why = f"coordinates -1_-1 (absent) with visibility {vv}; expected -1_-1_-1"
+        out.append((int(r), KEYPOINTS[k], why))
+    for r, k in zip(*np.nonzero(extra)):
+        out.append((int(r), KEYPOINTS[k],
+                    f"{CATEGORIES[cats[r]]} has no {KEYPOINTS[k]}, but it is marked present (v={int(v[r, k])})"))
+    for r, k in zip(*np.nonzero(huge)):
+        out.append((int(r), KEYPOINTS[k], f"coordinate out of range (|value| > {MAX_ABS_COORD})"))
+    return out
+
+
+def _diagnose_structure(line: str, n_fields: int, newline: str) -> list[tuple[str | None, str]]:
+    """Reasons a row failed the fast structural check (field count, id, category)."""
+    if line == "":
+        return [(None, "empty line")]
+    if newline == "\n" and line.endswith("\r"):
+        return [(None, "line ends with CRLF in a file whose lines end with LF (mixed line endings)")]
+    if newline == "\r\n" and "\n" in line:
+        return [(None, "line break LF inside a file whose lines end with CRLF (mixed line endings)")]
+    fields = line.split(",")
+    if '"' in line:
+        return [(None, "quoted fields are not supported in FashionAI files")]
+    if len(fields) != n_fields:
+        return [(None, f"has {len(fields)} fields, expected {n_fields}")]
+    out: list[tuple[str | None, str]] = []
+    if not fields[0]:
+        out.append(("image_id", "empty image id"))
+    if fields[1] not in CATEGORY_INDEX:
+        out.append(("image_category", f"unknown category {fields[1]!r}; expected one of {', '.join(CATEGORIES)}"))
+    if n_fields > 2:
+        out.extend(_diagnose_cells(",".join(fields[2:]), newline, fallback=False))
+    return out or [(None, "row could not be parsed")]
+
+
+def _canonical_int(s: str) -> bool:
+    if s == "0":
+        return True
+    digits = s[1:] if s.startswith("-") else s
+    return digits.isascii() and digits.isdigit() and digits[0] != "0"
+
+
+def _diagnose_cells(rest: str, newline: str, fallback: bool = True) -> list[tuple[str | None, str]]:
+    """Cell-level reasons for the keypoint part of a row (the slow, careful path)."""
+    if newline == "\n" and rest.endswith("\r"):
+        return [(None, "line ends with CRLF in a file whose lines end with LF (mixed line endings)")]
+    cells = rest.split(",")
+    if len(cells) != NUM_KEYPOINTS:
+        return [(None, f"has {len(cells) + 2} fields, expected {len(CSV_HEADER)}")]
+    out: list[tuple[str | None, str]] = []
+    for name, cell in zip(KEYPOINTS, cells):
+        parts = cell.split("_")
+        if len(parts) != 3 or not all(_canonical_int(p) for p in parts):
+            out.append((name, f"cell {cell!r} is not x_y_v with plain integers"))
+        elif any(abs(int(p)) > MAX_ABS_COORD for p in parts):
+            out.append((name, f"cell {cell!r}: number out of range (|value| > {MAX_ABS_COORD})"))
+    if not out and fallback:
+        out.append((None, "keypoint cells could not be parsed"))
+    return out
+
+
+# --- saving -------------------------------------------------------------------------------
+
+
+def save_annotations(annotations: Annotations, path: str | os.PathLike) -> None:
+    """Write atomically; coordinates are rounded to the nearest integer (half to even)."""
+    atomic_write_bytes(path, format_annotations(annotations))
+
+
+def format_annotations(annotations: Annotations) -> bytes:
+    """The file bytes `save_annotations` writes."""
+    a = annotations
+    nl = a.newline.encode("ascii")
+    body, offsets = _format_rows(a, nl)
+    pieces: list[bytes] = [_BOM] if a.bom else []
+    if a.header is not None:
+        pieces.append(a.header.encode("utf-8", "surrogateescape") + nl)
+    prev = 0
+    n = len(a)
+    for pos, text in a.verbatim:
+        pos = min(pos, n)
+        pieces.append(body[offsets[prev]:offsets[pos]])
+        pieces.append(text.encode("utf-8", "surrogateescape") + nl)
+        prev = pos
+    pieces.append(body[offsets[prev]:])
+    out = b"".join(pieces)
+    if not a.final_newline and out.endswith(nl) and (n or a.verbatim or a.header is not None):
+        out = out[: -len(nl)]
+    return out
+
+
+def _format_rows(a: Annotations, nl: bytes) -> tuple[bytes, np.ndarray]:
+    """All parsed rows as bytes (each ending with `nl`) and the N+1 row start offsets."""
+    n = len(a)
+    if n == 0:
+        return b"", np.zeros(1, dtype=np.int64)
+    ids = [str(s) for s in a.image_ids]
+    bad = [i for i, s in enumerate(ids) if not s or "\n" in s or "\r" in s or "," in s or s[0] == '"']
+    if bad:
+        raise ValueError(f"row {bad[0]}: image id {ids[bad[0]]!r} cannot be written to a CSV row")
+    cats = np.asarray(a.categories, dtype=np.int64)
+    if cats.min() < 0 or cats.max() >= len(CATEGORIES):
+        raise ValueError(f"category codes must be in 0..{len(CATEGORIES) - 1}")
+    id_mat = _bytes_matrix([s.encode("utf-8", "surrogateescape") for s in ids])
+    if (id_mat == 0).any(axis=1).any() and any("\x00" in s for s in ids):
+        raise ValueError("an image id contains a NUL character")
+    cat_tab = _bytes_matrix([b"," + c.encode("ascii") + (b"," if a.has_keypoints else b"") for c in CATEGORIES])
+    if a.has_keypoints:
+        xy, v = _checked_cells(a)
+        cells = _format_cells(xy, v, nl, as_matrix=True)
+    else:
+        cells = np.tile(_bytes_matrix([nl]), (n, 1))
+    widths = (id_mat.shape[1], cat_tab.shape[1], cells.shape[1])
+    mat = np.empty((n, sum(widths)), dtype=np.uint8)
+    mat[:, : widths[0]] = id_mat
+    mat[:, widths[0]: widths[0] + widths[1]] = cat_tab[cats]
+    mat[:, widths[0] + widths[1]:] = cells
+    keep = mat != 0
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.count_nonzero(keep, axis=1), out=offsets[1:])
+    return mat[keep].tobytes(), offsets
+
+
+def _checked_cells(a: Annotations) -> tuple[np.ndarray, np.ndarray]:
+    """Integer coordinates and visibility to write; raise ValueError on what would not reload."""
+    v = np.asarray(a.visibility)
+    if v.dtype != np.int8:
+        v = v.astype(np.int64)
+    present = v != -1
+    bad_v = present & (v != 0) & (v != 1)
+    if bad_v.any():
+        r, k = np.argwhere(bad_v)[0]
+        raise ValueError(f"row {r} ({a.image_ids[r]}): visibility {v[r, k]} of {KEYPOINTS[k]} is not -1, 0 or 1")
+    coords = np.rint(np.asarray(a.coords, dtype=np.float32))
+    finite = np.isfinite(coords).all(axis=2)
+    if not finite[present].all():
+        r, k = np.argwhere(present & ~finite)[0]
+        raise ValueError(f"row {r} ({a.image_ids[r]}): {KEYPOINTS[k]} is marked present but has no coordinates")
+    if (np.abs(coords[present]) > MAX_ABS_COORD).any():
+        r, k = np.argwhere(present & (np.abs(coords) > MAX_ABS_COORD).any(axis=2))[0]
+        raise ValueError(f"row {r} ({a.image_ids[r]}): {KEYPOINTS[k]} coordinate out of range")
+    xy = np.full(coords.shape, -1, dtype=np.int32)
+    xy[present] = coords[present]
+    absent_xy = (xy[:, :, 0] == -1) & (xy[:, :, 1] == -1)
+    if (present & absent_xy).any():
+        r, k = np.argwhere(present & absent_xy)[0]
+        raise ValueError(f"row {r} ({a.image_ids[r]}): {KEYPOINTS[k]} is present at (-1, -1), "
+                         "which FashionAI reads as absent")
+    extra = present & ~CATEGORY_MASK[np.asarray(a.categories, dtype=np.int64)]
+    if extra.any():
+        r, k = np.argwhere(extra)[0]
+        raise ValueError(f"row {r} ({a.image_ids[r]}): {CATEGORIES[a.categories[r]]} has no {KEYPOINTS[k]}")
+    return xy, v
+
+
+def _bytes_matrix(items: list[bytes]) -> np.ndarray:
+    """(len, width) uint8 matrix of the byte strings, zero-padded on the right."""
+    arr = np.array(items, dtype=bytes)
+    width = max(arr.dtype.itemsize, 1)
+    arr = arr.astype(f"S{width}")
+    return arr.view(np.uint8).reshape(len(items), width)
+
+
+def _word_table(strings: list[bytes], itemsize: int) -> np.ndarray:
+    """Each byte string zero-padded to `itemsize` bytes and viewed as one unsigned integer.
+
+    Gathering whole words (one element per cell part) is much faster than gathering rows of
+    bytes; the zero padding is dropped when the rows are joined.
+    """
+    mat = np.zeros((len(strings), itemsize), dtype=np.uint8)
+    for i, b in enumerate(strings):
+        mat[i, : len(b)] = np.frombuffer(b, dtype=np.uint8)
+    return mat.view(np.uint32 if itemsize == 4 else np.uint64).reshape(len(strings))
+
+
+def _int_words(values: np.ndarray, suffix: bytes, itemsize: int) -> np.ndarray:
+    """`str(value) + suffix` of every value as padded words (see `_word_table`)."""
+    lo, hi = int(values.min()), int(values.max())
+    if hi - lo <= 65536:
+        table = _word_table([b"%d%s" % (i, suffix) for i in range(lo, hi + 1)], itemsize)
+        return table[values - lo]
+    uniq, inverse = np.unique(values, return_inverse=True)
+    table = _word_table([b"%d%s" % (int(i), suffix) for i in uniq], itemsize)
+    return table[inverse.reshape(values.shape)]
+
+
+def _format_cells(xy: np.ndarray, v: np.ndarray, end: bytes, as_matrix: bool = False):
+    """Format the keypoint cells `x_y_v,...,x_y_v<end>` of each row.
+
+    Returns the rows joined as bytes, or with `as_matrix` the zero-padded (n, width) matrix.
+    """
+    n = xy.shape[0]
+    if n == 0:
+        return np.zeros((0, 0), dtype=np.uint8) if as_matrix else b""
+    longest = max(len(b"%d" % int(xy.min())), len(b"%d" % int(xy.max())),
+                  len(b"%d" % int(v.min())), len(b"%d" % int(v.max()))) + len(end)
+    itemsize = 4 if longest <= 4 else 8 if longest <= 8 else 0
+    if itemsize == 0:
+        raise ValueError("a coordinate has too many digits to write")
+    words = np.empty((n, NUM_KEYPOINTS, 3), dtype=np.uint32 if itemsize == 4 else np.uint64)
+    words[:, :, 0] = _int_words(xy[:, :, 0], b"_", itemsize)
+    words[:, :, 1] = _int_words(xy[:, :, 1], b"_", itemsize)
+    if int(v.min()) >= -1 and int(v.max()) <= 1:
+        words[:, :-1, 2] = _word_table([b"-1,", b"0,", b"1,"], itemsize)[v[:, :-1] + 1]
+        words[:, -1, 2] = _word_table([b"-1" + end, b"0" + end, b"1" + end], itemsize)[v[:, -1] + 1]
+    else:  # only when checking rows read with a bad visibility
+        words[:, :-1, 2] = _int_words(v[:, :-1], b",", itemsize)
+        words[:, -1, 2] = _int_words(v[:, -1], end, itemsize)
+    cells = words.view(np.uint8).reshape(n, -1)
+    if as_matrix:
+        return cells
+    return cells[cells != 0].tobytes()
