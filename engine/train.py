@@ -1,0 +1,369 @@
+"""Training the keypoint network: a reusable step, fine-tuning, validation NE, the full loop.
+
+`train_step` does one OHEM-weighted update of all stages; `fine_tune` runs N such steps on
+given samples (the retrain loop uses it); `validate` measures the Normalized Error on
+ground-truth crops; `train_keypoints` is the epoch loop behind `fkp train-keypoints`, on the
+CPU or CUDA (bf16/fp16 autocast, channels-last), single process or DistributedDataParallel
+when started by `torchrun` (gloo on the CPU, NCCL on GPUs).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+
+from engine.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkpoint
+from engine.data import Augmentation, KeypointCropDataset, apply_affine, invert_affine
+from engine.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
+from engine.hourglass import KeypointNet, load_encoder_weights
+from engine.ohem import ohem_loss
+from engine.presets import Preset
+from engine.schema import CATEGORY_MASK
+from engine.targets import decode, instance_losses
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[dict[str, Any]], None]
+
+
+# --- model ---------------------------------------------------------------------------------
+
+
+def build_model(preset: Preset, encoder_weights: str | os.PathLike | None = None) -> KeypointNet:
+    """A fresh keypoint net for the preset; ImageNet encoder weights only from a local file."""
+    model = KeypointNet(preset.net)
+    if encoder_weights:
+        names = load_encoder_weights(model, encoder_weights)
+        log.info("encoder initialized from %s (%d tensors)", encoder_weights, len(names))
+    else:
+        log.info("no encoder weights given: training the keypoint net from scratch (random init)")
+    return model
+
+
+# --- one step ------------------------------------------------------------------------------
+
+
+def batch_loss(outputs: list[torch.Tensor], batch: dict[str, torch.Tensor], preset: Preset,
+               ohem_fraction: float | None = None) -> tuple[torch.Tensor, float]:
+    """Sum over stages of the OHEM loss (intermediate supervision) -> (loss, last stage's plain mean loss)."""
+    frac = preset.ohem_fraction if ohem_fraction is None else ohem_fraction
+    heat, offsets, valid = batch["heat"], batch["offsets"], batch["valid"]
+    total = outputs[0].new_zeros((), dtype=torch.float32)
+    plain = 0.0
+    for out in outputs:
+        per = instance_losses(out, heat, offsets, preset.radius, preset.stride, preset.offset_weight)
+        total = total + ohem_loss(per, valid, frac)
+        n = valid.sum()
+        plain = float((per.detach() * valid).sum() / n.clamp(min=1))
+    return total, plain
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    out["image"] = prepare_input(batch["image"], device)
+    return out
+
+
+def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
+               preset: Preset, device: torch.device, scaler: torch.amp.GradScaler | None = None,
+               ohem_fraction: float | None = None) -> float:
+    """One update on one batch (OHEM over the batch, all stages supervised); returns the plain loss."""
+    model.train()
+    batch = _to_device(batch, device)
+    with autocast_for(device):
+        outputs = model(batch["image"])
+    loss, plain = batch_loss(outputs, batch, preset, ohem_fraction)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+    return plain
+
+
+def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    # No weight decay on BatchNorm parameters and biases (standard practice for conv nets).
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up then cosine decay to 2 % of the peak rate, stepped per batch."""
+    total = max(1, total_steps)
+    warm = max(1, min(warmup_steps, total // 4))
+
+    def factor(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        t = min(1.0, (step - warm) / max(1, total - warm))
+        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _cycle(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
+    epoch = 0
+    while True:
+        ds = loader.dataset
+        if hasattr(ds, "set_epoch"):
+            ds.set_epoch(epoch)
+        yield from loader
+        epoch += 1
+
+
+def fine_tune(model: torch.nn.Module, samples: Dataset, preset: Preset, steps: int, lr: float = 5e-4,
+              device: torch.device | None = None, batch_size: int | None = None,
+              ohem_fraction: float | None = None, progress: Progress | None = None,
+              should_stop: Callable[[], bool] | None = None) -> list[float]:
+    """Fine-tune `model` in place on `samples` (items as KeypointCropDataset's) for `steps` OHEM steps.
+
+    Returns the per-step losses. `should_stop()` is polled between steps (cancellation).
+    """
+    device = device or next(model.parameters()).device
+    prepare_model(model, device)
+    bs = min(batch_size or preset.batch_size, len(samples))
+    loader = DataLoader(samples, batch_size=bs, shuffle=True, drop_last=len(samples) >= bs * 2)
+    optimizer = make_optimizer(model, lr, preset.weight_decay)
+    scheduler = make_scheduler(optimizer, steps, max(1, steps // 10))
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    losses = []
+    for step, batch in zip(range(steps), _cycle(loader)):
+        if should_stop is not None and should_stop():
+            break
+        losses.append(train_step(model, optimizer, batch, preset, device, scaler, ohem_fraction))
+        scheduler.step()
+        if progress is not None:
+            progress({"step": step + 1, "steps": steps, "loss": losses[-1]})
+    return losses
+
+
+# --- prediction and validation -------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_crops(model: torch.nn.Module, images: torch.Tensor, preset: Preset,
+                  device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints of a batch of normalized crops (B, 3, S, S) -> coords (B, 24, 2) crop pixels, confidence (B, 24)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    with autocast_for(device):
+        outputs = model(prepare_input(images, device))
+    return decode(outputs[-1].float(), preset.radius, preset.stride)
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, dataset: KeypointCropDataset, preset: Preset,
+             device: torch.device | None = None, batch_size: int = 32) -> dict[str, float]:
+    """NE (fraction, not percent) on ground-truth crops of `dataset` (built without augmentation)."""
+    from engine.metrics import normalized_errors
+
+    device = device or next(model.parameters()).device
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    index, pred = [], []
+    for batch in loader:
+        coords, _ = predict_crops(model, batch["image"], preset, device)
+        back = apply_affine(coords.cpu().numpy(), invert_affine(batch["affine"].numpy()))
+        pred.append(back.astype(np.float32))
+        index.append(batch["index"].numpy())
+    idx = np.concatenate(index)
+    pred_coords = np.concatenate(pred)
+    cats = dataset.categories[idx]
+    pred_vis = np.where(CATEGORY_MASK[cats], 1, -1).astype(np.int8)
+    errors = normalized_errors(dataset.coords[idx], dataset.visibility[idx], cats, pred_coords, pred_vis)
+    scored = np.isfinite(errors)
+    ne = float(errors[scored].mean()) if scored.any() else float("nan")
+    return {"ne": ne, "points": int(scored.sum()), "images": int(len(idx))}
+
+
+# --- the training loop ---------------------------------------------------------------------
+
+
+def _dist_info() -> tuple[bool, int, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > 1, int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def _split_path(root: Path, split: str) -> Path:
+    return root / "Annotations" / f"{split}.csv"
+
+
+def train_keypoints(
+    data_root: str | os.PathLike,
+    preset: Preset,
+    out: str | os.PathLike,
+    epochs: int | None = None,
+    resume: str | os.PathLike | None = None,
+    train_split: str = "train",
+    val_split: str = "val",
+    val_root: str | os.PathLike | None = None,
+    device: str | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    workers: int = 0,
+    encoder_weights: str | os.PathLike | None = None,
+    max_train_images: int | None = None,
+    max_val_images: int | None = None,
+    augment: Augmentation | None = Augmentation(),
+    seed: int = 0,
+    max_steps: int | None = None,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Train (or resume) the keypoint net; writes `out` after every epoch (and `<out>.best.pt`).
+
+    Validation uses `<val_root or data_root>/Annotations/<val_split>.csv`; without that file,
+    5 % of the training images are held out. Returns the per-epoch history. Under `torchrun`
+    every process trains on its shard (DDP); rank 0 validates and writes the checkpoints.
+    """
+    distributed, rank, world, local_rank = _dist_info()
+    dev = pick_device(device)
+    if distributed:
+        if dev.type == "cuda":
+            dev = torch.device("cuda", local_rank)
+            torch.cuda.set_device(dev)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    main_process = rank == 0
+    torch.manual_seed(seed + rank)
+
+    start_epoch, history, state = 0, [], None
+    if resume:
+        state = load_checkpoint(resume, KEYPOINT_FORMAT)
+        preset = Preset.from_dict(state["preset"])
+        start_epoch = int(state.get("epoch", 0))
+        history = list(state.get("history", []))
+        log.info("resuming from %s at epoch %d", resume, start_epoch)
+    epochs = preset.epochs if epochs is None else epochs
+    batch_size = batch_size or preset.batch_size
+    lr = lr or preset.lr
+
+    root = Path(data_root)
+    train_ds = KeypointCropDataset(root, _split_path(root, train_split), preset, augment=augment, seed=seed)
+    vroot = Path(val_root) if val_root else root
+    if _split_path(vroot, val_split).is_file():
+        val_ds = KeypointCropDataset(vroot, _split_path(vroot, val_split), preset, augment=None)
+        val_idx = np.arange(len(val_ds))
+        train_idx = np.arange(len(train_ds))
+    else:
+        log.info("%s not found: holding out 5 %% of the training images for validation", _split_path(vroot, val_split))
+        val_ds = KeypointCropDataset(root, _split_path(root, train_split), preset, augment=None)
+        perm = np.random.default_rng(seed).permutation(len(train_ds))
+        n_val = max(1, len(perm) // 20)
+        val_idx, train_idx = np.sort(perm[:n_val]), np.sort(perm[n_val:])
+    if max_train_images is not None:
+        train_idx = train_idx[:max_train_images]
+    if max_val_images is not None:
+        val_idx = val_idx[:max_val_images]
+    train_set = Subset(train_ds, train_idx.tolist())
+    val_set = _ValidationView(val_ds, val_idx)
+
+    model = build_model(preset, None if state else encoder_weights)
+    if state:
+        model.load_state_dict(state["state_dict"])
+    model = prepare_model(model, dev)
+    net = model
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True) if distributed else None
+    loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
+                        num_workers=workers, persistent_workers=False, pin_memory=dev.type == "cuda")
+    steps_per_epoch = len(loader)
+    if steps_per_epoch == 0:
+        raise ValueError(f"{root}: {len(train_set)} training images is fewer than one batch of {batch_size}")
+    optimizer = make_optimizer(model, lr, preset.weight_decay)
+    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, warmup_steps=min(300, steps_per_epoch))
+    if state and "optimizer" in state:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dev) else None
+
+    if main_process:
+        log.info("training %s on %s: %d train / %d val images, %d steps/epoch x %d epochs, batch %d x %d process(es)",
+                 preset.name, dev, len(train_set), len(val_set), steps_per_epoch, epochs, batch_size, world)
+    out = Path(out)
+    best = min((h["val_ne"] for h in history if h.get("val_ne") == h.get("val_ne")), default=math.inf)
+    images_seen = int(history[-1]["images_seen"]) if history else 0
+    steps_done = 0
+    for epoch in range(start_epoch, epochs):
+        train_ds.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        t0 = time.monotonic()
+        losses = []
+        for i, batch in enumerate(loader):
+            losses.append(train_step(model, optimizer, batch, preset, dev, scaler))
+            scheduler.step()
+            steps_done += 1
+            if progress is not None and main_process:
+                rate = (i + 1) * batch_size * world / max(1e-9, time.monotonic() - t0)
+                progress({"epoch": epoch + 1, "epochs": epochs, "step": i + 1, "steps": steps_per_epoch,
+                          "loss": float(np.mean(losses[-20:])), "images_per_s": rate})
+            if max_steps is not None and steps_done >= max_steps:
+                break
+        seconds = time.monotonic() - t0
+        images_seen += len(losses) * batch_size * world
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": seconds,
+                  "images_per_s": len(losses) * batch_size * world / max(seconds, 1e-9),
+                  "lr": float(optimizer.param_groups[0]["lr"]), "images_seen": images_seen}
+        if main_process:
+            t1 = time.monotonic()
+            record.update({f"val_{k}": v for k, v in validate(net, val_set, preset, dev).items()})
+            record["val_seconds"] = time.monotonic() - t1
+            history.append(record)
+            log.info("epoch %d/%d: loss %.4f, val NE %.2f %% (%d points), %.1f images/s, %.0f s",
+                     epoch + 1, epochs, record["train_loss"], 100 * record["val_ne"], record["val_points"],
+                     record["images_per_s"], seconds)
+            ckpt = keypoint_checkpoint(net, preset, epoch=epoch + 1, history=history,
+                                       metrics={"val_ne": record["val_ne"]},
+                                       optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+            from engine.checkpoints import save_checkpoint
+
+            save_checkpoint(out, ckpt)
+            if record["val_ne"] < best:
+                best = record["val_ne"]
+                save_checkpoint(out.with_name(out.stem + ".best" + out.suffix), ckpt)
+            if progress is not None:
+                progress({"epoch_done": epoch + 1, **record})
+        if distributed:
+            dist.barrier()
+        if max_steps is not None and steps_done >= max_steps:
+            break
+    if distributed:
+        dist.destroy_process_group()
+    return history
+
+
+class _ValidationView(Dataset):
+    """The validation subset that still exposes the arrays `validate` needs, re-indexed."""
+
+    def __init__(self, base: KeypointCropDataset, idx: np.ndarray):
+        self.base = base
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.categories = base.categories
+        self.coords = base.coords
+        self.visibility = base.visibility
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.base[int(self.idx[i])]
