@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 NUM_CLASSES = len(CATEGORIES) + 1  # + background
 DETECTOR_BACKBONES: tuple[str, ...] = ("mobilenet_v3_large", "resnet18", "resnet34", "resnet50", "resnet101")
-CHECKPOINT_KIND = "fkp-detector"
+DETECTOR_FORMAT = "fkp-detector/1"
 
 
 @dataclass(frozen=True)
@@ -247,6 +247,18 @@ class DetectorSamples:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, indices: Sequence[int]) -> DetectorSamples:
+        idx = list(indices)
+        return DetectorSamples([self.image_ids[i] for i in idx], [self.images[i] for i in idx], self.boxes[idx], self.labels[idx])
+
+    def hold_out(self, fraction: float, seed: int = 0) -> tuple[DetectorSamples, DetectorSamples]:
+        """(train, held-out): a random `fraction` of the images (at least one) held out."""
+        order = np.random.default_rng(seed).permutation(len(self))
+        n_val = max(1, int(round(len(self) * fraction)))
+        if n_val >= len(self):
+            raise ValueError(f"cannot hold out {n_val} of {len(self)} images for validation")
+        return self.subset(np.sort(order[n_val:])), self.subset(np.sort(order[:n_val]))
+
     def batch(self, indices: Sequence[int], flip: np.ndarray | None = None) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
         """Tensors for `FasterRCNN.forward`, horizontally flipping where `flip` is True."""
         images, targets = [], []
@@ -452,7 +464,7 @@ def save_detector(path: str | os.PathLike, model: FasterRCNN, config: DetectorCo
     from engine.checkpoints import save_checkpoint
 
     save_checkpoint(path, {
-        "kind": CHECKPOINT_KIND,
+        "format": DETECTOR_FORMAT,
         "config": config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
@@ -463,9 +475,9 @@ def load_detector(path: str | os.PathLike) -> tuple[FasterRCNN, DetectorConfig, 
     """Load a detector checkpoint written by `save_detector`; raises `CheckpointError` naming the file."""
     from engine.checkpoints import CheckpointError, load_checkpoint
 
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CHECKPOINT_KIND:
-        raise CheckpointError(f"{path}: not a detector checkpoint (kind {ckpt.get('kind') if isinstance(ckpt, dict) else type(ckpt).__name__!r})")
+    ckpt = load_checkpoint(path, DETECTOR_FORMAT)
+    if not isinstance(ckpt.get("config"), dict) or not isinstance(ckpt.get("state_dict"), dict):
+        raise CheckpointError(f"{path}: detector checkpoint lacks its config or weights")
     model, config = detector_from_state(ckpt["config"], ckpt["state_dict"], str(path))
     return model, config, dict(ckpt.get("metadata", {}))
 

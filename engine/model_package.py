@@ -1,0 +1,166 @@
+"""The two-stage model package: the unit the studio versions and the CLI passes around.
+
+One file (`*.fkpmodel`, or a directory holding `model.fkpmodel`) with both stages' weights,
+their configurations, the preset and the training metadata (data set, date, validation NE).
+It is a plain dict of tensors, numbers and strings, written atomically and read back with
+`torch.load(..., weights_only=True)`; anything else is refused with a message naming the file.
+
+Layout :
+
+    {"format": "fkp-model/1",
+     "preset": Preset.to_dict(),
+     "detector": {"config": DetectorConfig.to_dict(), "state_dict": {...}},
+     "keypoints": {"config": NetConfig.to_dict(), "state_dict": {...}},
+     "metadata": {"data": ..., "date": ..., "val_ne": ..., ...}}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from engine.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+
+FORMAT = "fkp-model/1"
+FILE_NAME = "model.fkpmodel"
+
+
+class ModelPackageError(CheckpointError):
+    """A model package is missing, corrupt, truncated, foreign, or does not fit its config."""
+
+
+@dataclass
+class TwoStageModel:
+    """A loaded model package: the preset, both networks (in eval mode) and the metadata."""
+
+    preset: Any                          # engine.presets.Preset
+    detector: nn.Module
+    detector_config: Any                 # engine.detector.DetectorConfig
+    keypoint_net: nn.Module
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def package_file(path: str | os.PathLike) -> Path:
+    """The file a package path names: the path itself, or `model.fkpmodel` inside a directory."""
+    path = Path(path)
+    return path / FILE_NAME if path.is_dir() else path
+
+
+def save_model(
+    path: str | os.PathLike,
+    preset: Any,
+    detector: nn.Module,
+    detector_config: Any,
+    keypoint_net: nn.Module,
+    metadata: dict[str, Any] | None = None,
+    half: bool = False,
+) -> Path:
+    """Write a model package atomically; `half` stores floating weights as float16 (half the size).
+
+    `path` ending in `.fkpmodel` is the file itself; any other path is a directory that will
+    hold `model.fkpmodel`. Returns the file written.
+    """
+    path = Path(path)
+    if path.suffix != ".fkpmodel":
+        path.mkdir(parents=True, exist_ok=True)
+        path = path / FILE_NAME
+    meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
+    save_checkpoint(path, {
+        "format": FORMAT,
+        "preset": preset.to_dict(),
+        "detector": {"config": detector_config.to_dict(), "state_dict": _weights(detector, half)},
+        "keypoints": {"config": preset.net.to_dict(), "state_dict": _weights(keypoint_net, half)},
+        "metadata": _plain_metadata(meta),
+    })
+    return path
+
+
+def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> TwoStageModel:
+    """Load a package written by `save_model`; raises `ModelPackageError` with a clear message."""
+    from engine.detector import detector_from_state
+    from engine.hourglass import KeypointNet
+    from engine.presets import NetConfig, Preset
+
+    file = package_file(path)
+    if not file.exists():
+        raise ModelPackageError(f"{file}: model package not found")
+    try:
+        pkg = load_checkpoint(file)
+    except CheckpointError as e:
+        raise ModelPackageError(str(e)) from None
+    _check_layout(pkg, file)
+    try:
+        preset = Preset.from_dict(pkg["preset"])
+        net_config = NetConfig.from_dict(pkg["keypoints"]["config"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise ModelPackageError(f"{file}: the stored preset is not valid ({e})") from None
+    try:
+        detector, det_config = detector_from_state(pkg["detector"]["config"], pkg["detector"]["state_dict"], str(file))
+    except CheckpointError as e:
+        raise ModelPackageError(str(e)) from None
+    try:
+        net = KeypointNet(net_config)
+        net.load_state_dict(_float32(pkg["keypoints"]["state_dict"]))
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise ModelPackageError(f"{file}: keypoint-network weights do not match their config ({e})") from None
+    return TwoStageModel(
+        preset=preset,
+        detector=detector.to(device).eval(),
+        detector_config=det_config,
+        keypoint_net=net.to(device).eval(),
+        metadata=dict(pkg["metadata"]),
+    )
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The package's metadata and preset name without building the networks."""
+    file = package_file(path)
+    try:
+        pkg = load_checkpoint(file)
+    except CheckpointError as e:
+        raise ModelPackageError(str(e)) from None
+    _check_layout(pkg, file)
+    return {"preset": pkg["preset"].get("name"), **pkg["metadata"]}
+
+
+def _check_layout(pkg: Any, file: Path) -> None:
+    if pkg.get("format") != FORMAT:
+        raise ModelPackageError(f"{file}: not an FKP model package (it holds {pkg.get('format')!r}, expected {FORMAT!r})")
+    for key in ("preset", "detector", "keypoints", "metadata"):
+        if not isinstance(pkg.get(key), dict):
+            raise ModelPackageError(f"{file}: model package has no {key!r} section")
+    for stage in ("detector", "keypoints"):
+        if not isinstance(pkg[stage].get("state_dict"), dict) or not isinstance(pkg[stage].get("config"), dict):
+            raise ModelPackageError(f"{file}: the {stage} section lacks its weights or config")
+
+
+def _weights(model: nn.Module, half: bool) -> dict[str, torch.Tensor]:
+    return {
+        k: (v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu().clone())
+        for k, v in model.state_dict().items()
+    }
+
+
+def _float32(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+
+
+def _plain_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """Metadata restricted to what `weights_only` loading accepts: str, numbers, bools, None, lists, dicts."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return v
+        if isinstance(v, os.PathLike):
+            return os.fspath(v)
+        return float(v) if hasattr(v, "__float__") else str(v)
+    return plain(meta)

@@ -1,0 +1,322 @@
+"""Two-stage inference: image -> detector -> garment box -> square crop -> keypoint net ->
+Hough decoding -> image coordinates -> one FashionAI row per image.
+
+The detector's box is the keypoint box grown by the detector's margin (see
+`engine.detector`); the pipeline shrinks it back and crops it exactly as the keypoint net was
+trained (`engine.data.crop_from_box` with the preset's crop margin). With `num_crops > 1` the
+keypoint net also sees the other top detections of the same garment (and, when there are too
+few, slightly zoomed crops of the best box); with `flip_tta` each crop is also predicted
+mirrored, with left/right twins swapped back. All views are averaged in image coordinates,
+weighted by the keypoint confidences.
+
+Besides the coordinates every prediction carries a confidence per keypoint in [0, 1] (the
+share of Hough votes near the chosen peak), saved beside a predictions CSV by `save_scores`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
+from engine.detector import Detections, detect, scale_for, shrink_box
+from engine.device import autocast_for, pick_device, prepare_input
+from engine.model_package import TwoStageModel
+from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
+from engine.targets import decode
+
+log = logging.getLogger(__name__)
+
+# Extra zooms of the best box used when the detector offers fewer distinct crops than asked.
+_ZOOMS = (1.08, 0.93, 1.16, 0.86)
+
+
+@dataclass
+class PredictionBatch:
+    """Predictions for consecutive images `start .. start + len(image_ids)` of a `predict` call.
+
+    `coords` (n, 24, 2) image pixels and `visibility` (n, 24): the category's keypoints v = 1,
+    the others -1 (coordinates -1). `scores` (n, 24) are confidences in [0, 1] (-1 where the
+    category has no such keypoint). An image that could not be read has an entry in `errors`
+    (image id -> message) and all its keypoints -1.
+    """
+
+    start: int
+    image_ids: list[str]
+    categories: np.ndarray
+    coords: np.ndarray
+    visibility: np.ndarray
+    scores: np.ndarray
+    boxes: np.ndarray
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+
+class Pipeline:
+    """Inference with a loaded `TwoStageModel`; test-time options default to the model's preset."""
+
+    def __init__(
+        self,
+        model: TwoStageModel,
+        device: torch.device | str | None = None,
+        flip_tta: bool | None = None,
+        num_crops: int | None = None,
+        batch_size: int = 8,
+    ):
+        self.model = model
+        self.preset = model.preset
+        self.device = torch.device(device) if device is not None else pick_device()
+        self.flip_tta = self.preset.flip_tta if flip_tta is None else flip_tta
+        self.num_crops = max(1, self.preset.num_crops if num_crops is None else num_crops)
+        self.batch_size = max(1, batch_size)
+        self.detector = model.detector.to(self.device).eval()
+        self.keypoint_net = model.keypoint_net.to(self.device).eval()
+
+    # -- one batch of decoded images --------------------------------------------------------
+
+    @torch.no_grad()
+    def predict_images(
+        self, images: Sequence[np.ndarray], categories: Sequence[int | None] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """RGB images -> (coords (n, 24, 2), scores (n, 24), categories (n,), boxes (n, 4)).
+
+        `categories[i]` None (or no `categories`) lets the detector decide the category.
+        Scores and coordinates cover all 24 keypoints; callers mask by category.
+        """
+        n = len(images)
+        if n == 0:
+            return np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, NUM_KEYPOINTS), np.float32), np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
+        dets = self._detect(images)
+        cats = np.array([
+            (c if c is not None else (int(d.categories[0]) if len(d.scores) else 0))
+            for c, d in zip(categories if categories is not None else [None] * n, dets)
+        ], dtype=np.int64)
+        boxes, weights = self._crop_boxes(images, dets)                 # (n, c, 4), (n, c)
+        coords, conf = self._keypoints(images, boxes)                    # (n, c, v, 24, 2), (n, c, v, 24)
+        # Average all views per keypoint, weighted by confidence and the box's detector score.
+        w = conf * weights[:, :, None, None] + 1e-6
+        mean = (coords * w[..., None]).sum(axis=(1, 2)) / w.sum(axis=(1, 2))[..., None]
+        score = conf.mean(axis=(1, 2))
+        return mean.astype(np.float32), score.astype(np.float32), cats, boxes[:, 0]
+
+    def _detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
+        cfg = self.model.detector_config
+        tensors, scales = [], []
+        for img in images:
+            h, w = img.shape[:2]
+            s = scale_for(h, w, cfg.min_size, cfg.max_size)
+            # Resize as the training images were (INTER_AREA), so the detector sees the same statistics.
+            small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+            tensors.append(torch.from_numpy(small).permute(2, 0, 1).float().div_(255).to(self.device))
+            scales.append(s)
+        with autocast_for(self.device):
+            dets = detect(self.detector, tensors, top_k=max(self.num_crops, 1) + 2)
+        return [
+            Detections(d.boxes / s, d.scores, d.categories) for d, s in zip(dets, scales)
+        ]
+
+    def _crop_boxes(self, images: Sequence[np.ndarray], dets: list[Detections]) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoint boxes (n, num_crops, 4) to crop and their weights (n, num_crops)."""
+        margin = self.model.detector_config.box_margin
+        k = self.num_crops
+        out = np.zeros((len(images), k, 4), np.float32)
+        weights = np.ones((len(images), k), np.float32)
+        for i, (img, d) in enumerate(zip(images, dets)):
+            if len(d.scores) == 0:
+                h, w = img.shape[:2]
+                log.warning("no garment detected in image %d; using the whole image", i)
+                boxes = np.array([[0, 0, w - 1, h - 1]], np.float32)
+                scores = np.ones(1, np.float32)
+            else:
+                boxes = shrink_box(d.boxes, margin)
+                scores = d.scores
+            chosen, chosen_w = _same_garment(boxes, scores, k)
+            out[i], weights[i] = chosen, chosen_w
+        return out, weights
+
+    def _keypoints(self, images: Sequence[np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predict every (image, box, view) crop; coordinates in image pixels."""
+        p = self.preset
+        size = p.input_size
+        views = (False, True) if self.flip_tta else (False,)
+        n, k = boxes.shape[:2]
+        mats = np.zeros((n, k, len(views), 2, 3), np.float32)
+        crops = []
+        for i in range(n):
+            for j in range(k):
+                cx, cy, side = square_around(boxes[i, j], p.crop_margin)
+                for v, flip in enumerate(views):
+                    mats[i, j, v] = crop_affine(cx, cy, side, size, flip=flip)
+                    crops.append(normalize_image(warp_crop(images[i], mats[i, j, v], size)))
+        x = prepare_input(torch.stack(crops), self.device)
+        with autocast_for(self.device):
+            out = self.keypoint_net(x)[-1]
+        pts, conf = decode(out.float(), p.radius, p.stride)
+        pts = pts.cpu().numpy().reshape(n, k, len(views), NUM_KEYPOINTS, 2)
+        conf = conf.cpu().numpy().reshape(n, k, len(views), NUM_KEYPOINTS)
+        if self.flip_tta:
+            # A mirrored crop predicts each keypoint in its twin's channel: swap them back.
+            pts[:, :, 1] = pts[:, :, 1][:, :, FLIP_PERMUTATION]
+            conf[:, :, 1] = conf[:, :, 1][:, :, FLIP_PERMUTATION]
+        image_pts = apply_affine(pts, invert_affine(mats))
+        return image_pts, conf
+
+    # -- whole splits -----------------------------------------------------------------------
+
+    def iter_predict(
+        self,
+        root: str | os.PathLike,
+        image_ids: Sequence[str],
+        categories: Sequence[int | None] | None = None,
+        on_progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[PredictionBatch]:
+        """Predict images `root / image_id` batch by batch; stops early when `should_stop()` says so.
+
+        Unreadable or missing images do not stop the run: they are reported in the batch's
+        `errors` and their keypoints are all -1.
+        """
+        from engine.images import ImageError, read_image
+
+        root = Path(root)
+        total = len(image_ids)
+        cats_in = list(categories) if categories is not None else [None] * total
+        if on_progress is not None:
+            on_progress(0, total)
+        for start in range(0, total, self.batch_size):
+            if should_stop is not None and should_stop():
+                return
+            ids = [str(s) for s in image_ids[start:start + self.batch_size]]
+            images, ok_rows, errors = [], [], {}
+            for j, image_id in enumerate(ids):
+                try:
+                    images.append(read_image(root / image_id))
+                    ok_rows.append(j)
+                except ImageError as e:
+                    errors[image_id] = str(e)
+                    log.warning("%s", e)
+            cats = np.array([c if c is not None else -1 for c in cats_in[start:start + len(ids)]], np.int64)
+            batch = _empty_batch(start, ids, cats, errors)
+            if images:
+                coords, scores, pred_cats, boxes = self.predict_images(images, [cats_in[start + j] for j in ok_rows])
+                rows = np.asarray(ok_rows)
+                batch.categories[rows] = pred_cats
+                mask = CATEGORY_MASK[pred_cats]
+                batch.coords[rows] = np.where(mask[..., None], coords, -1.0)
+                batch.visibility[rows] = np.where(mask, 1, -1)
+                batch.scores[rows] = np.where(mask, scores, -1.0)
+                batch.boxes[rows] = boxes
+            # An unreadable image of unknown category still needs a valid category code in the CSV.
+            batch.categories[batch.categories < 0] = 0
+            yield batch
+            if on_progress is not None:
+                on_progress(start + len(ids), total)
+
+    def predict(self, root: str | os.PathLike, annotations, on_progress=None, should_stop=None):
+        """Predict every image of an `Annotations` (its categories are used when it has them).
+
+        Returns (predictions as `Annotations`, scores (N, 24), errors {image_id: message}).
+        Stopped early, the rows not reached are left out.
+        """
+        from engine.annotations import Annotations
+
+        cats = [int(c) for c in annotations.categories]
+        batches = list(self.iter_predict(root, list(annotations.image_ids), cats, on_progress, should_stop))
+        return merge_batches(batches)
+
+
+def merge_batches(batches: Sequence[PredictionBatch]):
+    """(Annotations of all rows, scores (N, 24), errors) from consecutive batches."""
+    from engine.annotations import Annotations
+
+    if not batches:
+        return Annotations.from_arrays([], np.zeros(0, np.int64), np.zeros((0, NUM_KEYPOINTS, 2)), np.zeros((0, NUM_KEYPOINTS))), np.zeros((0, NUM_KEYPOINTS), np.float32), {}
+    ids = [i for b in batches for i in b.image_ids]
+    ann = Annotations.from_arrays(
+        ids,
+        np.concatenate([b.categories for b in batches]),
+        np.concatenate([b.coords for b in batches]),
+        np.concatenate([b.visibility for b in batches]),
+    )
+    errors = {k: v for b in batches for k, v in b.errors.items()}
+    return ann, np.concatenate([b.scores for b in batches]), errors
+
+
+def _empty_batch(start: int, ids: list[str], cats: np.ndarray, errors: dict[str, str]) -> PredictionBatch:
+    n = len(ids)
+    return PredictionBatch(
+        start=start, image_ids=ids, categories=cats.copy(),
+        coords=np.full((n, NUM_KEYPOINTS, 2), -1.0, np.float32),
+        visibility=np.full((n, NUM_KEYPOINTS), -1, np.int8),
+        scores=np.full((n, NUM_KEYPOINTS), -1.0, np.float32),
+        boxes=np.zeros((n, 4), np.float32),
+        errors=errors,
+    )
+
+
+def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best box and up to k - 1 more boxes of the same garment (IoU >= 0.5 with the best),
+    padded with zoomed copies of the best box; returns (k, 4) boxes and (k,) weights."""
+    best = boxes[0]
+    if k == 1:
+        return best[None], scores[:1].astype(np.float32)
+    x0 = np.maximum(best[0], boxes[:, 0])
+    y0 = np.maximum(best[1], boxes[:, 1])
+    x1 = np.minimum(best[2], boxes[:, 2])
+    y1 = np.minimum(best[3], boxes[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    iou = inter / np.maximum(area[0] + area - inter, 1e-6)
+    same = np.flatnonzero(iou >= 0.5)[:k]
+    chosen = [boxes[same]]
+    weights = [scores[same]]
+    missing = k - len(same)
+    if missing > 0:
+        centre = (best[:2] + best[2:]) / 2
+        half = (best[2:] - best[:2]) / 2
+        zooms = np.resize(np.asarray(_ZOOMS, np.float32), missing)[:, None]
+        chosen.append(np.concatenate([centre - half * zooms, centre + half * zooms], axis=1))
+        weights.append(np.full(missing, scores[0] * 0.8, np.float32))
+    return np.concatenate(chosen).astype(np.float32), np.concatenate(weights).astype(np.float32)
+
+
+# --- scores file ----------------------------------------------------------------------------
+
+
+def scores_path(predictions_csv: str | os.PathLike) -> Path:
+    """Where the confidences of a predictions CSV live: `pred.csv` -> `pred.scores.csv`."""
+    p = Path(predictions_csv)
+    return p.with_name(p.stem + ".scores.csv")
+
+
+def save_scores(path: str | os.PathLike, image_ids: Sequence[str], scores: np.ndarray) -> None:
+    """Write `image_id` + 24 confidences (3 decimals; -1 where the category lacks the keypoint)."""
+    import pandas as pd
+
+    from engine.files import atomic_write_text
+
+    frame = pd.DataFrame(np.round(np.asarray(scores, np.float64), 3), columns=list(KEYPOINTS))
+    frame.insert(0, "image_id", [str(i) for i in image_ids])
+    atomic_write_text(path, frame.to_csv(index=False, float_format="%.3f", lineterminator="\n"))
+
+
+def load_scores(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Read a scores file -> (image ids, (N, 24) float32); raises ValueError naming the file."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype={"image_id": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ValueError(f"{path}: cannot read scores file ({e})") from None
+    if list(frame.columns) != ["image_id", *KEYPOINTS]:
+        raise ValueError(f"{path}: not a scores file (expected columns image_id + the 24 keypoints)")
+    return frame["image_id"].tolist(), frame[list(KEYPOINTS)].to_numpy(np.float32)
