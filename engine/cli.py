@@ -40,5 +40,174 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- sub-commands -------------------------------------------------------------------------
 
 
+@_command
+def _register_train_detector(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-detector", help="train the stage-1 garment detector (Faster R-CNN)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
+    p.add_argument("--out", required=True, help="detector checkpoint to write")
+    _add_detector_training_args(p)
+    p.set_defaults(func=_run_train_detector)
+
+
+def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="train", help="training annotation file name (default train)")
+    p.add_argument("--val-split", default="val",
+                   help="held-out annotation file; when absent 10%% of the training images are held out")
+    p.add_argument("--detector-steps", type=int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--detector-batch", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--detector-lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between held-out box checks")
+    p.add_argument("--backbone-weights", help="ImageNet weights of the backbone (local torchvision state dict)")
+    p.add_argument("--limit", type=int, help="use at most this many training images")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _detector_data(args: argparse.Namespace, config):
+    """Training and held-out samples for the detector, as the CLI options say."""
+    from pathlib import Path
+
+    from engine.detector import load_detector_samples
+
+    train = load_detector_samples(args.data, args.split, config, limit=args.limit)
+    if (Path(args.data) / "Annotations" / f"{args.val_split}.csv").exists():
+        val = load_detector_samples(args.data, args.val_split, config, limit=200)
+    else:
+        train, val = train.hold_out(0.1, seed=args.seed)
+    return train, val
+
+
+def _train_detector_from_args(args: argparse.Namespace, preset, out):
+    import logging
+
+    import torch
+
+    from engine.detector import DetectorConfig, DetectorTraining, train_detector
+    from engine.device import pick_device
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = DetectorConfig.from_preset(preset)
+    train, val = _detector_data(args, config)
+    print(f"detector: {config.backbone}, {len(train)} training / {len(val)} held-out images", file=sys.stderr)
+    schedule = DetectorTraining(
+        steps=args.detector_steps, batch_size=args.detector_batch, lr=args.detector_lr,
+        warmup=min(200, max(1, args.detector_steps // 10)), eval_every=args.eval_every, seed=args.seed,
+    )
+    meta = {"data": str(args.data), "split": args.split, "images": len(train)}
+    return train_detector(
+        train, config, schedule, out=out, val=val, backbone_weights=args.backbone_weights,
+        device=pick_device(args.device), metadata=meta,
+    ) + (config,)
+
+
+def _run_train_detector(args: argparse.Namespace) -> int:
+    from engine.presets import get_preset
+
+    _, quality, _ = _train_detector_from_args(args, get_preset(args.preset), args.out)
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+    return 0
+
+
+@_command
+def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-keypoints", help="train the stage-2 keypoint network (stacked hourglass)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
+    p.add_argument("--out", required=True, help="checkpoint to write after every epoch (best also as <out>.best.pt)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    p.add_argument("--resume", help="continue from this checkpoint (its preset, optimizer and history)")
+    p.add_argument("--split", default="train", help="training annotation file name (default train)")
+    p.add_argument("--val-split", default="val", help="held-out annotation file (default val; absent: 5%% held out)")
+    p.add_argument("--val-data", help="root of the held-out split (default: --data)")
+    p.add_argument("--batch-size", type=int, help="crops per step and process (default: the preset's)")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: the preset's)")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--encoder-weights", help="ImageNet ResNet weights for the encoder (local file; needs --widths torchvision)")
+    p.add_argument("--widths", choices=("seed", "torchvision"), default=None,
+                   help="encoder widths: the seed's dilated plan or torchvision's (for --encoder-weights)")
+    p.add_argument("--limit", type=int, help="use at most this many training images")
+    p.add_argument("--val-limit", type=int, help="validate on at most this many images")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_train_keypoints)
+
+
+def _run_train_keypoints(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+
+    from engine.presets import TORCHVISION_WIDTHS, SEED_WIDTHS, get_preset
+    from engine.progress import ProgressBar
+    from engine.train import train_keypoints
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    if args.widths:
+        preset = preset.with_(net={"widths": TORCHVISION_WIDTHS if args.widths == "torchvision" else SEED_WIDTHS})
+    bars: dict[int, ProgressBar] = {}
+
+    def progress(event: dict) -> None:
+        if "step" in event:
+            bar = bars.setdefault(event["epoch"], ProgressBar(event["steps"], f"epoch {event['epoch']}/{event['epochs']}"))
+            bar.update(event["step"], loss=event["loss"], img_s=event["images_per_s"])
+        elif "epoch_done" in event and event["epoch_done"] in bars:
+            bars.pop(event["epoch_done"]).close()
+
+    history = train_keypoints(
+        args.data, preset, args.out, epochs=args.epochs, resume=args.resume, train_split=args.split,
+        val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
+        lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
+        max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps, progress=progress,
+    )
+    if history:
+        last = history[-1]
+        print(f"wrote {args.out}: epoch {last['epoch']}, val NE {100 * last['val_ne']:.2f} %")
+    return 0
+
+
+@_command
+def _register_model_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model-info", help="parameters and FLOPs of the keypoint network per preset")
+    p.add_argument("--preset", help="one preset (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_model_info)
+
+
+def _run_model_info(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.hourglass import KeypointNet, count_flops, count_parameters
+    from engine.presets import PRESETS, get_preset
+
+    names = [get_preset(args.preset).name] if args.preset else list(PRESETS)
+    rows = []
+    for name in names:
+        preset = PRESETS[name]
+        model = KeypointNet(preset.net)
+        rows.append({
+            "preset": name, "input": preset.input_size, "stages": preset.net.num_stages,
+            "blocks": list(preset.net.blocks), "params": count_parameters(model),
+            "flops": count_flops(model, preset.input_size),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'preset':<10}{'input':>6}{'stages':>7}  {'blocks':<14}{'params':>10}{'GFLOPs':>9}")
+        for r in rows:
+            print(f"{r['preset']:<10}{r['input']:>6}{r['stages']:>7}  {str(tuple(r['blocks'])):<14}"
+                  f"{r['params'] / 1e6:>9.2f}M{r['flops'] / 1e9:>9.2f}")
+        print("FLOPs: one forward pass of one crop, 2 FLOPs per multiply-add (torch.utils.flop_counter)")
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())
