@@ -41,6 +41,99 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 @_command
+def _register_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="Normalized Error of a prediction CSV against ground truth")
+    p.add_argument("gt", help="ground-truth annotation CSV")
+    p.add_argument("pred", help="prediction CSV (FashionAI submission format)")
+    p.add_argument("--intersect", action="store_true", help="score only images present in both files")
+    p.add_argument("--missing-penalty", type=float, default=1.0,
+                   help="normalized error of a visible point with no prediction (default 1.0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object (fractions, not percent)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.annotations import load_annotations
+    from engine.metrics import evaluate
+
+    try:
+        gt = load_annotations(args.gt)
+        pred = load_annotations(args.pred)
+        result = evaluate(gt, pred, missing_penalty=args.missing_penalty, intersect=args.intersect)
+    except (OSError, ValueError) as e:
+        print(f"fkp eval: {e}", file=sys.stderr)
+        return 2
+    for path, ann in ((args.gt, gt), (args.pred, pred)):
+        if ann.problems:
+            print(f"warning: {path}: {len(ann.problems)} problems, {ann.unparsed_count} rows not loaded "
+                  f"(run `fkp validate {path}`)", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result.to_json()))
+        return 0
+    print(_format_evaluation(result, len(gt), args))
+    return 0
+
+
+def _format_evaluation(result, n_gt: int, args: argparse.Namespace) -> str:
+    """The human-readable `fkp eval` report: NE in percent, then per category and keypoint."""
+    def pct(x) -> str:
+        return "n/a" if x != x else f"{100 * x:.3f}"
+
+    scope = (f"{n_gt - result.unmatched_gt} of {n_gt} ground-truth images have predictions"
+             + (" (--intersect: only those are scored)" if args.intersect else ""))
+    lines = [
+        f"NE {pct(result.ne)} % over {result.n_visible} visible points in {result.n_images} images",
+        scope,
+        f"missing predictions: {result.missing} visible points (each scored {args.missing_penalty:g})",
+        f"excluded (normalizer cannot be computed): {len(result.excluded)} images",
+    ]
+    if result.unmatched_pred:
+        lines.append(f"ignored: {result.unmatched_pred} prediction rows whose image is not in the ground truth")
+    for title, table in (("category", result.per_category), ("keypoint", result.per_keypoint)):
+        lines.append("")
+        lines.append(f"{title:<18}{'NE %':>8}{'points':>8}")
+        lines.extend(f"{name:<18}{pct(row['ne']):>8}{row['n']:>8}" for name, row in table.items())
+    return "\n".join(lines)
+
+
+@_command
+def _register_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate", help="list every problem of an annotation CSV (exit 1 if a row cannot be parsed)")
+    p.add_argument("csv", help="FashionAI annotation CSV")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_run_validate)
+
+
+def _run_validate(args: argparse.Namespace) -> int:
+    import json
+    from dataclasses import asdict
+
+    from engine.annotations import load_annotations
+
+    try:
+        ann = load_annotations(args.csv)
+    except OSError as e:
+        print(f"fkp validate: {e}", file=sys.stderr)
+        return 2
+    # Every problem leaves a row (the header included) unparsed and kept verbatim.
+    failed = bool(ann.problems)
+    if args.json:
+        print(json.dumps({
+            "path": str(args.csv), "ok": not failed, "rows": len(ann), "unparsed": ann.unparsed_count,
+            "has_keypoints": ann.has_keypoints, "problems": [asdict(p) for p in ann.problems],
+        }))
+    else:
+        for problem in ann.problems:
+            print(problem.describe(args.csv))
+        kind = "keypoint annotations" if ann.has_keypoints else "test split (no keypoint columns)"
+        print(f"{args.csv}: {len(ann)} rows loaded, {ann.unparsed_count} rows not parsed (kept as is), "
+              f"{len(ann.problems)} problems; {kind}")
+    return 1 if failed else 0
+
+
+@_command
 def _register_train_detector(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-detector", help="train the stage-1 garment detector (Faster R-CNN)")
     p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
