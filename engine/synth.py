@@ -261,36 +261,65 @@ def _place(rng: np.random.Generator, K: np.ndarray, category: str, H: np.ndarray
     size = hi - lo
     frac = rng.uniform(0.25, 0.95, n)
     is_cut = hard == "cut"
-    frac = np.where(is_cut, rng.uniform(0.7, 1.1, n), frac)
+    frac = np.where(is_cut, rng.uniform(0.6, 1.0, n), frac)
     s = frac * H / np.maximum(size[:, 1], 1e-6)
     margin = 3.0
-    s = np.minimum(s, np.where(is_cut, np.inf, (W - 2 * margin) / np.maximum(size[:, 0], 1e-6)))
-    s = np.minimum(s, np.where(is_cut, np.inf, (H - 2 * margin) / np.maximum(size[:, 1], 1e-6)))
+    # a cut garment is pushed over one edge (left, top, right, bottom); the other axis must fit
+    side = rng.integers(0, 4, n)
+    room = _cut_room(P, CATEGORIES.index(category))
+    side = np.where(room[np.arange(n), side] >= 0.12, side, room.argmax(axis=1))
+    fit_x = ~is_cut | (side % 2 == 1)
+    fit_y = ~is_cut | (side % 2 == 0)
+    s = np.minimum(s, np.where(fit_x, (W - 2 * margin) / np.maximum(size[:, 0], 1e-6), np.inf))
+    s = np.minimum(s, np.where(fit_y, (H - 2 * margin) / np.maximum(size[:, 1], 1e-6), np.inf))
+    # along the cut axis the far side stays in the frame: extent * (1 - deepest cut) must fit
+    deepest = 0.9 * np.minimum(room[np.arange(n), side], 0.4)
+    cut_lim = np.where(side % 2 == 0, W, H) - 2 * margin - 2
+    cut_size = np.where(side % 2 == 0, size[:, 0], size[:, 1])
+    s = np.minimum(s, np.where(is_cut, cut_lim / np.maximum(cut_size * (1 - deepest), 1e-6), np.inf))
     P = P * s[:, None, None]
     lo, hi = lo * s[:, None], hi * s[:, None]
     t = np.empty((n, 2))
     for d, lim in ((0, W), (1, H)):
         a, b = margin - lo[:, d], lim - 1 - margin - hi[:, d]
         t[:, d] = a + rng.random(n) * np.maximum(b - a, 0)
-    # cut: push the garment over one frame edge until 15-40 % of it is outside
     cut_rows = np.flatnonzero(is_cut)
     if len(cut_rows):
-        side = rng.integers(0, 4, n)
-        f = rng.uniform(0.15, 0.4, n)
-        for r in cut_rows:
-            d = side[r] % 2
-            lim = (W[r], H[r])[d]
-            extent = (hi[r, d] - lo[r, d])
-            if side[r] < 2:
-                t[r, d] = -lo[r, d] - f[r] * extent          # off the left / top edge
-            else:
-                t[r, d] = lim - 1 - hi[r, d] + f[r] * extent  # off the right / bottom edge
-            o = 1 - d
-            lim_o = (W[r], H[r])[o]
-            t[r, o] = (lim_o - 1 - (hi[r, o] + lo[r, o])) / 2 + rng.uniform(-0.1, 0.1) * lim_o
+        t[cut_rows] = _cut_translation(rng, P[cut_rows], CATEGORIES.index(category), side[cut_rows],
+                                       t[cut_rows], H[cut_rows], W[cut_rows], margin)
     P = np.rint(P + t[:, None, :])
     inside = (P[..., 0] >= 0) & (P[..., 0] <= (W - 1)[:, None]) & (P[..., 1] >= 0) & (P[..., 1] <= (H - 1)[:, None])
     return P, present & inside
+
+
+def _cut_room(P: np.ndarray, category: int, margin: np.ndarray | float = 0.0) -> np.ndarray:
+    """(n, 4): how deep (share of the extent) a cut over the left, top, right, bottom edge may go
+    while the normalizer pair stays `margin` pixels inside the frame."""
+    ka, kb = schema.NORMALIZER_PAIRS[category]
+    lo, hi = np.nanmin(P, axis=1), np.nanmax(P, axis=1)
+    nlo, nhi = np.minimum(P[:, ka], P[:, kb]), np.maximum(P[:, ka], P[:, kb])
+    ext = np.maximum(hi - lo, 1e-6)
+    return np.concatenate([(nlo - lo - margin) / ext, (hi - nhi - margin) / ext], axis=1)
+
+
+def _cut_translation(rng: np.random.Generator, P: np.ndarray, category: int, side: np.ndarray,
+                     t: np.ndarray, H: np.ndarray, W: np.ndarray, margin: float) -> np.ndarray:
+    """Translations that push 10-40 % of each garment over edge `side` (0 left, 1 top, 2 right,
+    3 bottom), never so far that the normalizer pair leaves the frame."""
+    t = t.copy()
+    rows = np.arange(len(P))
+    lo, hi = np.nanmin(P, axis=1), np.nanmax(P, axis=1)
+    ext = np.maximum(hi - lo, 1e-6)
+    room = _cut_room(P, category, margin)[rows, side]
+    d = side % 2
+    lim = np.where(d == 0, W, H) - 1
+    lo_d, hi_d, ext_d = lo[rows, d], hi[rows, d], ext[rows, d]
+    needed = 1 - (lim - 2 * margin) / ext_d  # so that the far side stays in the frame
+    f = np.maximum(np.clip(rng.uniform(0.1, 0.4, len(P)), 0.0, np.maximum(room, 0.0)), needed)
+    # past the edge by f of the extent (at least 2 px, so the extreme point leaves the frame)
+    depth = np.maximum(f * ext_d, np.minimum(2.0, np.maximum(room, 0) * ext_d))
+    t[rows, d] = np.where(side < 2, -lo_d - depth, lim - hi_d + depth)
+    return t
 
 
 def _normalizers_present(category: int, present: np.ndarray) -> np.ndarray:
@@ -537,13 +566,13 @@ def _person(rng: np.random.Generator, img: np.ndarray, category: str, P: np.ndar
     if category in _TOPS:
         nl, nr = P[_K["neckline_left"]], P[_K["neckline_right"]]
         sl, sr = P[_K["shoulder_left"]], P[_K["shoulder_right"]]
-        up = (nl + nr) / 2 - ((sl + sr) / 2 - (nl + nr) / 2) * 0 - np.array([0, 1]) * 0
+        up = (nl + nr) / 2
         body_dir = ((P[_K["armpit_left"]] + P[_K["armpit_right"]]) / 2 - (sl + sr) / 2)
         body_dir = body_dir / max(np.hypot(*body_dir), 1e-6)
-        neck_w = max(2, int(np.hypot(*(nr - nl)) * 0.8))
-        head = up - body_dir * scale * 0.2
-        _capsule(img, junk, up + body_dir * scale * 0.05, head, neck_w, skin)
-        cv2.ellipse(img, (int(head[0]), int(head[1])), (int(neck_w * 1.3), int(neck_w * 1.7)),
+        neck_w = max(2, int(np.hypot(*(nr - nl)) * 0.6))
+        head = up - body_dir * neck_w * 2.2
+        _capsule(img, junk, up + body_dir * scale * 0.03, head, neck_w, skin)
+        cv2.ellipse(img, (int(head[0]), int(head[1])), (int(neck_w * 1.05), int(neck_w * 1.35)),
                     float(np.degrees(np.arctan2(body_dir[0], -body_dir[1]))), 0, 360, skin, -1, cv2.LINE_AA)
         for side in ("left", "right"):
             o, i = P[_K[f"cuff_{side}_out"]], P[_K[f"cuff_{side}_in"]]
@@ -615,13 +644,16 @@ def _paint_garment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, 
                    low_contrast: bool) -> None:
     """Fill the garment mask and the image with fabric, shading, seams and trims."""
     H, W = mask.shape
-    for part in outline.parts:
-        cv2.fillPoly(mask, [_pts(part)], 1, cv2.LINE_8, shift=4)
-        cv2.polylines(mask, [_pts(part)], True, 1, 1, cv2.LINE_8, shift=4)
-    # the rounded keypoint pixel is a polygon vertex, hence on the mask; stamp it to be sure
+    lw = max(1, int(scale / 150))
+    # Part labels back to front: later parts (and their edges, label 255) cover earlier ones,
+    # so a sleeve in front hides the body's edge under it. The mask is every labelled pixel.
+    for i, part in enumerate(outline.parts):
+        cv2.fillPoly(mask, [_pts(part)], i + 1, cv2.LINE_8, shift=4)
+        cv2.polylines(mask, [_pts(part)], True, 255, lw, cv2.LINE_8, shift=4)
+    # the rounded keypoint pixel is a polygon vertex, hence labelled; stamp it to be sure
     present = P[:, 0] >= 0
     xs, ys = P[present, 0].astype(int), P[present, 1].astype(int)
-    mask[ys, xs] = 1
+    mask[ys, xs] = np.maximum(mask[ys, xs], 1)
     ys_m, xs_m = np.nonzero(mask)
     if len(xs_m) == 0:
         return
@@ -635,21 +667,26 @@ def _paint_garment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, 
         ln = rng.uniform(0.1, 0.4) * scale
         folds.append((a, (int(a[0] + ln * math.cos(ang)), int(a[1] + ln * math.sin(ang)))))
     gain = _shading(rng, h, w, folds, 0.5 if low_contrast else 1.0)
+    lut = np.ones(256, np.float32)
+    lut[1:len(outline.parts) + 1] = rng.uniform(0.84, 0.94, len(outline.parts)) if not low_contrast else 0.97
+    lut[1] = 1.0  # the body (or the first leg) keeps the fabric's own brightness
+    lut[255] = 0.9 if low_contrast else rng.uniform(0.45, 0.7)
+    labels = mask[y0:y1, x0:x1]
+    gain *= lut[labels]
     shaded = np.clip(tex.astype(np.float32) * gain[..., None], 0, 255).astype(np.uint8)
     region = img[y0:y1, x0:x1]
-    np.copyto(region, shaded, where=mask[y0:y1, x0:x1, None].astype(bool))
+    np.copyto(region, shaded, where=(labels > 0)[..., None])
     dark = _tup(base * (0.85 if low_contrast else rng.uniform(0.45, 0.7)))
     trim = _tup(base * 0.6 if rng.random() < 0.6 else _colour(rng))
     if low_contrast:
         trim = dark
-    lw = max(1, int(scale / 150))
     for kind, pts in outline.details:
         if kind == "shirt":
             continue
         if kind == "band":
             band = np.zeros_like(mask)
             cv2.fillPoly(band, [_pts(pts)], 1, cv2.LINE_8, shift=4)
-            sel = (band & mask).astype(bool)
+            sel = (band > 0) & (mask > 0)
             img[sel] = (img[sel].astype(np.float32) * 0.82).astype(np.uint8)
             cv2.polylines(img, [_pts(pts[2:])], False, dark, lw, cv2.LINE_AA, shift=4)
         elif kind in ("trim", "belt"):
@@ -668,8 +705,6 @@ def _paint_garment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, 
                 cv2.circle(img, (int(c[0] + 3 * lw), int(c[1])), 2 * lw + 1, dark, -1, cv2.LINE_AA)
         else:  # pleat, fly, crease
             cv2.polylines(img, [_pts(pts)], False, dark, 1, cv2.LINE_AA, shift=4)
-    for part in outline.parts:
-        cv2.polylines(img, [_pts(part)], True, dark, lw, cv2.LINE_AA, shift=4)
 
 
 def _paint_shirt(img: np.ndarray, outline: _Outline, colour) -> None:
@@ -807,7 +842,7 @@ def _geometry(rng: np.random.Generator, category: int, n: int, H: np.ndarray, W:
     name = CATEGORIES[category]
     if layouts is not None and len(layouts):
         K = layouts[rng.integers(0, len(layouts), n)].astype(np.float64)
-        K = K * np.array([1.0, 1.0]) + rng.normal(0, 0.012, K.shape)
+        K = K + rng.normal(0, 0.012, K.shape)
         K[..., 0] *= rng.uniform(0.85, 1.15, n)[:, None]
     else:
         K = canonical_keypoints(rng, category, n)
@@ -815,16 +850,6 @@ def _geometry(rng: np.random.Generator, category: int, n: int, H: np.ndarray, W:
     if crossed.any():
         K[crossed] = _cross(rng, K[crossed], name)
     P, present = _place(rng, K, name, H, W, hard)
-    # a cut garment keeps its normalizer points in the frame, or it could not be scored
-    for _ in range(8):
-        bad = (hard == "cut") & ~_normalizers_present(category, present)
-        if not bad.any():
-            break
-        P[bad], present[bad] = _place(rng, K[bad], name, H[bad], W[bad], hard[bad])
-    bad = (hard == "cut") & ~_normalizers_present(category, present)
-    if bad.any():
-        none = np.full(int(bad.sum()), "", dtype=object)
-        P[bad], present[bad] = _place(rng, K[bad], name, H[bad], W[bad], none)
     return P, present
 
 
@@ -1100,7 +1125,9 @@ def contact_sheet(path: str | os.PathLike, seed: int = 0, tile: int = 256, cols:
         rng = _image_rng(seed, "contact-sheet", i)
         c = i % len(CATEGORIES)
         kinds = hard_kinds_for(c)
-        hard = kinds[(i // len(CATEGORIES)) % len(kinds)] if i >= (rows - 1) * cols else None
+        # the last row shows one hard case per category, each kind at least once
+        want = HARD_KINDS[c % len(HARD_KINDS)]
+        hard = (want if want in kinds else kinds[-1]) if i >= (rows - 1) * cols else None
         layout = None if table is None else table[c][rng.integers(len(table[c]))]
         s = render_sample(rng, c, _image_size(rng, 512), hard, layout)
         img = draw_keypoints(s.image, c, s.coords, s.visibility)
