@@ -378,8 +378,9 @@ def _split_rows(lines: list[str], has_kp: bool):
     get = CATEGORY_INDEX.get
     codes = np.array([get(c, -1) for c in cats], dtype=np.int64)
     good = codes >= 0
-    # An empty id, or one starting with a quote (a quoted CSV field), cannot be kept as is.
-    for k in [k for k, s in enumerate(ids) if not s or s[0] == '"']:
+    # An empty id, one starting with a quote (a quoted CSV field) or holding a NUL cannot be
+    # kept as is.
+    for k in [k for k, s in enumerate(ids) if not s or s[0] == '"' or "\x00" in s]:
         good[k] = False
     suspects = sorted(np.flatnonzero(lens != want).tolist() + sel[~good].tolist())
     keep = np.flatnonzero(good)
@@ -450,7 +451,7 @@ def _fill_numbers(rests: list[str], lo: int, hi: int, nums: np.ndarray, bad: np.
     text = ",".join(rests[lo:hi]).replace("_", ",")
     try:
         values = np.fromstring(text, dtype=np.int32, sep=",")
-    except ValueError:
+    except (ValueError, UnicodeError):  # UnicodeError: undecodable bytes kept as surrogates
         values = None
     if values is not None and values.size == (hi - lo) * _NUMS_PER_ROW:
         nums[lo:hi] = values.reshape(hi - lo, NUM_KEYPOINTS, 3)
@@ -504,13 +505,15 @@ def _diagnose_structure(line: str, n_fields: int, newline: str) -> list[tuple[st
     if newline == "\r\n" and "\n" in line:
         return [(None, "line break LF inside a file whose lines end with CRLF (mixed line endings)")]
     fields = line.split(",")
-    if '"' in line:
+    if line.startswith('"') or ',"' in line:
         return [(None, "quoted fields are not supported in FashionAI files")]
     if len(fields) != n_fields:
         return [(None, f"has {len(fields)} fields, expected {n_fields}")]
     out: list[tuple[str | None, str]] = []
     if not fields[0]:
         out.append(("image_id", "empty image id"))
+    elif "\x00" in fields[0]:
+        out.append(("image_id", "image id contains a NUL character"))
     if fields[1] not in CATEGORY_INDEX:
         out.append(("image_category", f"unknown category {fields[1]!r}; expected one of {', '.join(CATEGORIES)}"))
     if n_fields > 2:
@@ -580,15 +583,14 @@ def _format_rows(a: Annotations, nl: bytes) -> tuple[bytes, np.ndarray]:
     if n == 0:
         return b"", np.zeros(1, dtype=np.int64)
     ids = [str(s) for s in a.image_ids]
-    bad = [i for i, s in enumerate(ids) if not s or "\n" in s or "\r" in s or "," in s or s[0] == '"']
+    bad = [i for i, s in enumerate(ids)
+           if not s or s[0] == '"' or "," in s or "\n" in s or "\r" in s or "\x00" in s]
     if bad:
         raise ValueError(f"row {bad[0]}: image id {ids[bad[0]]!r} cannot be written to a CSV row")
     cats = np.asarray(a.categories, dtype=np.int64)
     if cats.min() < 0 or cats.max() >= len(CATEGORIES):
         raise ValueError(f"category codes must be in 0..{len(CATEGORIES) - 1}")
     id_mat = _bytes_matrix([s.encode("utf-8", "surrogateescape") for s in ids])
-    if (id_mat == 0).any(axis=1).any() and any("\x00" in s for s in ids):
-        raise ValueError("an image id contains a NUL character")
     cat_tab = _bytes_matrix([b"," + c.encode("ascii") + (b"," if a.has_keypoints else b"") for c in CATEGORIES])
     if a.has_keypoints:
         xy, v = _checked_cells(a)

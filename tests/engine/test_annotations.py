@@ -333,3 +333,15 @@ def test_random_valid_annotations_round_trip(tmp_path, case) -> None:
     np.testing.assert_array_equal(back.visibility, vis)
     save_annotations(back, path)
     assert path.read_bytes() == first
+
+
+def test_undecodable_bytes_in_cells_and_nul_in_ids_are_kept_verbatim(tmp_path) -> None:
+    rest = SKIRT_ROW.split(",", 2)[2].encode()
+    data = (HEADER + "\n" + BLOUSE_ROW + "\n").encode() + b"Images/d.jpg,skirt," + rest.replace(b"100_50_1", b"1\xfe0_50_1") \
+        + b"\nImages/e\x00.jpg,skirt," + rest + b"\n"
+    path = write(tmp_path, data)
+    ann = load_annotations(path)
+    assert list(ann.image_ids) == ["Images/blouse/a.jpg"]
+    reasons = {p.line: (p.column, p.reason) for p in ann.problems}
+    assert reasons[3][0] == "waistband_left" and "NUL" in reasons[4][1]
+    assert round_trip(path, tmp_path) == data
