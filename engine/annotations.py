@@ -27,6 +27,7 @@ import os
 from operator import itemgetter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,7 @@ TEST_HEADER: tuple[str, ...] = CSV_HEADER[:2]
 MAX_ABS_COORD = 2**24
 _BOM = codecs.BOM_UTF8
 _NUMS_PER_ROW = NUM_KEYPOINTS * 3
+_CATEGORY_LOOKUP = pd.Index(CATEGORIES, dtype=object)
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,7 @@ def parse_annotations(data: bytes, path: Path | None = None) -> Annotations:
     if usable:
         rows = _parse_rows(data_lines, first_lineno, has_kp, newline, bad_utf8, problems)
         ok[rows.line_index] = True
-        ids, cats, coords, vis = rows.ids, rows.cats, rows.coords, rows.vis
+        ids, cats, coords, vis, index = rows.ids, rows.cats, rows.coords, rows.vis, rows.index
     else:
         for j, line in enumerate(data_lines):
             problems.append(RowProblem(first_lineno + j, _guess_id(line), None,
@@ -238,12 +240,16 @@ def parse_annotations(data: bytes, path: Path | None = None) -> Annotations:
         cats = np.empty(0, dtype=np.int8)
         coords = np.empty((0, NUM_KEYPOINTS, 2), dtype=np.float32)
         vis = np.empty((0, NUM_KEYPOINTS), dtype=np.int8)
+        index = None
 
     parsed_before = np.cumsum(ok) - ok
     verbatim = [(int(parsed_before[j]), data_lines[j]) for j in np.flatnonzero(~ok)]
     problems.sort(key=lambda p: p.line)
-    return Annotations(ids, cats, coords, vis, has_kp, problems, path, header=header,
-                       newline=newline, bom=bom, final_newline=final_newline, verbatim=verbatim)
+    ann = Annotations(ids, cats, coords, vis, has_kp, problems, path, header=header,
+                      newline=newline, bom=bom, final_newline=final_newline, verbatim=verbatim)
+    if index is not None:
+        ann._index, ann._index_key = index, (id(ann.image_ids), len(ann.image_ids))
+    return ann
 
 
 def _guess_id(line: str) -> str | None:
@@ -293,6 +299,7 @@ class _Rows:
     cats: np.ndarray
     coords: np.ndarray
     vis: np.ndarray
+    index: dict[str, int] | None  # image id -> row, when already built
 
 
 def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
@@ -319,32 +326,34 @@ def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
         good &= ~np.isin(np.arange(n), [k for k, _, _ in reasons_vec])
     else:
         good = np.ones(n, dtype=bool)
-        nums = np.zeros((n, NUM_KEYPOINTS, 3), dtype=np.int64)
-        nums[:] = -1
+        nums = np.full((n, NUM_KEYPOINTS, 3), -1, dtype=np.int32)
 
-    # Text that cannot be encoded back exactly (undecodable bytes) or that Python treats as a
-    # line break inside a row is kept verbatim.
+    # An id with undecodable bytes could be written back, but not as text anyone can use.
     if bad_utf8:
         for k in range(n):
             if good[k] and _has_surrogates(ids[k]):
                 good[k] = False
                 reasons.setdefault(cand[k], []).append(("image_id", "image id is not valid UTF-8"))
 
-    ids_arr = np.empty(n, dtype=object)
-    ids_arr[:] = ids
-    # Duplicates: the first row with an id loads; later rows with it are kept verbatim.
+    # Duplicates: the first row with an id loads; later rows with it are kept verbatim. The
+    # id -> row dict built to find them is also the index `Annotations.index_of` uses.
+    all_good = bool(good.all())
     good_idx = np.flatnonzero(good)
-    dup = pd.Index(ids_arr[good_idx]).duplicated(keep="first")
-    if dup.any():
+    good_ids = ids if all_good else [ids[k] for k in good_idx]
+    index: dict[str, int] | None = dict(zip(good_ids, range(len(good_ids))))
+    if len(index) != len(good_ids):
+        index = None
+        dup = pd.Index(good_ids, dtype=object).duplicated(keep="first")
         first_line: dict[str, int] = {}
         for k in good_idx[~dup]:
-            first_line.setdefault(ids_arr[k], cand[k])
+            first_line.setdefault(ids[k], cand[k])
         for k in good_idx[dup]:
             good[k] = False
-            first = first_line[ids_arr[k]]
+            first = first_line[ids[k]]
             same = "an exact copy of" if lines[first] == lines[cand[k]] else "first at"
             reasons.setdefault(cand[k], []).append(
                 ("image_id", f"duplicate image id ({same} line {first + first_lineno}); row kept as is, not loaded"))
+        all_good = False
 
     for j in sorted(reasons):
         line = lines[j]
@@ -352,10 +361,12 @@ def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
         for col, reason in reasons[j]:
             problems.append(RowProblem(first_lineno + j, image_id, col, reason, line))
 
-    sel = np.flatnonzero(good)
+    sel = slice(None) if all_good else np.flatnonzero(good)
+    ids_arr = np.empty(n, dtype=object)
+    ids_arr[:] = ids
     coords = nums[sel, :, :2].astype(np.float32)
     vis = nums[sel, :, 2].astype(np.int8)
-    return _Rows(cand_arr[sel], ids_arr[sel], cats_arr[sel], coords, vis)
+    return _Rows(cand_arr[sel], ids_arr[sel], cats_arr[sel], coords, vis, index)
 
 
 def _split_rows(lines: list[str], has_kp: bool):
@@ -375,8 +386,7 @@ def _split_rows(lines: list[str], has_kp: bool):
     ids = list(map(itemgetter(0), chosen))
     cats = list(map(itemgetter(1), chosen))
     rests = list(map(itemgetter(2), chosen)) if has_kp else []
-    get = CATEGORY_INDEX.get
-    codes = np.array([get(c, -1) for c in cats], dtype=np.int64)
+    codes = _CATEGORY_LOOKUP.get_indexer(pd.Index(cats, dtype=object)) if cats else np.zeros(0, np.int64)
     good = codes >= 0
     # An empty id, one starting with a quote (a quoted CSV field) or holding a NUL cannot be
     # kept as is.
@@ -401,8 +411,13 @@ def _has_surrogates(s: str) -> bool:
 _TO_COMMAS = bytes.maketrans(b"_\n", b",,")
 
 
+# Rows are parsed and formatted in chunks: the buffers stay small and cache-friendly, and a
+# bad row only sends its own chunk down the careful path.
+_CHUNK_ROWS = 8192
+
+
 def _parse_cells(rests: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """Numbers (n, 24, 3) int64 of each row's keypoint text, and a mask of rows not canonical.
+    """Numbers (n, 24, 3) of each row's keypoint text, and a mask of rows not canonical.
 
     A row is canonical iff formatting its numbers gives back its text exactly; this catches
     `05`, `+5`, ` 5`, misplaced separators and every other spelling np.fromstring accepts.
@@ -412,32 +427,33 @@ def _parse_cells(rests: list[str]) -> tuple[np.ndarray, np.ndarray]:
     # and so is caught as not canonical.
     nums = np.empty((n, NUM_KEYPOINTS, 3), dtype=np.int32)
     bad = np.zeros(n, dtype=bool)
-    if n == 0:
-        return nums, bad
-    try:
-        joined = "\n".join(rests).encode("ascii")
-    except UnicodeEncodeError:
-        joined = None
-    if joined is not None:
-        # Fast path: the whole file's cells in one parse and one comparison.
-        try:
-            values = np.fromstring(joined.translate(_TO_COMMAS), dtype=np.int32, sep=",")
-        except ValueError:
-            values = None
-        if values is not None and values.size == n * _NUMS_PER_ROW:
-            nums[:] = values.reshape(n, NUM_KEYPOINTS, 3)
-            formatted = _format_cells(nums[:, :, :2], nums[:, :, 2], b"\n")
-            if formatted[:-1] == joined:
-                return nums, bad
-            _mark_non_canonical(rests, np.arange(n), formatted, bad)
-            return nums, bad
-    nums.fill(-1)
-    _fill_numbers(rests, 0, n, nums, bad)
-    ok_idx = np.flatnonzero(~bad)
-    if len(ok_idx):
-        formatted = _format_cells(nums[ok_idx, :, :2], nums[ok_idx, :, 2], b"\n")
-        _mark_non_canonical(rests, ok_idx, formatted, bad)
+    for lo in range(0, n, _CHUNK_ROWS):
+        hi = min(n, lo + _CHUNK_ROWS)
+        if _parse_chunk(rests, lo, hi, nums, bad):
+            continue
+        nums[lo:hi] = -1
+        _fill_numbers(rests, lo, hi, nums, bad)
+        idx = lo + np.flatnonzero(~bad[lo:hi])
+        if len(idx):
+            _mark_non_canonical(rests, idx, _format_cells(nums[idx, :, :2], nums[idx, :, 2], b"\n"), bad)
     return nums, bad
+
+
+def _parse_chunk(rests: list[str], lo: int, hi: int, nums: np.ndarray, bad: np.ndarray) -> bool:
+    """Fast path: rows lo..hi in one parse and one comparison; False if it cannot be used."""
+    try:
+        joined = "\n".join(rests[lo:hi]).encode("ascii")
+        values = np.fromstring(joined.translate(_TO_COMMAS), dtype=np.int32, sep=",")
+    except (UnicodeEncodeError, ValueError):
+        return False
+    if values.size != (hi - lo) * _NUMS_PER_ROW:
+        return False
+    block = values.reshape(hi - lo, NUM_KEYPOINTS, 3)
+    nums[lo:hi] = block
+    formatted = _format_cells(block[:, :, :2], block[:, :, 2], b"\n")
+    if formatted[:-1] != joined:
+        _mark_non_canonical(rests, np.arange(lo, hi), formatted, bad)
+    return True
 
 
 def _mark_non_canonical(rests: list[str], idx: np.ndarray, formatted: bytes, bad: np.ndarray) -> None:
@@ -532,6 +548,8 @@ def _diagnose_cells(rest: str, newline: str, fallback: bool = True) -> list[tupl
     """Cell-level reasons for the keypoint part of a row (the slow, careful path)."""
     if newline == "\n" and rest.endswith("\r"):
         return [(None, "line ends with CRLF in a file whose lines end with LF (mixed line endings)")]
+    if newline == "\r\n" and "\n" in rest:
+        return [(None, "line break LF inside a file whose lines end with CRLF (mixed line endings)")]
     cells = rest.split(",")
     if len(cells) != NUM_KEYPOINTS:
         return [(None, f"has {len(cells) + 2} fields, expected {len(CSV_HEADER)}")]
@@ -580,64 +598,60 @@ def format_annotations(annotations: Annotations) -> bytes:
 def _format_rows(a: Annotations, nl: bytes) -> tuple[bytes, np.ndarray]:
     """All parsed rows as bytes (each ending with `nl`) and the N+1 row start offsets."""
     n = len(a)
-    if n == 0:
-        return b"", np.zeros(1, dtype=np.int64)
     ids = [str(s) for s in a.image_ids]
     bad = [i for i, s in enumerate(ids)
            if not s or s[0] == '"' or "," in s or "\n" in s or "\r" in s or "\x00" in s]
     if bad:
         raise ValueError(f"row {bad[0]}: image id {ids[bad[0]]!r} cannot be written to a CSV row")
     cats = np.asarray(a.categories, dtype=np.int64)
-    if cats.min() < 0 or cats.max() >= len(CATEGORIES):
+    if n and (cats.min() < 0 or cats.max() >= len(CATEGORIES)):
         raise ValueError(f"category codes must be in 0..{len(CATEGORIES) - 1}")
-    id_mat = _bytes_matrix([s.encode("utf-8", "surrogateescape") for s in ids])
-    cat_tab = _bytes_matrix([b"," + c.encode("ascii") + (b"," if a.has_keypoints else b"") for c in CATEGORIES])
     if a.has_keypoints:
-        xy, v = _checked_cells(a)
-        cells = _format_cells(xy, v, nl, as_matrix=True)
-    else:
-        cells = np.tile(_bytes_matrix([nl]), (n, 1))
-    widths = (id_mat.shape[1], cat_tab.shape[1], cells.shape[1])
-    mat = np.empty((n, sum(widths)), dtype=np.uint8)
-    mat[:, : widths[0]] = id_mat
-    mat[:, widths[0]: widths[0] + widths[1]] = cat_tab[cats]
-    mat[:, widths[0] + widths[1]:] = cells
-    keep = mat != 0
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.count_nonzero(keep, axis=1), out=offsets[1:])
-    return mat[keep].tobytes(), offsets
+        xy, v = _checked_cells(ids, cats, np.asarray(a.coords), np.asarray(a.visibility))
+    cat_tab = _bytes_matrix([b"," + c.encode("ascii") + (b"," if a.has_keypoints else b"") for c in CATEGORIES])
+    pieces: list[bytes] = []
+    lengths = np.zeros(n + 1, dtype=np.int64)
+    for lo in range(0, n, _CHUNK_ROWS):
+        hi = min(n, lo + _CHUNK_ROWS)
+        id_mat = _bytes_matrix([s.encode("utf-8", "surrogateescape") for s in ids[lo:hi]])
+        if a.has_keypoints:
+            cells = _format_cells(xy[lo:hi], v[lo:hi], nl, as_matrix=True)
+        else:
+            cells = np.tile(_bytes_matrix([nl]), (hi - lo, 1))
+        w0, w1 = id_mat.shape[1], cat_tab.shape[1]
+        mat = np.empty((hi - lo, w0 + w1 + cells.shape[1]), dtype=np.uint8)
+        mat[:, :w0] = id_mat
+        mat[:, w0: w0 + w1] = cat_tab[cats[lo:hi]]
+        mat[:, w0 + w1:] = cells
+        keep = mat != 0  # the zero padding of every field goes; no field holds a NUL
+        lengths[lo + 1: hi + 1] = np.count_nonzero(keep, axis=1)
+        pieces.append(mat[keep].tobytes())
+    return b"".join(pieces), np.cumsum(lengths)
 
 
-def _checked_cells(a: Annotations) -> tuple[np.ndarray, np.ndarray]:
+def _checked_cells(ids: list[str], cats: np.ndarray, coords: np.ndarray,
+                   vis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Integer coordinates and visibility to write; raise ValueError on what would not reload."""
-    v = np.asarray(a.visibility)
-    if v.dtype != np.int8:
-        v = v.astype(np.int64)
+    v = vis if vis.dtype == np.int8 else vis.astype(np.int64)
     present = v != -1
-    bad_v = present & (v != 0) & (v != 1)
-    if bad_v.any():
-        r, k = np.argwhere(bad_v)[0]
-        raise ValueError(f"row {r} ({a.image_ids[r]}): visibility {v[r, k]} of {KEYPOINTS[k]} is not -1, 0 or 1")
-    coords = np.rint(np.asarray(a.coords, dtype=np.float32))
-    finite = np.isfinite(coords).all(axis=2)
-    if not finite[present].all():
-        r, k = np.argwhere(present & ~finite)[0]
-        raise ValueError(f"row {r} ({a.image_ids[r]}): {KEYPOINTS[k]} is marked present but has no coordinates")
-    if (np.abs(coords[present]) > MAX_ABS_COORD).any():
-        r, k = np.argwhere(present & (np.abs(coords) > MAX_ABS_COORD).any(axis=2))[0]
-        raise ValueError(f"row {r} ({a.image_ids[r]}): {KEYPOINTS[k]} coordinate out of range")
-    xy = np.full(coords.shape, -1, dtype=np.int32)
-    xy[present] = coords[present]
-    absent_xy = (xy[:, :, 0] == -1) & (xy[:, :, 1] == -1)
-    if (present & absent_xy).any():
-        r, k = np.argwhere(present & absent_xy)[0]
-        raise ValueError(f"row {r} ({a.image_ids[r]}): {KEYPOINTS[k]} is present at (-1, -1), "
-                         "which FashionAI reads as absent")
-    extra = present & ~CATEGORY_MASK[np.asarray(a.categories, dtype=np.int64)]
-    if extra.any():
-        r, k = np.argwhere(extra)[0]
-        raise ValueError(f"row {r} ({a.image_ids[r]}): {CATEGORIES[a.categories[r]]} has no {KEYPOINTS[k]}")
-    return xy, v
+    rounded = np.rint(coords)
+    # NaN and infinity fail this comparison too.
+    in_range = (np.abs(rounded) <= MAX_ABS_COORD).all(axis=2)
+    xy = np.where(present[:, :, None], np.where(in_range[:, :, None], rounded, 0), -1).astype(np.int32)
+    ok = (v >= -1) & (v <= 1) & (~present | in_range)
+    ok &= ~present | (xy[:, :, 0] != -1) | (xy[:, :, 1] != -1)
+    ok &= ~present | CATEGORY_MASK[cats]
+    if ok.all():
+        return xy, v
+    r, k = (int(i) for i in np.argwhere(~ok)[0])
+    where = f"row {r} ({ids[r]}), {KEYPOINTS[k]}"
+    if not -1 <= v[r, k] <= 1:
+        raise ValueError(f"{where}: visibility {v[r, k]} is not -1, 0 or 1")
+    if not in_range[r, k]:
+        raise ValueError(f"{where}: coordinates {coords[r, k].tolist()} are missing or out of range")
+    if not CATEGORY_MASK[cats[r], k]:
+        raise ValueError(f"{where}: {CATEGORIES[cats[r]]} has no {KEYPOINTS[k]}")
+    raise ValueError(f"{where}: present at (-1, -1), which FashionAI reads as absent")
 
 
 def _bytes_matrix(items: list[bytes]) -> np.ndarray:
@@ -654,18 +668,23 @@ def _word_table(strings: list[bytes], itemsize: int) -> np.ndarray:
     Gathering whole words (one element per cell part) is much faster than gathering rows of
     bytes; the zero padding is dropped when the rows are joined.
     """
-    mat = np.zeros((len(strings), itemsize), dtype=np.uint8)
-    for i, b in enumerate(strings):
-        mat[i, : len(b)] = np.frombuffer(b, dtype=np.uint8)
-    return mat.view(np.uint32 if itemsize == 4 else np.uint64).reshape(len(strings))
+    return np.array(strings, dtype=f"S{itemsize}").view(np.uint32 if itemsize == 4 else np.uint64)
+
+
+@lru_cache(maxsize=64)
+def _range_table(lo: int, hi: int, suffix: bytes, itemsize: int) -> np.ndarray:
+    table = _word_table([b"%d%s" % (i, suffix) for i in range(lo, hi + 1)], itemsize)
+    table.setflags(write=False)
+    return table
 
 
 def _int_words(values: np.ndarray, suffix: bytes, itemsize: int) -> np.ndarray:
     """`str(value) + suffix` of every value as padded words (see `_word_table`)."""
     lo, hi = int(values.min()), int(values.max())
     if hi - lo <= 65536:
-        table = _word_table([b"%d%s" % (i, suffix) for i in range(lo, hi + 1)], itemsize)
-        return table[values - lo]
+        # Tables for the usual ranges are cached: every chunk of every file reuses them.
+        lo, hi = min(lo, -1), max(hi, 1023)
+        return _range_table(lo, hi, suffix, itemsize)[values - lo]
     uniq, inverse = np.unique(values, return_inverse=True)
     table = _word_table([b"%d%s" % (int(i), suffix) for i in uniq], itemsize)
     return table[inverse.reshape(values.shape)]
@@ -688,8 +707,8 @@ def _format_cells(xy: np.ndarray, v: np.ndarray, end: bytes, as_matrix: bool = F
     words[:, :, 0] = _int_words(xy[:, :, 0], b"_", itemsize)
     words[:, :, 1] = _int_words(xy[:, :, 1], b"_", itemsize)
     if int(v.min()) >= -1 and int(v.max()) <= 1:
-        words[:, :-1, 2] = _word_table([b"-1,", b"0,", b"1,"], itemsize)[v[:, :-1] + 1]
-        words[:, -1, 2] = _word_table([b"-1" + end, b"0" + end, b"1" + end], itemsize)[v[:, -1] + 1]
+        words[:, :-1, 2] = _range_table(-1, 1, b",", itemsize)[v[:, :-1] + 1]
+        words[:, -1, 2] = _range_table(-1, 1, end, itemsize)[v[:, -1] + 1]
     else:  # only when checking rows read with a bad visibility
         words[:, :-1, 2] = _int_words(v[:, :-1], b",", itemsize)
         words[:, -1, 2] = _int_words(v[:, -1], end, itemsize)
