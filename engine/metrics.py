@@ -158,7 +158,8 @@ def evaluate(gt: Annotations, pred: Annotations, missing_penalty: float = 1.0,
     """Score `pred` against `gt`, matching rows by image id in any order.
 
     Without `intersect`, a ground-truth image with no prediction row has all its visible
-    points missing; with it, only images present in both files are scored.
+    points missing; with it, only images present in both files are scored. The ground
+    truth's category decides which points count and the normalizer.
     """
     if not gt.has_keypoints:
         raise ValueError("the ground truth has no keypoint columns (a test split cannot be scored)")
