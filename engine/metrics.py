@@ -136,7 +136,7 @@ def align_predictions(gt: Annotations, pred: Annotations) -> tuple[np.ndarray, n
     same_start = len(gt) > 0 and len(pred) > 0 and gt.image_ids[0] == pred.image_ids[0]
     if len(gt) == len(pred) and same_start and np.array_equal(gt.image_ids, pred.image_ids):
         # Same rows in the same order (our own prediction files): no hashing needed.
-        return pred.coords, pred.visibility, np.ones(len(gt), dtype=bool)
+        return pred.coords.copy(), pred.visibility.copy(), np.ones(len(gt), dtype=bool)
     try:
         where = pd.Index(pred.image_ids, dtype=object).get_indexer(pd.Index(gt.image_ids, dtype=object))
     except pd.errors.InvalidIndexError:
