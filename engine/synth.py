@@ -1007,7 +1007,8 @@ def _render_all(job: _Job, n: int, workers: int) -> list:
         return [job(i) for i in range(n)]
     import multiprocessing as mp
 
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    # never plain fork: a parent that already used OpenCV's thread pool deadlocks its children
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     with mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
         return list(pool.imap(_run_job, range(n), chunksize=max(1, min(16, n // (workers * 8)))))
 
