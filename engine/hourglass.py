@@ -235,7 +235,8 @@ def load_encoder_weights(model: KeypointNet, path: str | os.PathLike) -> list[st
         key = name.removeprefix("module.").removeprefix("backbone.").removeprefix("encoder.")
         if key in own and isinstance(tensor, torch.Tensor) and tensor.shape == own[key].shape:
             fitting[key] = tensor
-    if not fitting:
+    # Scalar BatchNorm counters fit anything; only real weights show the file fits this encoder.
+    if not any(t.ndim > 0 for t in fitting.values()):
         raise EncoderWeightsError(
             f"{path}: no tensor matches the encoder's names and shapes "
             "(ImageNet weights need the torchvision-width variant, --widths torchvision)"

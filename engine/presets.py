@@ -161,7 +161,7 @@ PRESETS: dict[str, Preset] = {
         flip_tta=False,
         num_crops=1,
         batch_size=16,
-        epochs=8,
+        epochs=6,
         lr=3e-3,
     ),
 }

@@ -188,7 +188,7 @@ def validate(model: torch.nn.Module, dataset: KeypointCropDataset, preset: Prese
     pred_coords = np.concatenate(pred)
     cats = dataset.categories[idx]
     pred_vis = np.where(CATEGORY_MASK[cats], 1, -1).astype(np.int8)
-    errors = normalized_errors(dataset.coords[idx], dataset.visibility[idx], cats, pred_coords, pred_vis)
+    errors = normalized_errors(dataset.coords[idx], dataset.visibility[idx], cats, pred_coords, pred_vis).errors
     scored = np.isfinite(errors)
     ne = float(errors[scored].mean()) if scored.any() else float("nan")
     return {"ne": ne, "points": int(scored.sum()), "images": int(len(idx))}
