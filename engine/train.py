@@ -106,18 +106,16 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr)
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up then cosine decay to 2 % of the peak rate, stepped per batch."""
-    total = max(1, total_steps)
-    warm = max(1, min(warmup_steps, total // 4))
+def lr_factor(step: int, warmup_steps: int, progress: float) -> float:
+    """Linear warm-up over the first steps, times a cosine decay to 2 % as `progress` goes 0 -> 1."""
+    warm = min(1.0, (step + 1) / max(1, warmup_steps))
+    t = min(1.0, max(0.0, progress))
+    return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        t = min(1.0, (step - warm) / max(1, total - warm))
-        return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t))
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _cycle(loader: DataLoader) -> Iterator[dict[str, torch.Tensor]]:
@@ -143,14 +141,13 @@ def fine_tune(model: torch.nn.Module, samples: Dataset, preset: Preset, steps: i
     bs = min(batch_size or preset.batch_size, len(samples))
     loader = DataLoader(samples, batch_size=bs, shuffle=True, drop_last=len(samples) >= bs * 2)
     optimizer = make_optimizer(model, lr, preset.weight_decay)
-    scheduler = make_scheduler(optimizer, steps, max(1, steps // 10))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
     losses = []
     for step, batch in zip(range(steps), _cycle(loader)):
         if should_stop is not None and should_stop():
             break
+        set_lr(optimizer, lr * lr_factor(step, max(1, steps // 10), step / max(1, steps)))
         losses.append(train_step(model, optimizer, batch, preset, device, scaler, ohem_fraction))
-        scheduler.step()
         if progress is not None:
             progress({"step": step + 1, "steps": steps, "loss": losses[-1]})
     return losses
@@ -225,9 +222,15 @@ def train_keypoints(
     augment: Augmentation | None = Augmentation(),
     seed: int = 0,
     max_steps: int | None = None,
+    time_budget_s: float | None = None,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Train (or resume) the keypoint net; writes `out` after every epoch (and `<out>.best.pt`).
+
+    The learning rate warms up, then decays along a cosine over the run's progress: the larger
+    of steps done / all steps and, with `time_budget_s`, training time used / budget. With a
+    budget the run stops when it is spent (validating and saving the partial epoch), so a
+    shared CPU of unknown speed still gets a fully annealed model on time.
 
     Validation uses `<val_root or data_root>/Annotations/<val_split>.csv`; without that file,
     5 % of the training images are held out. Returns the per-epoch history. Under `torchrun`
@@ -290,10 +293,10 @@ def train_keypoints(
     if steps_per_epoch == 0:
         raise ValueError(f"{root}: {len(train_set)} training images is fewer than one batch of {batch_size}")
     optimizer = make_optimizer(model, lr, preset.weight_decay)
-    scheduler = make_scheduler(optimizer, epochs * steps_per_epoch, warmup_steps=min(300, steps_per_epoch))
     if state and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+    total_steps = epochs * steps_per_epoch
+    warmup = min(300, max(1, total_steps // 10))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dev) else None
 
     if main_process:
@@ -302,7 +305,9 @@ def train_keypoints(
     out = Path(out)
     best = min((h["val_ne"] for h in history if h.get("val_ne") == h.get("val_ne")), default=math.inf)
     images_seen = int(history[-1]["images_seen"]) if history else 0
-    steps_done = 0
+    step = int(state.get("step", 0)) if state else 0
+    train_seconds = float(state.get("train_seconds", 0.0)) if state else 0.0
+    steps_done, out_of_time = 0, False
     for epoch in range(start_epoch, epochs):
         train_ds.set_epoch(epoch)
         if sampler is not None:
@@ -310,20 +315,27 @@ def train_keypoints(
         t0 = time.monotonic()
         losses = []
         for i, batch in enumerate(loader):
+            used = train_seconds + time.monotonic() - t0
+            progress_frac = max(step / total_steps, used / time_budget_s if time_budget_s else 0.0)
+            set_lr(optimizer, lr * lr_factor(step, warmup, progress_frac))
             losses.append(train_step(model, optimizer, batch, preset, dev, scaler))
-            scheduler.step()
+            step += 1
             steps_done += 1
+            if time_budget_s is not None:
+                out_of_time = _agree(train_seconds + time.monotonic() - t0 >= time_budget_s, distributed)
             if progress is not None and main_process:
                 rate = (i + 1) * batch_size * world / max(1e-9, time.monotonic() - t0)
                 progress({"epoch": epoch + 1, "epochs": epochs, "step": i + 1, "steps": steps_per_epoch,
                           "loss": float(np.mean(losses[-20:])), "images_per_s": rate})
-            if max_steps is not None and steps_done >= max_steps:
+            if (max_steps is not None and steps_done >= max_steps) or out_of_time:
                 break
         seconds = time.monotonic() - t0
+        train_seconds += seconds
         images_seen += len(losses) * batch_size * world
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "seconds": seconds,
                   "images_per_s": len(losses) * batch_size * world / max(seconds, 1e-9),
-                  "lr": float(optimizer.param_groups[0]["lr"]), "images_seen": images_seen}
+                  "lr": float(optimizer.param_groups[0]["lr"]), "images_seen": images_seen,
+                  "steps": step, "train_seconds": train_seconds}
         if main_process:
             t1 = time.monotonic()
             record.update({f"val_{k}": v for k, v in validate(net, val_set, preset, dev).items()})
@@ -333,8 +345,8 @@ def train_keypoints(
                      epoch + 1, epochs, record["train_loss"], 100 * record["val_ne"], record["val_points"],
                      record["images_per_s"], seconds)
             ckpt = keypoint_checkpoint(net, preset, epoch=epoch + 1, history=history,
-                                       metrics={"val_ne": record["val_ne"]},
-                                       optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+                                       metrics={"val_ne": record["val_ne"]}, step=step,
+                                       train_seconds=train_seconds, optimizer=optimizer.state_dict())
             from engine.checkpoints import save_checkpoint
 
             save_checkpoint(out, ckpt)
@@ -345,11 +357,22 @@ def train_keypoints(
                 progress({"epoch_done": epoch + 1, **record})
         if distributed:
             dist.barrier()
-        if max_steps is not None and steps_done >= max_steps:
+        if (max_steps is not None and steps_done >= max_steps) or out_of_time:
+            if out_of_time and main_process:
+                log.info("time budget of %.0f s spent after %d steps", time_budget_s, step)
             break
     if distributed:
         dist.destroy_process_group()
     return history
+
+
+def _agree(flag: bool, distributed: bool) -> bool:
+    """True when any process says so (so all processes stop at the same step)."""
+    if not distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 class _ValidationView(Dataset):
