@@ -155,11 +155,16 @@ class Annotations:
 
     def index_of(self, image_id: str) -> int:
         """Row of `image_id`; raises KeyError if absent."""
+        return self.id_index()[image_id]
+
+    def id_index(self) -> dict[str, int]:
+        """The cached image id -> row dict (do not modify it); with duplicate ids it is
+        shorter than the annotations and maps each id to its last row."""
         key = (id(self.image_ids), len(self.image_ids))
         if self._index is None or self._index_key != key:
             self._index = {str(s): i for i, s in enumerate(self.image_ids)}
             self._index_key = key
-        return self._index[image_id]
+        return self._index
 
     def invalidate_index(self) -> None:
         """Call after changing image ids in place (the id -> row cache is rebuilt lazily)."""
