@@ -402,6 +402,13 @@ def _outline(category: str, P: np.ndarray, rng: np.random.Generator, style: dict
             details.append(("lapel", np.array([nl, v, nl + (v - nl) * 0.45 + (sl - nl) * 0.35])))
             details.append(("lapel", np.array([nr, v, nr + (v - nr) * 0.45 + (sr - nr) * 0.35])))
             details.append(("shirt", np.array([nl, nr, v])))
+            if style["placket"]:  # flap pockets, half way between waist and hem
+                for w_, h_ in ((wl, hl), (wr, hr)):
+                    c = w_ + (h_ - w_) * 0.55
+                    c = c + (hem_mid - c) * 0.35
+                    across = (hr - hl) * 0.14
+                    down = (h_ - w_) * 0.22
+                    details.append(("pocket", np.array([c - across, c + across, c + across + down, c - across + down])))
         else:
             cf = p["center_front"]
             if style["v_neck"]:
@@ -409,6 +416,8 @@ def _outline(category: str, P: np.ndarray, rng: np.random.Generator, style: dict
             else:
                 neck = _through(nr, cf, nl, steps=6)
             details.append(("trim", np.concatenate([nr[None], neck])))
+            if category == "blouse" and style["placket"]:
+                details.append(("opening", np.array([cf, (hl + hr) / 2])))
             if category == "dress":
                 details.append(("belt", np.array([wl, wr])))
         body = _path(nl, _curve(nl, sl, 0.03, centre, 3), np.array([al]), left_side, hem, right_up,
@@ -442,6 +451,10 @@ def _outline(category: str, P: np.ndarray, rng: np.random.Generator, style: dict
         br = wr + (p["bottom_right_out"] - wr) * band
         details.append(("band", np.array([wl, wr, br, bl])))
         details.append(("fly", np.array([wm, wm + (cr - wm) * 0.7])))
+        if style["placket"]:  # slanted front pockets
+            for w0, b0 in ((wl, p["bottom_left_out"]), (wr, p["bottom_right_out"])):
+                a = w0 + (wm - w0) * 0.35 + (b0 - w0) * 0.04
+                details.append(("pleat", np.array([a, w0 + (b0 - w0) * 0.17])))
         for leg, (a, b) in (("left", ("bottom_left_in", "bottom_left_out")),
                             ("right", ("bottom_right_in", "bottom_right_out"))):
             w0 = wl if leg == "left" else wr
@@ -637,6 +650,7 @@ def _style(rng: np.random.Generator) -> dict:
         "sleeves_front": bool(rng.random() < 0.8),
         "band": float(rng.uniform(0.06, 0.14)),
         "pleats": int(rng.integers(0, 6)),
+        "placket": bool(rng.random() < 0.5),
     }
 
 
@@ -704,6 +718,8 @@ def _paint_garment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, 
             for f in np.linspace(0.1, 0.8, int(rng.integers(0, 5))):
                 c = a + (b - a) * f
                 cv2.circle(img, (int(c[0] + 3 * lw), int(c[1])), 2 * lw + 1, dark, -1, cv2.LINE_AA)
+        elif kind == "pocket":
+            cv2.polylines(img, [_pts(pts)], True, dark, lw, cv2.LINE_AA, shift=4)
         else:  # pleat, fly, crease
             cv2.polylines(img, [_pts(pts)], False, dark, 1, cv2.LINE_AA, shift=4)
 

@@ -112,6 +112,8 @@ def test_crossed_garments_swap_sides() -> None:
 
 
 def test_same_seed_is_byte_identical_whatever_the_workers(dataset: Path, tmp_path: Path) -> None:
+    # a parent that already ran OpenCV's thread pool on a large image must not deadlock its workers
+    synth.render_sample(np.random.default_rng(0), "dress", (512, 512))
     again = tmp_path / "again"
     synth.generate_dataset(again, 24, seed=5, size=256, hard_fraction=0.4, workers=2)
     files = sorted(p.relative_to(dataset) for p in dataset.rglob("*") if p.is_file())
