@@ -176,7 +176,8 @@ class Annotations:
         return len(self.verbatim)
 
     def subset(self, indices: Iterable[int] | np.ndarray) -> Annotations:
-        """A new Annotations of these rows, in this order (same layout, no unparsed rows)."""
+        """A new Annotations of these rows, in this order: same header, line ending and BOM,
+        no unparsed rows, a final newline."""
         idx = np.asarray(indices)
         if idx.dtype == bool:
             idx = np.flatnonzero(idx)
