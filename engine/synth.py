@@ -322,11 +322,6 @@ def _cut_translation(rng: np.random.Generator, P: np.ndarray, category: int, sid
     return t
 
 
-def _normalizers_present(category: int, present: np.ndarray) -> np.ndarray:
-    a, b = schema.NORMALIZER_PAIRS[category]
-    return present[:, a] & present[:, b]
-
-
 # --- 2. outline --------------------------------------------------------------------------------
 
 
@@ -370,7 +365,7 @@ class _Outline:
     centre: np.ndarray
 
 
-def _outline(category: str, P: np.ndarray, rng: np.random.Generator, style: dict) -> _Outline:
+def _outline(category: str, P: np.ndarray, style: dict) -> _Outline:
     """Polygons through the keypoints P (24, 2) (image pixels; may lie outside for cut garments)."""
     p = {name: P[i].astype(np.float64) for name, i in _K.items()}
     centre = P[CATEGORY_MASK[CATEGORIES.index(category)]].mean(axis=0)
@@ -566,16 +561,17 @@ def _shading(rng: np.random.Generator, h: int, w: int, folds: list[tuple[tuple[i
     return cv2.resize(gain, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def _capsule(canvas: np.ndarray, mask: np.ndarray, a, b, width: int, colour) -> None:
+def _capsule(canvas: np.ndarray, mask: np.ndarray | None, a, b, width: int, colour) -> None:
+    """A thick round-capped segment (a limb) on the image, and on `mask` when given."""
     a, b = (int(a[0]), int(a[1])), (int(b[0]), int(b[1]))
     cv2.line(canvas, a, b, colour, width, cv2.LINE_AA)
-    cv2.line(mask, a, b, 1, width, cv2.LINE_8)
+    if mask is not None:
+        cv2.line(mask, a, b, 1, width, cv2.LINE_8)
 
 
 def _person(rng: np.random.Generator, img: np.ndarray, category: str, P: np.ndarray, scale: float) -> None:
     """Body parts around the garment (drawn behind it): neck and head, hands, legs, other clothes."""
     skin = _tup(_SKIN[rng.integers(len(_SKIN))])
-    junk = np.zeros(img.shape[:2], np.uint8)
     w = max(2, int(scale * rng.uniform(0.06, 0.09)))
     if category in _TOPS:
         nl, nr = P[_K["neckline_left"]], P[_K["neckline_right"]]
@@ -585,7 +581,7 @@ def _person(rng: np.random.Generator, img: np.ndarray, category: str, P: np.ndar
         body_dir = body_dir / max(np.hypot(*body_dir), 1e-6)
         neck_w = max(2, int(np.hypot(*(nr - nl)) * 0.6))
         head = up - body_dir * neck_w * 2.2
-        _capsule(img, junk, up + body_dir * scale * 0.03, head, neck_w, skin)
+        _capsule(img, None, up + body_dir * scale * 0.03, head, neck_w, skin)
         cv2.ellipse(img, (int(head[0]), int(head[1])), (int(neck_w * 1.05), int(neck_w * 1.35)),
                     float(np.degrees(np.arctan2(body_dir[0], -body_dir[1]))), 0, 360, skin, -1, cv2.LINE_AA)
         for side in ("left", "right"):
@@ -594,7 +590,7 @@ def _person(rng: np.random.Generator, img: np.ndarray, category: str, P: np.ndar
             mid = (o + i) / 2
             d = mid - s
             d = d / max(np.hypot(*d), 1e-6)
-            _capsule(img, junk, mid - d * 2, mid + d * scale * rng.uniform(0.08, 0.3),
+            _capsule(img, None, mid - d * 2, mid + d * scale * rng.uniform(0.08, 0.3),
                      max(2, int(np.hypot(*(o - i)) * 0.7)), skin)
         bottom = (P[_K["hemline_left"]] + P[_K["hemline_right"]]) / 2 if category == "dress" else \
             (P[_K["top_hem_left"]] + P[_K["top_hem_right"]]) / 2
@@ -602,22 +598,22 @@ def _person(rng: np.random.Generator, img: np.ndarray, category: str, P: np.ndar
             lower = _tup(_colour(rng)) if category != "dress" else skin
             for off in (-0.07, 0.07):
                 a = bottom + np.array([off * scale, -0.05 * scale]) * 1.0
-                _capsule(img, junk, a, a + body_dir * scale * 0.6, int(w * 1.6), lower)
+                _capsule(img, None, a, a + body_dir * scale * 0.6, int(w * 1.6), lower)
     else:
         wl, wr = P[_K["waistband_left"]], P[_K["waistband_right"]]
         top = (wl + wr) / 2
         width = max(3, int(np.hypot(*(wr - wl))))
         torso = _tup(_colour(rng))
-        _capsule(img, junk, top + np.array([0, scale * 0.05]), top - np.array([0, scale * 0.5]), width, torso)
+        _capsule(img, None, top + np.array([0, scale * 0.05]), top - np.array([0, scale * 0.5]), width, torso)
         if category == "skirt":
             hem = (P[_K["hemline_left"]] + P[_K["hemline_right"]]) / 2
             for off in (-0.25, 0.25):
                 a = hem + (wr - wl) * off
-                _capsule(img, junk, a - np.array([0, 0.1 * scale]), a + np.array([0, 0.6 * scale]), w, skin)
+                _capsule(img, None, a - np.array([0, 0.1 * scale]), a + np.array([0, 0.6 * scale]), w, skin)
         else:
             for side in ("left", "right"):
                 m = (P[_K[f"bottom_{side}_in"]] + P[_K[f"bottom_{side}_out"]]) / 2
-                _capsule(img, junk, m, m + np.array([0, 0.08 * scale]), w, skin)
+                _capsule(img, None, m, m + np.array([0, 0.08 * scale]), w, skin)
                 cv2.ellipse(img, (int(m[0]), int(m[1] + 0.1 * scale)), (int(w * 1.4), int(w * 0.6)), 0, 0, 360,
                             _tup(_colour(rng, val=(0.05, 0.5))), -1, cv2.LINE_AA)
 
@@ -633,7 +629,7 @@ def _distractor(rng: np.random.Generator, img: np.ndarray, H: int, W: int) -> No
     cy = (rng.uniform(0, H), rng.uniform(0, H), -0.05 * H, H * 1.05)[edge]
     P = np.where(present[:, None], (K - np.nanmean(K, axis=0)) * s + [cx, cy], np.nan)
     style = _style(rng)
-    out = _outline(cat, np.nan_to_num(P, nan=0.0), rng, style)
+    out = _outline(cat, np.nan_to_num(P, nan=0.0), style)
     col = _tup(_colour(rng))
     edge_col = _tup(np.array(col, float) * 0.6)
     for part in out.parts:
@@ -654,11 +650,9 @@ def _style(rng: np.random.Generator) -> dict:
     }
 
 
-def _paint_garment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, category: str,
-                   outline: _Outline, P: np.ndarray, scale: float, rot: float, base: np.ndarray,
-                   low_contrast: bool) -> None:
-    """Fill the garment mask and the image with fabric, shading, seams and trims."""
-    H, W = mask.shape
+def _paint_garment(rng: np.random.Generator, img: np.ndarray, mask: np.ndarray, outline: _Outline,
+                   P: np.ndarray, scale: float, rot: float, base: np.ndarray, low_contrast: bool) -> None:
+    """Label the garment's parts in `mask` and paint them on `img`: fabric, shading, seams, trims."""
     lw = max(1, int(scale / 150))
     # Part labels back to front: later parts (and their edges, label 255) cover earlier ones,
     # so a sleeve in front hides the body's edge under it. The mask is every labelled pixel.
@@ -881,8 +875,17 @@ def render_sample(rng: np.random.Generator, category: int | str, size: int | tup
     if hard_kind is not None and hard_kind not in hard_kinds_for(c):
         raise ValueError(f"hard kind {hard_kind!r} is not possible for {name}; "
                          f"expected one of {', '.join(hard_kinds_for(c))}")
+    if H < 32 or W < 32:
+        raise ValueError(f"image size {H}x{W} is too small (at least 32x32)")
     hard = np.array([hard_kind or ""], dtype=object)
-    layouts = None if layout is None else np.asarray(layout, np.float64)[None]
+    layouts = None
+    if layout is not None:
+        layouts = np.array(layout, np.float64)
+        if layouts.shape != (NUM_KEYPOINTS, 2) or not np.isfinite(layouts[CATEGORY_MASK[c]]).all():
+            raise ValueError(f"layout must be ({NUM_KEYPOINTS}, 2) with every {name} keypoint finite "
+                             f"(as `load_layouts` returns), got shape {layouts.shape}")
+        layouts[~CATEGORY_MASK[c]] = np.nan
+        layouts = layouts[None]
     P, present = _geometry(rng, c, 1, np.array([H]), np.array([W]), hard, layouts)
     P, present = P[0], present[0]
     low = hard_kind == "low_contrast"
@@ -897,13 +900,13 @@ def render_sample(rng: np.random.Generator, category: int | str, size: int | tup
     lo, hi = P[CATEGORY_MASK[c]].min(axis=0), P[CATEGORY_MASK[c]].max(axis=0)
     scale = float(max(hi[1] - lo[1], hi[0] - lo[0], 8.0))
     rot = float(np.arctan2(*(_axis(name, P, present)[::-1])))
-    outline = _outline(name, Pfull, rng, style)
+    outline = _outline(name, Pfull, style)
     if rng.random() < 0.6:
         _person(rng, img, name, Pfull, scale)
     if name == "outwear":
         _paint_shirt(img, outline, _tup(_colour(rng)))
     mask = np.zeros((H, W), np.uint8)
-    _paint_garment(rng, img, mask, name, outline, np.where(present[:, None], Pfull, -1), scale, rot, base, low)
+    _paint_garment(rng, img, mask, outline, np.where(present[:, None], Pfull, -1), scale, rot, base, low)
     occ = _occluders(rng, img, c, np.where(present[:, None], Pfull, -1), present, scale)
     img = _finish(rng, img)
     coords = np.where(present[:, None], Pfull, -1).astype(np.float32)

@@ -213,3 +213,13 @@ def test_cli_synth(tmp_path: Path, capsys) -> None:
     assert read_image(sheet).shape[1] == 5 * 256
     assert main(["synth", str(tmp_path / "x")]) == 2
     assert "--n" in capsys.readouterr().err
+
+
+def test_render_sample_rejects_bad_input() -> None:
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="layout"):
+        synth.render_sample(rng, "skirt", (128, 128), None, np.zeros((4, 2)))
+    with pytest.raises(ValueError, match="too small"):
+        synth.render_sample(rng, "skirt", (16, 128))
+    with pytest.raises(ValueError, match="hard kind"):
+        synth.render_sample(rng, "blouse", (128, 128), "upside_down")
