@@ -72,11 +72,15 @@ def _run_synth(args: argparse.Namespace) -> int:
             if args.n is None:
                 print("fkp synth: --n is required with OUT", file=sys.stderr)
                 return 2
+            from engine.progress import ProgressBar
+
+            bar = ProgressBar(args.n, label="synth", log_every=10.0)
             t0 = time.perf_counter()
             csv = generate_dataset(args.out, args.n, seed=args.seed, split=args.split, size=args.size,
                                    categories=args.categories, hard_fraction=args.hard_fraction,
                                    annotations_only=args.annotations_only, layouts=args.layouts,
-                                   workers=args.workers)
+                                   workers=args.workers, progress=lambda done, n: bar.update(done))
+            bar.close()
             dt = time.perf_counter() - t0
             what = "rows" if args.annotations_only else "images"
             print(f"wrote {csv} ({args.n} {what} in {dt:.1f} s, {args.n / max(dt, 1e-9):.0f}/s)")

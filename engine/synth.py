@@ -22,6 +22,7 @@ import hashlib
 import math
 import os
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -1024,15 +1025,24 @@ def _run_job(index: int):
     return _WORKER_JOB(index)
 
 
-def _render_all(job: _Job, n: int, workers: int) -> list:
+def _render_all(job: _Job, n: int, workers: int, progress: Callable[[int, int], None] | None) -> list:
+    """Render images 0..n-1 (in order), in `workers` processes when that pays."""
+    def collect(results) -> list:
+        out = []
+        for r in results:
+            out.append(r)
+            if progress is not None:
+                progress(len(out), n)
+        return out
+
     if workers <= 1 or n < 4 * workers:
-        return [job(i) for i in range(n)]
+        return collect(job(i) for i in range(n))
     import multiprocessing as mp
 
     # never plain fork: a parent that already used OpenCV's thread pool deadlocks its children
     method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     with mp.get_context(method).Pool(workers, initializer=_init_worker, initargs=(job,)) as pool:
-        return list(pool.imap(_run_job, range(n), chunksize=max(1, min(16, n // (workers * 8)))))
+        return collect(pool.imap(_run_job, range(n), chunksize=max(1, min(16, n // (workers * 8)))))
 
 
 def _annotation_rows(n: int, seed: int, split: str, size: int, categories: tuple[int, ...],
@@ -1067,12 +1077,14 @@ def _annotation_rows(n: int, seed: int, split: str, size: int, categories: tuple
 
 def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, split: str = "train", size: int = 512,
                      categories=None, hard_fraction: float = 0.1, annotations_only: bool = False,
-                     layouts: str | os.PathLike | None = None, workers: int | None = None) -> Path:
+                     layouts: str | os.PathLike | None = None, workers: int | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> Path:
     """Write a synthetic FashionAI split under `out`; returns the path of `Annotations/<split>.csv`.
 
     Images go to `out/Images/<category>/<id>.jpg`, the hard cases' ids and kinds to
     `Annotations/<split>_hard.csv`. With `annotations_only` no image is rendered: geometry comes
-    from the same model, visibility is drawn at the real per-keypoint rates.
+    from the same model, visibility is drawn at the real per-keypoint rates. `progress(done, n)`
+    is called after each image.
     """
     from engine.annotations import Annotations, save_annotations
     from engine.files import atomic_write_text
@@ -1099,7 +1111,7 @@ def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, split: str =
         for c in cats:
             (out / "Images" / CATEGORIES[c]).mkdir(parents=True, exist_ok=True)
         job = _Job(out, int(seed), split, int(size), cats, float(hard_fraction), table)
-        results = _render_all(job, n, workers if workers is not None else (os.cpu_count() or 1))
+        results = _render_all(job, n, workers if workers is not None else (os.cpu_count() or 1), progress)
         ids = [r[0] for r in results]
         cat_arr = np.array([r[1] for r in results], dtype=np.int64)
         coords = np.stack([r[2] for r in results]) if results else np.zeros((0, NUM_KEYPOINTS, 2), np.float32)
