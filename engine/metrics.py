@@ -78,13 +78,12 @@ def normalized_errors(
         have &= np.asarray(pred_visibility) != -1
     with np.errstate(invalid="ignore", divide="ignore"):
         usable = s > 0  # False for NaN too
-        errors = d.astype(np.float64)
-        errors /= s[:, None]
+        errors = np.divide(d, s[:, None], dtype=np.float64)
     scored = (gv == 1) & usable[:, None]
     missing = scored & ~have
     if not have.all():
-        errors[~have] = missing_penalty
-    errors[~scored] = np.nan
+        errors = np.where(have, errors, missing_penalty)
+    errors = np.where(scored, errors, np.nan)
     return PointErrors(errors, s, missing)
 
 
@@ -133,12 +132,16 @@ def _num(x: float) -> float | None:
 def align_predictions(gt: Annotations, pred: Annotations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Prediction coords (N_gt, 24, 2) and visibility aligned to gt rows by image id.
 
-    Returns (coords, visibility, matched); unmatched rows are NaN / -1 / False.
+    Returns new arrays (coords, visibility, matched); unmatched rows are NaN / -1 / False.
     """
-    same_start = len(gt) > 0 and len(pred) > 0 and gt.image_ids[0] == pred.image_ids[0]
-    if len(gt) == len(pred) and same_start and np.array_equal(gt.image_ids, pred.image_ids):
+    return _align(gt, pred, copy=True)
+
+
+def _align(gt: Annotations, pred: Annotations, copy: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    if len(gt) == len(pred) and gt.image_ids.tolist() == pred.image_ids.tolist():
         # Same rows in the same order (our own prediction files): no hashing needed.
-        return pred.coords.copy(), pred.visibility.copy(), np.ones(len(gt), dtype=bool)
+        coords, vis = (pred.coords.copy(), pred.visibility.copy()) if copy else (pred.coords, pred.visibility)
+        return coords, vis, np.ones(len(gt), dtype=bool)
     index = pred.id_index()  # built while loading, so matching is one dict look-up per row
     if len(index) != len(pred):
         ids = pd.Index(pred.image_ids, dtype=object)
@@ -168,16 +171,17 @@ def evaluate(gt: Annotations, pred: Annotations, missing_penalty: float = 1.0,
         raise ValueError("the ground truth has no keypoint columns (a test split cannot be scored)")
     if not pred.has_keypoints:
         raise ValueError("the predictions have no keypoint columns")
-    coords, vis, matched = align_predictions(gt, pred)
+    coords, vis, matched = _align(gt, pred, copy=False)
     cats = np.asarray(gt.categories, dtype=np.int64)
     errors, s, missing = normalized_errors(gt.coords, gt.visibility, cats, coords, vis, missing_penalty)
     in_set = matched if intersect else np.ones(len(gt), dtype=bool)
-    errors[~in_set] = np.nan
-    missing &= in_set[:, None]
+    if not in_set.all():
+        errors[~in_set] = np.nan
+        missing &= in_set[:, None]
 
     scored = ~np.isnan(errors)
     filled = np.where(scored, errors, 0.0)
-    per_point_n = scored.sum(axis=1)
+    per_point_n = np.count_nonzero(scored, axis=1)
     per_point_sum = filled.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         per_image = per_point_sum / per_point_n
@@ -188,7 +192,7 @@ def evaluate(gt: Annotations, pred: Annotations, missing_penalty: float = 1.0,
     cat_sum = np.bincount(cats, weights=per_point_sum, minlength=len(CATEGORIES))
     per_category = {CATEGORIES[c]: {"ne": float(cat_sum[c] / cat_n[c]), "n": int(cat_n[c])}
                     for c in range(len(CATEGORIES)) if cat_n[c] > 0}
-    kp_n = scored.sum(axis=0)
+    kp_n = np.count_nonzero(scored, axis=0)
     kp_sum = filled.sum(axis=0)
     per_keypoint = {KEYPOINTS[k]: {"ne": float(kp_sum[k] / kp_n[k]), "n": int(kp_n[k])}
                     for k in range(NUM_KEYPOINTS) if kp_n[k] > 0}
