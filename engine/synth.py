@@ -728,13 +728,13 @@ def _paint_shirt(img: np.ndarray, outline: _Outline, colour) -> None:
 # --- occluders ---------------------------------------------------------------------------------
 
 # Which occluder hides which keypoint (as in FashionAI photos: hair over necklines, arms over
-# armpits, hands and tops over waistbands, bags and hands over hems and cuffs).
+# armpits, hands and tops over waistbands, bags, hands and folds of the fabric over hems and cuffs).
 _OCCLUDER_FOR = {
     "neckline": ("hair", "hair", "hand"), "center_front": ("hair", "hand"),
     "shoulder": ("hair", "bag_strap"), "armpit": ("arm", "arm", "hair", "bag"),
-    "waistline": ("hand", "bag"), "cuff": ("bag", "hand", "object"), "top_hem": ("hand", "bag", "object"),
-    "waistband": ("top", "top", "top", "hand"), "hemline": ("hand", "object"), "crotch": ("hand", "object"),
-    "bottom": ("object", "hand"),
+    "waistline": ("hand", "bag", "fold"), "cuff": ("bag", "hand", "object", "fold"),
+    "top_hem": ("hand", "bag", "object", "fold"), "waistband": ("top", "top", "top", "hand"),
+    "hemline": ("hand", "object", "fold"), "crotch": ("hand", "object", "fold"), "bottom": ("object", "hand", "fold"),
 }
 # the occluder covers spill over onto neighbours, so aim at fewer points than the target rate
 _AIM = 0.9
@@ -745,7 +745,7 @@ _AIM_SCALE[[_K["waistband_left"], _K["waistband_right"]]] = 0.65
 
 
 def _occluders(rng: np.random.Generator, img: np.ndarray, category: int, P: np.ndarray,
-               present: np.ndarray, scale: float) -> np.ndarray:
+               present: np.ndarray, scale: float, fabric: np.ndarray) -> np.ndarray:
     """Draw occluders aimed at keypoints with the real per-keypoint rates; return their mask."""
     H, W = img.shape[:2]
     occ = np.zeros((H, W), np.uint8)
@@ -797,6 +797,20 @@ def _occluders(rng: np.random.Generator, img: np.ndarray, category: int, P: np.n
                 top = c - np.array([0, wh[1] / 2])
                 cv2.ellipse(img, (int(top[0]), int(top[1])), (int(wh[0] * 0.35), int(wh[1] * 0.5)), 0, 180, 360,
                             _tup(np.array(col, float) * 0.7), max(1, int(sz / 20)), cv2.LINE_AA)
+        elif kind == "fold":
+            # a flap of the garment's own fabric turned over the point (a rolled cuff, a hem fold)
+            centre = P[CATEGORY_MASK[category] & present].mean(axis=0)
+            inward = centre - p
+            inward /= max(np.hypot(*inward), 1e-6)
+            across = np.array([-inward[1], inward[0]])
+            r = scale * rng.uniform(0.04, 0.08)
+            tip = p + inward * r * rng.uniform(1.2, 2.0)
+            poly = np.array([p - across * r - inward * r * 0.4, p + across * r - inward * r * 0.4,
+                             tip + across * r * 0.4, tip - across * r * 0.4])
+            shade = fabric * rng.uniform(0.6, 0.8)
+            cv2.fillPoly(img, [_pts(poly)], _tup(shade), cv2.LINE_AA, shift=4)
+            cv2.fillPoly(occ, [_pts(poly)], 1, cv2.LINE_8, shift=4)
+            cv2.polylines(img, [_pts(poly)], True, _tup(shade * 0.7), 1, cv2.LINE_AA, shift=4)
         elif kind == "bag_strap":
             col = _tup(_colour(rng, val=(0.1, 0.6)))
             d = np.array([rng.normal(0.3, 0.2), 1.0])
@@ -908,7 +922,7 @@ def render_sample(rng: np.random.Generator, category: int | str, size: int | tup
         _paint_shirt(img, outline, _tup(_colour(rng)))
     mask = np.zeros((H, W), np.uint8)
     _paint_garment(rng, img, mask, outline, np.where(present[:, None], Pfull, -1), scale, rot, base, low)
-    occ = _occluders(rng, img, c, np.where(present[:, None], Pfull, -1), present, scale)
+    occ = _occluders(rng, img, c, np.where(present[:, None], Pfull, -1), present, scale, base)
     img = _finish(rng, img)
     coords = np.where(present[:, None], Pfull, -1).astype(np.float32)
     xs, ys = np.clip(coords[:, 0], 0, W - 1).astype(int), np.clip(coords[:, 1], 0, H - 1).astype(int)
