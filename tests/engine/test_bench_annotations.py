@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ def test_benchmark_smoke_run_prints_json_last() -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_annotations.py"), "--rows", "300", "--repeats", "1"],
         check=True, capture_output=True, text=True, cwd=ROOT, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["rows"] == 300
