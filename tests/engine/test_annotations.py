@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import re
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +139,21 @@ def test_save_refuses_arrays_that_would_not_load_back_and_leaves_the_file(tmp_pa
         save_annotations(ann, path)
     assert path.read_bytes() == before
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda a: a.visibility.__setitem__((0, 0), 2), "visibility 2 is not -1, 0 or 1"),
+    (lambda a: a.coords.__setitem__((0, 0), (np.nan, 3)), "missing or out of range"),
+    (lambda a: a.coords.__setitem__((0, 0), (-1.2, -0.9)), "present at (-1, -1)"),
+    (lambda a: a.image_ids.__setitem__(0, "a,b.jpg"), "cannot be written"),
+])
+def test_save_refuses_each_kind_of_inconsistent_array(tmp_path, edit, message) -> None:
+    path = write(tmp_path, "\n".join([HEADER, BLOUSE_ROW]) + "\n")
+    ann = load_annotations(path)
+    edit(ann)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        save_annotations(ann, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()
 
 
 def test_absent_points_are_written_as_minus_ones_whatever_their_coordinates(tmp_path) -> None:
