@@ -330,7 +330,7 @@ def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
         for k, col, reason in reasons_vec:
             if good[k]:
                 reasons.setdefault(cand[k], []).append((col, reason))
-        good &= ~np.isin(np.arange(n), [k for k, _, _ in reasons_vec])
+        good[[k for k, _, _ in reasons_vec]] = False
     else:
         good = np.ones(n, dtype=bool)
         nums = np.full((n, NUM_KEYPOINTS, 3), -1, dtype=np.int32)
@@ -376,7 +376,7 @@ def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
     return _Rows(cand_arr[sel], ids_arr[sel], cats_arr[sel], coords, vis, index)
 
 
-def _split_rows(lines: list[str], has_kp: bool):
+def _split_rows(lines: list[str], has_kp: bool) -> tuple[list[int], list[str], np.ndarray, list[str], list[int]]:
     """Split each row into id, category and keypoint text; rows failing that are suspects.
 
     Returns (candidate line indices, ids, category codes, keypoint texts, suspect indices).
@@ -697,7 +697,7 @@ def _int_words(values: np.ndarray, suffix: bytes, itemsize: int) -> np.ndarray:
     return table[inverse.reshape(values.shape)]
 
 
-def _format_cells(xy: np.ndarray, v: np.ndarray, end: bytes, as_matrix: bool = False):
+def _format_cells(xy: np.ndarray, v: np.ndarray, end: bytes, as_matrix: bool = False) -> bytes | np.ndarray:
     """Format the keypoint cells `x_y_v,...,x_y_v<end>` of each row.
 
     Returns the rows joined as bytes, or with `as_matrix` the zero-padded (n, width) matrix.
