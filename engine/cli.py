@@ -206,6 +206,9 @@ def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between held-out box checks")
     p.add_argument("--backbone-weights", help="ImageNet weights of the backbone (local torchvision state dict)")
+    p.add_argument("--detector-size", type=int,
+                   help="detector input size (shorter side; default: the preset's). Images smaller than the "
+                        "preset's size gain nothing from upscaling and train faster at their own size")
     p.add_argument("--limit", type=int, help="use at most this many training images")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
@@ -220,13 +223,14 @@ def _detector_data(args: argparse.Namespace, config):
 
     train = load_detector_samples(args.data, args.split, config, limit=args.limit)
     if (Path(args.data) / "Annotations" / f"{args.val_split}.csv").exists():
-        val = load_detector_samples(args.data, args.val_split, config, limit=200)
+        val = load_detector_samples(args.data, args.val_split, config, limit=100)
     else:
         train, val = train.hold_out(0.1, seed=args.seed)
     return train, val
 
 
 def _train_detector_from_args(args: argparse.Namespace, preset, out):
+    import dataclasses
     import logging
 
     import torch
@@ -238,6 +242,9 @@ def _train_detector_from_args(args: argparse.Namespace, preset, out):
     if args.threads:
         torch.set_num_threads(args.threads)
     config = DetectorConfig.from_preset(preset)
+    if args.detector_size:
+        config = dataclasses.replace(config, min_size=args.detector_size,
+                                     max_size=max(args.detector_size, round(args.detector_size * 1.5)))
     train, val = _detector_data(args, config)
     print(f"detector: {config.backbone}, {len(train)} training / {len(val)} held-out images", file=sys.stderr)
     schedule = DetectorTraining(
@@ -245,10 +252,16 @@ def _train_detector_from_args(args: argparse.Namespace, preset, out):
         warmup=min(200, max(1, args.detector_steps // 10)), eval_every=args.eval_every, seed=args.seed,
     )
     meta = {"data": str(args.data), "split": args.split, "images": len(train)}
-    return train_detector(
+    from engine.progress import ProgressBar
+
+    bar = ProgressBar(schedule.steps, label="detector", log_every=60.0)
+    result = train_detector(
         train, config, schedule, out=out, val=val, backbone_weights=args.backbone_weights,
         device=pick_device(args.device), metadata=meta,
-    ) + (config,)
+        on_progress=lambda step, total, figures: bar.update(step, **figures),
+    )
+    bar.close()
+    return result + (config,)
 
 
 def _run_train_detector(args: argparse.Namespace) -> int:
@@ -256,6 +269,158 @@ def _run_train_detector(args: argparse.Namespace) -> int:
 
     _, quality, _ = _train_detector_from_args(args, get_preset(args.preset), args.out)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+    return 0
+
+
+@_command
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the two-stage model (detector + keypoint net) into a model package")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
+    p.add_argument("--out", required=True, help="model package: a .fkpmodel file or a directory")
+    p.add_argument("--preset-json", help="JSON file of preset fields to override (\"net\": {...} for the network)")
+    p.add_argument("--work", help="where the stage checkpoints go (default: <out>.work beside the package)")
+    p.add_argument("--detector", help="use this trained detector checkpoint instead of training one")
+    p.add_argument("--keypoints", help="use this trained keypoint-net checkpoint (and its preset) instead of training one")
+    p.add_argument("--epochs", type=int, help="keypoint-net epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="keypoint-net batch size (default: the preset's)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    _add_detector_training_args(p)
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from engine.checkpoints import load_keypoint_net
+    from engine.detector import load_detector
+    from engine.model_package import save_model
+    from engine.presets import get_preset
+    from engine.train import train_keypoints
+
+    preset = get_preset(args.preset)
+    if args.preset_json:
+        preset = preset.with_(**json.loads(Path(args.preset_json).read_text(encoding="utf-8")))
+    work = Path(args.work) if args.work else Path(str(Path(args.out).with_suffix("")) + ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.keypoints:
+        net, preset, kp_ckpt = load_keypoint_net(args.keypoints)
+    else:
+        kp_path = work / "keypoints.pt"
+        train_keypoints(
+            args.data, preset, kp_path, epochs=args.epochs, train_split=args.split, val_split=args.val_split,
+            device=args.device, batch_size=args.batch_size, max_train_images=args.limit, seed=args.seed,
+        )
+        best = kp_path.with_name(kp_path.stem + ".best" + kp_path.suffix)
+        net, preset, kp_ckpt = load_keypoint_net(best if best.exists() else kp_path)
+    if args.detector:
+        detector, det_config, det_meta = load_detector(args.detector)
+    else:
+        detector, _, det_config = _train_detector_from_args(args, preset, work / "detector.pt")
+        _, _, det_meta = load_detector(work / "detector.pt")
+
+    from engine.model_package import TwoStageModel
+
+    model = TwoStageModel(preset, detector, det_config, net)
+    val_ne, val_images = _two_stage_val_ne(model, args)
+    meta = {
+        "data": str(Path(args.data).resolve()), "split": args.split, "preset": preset.name,
+        "val_ne": val_ne, "val_images": val_images,
+        "keypoint_val_ne": (kp_ckpt.get("metrics") or {}).get("val_ne"),
+        "detector_val": det_meta.get("val", {}),
+    }
+    written = save_model(args.out, preset, detector, det_config, net, meta, half=args.half)
+    print(f"wrote {written}: two-stage validation NE {100 * val_ne:.2f} % on {val_images} images")
+    return 0
+
+
+def _two_stage_val_ne(model, args: argparse.Namespace) -> tuple[float, int]:
+    """NE of the whole pipeline on the validation split (or the last 5 % of the training split)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from engine.annotations import load_annotations
+    from engine.metrics import normalized_errors
+    from engine.pipeline import Pipeline
+
+    val_path = Path(args.data) / "Annotations" / f"{args.val_split}.csv"
+    if val_path.exists():
+        ann = load_annotations(val_path)
+    else:
+        ann = load_annotations(Path(args.data) / "Annotations" / f"{args.split}.csv")
+        ann = ann.subset(np.arange(len(ann))[-max(1, len(ann) // 20):])
+    ann = ann.subset(np.arange(min(len(ann), 200)))
+    pred, _, _ = Pipeline(model, device=args.device).predict(args.data, ann)
+    errors = normalized_errors(ann.coords, ann.visibility, ann.categories, pred.coords, pred.visibility).errors
+    scored = np.isfinite(errors)
+    return (float(errors[scored].mean()) if scored.any() else float("nan")), len(ann)
+
+
+@_command
+def _register_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict the keypoints of a split with a model package (submission CSV)")
+    p.add_argument("--model", required=True, help="model package (.fkpmodel file or its directory)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--split", default="test", help="annotation file to predict (default test)")
+    p.add_argument("--out", required=True, help="predictions CSV to write (confidences go to <out>.scores.csv)")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with mirrored crops (default: the model preset's choice)")
+    p.add_argument("--crops", type=int, help="crops per image (default: the model preset's)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--limit", type=int, help="predict only the first N images")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from engine.annotations import load_annotations, save_annotations
+    from engine.checkpoints import CheckpointError
+    from engine.model_package import load_model
+    from engine.pipeline import Pipeline, merge_batches, save_scores, scores_path
+    from engine.progress import ProgressBar
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_model(args.model)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
+    if not split_path.is_file():
+        print(f"error: {split_path}: annotation file not found", file=sys.stderr)
+        return 2
+    ann = load_annotations(split_path)
+    if args.limit is not None:
+        ann = ann.subset(np.arange(min(args.limit, len(ann))))
+    for problem in ann.problems:
+        print(f"warning: {problem.describe(split_path)} (row not predicted)", file=sys.stderr)
+    pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops, batch_size=args.batch_size)
+    bar = ProgressBar(len(ann), label="predict", log_every=10.0)
+    batches = []
+    for batch in pipeline.iter_predict(args.data, list(ann.image_ids), [int(c) for c in ann.categories],
+                                       on_progress=lambda done, total: bar.update(done)):
+        for image_id, message in batch.errors.items():
+            print(f"\nerror: image {image_id}: {message} (written as missing)", file=sys.stderr)
+        batches.append(batch)
+    bar.close()
+    pred, scores, errors = merge_batches(batches)
+    save_annotations(pred, args.out)
+    save_scores(scores_path(args.out), list(pred.image_ids), scores)
+    print(f"wrote {args.out} ({len(pred)} images, {len(errors)} unreadable) and {scores_path(args.out)}")
     return 0
 
 
@@ -279,6 +444,8 @@ def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, help="use at most this many training images")
     p.add_argument("--val-limit", type=int, help="validate on at most this many images")
     p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
+    p.add_argument("--time-budget", type=float,
+                   help="minutes of training: the learning-rate schedule fits them and training stops when spent")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     p.add_argument("--seed", type=int, default=0)
@@ -313,7 +480,8 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
         args.data, preset, args.out, epochs=args.epochs, resume=args.resume, train_split=args.split,
         val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
         lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
-        max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps, progress=progress,
+        max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
+        time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
     )
     if history:
         last = history[-1]

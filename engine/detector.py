@@ -111,9 +111,9 @@ def build_detector(config: DetectorConfig, backbone_weights: str | os.PathLike |
         box_head=box_head,
         box_predictor=FastRCNNPredictor(config.box_head_dim, config.num_classes),
         # One garment per image: far fewer proposals and sampled RoIs than COCO needs.
-        rpn_pre_nms_top_n_train=600, rpn_post_nms_top_n_train=300,
+        rpn_pre_nms_top_n_train=300, rpn_post_nms_top_n_train=150,
         rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=100,
-        box_batch_size_per_image=128,
+        box_batch_size_per_image=64,
         box_score_thresh=0.0,
         box_detections_per_img=10,
     )

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,13 +89,7 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
     from engine.presets import NetConfig, Preset
 
     file = package_file(path)
-    if not file.exists():
-        raise ModelPackageError(f"{file}: model package not found")
-    try:
-        pkg = load_checkpoint(file)
-    except CheckpointError as e:
-        raise ModelPackageError(str(e)) from None
-    _check_layout(pkg, file)
+    pkg = _read(file)
     try:
         preset = Preset.from_dict(pkg["preset"])
         net_config = NetConfig.from_dict(pkg["keypoints"]["config"])
@@ -121,12 +116,24 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The package's metadata and preset name without building the networks."""
     file = package_file(path)
+    pkg = _read(file)
+    return {"preset": pkg["preset"].get("name"), **pkg["metadata"]}
+
+
+def _read(file: Path) -> dict[str, Any]:
+    """The package dict, safely loaded and checked; raises `ModelPackageError`."""
+    if not file.is_file():
+        raise ModelPackageError(f"{file}: model package not found")
+    # torch.save writes a zip archive whose directory sits at the end: a damaged or cut file
+    # fails this check, and saying so is clearer than the unpickler's complaint.
+    if not zipfile.is_zipfile(file):
+        raise ModelPackageError(f"{file}: corrupt or truncated model package (not a complete PyTorch archive)")
     try:
         pkg = load_checkpoint(file)
     except CheckpointError as e:
         raise ModelPackageError(str(e)) from None
     _check_layout(pkg, file)
-    return {"preset": pkg["preset"].get("name"), **pkg["metadata"]}
+    return pkg
 
 
 def _check_layout(pkg: Any, file: Path) -> None:
