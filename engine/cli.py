@@ -103,6 +103,15 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--missing-penalty", type=float, default=1.0,
                    help="normalized error of a visible point with no prediction (default 1.0)")
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions, not percent)")
+    p.add_argument("--errors", action="store_true",
+                   help="also type every error (good, jitter, inversion, miss), the fix-what-if table and "
+                        "suspected annotation errors (`errors`, `what_if`, `check_annotation` in --json)")
+    p.add_argument("--t-good", type=float, default=None,
+                   help="--errors: normalized error up to which a point is good (default 0.05)")
+    p.add_argument("--t-miss", type=float, default=None,
+                   help="--errors: normalized error beyond which a point is a miss (default 0.20)")
+    p.add_argument("--scores", help="--errors: per-keypoint confidences of the predictions "
+                                    "(default: PRED.scores.csv when it exists)")
     p.set_defaults(func=_run_eval)
 
 
@@ -116,6 +125,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         gt = load_annotations(args.gt)
         pred = load_annotations(args.pred)
         result = evaluate(gt, pred, missing_penalty=args.missing_penalty, intersect=args.intersect)
+        if (args.scores or args.t_good is not None or args.t_miss is not None) and not args.errors:
+            raise ValueError("--scores, --t-good and --t-miss need --errors")
+        analysis = _error_analysis(gt, pred, args) if args.errors else None
     except (OSError, ValueError) as e:
         print(f"fkp eval: {e}", file=sys.stderr)
         return 2
@@ -124,10 +136,71 @@ def _run_eval(args: argparse.Namespace) -> int:
             print(f"warning: {path}: {len(ann.problems)} problems, {ann.unparsed_count} rows not loaded "
                   f"(run `fkp validate {path}`)", file=sys.stderr)
     if args.json:
-        print(json.dumps(result.to_json()))
+        obj = result.to_json()
+        if analysis is not None:
+            errors, suspects = analysis
+            obj.update(errors.to_json())
+            obj["check_annotation"] = [s.to_json() for s in suspects]
+        print(json.dumps(obj))
         return 0
     print(_format_evaluation(result, len(gt), args))
+    if analysis is not None:
+        print(_format_error_analysis(*analysis))
     return 0
+
+
+def _error_analysis(gt, pred, args: argparse.Namespace):
+    """(ErrorAnalysis, suspected label errors) for `fkp eval --errors`."""
+    from pathlib import Path
+
+    from engine.label_errors import align_scores, suspected_label_errors
+    from engine.metrics import DEFAULT_T_GOOD, DEFAULT_T_MISS, analyze_errors
+
+    t_good = DEFAULT_T_GOOD if args.t_good is None else args.t_good
+    t_miss = DEFAULT_T_MISS if args.t_miss is None else args.t_miss
+    analysis = analyze_errors(gt, pred, t_good, t_miss, args.missing_penalty, args.intersect)
+    scores_file = Path(args.scores) if args.scores else Path(args.pred).with_name(Path(args.pred).stem + ".scores.csv")
+    scores = None
+    if args.scores or scores_file.is_file():
+        from engine.pipeline import load_scores  # imports torch: only when there are scores
+
+        if not scores_file.is_file():
+            raise ValueError(f"{scores_file}: scores file not found")
+        ids, values = load_scores(scores_file)
+        scores = align_scores(gt, ids, values)
+    return analysis, suspected_label_errors(gt, analysis.types, scores)
+
+
+def _format_error_analysis(analysis, suspects) -> str:
+    """The `fkp eval --errors` report: type counts, per category and keypoint, what-if, suspects."""
+    from engine.metrics import ERROR_TYPES
+
+    t = analysis.types
+    counts = analysis.counts()
+    typed = sum(counts[k] for k in ERROR_TYPES)
+    share = ", ".join(f"{k} {counts[k]} ({100 * counts[k] / max(typed, 1):.1f} %)" for k in ERROR_TYPES)
+    lines = ["", f"error types (normalized error: good <= {t.t_good:g} < jitter <= {t.t_miss:g} < miss; "
+                 f"inversion: nearer the left/right twin's ground truth)",
+             f"{share}; no prediction {counts['no_prediction']}"]
+    from engine.schema import CATEGORIES, KEYPOINTS
+
+    for title, names, table in (("category", CATEGORIES, t.counts_per_category()),
+                                ("keypoint", KEYPOINTS, t.counts_per_keypoint())):
+        lines.append("")
+        lines.append(f"{title:<18}" + "".join(f"{k:>11}" for k in ERROR_TYPES))
+        lines.extend(f"{name:<18}" + "".join(f"{int(x):>11}" for x in row)
+                     for name, row in zip(names, table) if row.any())
+    lines += ["", "what-if: NE with each error type fixed, cumulatively (as coco-analyze)",
+              f"{'fixed':<14}{'NE %':>8}{'gain':>8}{'points':>8}"]
+    prev = None
+    for step in analysis.what_if:
+        label = step.fixed if prev is None else f"+ {step.fixed}"
+        gain = "" if prev is None else f"{100 * (prev - step.ne):.3f}"
+        lines.append(f"{label:<14}{100 * step.ne:>8.3f}{gain:>8}{step.points:>8}")
+        prev = step.ne
+    lines += ["", f"check annotation: {len(suspects)} suspected label errors"]
+    lines.extend(f"  {s.image_id}  {s.keypoint}: {s.reason}" for s in suspects)
+    return "\n".join(lines)
 
 
 def _format_evaluation(result, n_gt: int, args: argparse.Namespace) -> str:
@@ -521,6 +594,106 @@ def _run_model_info(args: argparse.Namespace) -> int:
             print(f"{r['preset']:<10}{r['input']:>6}{r['stages']:>7}  {str(tuple(r['blocks'])):<14}"
                   f"{r['params'] / 1e6:>9.2f}M{r['flops'] / 1e9:>9.2f}")
         print("FLOPs: one forward pass of one crop, 2 FLOPs per multiply-add (torch.utils.flop_counter)")
+    return 0
+
+
+@_command
+def _register_export_coco(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-coco", help="write a FashionAI CSV as COCO keypoints JSON (or predictions as COCO results)")
+    p.add_argument("csv", help="FashionAI annotation or prediction CSV")
+    p.add_argument("out", help="COCO JSON file to write")
+    p.add_argument("--images", metavar="ROOT",
+                   help="data set root the image ids resolve against, for image sizes "
+                        "(default: the CSV's data set root when its images are there)")
+    p.add_argument("--results", action="store_true",
+                   help="write COCO keypoint results ([{image_id, category_id, keypoints, score}]) instead")
+    p.add_argument("--scores", help="--results: per-keypoint confidences (default: CSV.scores.csv when it exists)")
+    p.add_argument("--ids-from", metavar="COCO.json",
+                   help="take image ids from this COCO file's images (matched by file name), "
+                        "e.g. the ground truth's export, so results and ground truth agree")
+    p.set_defaults(func=_run_export_coco)
+
+
+def _run_export_coco(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.annotations import load_annotations
+    from engine.coco import image_id_map, read_coco, save_coco, to_coco, to_coco_results
+
+    csv = Path(args.csv)
+    try:
+        if args.scores and not args.results:
+            raise ValueError("--scores needs --results (COCO annotations carry no scores)")
+        ann = load_annotations(csv)
+        if not ann.has_keypoints and args.results:
+            raise ValueError(f"{csv}: a test split (no keypoint columns) has no predictions to export")
+        id_map = image_id_map(read_coco(args.ids_from), args.ids_from) if args.ids_from else None
+        if args.results:
+            obj = to_coco_results(ann, _export_scores(ann, csv, args.scores), id_map)
+        else:
+            root = Path(args.images) if args.images else _dataset_root(csv)
+            if args.images and not root.is_dir():
+                raise ValueError(f"{root}: images root is not a folder")
+            obj = to_coco(ann, root, id_map)
+        save_coco(obj, args.out)
+    except (OSError, ValueError) as e:
+        print(f"fkp export-coco: {e}", file=sys.stderr)
+        return 2
+    if ann.problems:
+        print(f"warning: {csv}: {len(ann.problems)} problems; {ann.unparsed_count} rows kept verbatim "
+              + ("(not in the results)" if args.results else "in the 'fashionai_csv' key"), file=sys.stderr)
+    if args.results:
+        print(f"wrote {args.out}: {len(obj)} COCO keypoint results")
+    else:
+        sized = sum("width" in im for im in obj["images"])
+        print(f"wrote {args.out}: {len(obj['images'])} images ({sized} with sizes), "
+              f"{len(obj['annotations'])} annotations, {len(obj['categories'])} categories")
+    return 0
+
+
+def _dataset_root(csv) -> "Path":
+    """The data set root of an annotation CSV: the folder above `Annotations/`, else its own."""
+    return csv.parent.parent if csv.parent.name == "Annotations" else csv.parent
+
+
+def _export_scores(ann, csv, scores_arg):
+    """Scores (N, 24) aligned to `ann`'s rows, or None when there is no scores file."""
+    from pathlib import Path
+
+    path = Path(scores_arg) if scores_arg else csv.with_name(csv.stem + ".scores.csv")
+    if not path.is_file():
+        if scores_arg:
+            raise ValueError(f"{path}: scores file not found")
+        return None
+    from engine.label_errors import align_scores
+    from engine.pipeline import load_scores  # imports torch: only when there are scores
+
+    ids, values = load_scores(path)
+    aligned = align_scores(ann, ids, values)
+    return aligned
+
+
+@_command
+def _register_import_coco(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-coco", help="write a COCO keypoints JSON as a FashionAI CSV")
+    p.add_argument("json", help="COCO keypoints JSON (categories named blouse, outwear, trousers, skirt, dress)")
+    p.add_argument("out", help="FashionAI CSV to write")
+    p.set_defaults(func=_run_import_coco)
+
+
+def _run_import_coco(args: argparse.Namespace) -> int:
+    from engine.annotations import save_annotations
+    from engine.coco import load_coco
+
+    try:
+        ann, warnings = load_coco(args.json)
+        save_annotations(ann, args.out)
+    except (OSError, ValueError) as e:
+        print(f"fkp import-coco: {e}", file=sys.stderr)
+        return 2
+    for w in warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(f"wrote {args.out}: {len(ann)} rows" + (f", {len(ann.verbatim)} kept verbatim" if ann.verbatim else ""))
     return 0
 
 
