@@ -249,3 +249,19 @@ def _encode(coords: np.ndarray, valid: np.ndarray, preset) -> tuple[np.ndarray, 
 
     return encode_targets(coords, valid, preset.input_size, preset.stride, preset.radius)
 
+
+class CropSubset(Dataset):
+    """Some items of a KeypointCropDataset, still exposing its arrays (items keep their base `index`)."""
+
+    def __init__(self, base: KeypointCropDataset, idx):
+        self.base = base
+        self.idx = np.asarray(idx, dtype=np.int64)
+        self.categories = base.categories
+        self.coords = base.coords
+        self.visibility = base.visibility
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.base[int(self.idx[i])]

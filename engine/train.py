@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from engine.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkpoint
-from engine.data import Augmentation, KeypointCropDataset, apply_affine, invert_affine
+from engine.data import Augmentation, CropSubset, KeypointCropDataset, apply_affine, invert_affine
 from engine.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
 from engine.hourglass import KeypointNet, load_encoder_weights
 from engine.ohem import ohem_loss
@@ -168,21 +168,32 @@ def predict_crops(model: torch.nn.Module, images: torch.Tensor, preset: Preset,
 
 
 @torch.no_grad()
+def predict_dataset(model: torch.nn.Module, dataset: Dataset, preset: Preset, device: torch.device | None = None,
+                    batch_size: int = 32, decoder: Callable | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Predict every crop of a dataset -> (dataset indices, coords (N, 24, 2) in image pixels, confidence (N, 24)).
+
+    `decoder(last_stage_output) -> (coords, confidence)` in crop pixels; default: Hough voting.
+    """
+    device = device or next(model.parameters()).device
+    decoder = decoder or (lambda out: decode(out, preset.radius, preset.stride))
+    model.eval()
+    index, pred, conf = [], [], []
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        with autocast_for(device):
+            outputs = model(prepare_input(batch["image"], device))
+        coords, c = decoder(outputs[-1].float())
+        pred.append(apply_affine(coords.cpu().numpy(), invert_affine(batch["affine"].numpy())).astype(np.float32))
+        conf.append(c.cpu().numpy())
+        index.append(batch["index"].numpy())
+    return np.concatenate(index), np.concatenate(pred), np.concatenate(conf)
+
+
 def validate(model: torch.nn.Module, dataset: KeypointCropDataset, preset: Preset,
-             device: torch.device | None = None, batch_size: int = 32) -> dict[str, float]:
+             device: torch.device | None = None, batch_size: int = 32, decoder: Callable | None = None) -> dict[str, float]:
     """NE (fraction, not percent) on ground-truth crops of `dataset` (built without augmentation)."""
     from engine.metrics import normalized_errors
 
-    device = device or next(model.parameters()).device
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    index, pred = [], []
-    for batch in loader:
-        coords, _ = predict_crops(model, batch["image"], preset, device)
-        back = apply_affine(coords.cpu().numpy(), invert_affine(batch["affine"].numpy()))
-        pred.append(back.astype(np.float32))
-        index.append(batch["index"].numpy())
-    idx = np.concatenate(index)
-    pred_coords = np.concatenate(pred)
+    idx, pred_coords, _ = predict_dataset(model, dataset, preset, device, batch_size, decoder)
     cats = dataset.categories[idx]
     pred_vis = np.where(CATEGORY_MASK[cats], 1, -1).astype(np.int8)
     errors = normalized_errors(dataset.coords[idx], dataset.visibility[idx], cats, pred_coords, pred_vis).errors
@@ -276,7 +287,7 @@ def train_keypoints(
     if max_val_images is not None:
         val_idx = val_idx[:max_val_images]
     train_set = Subset(train_ds, train_idx.tolist())
-    val_set = _ValidationView(val_ds, val_idx)
+    val_set = CropSubset(val_ds, val_idx)
 
     model = build_model(preset, None if state else encoder_weights)
     if state:
@@ -373,20 +384,3 @@ def _agree(flag: bool, distributed: bool) -> bool:
     t = torch.tensor([1.0 if flag else 0.0])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
-
-
-class _ValidationView(Dataset):
-    """The validation subset that still exposes the arrays `validate` needs, re-indexed."""
-
-    def __init__(self, base: KeypointCropDataset, idx: np.ndarray):
-        self.base = base
-        self.idx = np.asarray(idx, dtype=np.int64)
-        self.categories = base.categories
-        self.coords = base.coords
-        self.visibility = base.visibility
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return self.base[int(self.idx[i])]
