@@ -272,7 +272,8 @@ def from_coco(coco: dict[str, Any], path: str | os.PathLike = "<coco>") -> tuple
         a = anns[i]
         code, idx = slots[a["category_id"]]
         cats[r] = code
-        coords[r], vis[r] = _read_keypoints(a, idx, code, f"{path}: annotations[{i}] (image {names_by_id[im_id]})")
+        label = f"id {a['id']}, " if "id" in a else ""
+        coords[r], vis[r] = _read_keypoints(a, idx, code, f"{path}: annotations[{i}] ({label}image {names_by_id[im_id]})")
 
     ann = Annotations.from_arrays([names_by_id[i] for i in rows], cats, coords, vis)
     ext = coco.get(EXTENSION_KEY)
