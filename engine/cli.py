@@ -279,6 +279,7 @@ def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
     p.add_argument("--eval-every", type=int, default=250, help="steps between held-out box checks")
     p.add_argument("--backbone-weights", help="ImageNet weights of the backbone (local torchvision state dict)")
+    p.add_argument("--detector-init", help="continue training from this detector checkpoint (same preset and size)")
     p.add_argument("--detector-size", type=int,
                    help="detector input size (shorter side; default: the preset's). Images smaller than the "
                         "preset's size gain nothing from upscaling and train faster at their own size")
@@ -330,7 +331,7 @@ def _train_detector_from_args(args: argparse.Namespace, preset, out):
     bar = ProgressBar(schedule.steps, label="detector", log_every=60.0)
     result = train_detector(
         train, config, schedule, out=out, val=val, backbone_weights=args.backbone_weights,
-        device=pick_device(args.device), metadata=meta,
+        device=pick_device(args.device), metadata=meta, init=args.detector_init,
         on_progress=lambda step, total, figures: bar.update(step, **figures),
     )
     bar.close()

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
-from engine.detector import Detections, detect, scale_for, shrink_box
+from engine.detector import Detections, detect, fuse_boxes, scale_for, shrink_box
 from engine.device import autocast_for, pick_device, prepare_input
 from engine.model_package import TwoStageModel
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
@@ -119,7 +119,7 @@ class Pipeline:
             tensors.append(torch.from_numpy(small).permute(2, 0, 1).float().div_(255).to(self.device))
             scales.append(s)
         with autocast_for(self.device):
-            dets = detect(self.detector, tensors, top_k=max(self.num_crops, 1) + 2)
+            dets = detect(self.detector, tensors, top_k=10)
         return [
             Detections(d.boxes / s, d.scores, d.categories) for d, s in zip(dets, scales)
         ]
@@ -137,8 +137,9 @@ class Pipeline:
                 boxes = np.array([[0, 0, w - 1, h - 1]], np.float32)
                 scores = np.ones(1, np.float32)
             else:
-                boxes = shrink_box(d.boxes, margin)
-                scores = d.scores
+                # The fused box leads; the raw top boxes follow as the extra crops.
+                boxes = shrink_box(np.concatenate([fuse_boxes(d.boxes, d.scores)[None], d.boxes]), margin)
+                scores = np.concatenate([d.scores[:1], d.scores])
             chosen, chosen_w = _same_garment(boxes, scores, k)
             out[i], weights[i] = chosen, chosen_w
         return out, weights
