@@ -1,0 +1,163 @@
+"""The data-set panel: NE histogram, NE per keypoint, NE per category (matplotlib).
+
+Clicking a bar filters the image list: a histogram bar to that NE range, a keypoint bar to
+images with an error on that keypoint (sorted by it), a category bar to that category.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtCore import QTimer, Signal
+from PySide6.QtWidgets import QHBoxLayout, QWidget
+
+from engine.schema import CATEGORIES, KEYPOINTS, NUM_KEYPOINTS
+from fkp_studio.document import AnnotationDocument
+from fkp_studio.palette import KEYPOINT_COLOURS
+
+_BG = "#2b2d31"
+_FG = "#d8d8d8"
+_BAR = "#5fa8e8"
+
+
+def short_keypoint_name(k: int) -> str:
+    """Compact axis label: `cuff_left_in` -> `cuff L in`."""
+    name = KEYPOINTS[k]
+    for long, short in (("neckline", "neck"), ("shoulder", "shldr"), ("waistline", "waist"),
+                        ("waistband", "wband"), ("hemline", "hem"), ("top_hem", "top hem"),
+                        ("center_front", "ctr front"), ("bottom", "btm"), ("_left", " L"), ("_right", " R")):
+        name = name.replace(long, short)
+    return name.replace("_", " ")
+
+
+def category_means(errors: np.ndarray, categories: np.ndarray) -> np.ndarray:
+    """Mean normalized error over all visible keypoints of each category (NaN if none)."""
+    out = np.full(len(CATEGORIES), np.nan)
+    valid = ~np.isnan(errors)
+    for c in range(len(CATEGORIES)):
+        rows = categories == c
+        n = valid[rows].sum()
+        if n:
+            out[c] = np.nansum(errors[rows]) / n
+    return out
+
+
+class _Chart(FigureCanvasQTAgg):
+    def __init__(self):
+        fig = Figure(figsize=(4, 2.4), dpi=100, facecolor=_BG, layout="constrained")
+        super().__init__(fig)
+        self.ax = fig.add_subplot()
+        self.setMinimumSize(240, 180)
+
+    def clear(self, title: str) -> None:
+        ax = self.ax
+        ax.clear()
+        ax.set_facecolor(_BG)
+        ax.set_title(title, color=_FG, fontsize=9, loc="left")
+        ax.tick_params(colors=_FG, labelsize=7)
+        for side, spine in ax.spines.items():
+            spine.set_color("#666" if side in ("left", "bottom") else _BG)
+
+    def message(self, title: str, text: str) -> None:
+        self.clear(title)
+        self.ax.set_xticks([])
+        self.ax.set_yticks([])
+        self.ax.text(0.5, 0.5, text, ha="center", va="center", color="#999", fontsize=9, transform=self.ax.transAxes)
+        self.draw_idle()
+
+
+class DatasetCharts(QWidget):
+    """Three charts of the document's errors; bar clicks become filter requests."""
+
+    neRangeClicked = Signal(float, float)  # [lo, hi) per-image NE, fractions
+    keypointClicked = Signal(int)
+    categoryClicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.doc: AnnotationDocument | None = None
+        self.hist, self.per_kp, self.per_cat = _Chart(), _Chart(), _Chart()
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(4)
+        layout.addWidget(self.hist, 3)
+        layout.addWidget(self.per_kp, 4)
+        layout.addWidget(self.per_cat, 2)
+        for chart in (self.hist, self.per_kp, self.per_cat):
+            chart.mpl_connect("pick_event", self._on_pick)
+        self._timer = QTimer(self, singleShot=True, interval=400)
+        self._timer.timeout.connect(self.refresh)
+
+    def set_document(self, doc: AnnotationDocument | None) -> None:
+        self.doc = doc
+        if doc is not None:
+            doc.rowsChanged.connect(lambda _rows: self._timer.start())
+            doc.predictionsChanged.connect(self.refresh)
+        self.refresh()
+
+    def refresh(self) -> None:
+        doc = self.doc
+        titles = ("Per-image NE", "NE per keypoint", "NE per category")
+        if doc is None or doc.predictions is None or np.isnan(doc.errors).all():
+            why = "no predictions yet —\nopen a predictions CSV or a model" if doc is not None else "no data set"
+            for chart, title in zip((self.hist, self.per_kp, self.per_cat), titles):
+                chart.message(title, why)
+            return
+        self._draw_histogram(doc)
+        self._draw_per_keypoint(doc)
+        self._draw_per_category(doc)
+
+    def _draw_histogram(self, doc: AnnotationDocument) -> None:
+        ne = doc.ne[~np.isnan(doc.ne)]
+        overall = np.nanmean(doc.errors) if (~np.isnan(doc.errors)).any() else np.nan
+        chart = self.hist
+        chart.clear(f"Per-image NE — data set NE {overall * 100:.2f} %  ({len(ne)} images)")
+        top = max(float(np.percentile(ne, 99)), 1e-3)
+        edges = np.linspace(0.0, top, 25)
+        counts, _ = np.histogram(np.clip(ne, 0, top), bins=edges)
+        bars = chart.ax.bar(edges[:-1] * 100, counts, width=np.diff(edges) * 100, align="edge",
+                            color=_BAR, edgecolor=_BG, linewidth=0.5, picker=True)
+        for i, bar in enumerate(bars):
+            hi = np.inf if i == len(bars) - 1 else edges[i + 1]  # the last bar holds the tail
+            bar.fkp_filter = ("ne", float(edges[i]), float(hi))
+        chart.ax.set_xlabel("NE % (click a bar to list those images)", color=_FG, fontsize=7)
+        chart.ax.set_ylabel("images", color=_FG, fontsize=7)
+        chart.draw_idle()
+
+    def _draw_per_keypoint(self, doc: AnnotationDocument) -> None:
+        valid = ~np.isnan(doc.errors)
+        counts = valid.sum(axis=0)
+        ks = np.flatnonzero(counts)
+        means = np.nansum(doc.errors[:, ks], axis=0) / counts[ks]
+        chart = self.per_kp
+        chart.clear("NE per keypoint, %")
+        colours = [KEYPOINT_COLOURS[k].name() for k in ks]
+        bars = chart.ax.bar(np.arange(len(ks)), means * 100, color=colours, edgecolor="#111", linewidth=0.4, picker=True)
+        for k, bar in zip(ks, bars):
+            bar.fkp_filter = ("keypoint", int(k))
+        chart.ax.set_xticks(np.arange(len(ks)), [short_keypoint_name(int(k)) for k in ks], rotation=60, ha="right")
+        chart.ax.set_xlim(-0.6, max(len(ks), NUM_KEYPOINTS // 3) - 0.4)
+        chart.draw_idle()
+
+    def _draw_per_category(self, doc: AnnotationDocument) -> None:
+        means = category_means(doc.errors, doc.categories)
+        cs = np.flatnonzero(~np.isnan(means))
+        chart = self.per_cat
+        chart.clear("NE per category, %")
+        bars = chart.ax.bar(np.arange(len(cs)), means[cs] * 100, color=_BAR, edgecolor=_BG, picker=True)
+        for c, bar in zip(cs, bars):
+            bar.fkp_filter = ("category", int(c))
+        chart.ax.set_xticks(np.arange(len(cs)), [CATEGORIES[c] for c in cs], rotation=30, ha="right")
+        chart.draw_idle()
+
+    def _on_pick(self, event) -> None:
+        what = getattr(event.artist, "fkp_filter", None)
+        if what is None:
+            return
+        if what[0] == "ne":
+            self.neRangeClicked.emit(what[1], what[2])
+        elif what[0] == "keypoint":
+            self.keypointClicked.emit(what[1])
+        elif what[0] == "category":
+            self.categoryClicked.emit(what[1])

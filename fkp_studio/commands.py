@@ -1,0 +1,121 @@
+"""Undoable point edits (`QUndoCommand`s) and the edits the studio offers.
+
+Every command sets some keypoints of one image to new values and remembers the old ones;
+redo and undo both go through `AnnotationDocument.apply`, so both are journaled and a
+replay of the journal reproduces exactly what the user sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtGui import QUndoCommand
+
+from engine.schema import FLIP_PERMUTATION, category_keypoints
+from fkp_studio.document import AnnotationDocument
+from fkp_studio.palette import keypoint_label
+
+# Consecutive nudges of the same point merge into one undo step.
+_NUDGE_ID = 1001
+
+
+class SetKeypointsCommand(QUndoCommand):
+    """Keypoints `keypoints` of image `row` become `coords`/`visibility`."""
+
+    def __init__(self, doc: AnnotationDocument, row: int, keypoints, coords, visibility, text: str,
+                 merge_key: tuple | None = None, parent: QUndoCommand | None = None):
+        super().__init__(text, parent)
+        self.doc = doc
+        self.row = int(row)
+        self.keypoints = np.asarray(keypoints, dtype=np.int64)
+        self.before = (doc.ann.coords[self.row, self.keypoints].copy(), doc.ann.visibility[self.row, self.keypoints].copy())
+        self.after = (np.asarray(coords, np.float32).reshape(-1, 2), np.asarray(visibility, np.int8).reshape(-1))
+        self.merge_key = merge_key
+
+    def redo(self) -> None:
+        self.doc.apply(self.row, self.keypoints, *self.after)
+
+    def undo(self) -> None:
+        self.doc.apply(self.row, self.keypoints, *self.before)
+
+    def id(self) -> int:
+        return _NUDGE_ID if self.merge_key is not None else -1
+
+    def mergeWith(self, other: QUndoCommand) -> bool:
+        if not isinstance(other, SetKeypointsCommand) or other.merge_key != self.merge_key:
+            return False
+        self.after = other.after
+        return True
+
+
+def _pixel(x: float, y: float) -> tuple[float, float]:
+    # FashionAI stores integer pixels >= 0; (-1, -1) would read back as "absent".
+    return float(max(0, round(x))), float(max(0, round(y)))
+
+
+def move_point(doc: AnnotationDocument, row: int, k: int, x: float, y: float) -> SetKeypointsCommand:
+    """Move keypoint k to (x, y), keeping its visibility (an absent point becomes visible)."""
+    v = int(doc.ann.visibility[row, k])
+    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [v if v >= 0 else 1], f"Move {keypoint_label(k)}")
+
+
+def nudge_point(doc: AnnotationDocument, row: int, k: int, dx: float, dy: float) -> SetKeypointsCommand | None:
+    """Shift an annotated keypoint by (dx, dy) pixels; None if it is absent."""
+    v = int(doc.ann.visibility[row, k])
+    if v < 0:
+        return None
+    x, y = doc.ann.coords[row, k]
+    return SetKeypointsCommand(doc, row, [k], [_pixel(x + dx, y + dy)], [v], f"Nudge {keypoint_label(k)}",
+                               merge_key=(row, k))
+
+
+def place_point(doc: AnnotationDocument, row: int, k: int, x: float, y: float) -> SetKeypointsCommand:
+    """Place an absent keypoint at (x, y) as visible."""
+    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [1], f"Place {keypoint_label(k)}")
+
+
+def cycle_visibility(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand | None:
+    """Visible -> occluded -> visible; None for an absent point (it must be placed first)."""
+    v = int(doc.ann.visibility[row, k])
+    if v < 0:
+        return None
+    coords = doc.ann.coords[row, k].copy()
+    return SetKeypointsCommand(doc, row, [k], [coords], [0 if v == 1 else 1],
+                               f"{'Occlude' if v == 1 else 'Unocclude'} {keypoint_label(k)}")
+
+
+def remove_point(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand | None:
+    """Mark a keypoint absent (coordinates -1); None if it already is."""
+    if int(doc.ann.visibility[row, k]) < 0:
+        return None
+    return SetKeypointsCommand(doc, row, [k], [(-1.0, -1.0)], [-1], f"Remove {keypoint_label(k)}")
+
+
+def swap_left_right(doc: AnnotationDocument, row: int) -> SetKeypointsCommand:
+    """Swap every left keypoint of the garment with its right twin (a mirrored labelling)."""
+    ks = np.array(category_keypoints(int(doc.categories[row])), dtype=np.int64)
+    src = FLIP_PERMUTATION[ks]
+    return SetKeypointsCommand(doc, row, ks, doc.ann.coords[row, src].copy(), doc.ann.visibility[row, src].copy(),
+                               "Swap left and right")
+
+
+class RestoreCommand(QUndoCommand):
+    """One undo step that brings back the journal's unsaved edits (whole rows)."""
+
+    def __init__(self, doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray):
+        super().__init__(f"Restore unsaved edits ({len(rows)} images)")
+        all_k = np.arange(coords.shape[1])
+        # Plain Python list, not Qt children: the Python objects must outlive the C++ ones.
+        self.parts = [SetKeypointsCommand(doc, int(row), all_k, coords[i], visibility[i], "Restore")
+                      for i, row in enumerate(rows)]
+
+    def redo(self) -> None:
+        for part in self.parts:
+            part.redo()
+
+    def undo(self) -> None:
+        for part in reversed(self.parts):
+            part.undo()
+
+
+def restore_command(doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> RestoreCommand:
+    return RestoreCommand(doc, rows, coords, visibility)

@@ -1,0 +1,178 @@
+"""The open data set: annotations, predictions, per-image error, edit journal, saving.
+
+Everything the studio shows is read from this object's numpy arrays; every edit goes
+through `apply`, which changes the arrays, appends the edit to the journal (durable before
+it returns) and updates what depends on the row: visible count, edited flag and NE.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+
+from engine.annotations import Annotations, save_annotations
+from engine.files import atomic_write_bytes
+from engine.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
+from engine.schema import NUM_KEYPOINTS
+from engine.workspace import Workspace
+
+
+@dataclass
+class Predictions:
+    """Predictions aligned with the annotation rows (rows without a prediction: visibility -1)."""
+
+    coords: np.ndarray  # (N, 24, 2) float32
+    visibility: np.ndarray  # (N, 24) int8
+    present: np.ndarray  # (N,) bool: the image has a prediction row
+    source: str  # what produced them: a CSV path or a model name
+
+
+def align_to_annotations(gt: Annotations, pred: Annotations, source: str) -> Predictions:
+    """Reorder prediction rows to the annotation rows by image id."""
+    from engine.metrics import align_predictions
+
+    coords, vis, matched = align_predictions(gt, pred)
+    coords = np.where(np.isfinite(coords), coords, -1).astype(np.float32)
+    return Predictions(coords, vis, matched, source)
+
+
+def compute_errors(gt: Annotations, pred: Predictions, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-image NE (R,) and per-keypoint normalized errors (R, 24) for `rows` (default: all).
+
+    NaN where the image has no prediction or no scored point (images without a prediction
+    row are not charged the missing penalty: they simply have not been predicted yet).
+    """
+    from engine.metrics import normalized_errors
+
+    rows = np.arange(len(gt)) if rows is None else np.asarray(rows, dtype=np.int64)
+    errors = normalized_errors(gt.coords[rows], gt.visibility[rows], gt.categories[rows].astype(np.int64),
+                               pred.coords[rows], pred.visibility[rows]).errors
+    errors[~pred.present[rows]] = np.nan
+    n = (~np.isnan(errors)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ne = np.nansum(errors, axis=1) / n
+    return ne, errors
+
+
+class AnnotationDocument(QObject):
+    """One annotation file being viewed and edited."""
+
+    rowsChanged = Signal(object)  # np.ndarray of data rows whose values changed
+    predictionsChanged = Signal()
+    journalFailed = Signal(str)  # an edit could not be journaled (it is still in memory)
+
+    def __init__(self, annotations: Annotations, csv_path: str | Path, workspace: Workspace,
+                 predictions: Predictions | None = None, errors: tuple[np.ndarray, np.ndarray] | None = None):
+        super().__init__()
+        self.ann = annotations
+        self.csv_path = Path(csv_path).resolve()
+        self.workspace = workspace
+        n = len(annotations)
+        self.categories = annotations.categories.astype(np.int64)
+        self._baseline_coords = annotations.coords.copy()
+        self._baseline_vis = annotations.visibility.copy()
+        self.edited = np.zeros(n, bool)
+        self.visible_count = (annotations.visibility == 1).sum(axis=1).astype(np.int64)
+        self.predictions: Predictions | None = None
+        self.ne = np.full(n, np.nan)
+        self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
+        self.journal = Journal(workspace.journal_path(self.csv_path), make_base(self.csv_path))
+        self._journal_warned = False
+        if predictions is not None:
+            self.set_predictions(predictions, errors)
+
+    def __len__(self) -> int:
+        return len(self.ann)
+
+    # --- reading ------------------------------------------------------------------------
+
+    def image_path(self, row: int) -> Path:
+        return self.workspace.image_path(str(self.ann.image_ids[row]))
+
+    def set_predictions(self, predictions: Predictions, errors: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Show these predictions; `errors` (ne, per-keypoint) if already computed off the main thread."""
+        self.predictions = predictions
+        self.ne, self.errors = errors if errors is not None else compute_errors(self.ann, predictions)
+        self.predictionsChanged.emit()
+
+    # --- editing ------------------------------------------------------------------------
+
+    def apply(self, row: int, keypoints: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> None:
+        """Set keypoints of one image, journal the edit, update what depends on the row."""
+        keypoints = np.asarray(keypoints, dtype=np.int64)
+        coords = np.asarray(coords, dtype=np.float32).reshape(-1, 2)
+        visibility = np.asarray(visibility, dtype=np.int8)
+        self.ann.coords[row, keypoints] = coords
+        self.ann.visibility[row, keypoints] = visibility
+        try:
+            self.journal.append(Edit(str(self.ann.image_ids[row]), keypoints, coords, visibility))
+        except OSError as e:
+            self.journalFailed.emit(f"{self.journal.path}: cannot write the edit journal ({e.strerror or e}); "
+                                    "edits are kept in memory — save to keep them")
+        self._refresh_rows(np.array([row]))
+
+    def _refresh_rows(self, rows: np.ndarray) -> None:
+        a = self.ann
+        self.visible_count[rows] = (a.visibility[rows] == 1).sum(axis=1)
+        self.edited[rows] = ((a.visibility[rows] != self._baseline_vis[rows]).any(axis=1)
+                             | (a.coords[rows] != self._baseline_coords[rows]).any(axis=(1, 2)))
+        if self.predictions is not None:
+            self.ne[rows], self.errors[rows] = compute_errors(a, self.predictions, rows)
+        self.rowsChanged.emit(rows)
+
+    # --- journal: restoring unsaved edits ----------------------------------------------
+
+    def pending_edits(self) -> JournalContents | None:
+        """Unsaved edits a previous session left in the journal (None: nothing to restore)."""
+        path = self.journal.path
+        if not path.exists():
+            return None
+        try:
+            contents = read_journal(path)
+        except JournalError:
+            # Unreadable: keep it for inspection, start a new one.
+            self.journal.discard(keep_as=path.with_suffix(f".unreadable-{int(time.time())}.jsonl"))
+            return None
+        return contents if contents.edits else None
+
+    def replayed_rows(self, contents: JournalContents) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """What the journal's edits make of the rows they touch: (rows, coords, visibility, unknown ids)."""
+        coords = self.ann.coords.copy()
+        vis = self.ann.visibility.copy()
+        rows, unknown = replay(contents.edits, self.ann.image_ids, coords, vis)
+        return rows, coords[rows], vis[rows], unknown
+
+    def discard_pending(self) -> Path:
+        """Set the journal aside (renamed, never deleted) and start a new one."""
+        kept = self.journal.path.with_name(f"{self.journal.path.stem}.discarded-{int(time.time())}.jsonl")
+        self.journal.discard(keep_as=kept)
+        self.journal = Journal(self.journal.path, make_base(self.csv_path))
+        return kept
+
+    def base_changed(self, contents: JournalContents) -> bool:
+        """Whether the annotation file changed on disk since the journal started."""
+        now = make_base(self.csv_path)
+        return (now.get("size"), now.get("sha256")) != (contents.base.get("size"), contents.base.get("sha256"))
+
+    # --- saving -------------------------------------------------------------------------
+
+    @property
+    def backup_path(self) -> Path:
+        return self.csv_path.with_name(self.csv_path.name + ".orig")
+
+    def save(self) -> None:
+        """Write the annotation file atomically, keeping `<name>.orig` of the first version.
+
+        Raises OSError or ValueError with the reason; the edits stay in memory and journal.
+        """
+        if not self.backup_path.exists() and self.csv_path.exists():
+            atomic_write_bytes(self.backup_path, self.csv_path.read_bytes())
+        save_annotations(self.ann, self.csv_path)
+        self.journal.restart(make_base(self.csv_path))
+
+    def close(self) -> None:
+        self.journal.close()

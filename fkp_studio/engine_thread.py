@@ -1,0 +1,62 @@
+"""Engine jobs off the main thread, with their events delivered as Qt signals.
+
+A thin bridge over `engine.jobs.JobRunner`: the runner calls back on its worker thread;
+`_Relay` re-emits each event as a signal, which Qt queues to the main thread. Callers pass
+per-job callbacks (`on_done`, `on_error`, `on_progress`) that then run on the main thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QObject, Signal
+
+from engine.jobs import JobContext, JobEvent, JobHandle, JobRunner
+
+
+class EngineThread(QObject):
+    """Runs engine functions one at a time on a worker thread."""
+
+    event = Signal(object)  # JobEvent, delivered on the main thread
+    busyChanged = Signal(bool)
+
+    def __init__(self, name: str = "engine", parent: QObject | None = None):
+        super().__init__(parent)
+        self.name = name
+        self._callbacks: dict[int, tuple[Callable | None, Callable | None, Callable | None]] = {}
+        self.event.connect(self._dispatch)
+        self._runner = JobRunner(on_event=self.event.emit)
+        self._running = 0
+
+    def submit(self, name: str, fn: Callable[[JobContext], Any], on_done: Callable[[Any], None] | None = None,
+               on_error: Callable[[str], None] | None = None,
+               on_progress: Callable[[float, float, str], None] | None = None) -> JobHandle:
+        """Queue `fn(ctx)`; the callbacks run on the main thread."""
+        handle = self._runner.submit(name, fn)
+        self._callbacks[handle.id] = (on_done, on_error, on_progress)
+        self._running += 1
+        if self._running == 1:
+            self.busyChanged.emit(True)
+        return handle
+
+    @property
+    def busy(self) -> bool:
+        return self._running > 0
+
+    def _dispatch(self, ev: JobEvent) -> None:
+        on_done, on_error, on_progress = self._callbacks.get(ev.job_id, (None, None, None))
+        if ev.kind == "progress" and on_progress is not None:
+            on_progress(*ev.payload)
+        elif ev.kind in ("finished", "failed", "cancelled"):
+            self._callbacks.pop(ev.job_id, None)
+            self._running -= 1
+            if ev.kind == "finished" and on_done is not None:
+                on_done(ev.payload)
+            elif ev.kind == "failed" and on_error is not None:
+                on_error(str(ev.payload))
+            if self._running == 0:
+                self.busyChanged.emit(False)
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        self._runner.shutdown(wait=True, timeout=timeout)

@@ -1,0 +1,76 @@
+"""The per-image keypoint table: annotation, prediction, error and visibility of each point."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
+
+from engine.schema import category_keypoints
+from fkp_studio.document import AnnotationDocument
+from fkp_studio.palette import KEYPOINT_COLOURS, keypoint_label
+
+_VIS = {1: "visible", 0: "occluded", -1: "absent"}
+HEADERS = ("Keypoint", "Annotation", "Prediction", "NE %", "Visibility")
+
+
+def _swatch(colour: QColor) -> QIcon:
+    pix = QPixmap(12, 12)
+    pix.fill(colour)
+    return QIcon(pix)
+
+
+class KeypointTable(QTableWidget):
+    """One row per keypoint of the image's category; clicking a row selects that point."""
+
+    keypointClicked = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(0, len(HEADERS), parent)
+        self.setHorizontalHeaderLabels(HEADERS)
+        self.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.verticalHeader().setVisible(False)
+        self.verticalHeader().setDefaultSectionSize(22)
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setFocusPolicy(Qt.NoFocus)  # keys belong to the canvas and the list
+        self.keypoints: list[int] = []
+        self.cellClicked.connect(lambda row, _col: self.keypointClicked.emit(self.keypoints[row]))
+
+    def show_row(self, doc: AnnotationDocument, row: int, selected: int | None) -> None:
+        self.keypoints = list(category_keypoints(int(doc.categories[row])))
+        self.setRowCount(len(self.keypoints))
+        a = doc.ann
+        p = doc.predictions
+        for i, k in enumerate(self.keypoints):
+            v = int(a.visibility[row, k])
+            ann = "—" if v < 0 else "%d, %d" % tuple(a.coords[row, k])
+            if p is not None and p.present[row] and p.visibility[row, k] >= 0:
+                pred = "%d, %d" % tuple(p.coords[row, k])
+            else:
+                pred = "—"
+            err = doc.errors[row, k]
+            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(err) else f"{err * 100:.2f}", _VIS[v])
+            for col, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if col == 0:
+                    item.setIcon(_swatch(KEYPOINT_COLOURS[k]))
+                if col == 3:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                    if not np.isnan(err) and err > 0.10:
+                        item.setForeground(QColor(220, 70, 60))
+                if col == 4 and v < 0:
+                    item.setForeground(QColor(140, 140, 140))
+                self.setItem(i, col, item)
+        self.select_keypoint(selected)
+
+    def select_keypoint(self, k: int | None) -> None:
+        self.blockSignals(True)
+        if k in self.keypoints:
+            self.selectRow(self.keypoints.index(k))
+        else:
+            self.clearSelection()
+        self.blockSignals(False)

@@ -1,0 +1,744 @@
+"""The main window: image list, canvas, keypoint table, data-set charts, problems; menus,
+shortcuts, saving, restoring unsaved edits, settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
+from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
+                               QLabel, QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableView,
+                               QVBoxLayout, QWidget)
+
+from engine.annotations import Annotations, load_annotations
+from engine.schema import CATEGORIES, category_keypoints
+from engine.workspace import Workspace, dataset_root_of
+from fkp_studio import commands
+from fkp_studio.canvas import KeypointCanvas
+from fkp_studio.charts import DatasetCharts
+from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
+from fkp_studio.engine_thread import EngineThread
+from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
+from fkp_studio.image_loader import ImageLoader
+from fkp_studio.keypoint_table import KeypointTable
+from fkp_studio.palette import keypoint_label
+from fkp_studio.problems_panel import ProblemsPanel
+
+APP_TITLE = "FKP Studio"
+
+
+@dataclass
+class LoadedData:
+    """What the loading job hands the main thread (built off it)."""
+
+    csv_path: Path
+    annotations: Annotations
+    predictions: Predictions | None
+    errors: tuple[np.ndarray, np.ndarray] | None
+    prediction_problem: str | None = None
+
+
+def load_data(csv_path: Path, predictions_path: Path | None) -> LoadedData:
+    """Read the annotation file (and predictions, scored) — runs on a worker thread."""
+    ann = load_annotations(csv_path)
+    if predictions_path is None:
+        return LoadedData(csv_path, ann, None, None)
+    try:
+        pred = load_annotations(predictions_path)
+        if not ann.has_keypoints:
+            raise ValueError(f"{csv_path}: has no keypoint columns, predictions cannot be compared with it")
+        aligned = align_to_annotations(ann, pred, str(predictions_path))
+        return LoadedData(csv_path, ann, aligned, compute_errors(ann, aligned))
+    except (OSError, ValueError) as e:
+        return LoadedData(csv_path, ann, None, None, f"{predictions_path}: {e}")
+
+
+def state_dir_for(root: Path) -> Path | None:
+    """Where the workspace state goes: `<root>/.fkp`, or a per-user folder if the root is read-only."""
+    if Workspace(root).is_writable():
+        return None
+    import hashlib
+    base = Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation)) / "workspaces"
+    return base / hashlib.sha1(str(root).encode()).hexdigest()[:12]
+
+
+class MainWindow(QMainWindow):
+    """The studio window. Open a data set with `open_dataset`; everything else is interactive."""
+
+    datasetOpened = Signal()
+    imageShown = Signal(int)  # data row, once its image (or placeholder) is on the canvas
+    predictionsReady = Signal()
+
+    def __init__(self):
+        super().__init__()
+        self.doc: AnnotationDocument | None = None
+        self.list_model: ImageListModel | None = None
+        self.current_row: int | None = None
+        self.selected_k: int | None = None
+        # How to answer the "restore unsaved edits?" question: "ask", "restore" or "discard".
+        self.restore_policy = "ask"
+        self._pending_open: dict[str, Any] | None = None
+        self.undo_stack = QUndoStack(self)
+        self.undo_stack.cleanChanged.connect(self._on_clean_changed)
+        self.io_thread = EngineThread("io", self)
+        self.model_thread = EngineThread("model", self)
+        self.loader = ImageLoader(parent=self)
+        self.loader.loaded.connect(self._on_image_loaded)
+        self.loader.failed.connect(self._on_image_failed)
+
+        self.canvas = KeypointCanvas(self)
+        self.setCentralWidget(self.canvas)
+        self._build_list_dock()
+        self.keypoint_table = KeypointTable(self)
+        self.keypoint_table.keypointClicked.connect(self.select_keypoint)
+        self.keypoint_dock = self._dock("Keypoints", self.keypoint_table, Qt.RightDockWidgetArea)
+        self.charts = DatasetCharts(self)
+        self.charts.neRangeClicked.connect(lambda lo, hi: self._filter_with(ne_range=(lo, hi), keypoint=None))
+        self.charts.keypointClicked.connect(self._filter_keypoint)
+        self.charts.categoryClicked.connect(self._filter_category)
+        self.charts_dock = self._dock("Data set", self.charts, Qt.BottomDockWidgetArea)
+        self.problems = ProblemsPanel(self)
+        self.problems_dock = self._dock("Problems", self.problems, Qt.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.charts_dock, self.problems_dock)
+        self.charts_dock.raise_()
+        self._build_status_bar()
+        self._build_actions()
+        self.canvas.pointDragged.connect(self._on_point_dragged)
+        self.canvas.pointClicked.connect(self.select_keypoint)
+        self.canvas.placeRequested.connect(self._on_place)
+        self.canvas.hovered.connect(lambda name: self.hover_label.setText(name))
+        self.io_thread.busyChanged.connect(self._update_busy)
+        self.model_thread.busyChanged.connect(self._update_busy)
+        self._update_title()
+        self.charts.refresh()
+        self._restore_settings()
+
+    # --- layout -------------------------------------------------------------------------
+
+    def _dock(self, title: str, widget: QWidget, area) -> QDockWidget:
+        dock = QDockWidget(title, self)
+        dock.setObjectName(title.replace(" ", "_").lower() + "_dock")
+        dock.setWidget(widget)
+        self.addDockWidget(area, dock)
+        return dock
+
+    def _build_list_dock(self) -> None:
+        panel = QWidget(self)
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(4, 4, 4, 4)
+        row = QHBoxLayout()
+        self.category_box = QComboBox(panel)
+        self.category_box.addItem("All categories", None)
+        for c, name in enumerate(CATEGORIES):
+            self.category_box.addItem(name, c)
+        self.category_box.currentIndexChanged.connect(lambda _i: self._filter_with(category=self.category_box.currentData()))
+        self.search = QLineEdit(panel)
+        self.search.setPlaceholderText("Search image id…")
+        self.search.setClearButtonEnabled(True)
+        self._search_timer = QTimer(self, singleShot=True, interval=200)
+        self._search_timer.timeout.connect(lambda: self._filter_with(text=self.search.text().strip()))
+        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        row.addWidget(self.category_box)
+        row.addWidget(self.search, 1)
+        layout.addLayout(row)
+        row2 = QHBoxLayout()
+        self.worst_button = QPushButton("Worst NE first", panel)
+        self.worst_button.setToolTip("Sort the list by per-image normalized error, largest first (W)")
+        self.worst_button.clicked.connect(self.worst_first)
+        self.filter_label = QLabel("", panel)
+        self.filter_label.setStyleSheet("color: #f0b040;")
+        self.clear_filter_button = QPushButton("Clear filter", panel)
+        self.clear_filter_button.clicked.connect(self.clear_filter)
+        self.clear_filter_button.setVisible(False)
+        row2.addWidget(self.worst_button)
+        row2.addWidget(self.filter_label, 1)
+        row2.addWidget(self.clear_filter_button)
+        layout.addLayout(row2)
+        self.list_view = QTableView(panel)
+        self.list_view.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.list_view.setSelectionMode(QAbstractItemView.SingleSelection)
+        self.list_view.setSortingEnabled(True)
+        self.list_view.setWordWrap(False)
+        self.list_view.setAlternatingRowColors(True)
+        self.list_view.verticalHeader().setVisible(False)
+        self.list_view.verticalHeader().setDefaultSectionSize(22)
+        self.list_view.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)
+        self.list_view.horizontalHeader().setHighlightSections(False)
+        self.list_view.horizontalHeader().setStretchLastSection(True)
+        layout.addWidget(self.list_view, 1)
+        self.count_label = QLabel("", panel)
+        layout.addWidget(self.count_label)
+        self.list_dock = self._dock("Images", panel, Qt.LeftDockWidgetArea)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.hover_label = QLabel("", self)
+        self.busy_bar = QProgressBar(self)
+        self.busy_bar.setMaximumWidth(220)
+        self.busy_bar.setVisible(False)
+        self.busy_bar.setTextVisible(True)
+        bar.addPermanentWidget(self.hover_label)
+        bar.addPermanentWidget(self.busy_bar)
+
+    def _action(self, text: str, slot, shortcut=None, menu=None, tip: str = "", widget: QWidget | None = None) -> QAction:
+        action = QAction(text, widget or self)
+        if shortcut is not None:
+            keys = shortcut if isinstance(shortcut, list) else [shortcut]
+            action.setShortcuts([QKeySequence(k) for k in keys])
+        if widget is not None:
+            # Arrow keys belong to the canvas only, so the list keeps its own arrow navigation.
+            action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+            widget.addAction(action)
+        else:
+            self.addAction(action)
+        if tip:
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        if menu is not None:
+            menu.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        menus = self.menuBar()
+        file_menu = menus.addMenu("&File")
+        self._action("&Open annotations…", self._choose_annotations, QKeySequence.Open, file_menu)
+        self._action("Open &predictions…", self._choose_predictions, "Ctrl+Shift+O", file_menu)
+        self._action("Predict with &model…", self._choose_model, None, file_menu)
+        file_menu.addSeparator()
+        self.save_action = self._action("&Save annotations", self.save, QKeySequence.Save, file_menu,
+                                        "Write the annotation file (the first version is kept as <name>.orig)")
+        file_menu.addSeparator()
+        self._action("&Quit", self.close, QKeySequence.Quit, file_menu)
+
+        edit = menus.addMenu("&Edit")
+        undo = self.undo_stack.createUndoAction(self, "&Undo")
+        undo.setShortcuts([QKeySequence("Ctrl+Z")])
+        redo = self.undo_stack.createRedoAction(self, "&Redo")
+        redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.undo_action, self.redo_action = undo, redo
+        for a in (undo, redo):
+            self.addAction(a)
+            edit.addAction(a)
+        edit.addSeparator()
+        self._action("&Next keypoint", self.next_keypoint, "N", edit, "Select the next keypoint; click to place it if absent")
+        self._action("Cycle &visibility", self.cycle_visibility, "V", edit, "Visible ↔ occluded")
+        self._action("&Remove point", self.remove_point, [QKeySequence.Delete, "Backspace"], edit, "Mark the point absent")
+        self._action("&Swap left/right", self.swap_left_right, "S", edit, "Swap every left keypoint with its right twin")
+        self._action("Cancel", self.cancel_mode, "Escape")
+        for key, dx, dy in (("Left", -1, 0), ("Right", 1, 0), ("Up", 0, -1), ("Down", 0, 1)):
+            self._action(f"Nudge {key.lower()}", lambda _=False, dx=dx, dy=dy: self.nudge(dx, dy), key, widget=self.canvas)
+            self._action(f"Nudge {key.lower()} 10 px", lambda _=False, dx=dx, dy=dy: self.nudge(10 * dx, 10 * dy),
+                         f"Shift+{key}", widget=self.canvas)
+
+        view = menus.addMenu("&View")
+        self._action("&Fit image", self.canvas.zoom_fit, "F", view)
+        self._action("&Actual size (1:1)", self.canvas.zoom_actual, "1", view)
+        self._action("Zoom &in", lambda: self.canvas.zoom_by(1.25), ["+", "="], view)
+        self._action("Zoom &out", lambda: self.canvas.zoom_by(0.8), "-", view)
+        self.show_pred_action = self._action("Show &predictions", self.canvas.set_show_predictions, "P", view)
+        self.show_pred_action.setCheckable(True)
+        self.show_pred_action.setChecked(True)
+        view.addSeparator()
+        self._action("&Worst NE first", self.worst_first, "W", view)
+        self._action("&Clear filter", self.clear_filter, "Ctrl+Shift+F", view)
+        view.addSeparator()
+        for dock in (self.list_dock, self.keypoint_dock, self.charts_dock, self.problems_dock):
+            view.addAction(dock.toggleViewAction())
+
+        go = menus.addMenu("&Go")
+        self._action("&Next image", lambda: self.step_image(1), ["PgDown", "D"], go)
+        self._action("&Previous image", lambda: self.step_image(-1), ["PgUp", "A"], go)
+
+        tools = self.addToolBar("Main")
+        tools.setObjectName("main_toolbar")
+        tools.setMovable(False)
+        for a in (self.save_action, undo, redo):
+            tools.addAction(a)
+        tools.addSeparator()
+        for text in ("Fit image", "Actual size (1:1)", "Show predictions", "Swap left/right"):
+            tools.addAction(self._find_action(text))
+
+    def _find_action(self, text: str) -> QAction:
+        return next(a for a in self.findChildren(QAction) if a.text().replace("&", "") == text)
+
+    # --- opening ------------------------------------------------------------------------
+
+    def open_dataset(self, annotations: str | Path, predictions: str | Path | None = None,
+                     model: str | Path | None = None) -> bool:
+        """Load an annotation file (off the main thread); False if the user cancelled."""
+        if not self.maybe_save():
+            return False
+        csv_path = Path(annotations).resolve()
+        pred_path = Path(predictions).resolve() if predictions else None
+        self.statusBar().showMessage(f"Loading {csv_path.name}…")
+        self._pending_open = {"model": model}
+        self.io_thread.submit(
+            f"load {csv_path.name}", lambda ctx: load_data(csv_path, pred_path),
+            on_done=self._install, on_error=lambda msg: self._error("Cannot open the annotation file", msg))
+        return True
+
+    def _install(self, data: LoadedData) -> None:
+        model = (self._pending_open or {}).get("model")
+        self._pending_open = None
+        if self.doc is not None:
+            self.doc.close()
+        root = dataset_root_of(data.csv_path)
+        workspace = Workspace(root, state_dir_for(root))
+        doc = AnnotationDocument(data.annotations, data.csv_path, workspace, data.predictions, data.errors)
+        doc.rowsChanged.connect(self._on_rows_changed)
+        doc.predictionsChanged.connect(self._on_predictions_changed)
+        doc.journalFailed.connect(self._on_journal_failed)
+        self.undo_stack.clear()
+        self.doc = doc
+        self.current_row = None
+        self.selected_k = None
+        self.canvas.set_place_mode(None)
+        self.list_model = ImageListModel(doc)
+        self.list_model.viewChanged.connect(self._after_view_changed)
+        self.list_view.setModel(self.list_model)
+        self.list_view.selectionModel().currentRowChanged.connect(self._on_list_current)
+        header = self.list_view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.Interactive)
+        for col, width in enumerate((150, 70, 56, 50, 64)):
+            self.list_view.setColumnWidth(col, width)
+        self.list_view.horizontalHeader().setSortIndicatorShown(False)
+        self.category_box.blockSignals(True)
+        self.category_box.setCurrentIndex(0)
+        self.category_box.blockSignals(False)
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        self.problems.show_problems(data.annotations.problems)
+        self.problems_dock.setWindowTitle(f"Problems ({len(data.annotations.problems)})")
+        if data.annotations.problems:
+            self.problems_dock.raise_()
+        self.charts.set_document(doc)
+        self._remember_dataset(data.csv_path, data.predictions.source if data.predictions else None)
+        self._update_title()
+        if data.predictions is not None and not np.isnan(doc.ne).all():
+            self.worst_first()
+        else:
+            self._after_view_changed()
+        n = len(doc)
+        msg = f"Opened {data.csv_path.name}: {n} images"
+        if data.annotations.problems:
+            msg += f", {len(data.annotations.problems)} rows with problems (see the Problems panel)"
+        self.statusBar().showMessage(msg, 8000)
+        if data.prediction_problem:
+            self._error("Cannot use the predictions", data.prediction_problem)
+        self._offer_restore()
+        self.datasetOpened.emit()
+        if model:
+            self.predict_with_model(model)
+
+    def _offer_restore(self) -> None:
+        doc = self.doc
+        pending = doc.pending_edits()
+        if pending is None:
+            return
+        rows, coords, vis, unknown = doc.replayed_rows(pending)
+        answer = self.restore_policy
+        if answer == "ask":
+            text = (f"{doc.csv_path.name} has unsaved edits from an earlier session "
+                    f"({len(pending.edits)} edits on {len(rows)} images). Restore them?")
+            if doc.base_changed(pending):
+                text += "\n\nThe file has changed on disk since; the edits would be applied to the new version."
+            if unknown:
+                text += f"\n\n{len(set(unknown))} edited images are no longer in the file and will be skipped."
+            box = QMessageBox(QMessageBox.Question, "Restore unsaved edits", text,
+                              QMessageBox.Yes | QMessageBox.No, self)
+            box.button(QMessageBox.Yes).setText("Restore")
+            box.button(QMessageBox.No).setText("Discard")
+            box.setDefaultButton(QMessageBox.Yes)
+            answer = "restore" if box.exec() == QMessageBox.Yes else "discard"
+        if answer == "restore":
+            self.undo_stack.push(commands.restore_command(doc, rows, coords, vis))
+            self.statusBar().showMessage(f"Restored {len(pending.edits)} unsaved edits on {len(rows)} images", 8000)
+        else:
+            kept = doc.discard_pending()
+            self.statusBar().showMessage(f"Unsaved edits set aside in {kept}", 8000)
+
+    def predict_with_model(self, model_path: str | Path) -> None:
+        """Predict every image with a model package, off the main thread; the list fills in when done."""
+        doc = self.doc
+        if doc is None:
+            return
+        if not doc.ann.has_keypoints:
+            self._error("Cannot compare predictions", f"{doc.csv_path} has no keypoint columns.")
+            return
+        model_path = Path(model_path)
+        ann = doc.ann.subset(np.arange(len(doc)))  # a snapshot: the user keeps editing meanwhile
+        root = doc.workspace.root
+
+        def job(ctx):
+            from engine.model_package import load_model
+            from engine.pipeline import Pipeline
+
+            ctx.progress(0, len(ann), "loading model")
+            pipeline = Pipeline(load_model(model_path))
+            pred, _scores, _errors = pipeline.predict(root, ann, on_progress=lambda d, t: ctx.progress(d, t, "predicting"),
+                                                     should_stop=ctx.should_stop)
+            return align_to_annotations(ann, pred, str(model_path))
+
+        def done(pred: Predictions) -> None:
+            if self.doc is doc:
+                doc.set_predictions(pred)
+                self.statusBar().showMessage(f"Predictions of {model_path.name} ready", 8000)
+                self.predictionsReady.emit()
+
+        self.model_thread.submit(f"predict {model_path.name}", job, on_done=done,
+                                 on_error=lambda msg: self._error("Prediction failed", msg),
+                                 on_progress=self._on_progress)
+
+    def _choose_annotations(self) -> None:
+        start = str(self.doc.csv_path.parent) if self.doc else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open annotations", start, "FashionAI CSV (*.csv);;All files (*)")
+        if path:
+            self.open_dataset(path)
+
+    def _choose_predictions(self) -> None:
+        if self.doc is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Open predictions", str(self.doc.csv_path.parent),
+                                              "FashionAI CSV (*.csv);;All files (*)")
+        if not path:
+            return
+        doc = self.doc
+        self.io_thread.submit("load predictions", lambda ctx: load_data(doc.csv_path, Path(path)),
+                              on_done=lambda data: self._set_loaded_predictions(doc, data))
+
+    def _set_loaded_predictions(self, doc: AnnotationDocument, data: LoadedData) -> None:
+        if data.prediction_problem:
+            self._error("Cannot use the predictions", data.prediction_problem)
+        elif self.doc is doc and data.predictions is not None:
+            # Scored against the file as loaded; re-score against the edited arrays (cheap, vectorized).
+            doc.set_predictions(data.predictions)
+            self._remember_dataset(doc.csv_path, data.predictions.source)
+            self.predictionsReady.emit()
+
+    def _choose_model(self) -> None:
+        if self.doc is None:
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Predict with model", "", "FKP model (*.fkpmodel);;All files (*)")
+        if path:
+            self.predict_with_model(path)
+
+    # --- list ---------------------------------------------------------------------------
+
+    def _filter_with(self, **changes) -> None:
+        if self.list_model is None:
+            return
+        flt = ListFilter(**{**self.list_model.filter.__dict__, **changes})
+        self.list_model.set_filter(flt)
+
+    def _filter_keypoint(self, k: int) -> None:
+        self._filter_with(keypoint=k, ne_range=None)
+        self.worst_first()
+
+    def _filter_category(self, c: int) -> None:
+        self.category_box.setCurrentIndex(c + 1)  # triggers the filter
+
+    def clear_filter(self) -> None:
+        self.category_box.blockSignals(True)
+        self.category_box.setCurrentIndex(0)
+        self.category_box.blockSignals(False)
+        self.search.blockSignals(True)
+        self.search.clear()
+        self.search.blockSignals(False)
+        if self.list_model is not None:
+            self.list_model.set_filter(ListFilter())
+
+    def worst_first(self) -> None:
+        if self.list_model is None:
+            return
+        self.list_model.worst_first()
+        self.list_view.horizontalHeader().setSortIndicator(COL_NE, Qt.DescendingOrder)
+        self.list_view.horizontalHeader().setSortIndicatorShown(True)
+        self.list_view.selectRow(0)
+        self.list_view.scrollToTop()
+
+    def _after_view_changed(self) -> None:
+        model = self.list_model
+        flt = model.filter
+        extra = ListFilter(ne_range=flt.ne_range, keypoint=flt.keypoint, edited_only=flt.edited_only).describe()
+        self.filter_label.setText(f"Filter: {extra}" if extra else "")
+        any_filter = bool(flt.describe())
+        self.clear_filter_button.setVisible(any_filter)
+        self.count_label.setText(f"{model.rowCount()} of {len(model.doc)} images")
+        row = model.view_row(self.current_row) if self.current_row is not None else -1
+        if row < 0 and model.rowCount():
+            row = 0
+        if row >= 0:
+            self.list_view.selectRow(row)
+            self.list_view.scrollTo(model.index(row, 0))
+        elif not model.rowCount():
+            self.list_view.clearSelection()
+
+    def _on_list_current(self, current, _previous) -> None:
+        if current.isValid() and self.list_model is not None:
+            self.show_row(self.list_model.data_row(current.row()))
+
+    def step_image(self, delta: int) -> None:
+        if self.list_model is None or not self.list_model.rowCount():
+            return
+        row = self.list_view.currentIndex().row()
+        row = min(max(row + delta, 0), self.list_model.rowCount() - 1)
+        self.list_view.selectRow(row)
+        self.list_view.scrollTo(self.list_model.index(row, 0))
+
+    # --- canvas -------------------------------------------------------------------------
+
+    def show_row(self, row: int) -> None:
+        """Show one image (data row) with its points."""
+        doc = self.doc
+        if doc is None:
+            return
+        if row != self.current_row:
+            self.current_row = row
+            self.canvas.request_fit()
+            self.selected_k = None
+            self.canvas.set_place_mode(None)
+        self._refresh_points()
+        path = str(doc.image_path(row))
+        image = self.loader.request(path)
+        if image is not None:
+            self.canvas.set_image(QPixmap.fromImage(image))
+            self.imageShown.emit(row)
+        else:
+            error = self.loader.error(path)
+            self.canvas.set_image(None, _unavailable(error) if error else "loading…")
+            if error:
+                self.imageShown.emit(row)
+        self._prefetch()
+        self._update_title()
+
+    def _prefetch(self) -> None:
+        model = self.list_model
+        view_row = self.list_view.currentIndex().row()
+        for d in (1, 2, -1):
+            r = view_row + d
+            if 0 <= r < model.rowCount():
+                self.loader.request(str(self.doc.image_path(model.data_row(r))))
+
+    def _on_image_loaded(self, path: str, image: QImage) -> None:
+        if self.doc is not None and self.current_row is not None and path == str(self.doc.image_path(self.current_row)):
+            self.canvas.set_image(QPixmap.fromImage(image))
+            self.imageShown.emit(self.current_row)
+
+    def _on_image_failed(self, path: str, reason: str) -> None:
+        if self.doc is not None and self.current_row is not None and path == str(self.doc.image_path(self.current_row)):
+            self.canvas.set_image(None, _unavailable(reason))
+            self.imageShown.emit(self.current_row)
+
+    def _refresh_points(self) -> None:
+        doc, row = self.doc, self.current_row
+        p = doc.predictions
+        has_pred = p is not None and p.present[row]
+        self.canvas.set_points(doc.categories[row], doc.ann.coords[row], doc.ann.visibility[row],
+                               p.coords[row] if has_pred else None, p.visibility[row] if has_pred else None)
+        self.canvas.set_selected(self.selected_k)
+        self.keypoint_table.show_row(doc, row, self.selected_k)
+
+    def _on_rows_changed(self, rows: np.ndarray) -> None:
+        if self.current_row is not None and self.current_row in set(np.asarray(rows).tolist()):
+            self._refresh_points()
+
+    def _on_predictions_changed(self) -> None:
+        if self.current_row is not None:
+            self._refresh_points()
+        self.worst_first()
+
+    # --- editing ------------------------------------------------------------------------
+
+    def _push(self, command) -> None:
+        if command is not None:
+            self.undo_stack.push(command)
+
+    def _editable(self) -> bool:
+        return self.doc is not None and self.current_row is not None and self.doc.ann.has_keypoints
+
+    def select_keypoint(self, k: int) -> None:
+        """Select a keypoint of the current image; an absent one waits for a click to place it."""
+        if not self._editable():
+            return
+        self.selected_k = int(k)
+        absent = self.doc.ann.visibility[self.current_row, k] < 0
+        self.canvas.set_place_mode(self.selected_k if absent else None)
+        self.canvas.set_selected(self.selected_k)
+        self.keypoint_table.select_keypoint(self.selected_k)
+        name = keypoint_label(self.selected_k)
+        self.statusBar().showMessage(f"Click on the image to place {name} (Esc cancels)" if absent
+                                     else f"{name} selected: drag it, nudge with the arrow keys, V for visibility", 6000)
+
+    def next_keypoint(self) -> None:
+        if not self._editable():
+            return
+        ks = category_keypoints(int(self.doc.categories[self.current_row]))
+        i = ks.index(self.selected_k) + 1 if self.selected_k in ks else 0
+        self.select_keypoint(ks[i % len(ks)])
+
+    def cancel_mode(self) -> None:
+        self.canvas.set_place_mode(None)
+        self.selected_k = None
+        if self._editable():
+            self._refresh_points()
+
+    def _on_point_dragged(self, k: int, x: float, y: float) -> None:
+        if self._editable():
+            self._push(commands.move_point(self.doc, self.current_row, k, x, y))
+
+    def _on_place(self, k: int, x: float, y: float) -> None:
+        if self._editable():
+            self.canvas.set_place_mode(None)
+            self._push(commands.place_point(self.doc, self.current_row, k, x, y))
+            self.select_keypoint(k)
+
+    def nudge(self, dx: float, dy: float) -> None:
+        if self._editable() and self.selected_k is not None:
+            self._push(commands.nudge_point(self.doc, self.current_row, self.selected_k, dx, dy))
+
+    def cycle_visibility(self) -> None:
+        if self._editable() and self.selected_k is not None:
+            self._push(commands.cycle_visibility(self.doc, self.current_row, self.selected_k))
+
+    def remove_point(self) -> None:
+        if self._editable() and self.selected_k is not None:
+            self._push(commands.remove_point(self.doc, self.current_row, self.selected_k))
+
+    def swap_left_right(self) -> None:
+        if self._editable():
+            self._push(commands.swap_left_right(self.doc, self.current_row))
+
+    def _on_journal_failed(self, message: str) -> None:
+        self.statusBar().showMessage(message, 15000)
+        if not getattr(self, "_journal_warned", False):
+            self._journal_warned = True
+            self._error("Edits are not being journaled", message)
+
+    # --- saving -------------------------------------------------------------------------
+
+    def save(self) -> bool:
+        """Save the annotation file; on failure say why and keep every edit."""
+        if self.doc is None:
+            return True
+        try:
+            self.doc.save()
+        except (OSError, ValueError) as e:
+            reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
+            self._error("Could not save", f"{self.doc.csv_path} was not saved ({reason}).\n\n"
+                        "Your edits are kept, in memory and in the edit journal.")
+            return False
+        self.undo_stack.setClean()
+        self.setWindowModified(False)
+        self.statusBar().showMessage(f"Saved {self.doc.csv_path}", 6000)
+        return True
+
+    def has_unsaved_edits(self) -> bool:
+        return self.doc is not None and not self.undo_stack.isClean()
+
+    def ask_unsaved(self) -> QMessageBox.StandardButton:
+        """Save / Discard / Cancel for unsaved edits (a method so tests can answer it)."""
+        return QMessageBox.question(
+            self, "Unsaved edits", f"Save the edits to {self.doc.csv_path.name} before closing?",
+            QMessageBox.Save | QMessageBox.Discard | QMessageBox.Cancel, QMessageBox.Save)
+
+    def maybe_save(self) -> bool:
+        """True when it is fine to close the current data set."""
+        if not self.has_unsaved_edits():
+            return True
+        answer = self.ask_unsaved()
+        if answer == QMessageBox.Save:
+            return self.save()
+        if answer == QMessageBox.Discard:
+            self.doc.discard_pending()  # renamed aside, so nothing is offered for restore
+            self.undo_stack.clear()
+            return True
+        return False
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.maybe_save():
+            event.ignore()
+            return
+        self._save_settings()
+        self.model_thread.shutdown(timeout=2)
+        self.io_thread.shutdown(timeout=2)
+        self.loader.wait(2000)
+        if self.doc is not None:
+            self.doc.close()
+        event.accept()
+
+    # --- status, title, errors ----------------------------------------------------------
+
+    def _on_clean_changed(self, clean: bool) -> None:
+        self.setWindowModified(not clean)
+
+    def _update_title(self) -> None:
+        if self.doc is None:
+            self.setWindowTitle(f"{APP_TITLE}[*]")
+            return
+        image = ""
+        if self.current_row is not None:
+            image = f" — {str(self.doc.ann.image_ids[self.current_row]).rsplit('/', 1)[-1]}"
+        self.setWindowTitle(f"{self.doc.csv_path.name}[*]{image} — {APP_TITLE}")
+
+    def _update_busy(self, _busy: bool = False) -> None:
+        busy = self.io_thread.busy or self.model_thread.busy
+        self.busy_bar.setVisible(busy)
+        if busy:
+            self.busy_bar.setRange(0, 0)
+            self.busy_bar.setFormat("working…")
+
+    def _on_progress(self, done: float, total: float, message: str) -> None:
+        self.busy_bar.setVisible(True)
+        if total:
+            self.busy_bar.setRange(0, int(total))
+            self.busy_bar.setValue(int(done))
+            self.busy_bar.setFormat(f"{message} %v/%m")
+
+    def _error(self, title: str, message: str) -> None:
+        self.statusBar().showMessage(message.splitlines()[0], 15000)
+        QMessageBox.critical(self, title, message)
+
+    # --- settings -----------------------------------------------------------------------
+
+    def _restore_settings(self) -> None:
+        s = QSettings()
+        geometry = s.value("window/geometry")
+        if isinstance(geometry, QByteArray) and not geometry.isEmpty():
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1400, 880)
+        state = s.value("window/state")
+        if isinstance(state, QByteArray) and not state.isEmpty():
+            self.restoreState(state)
+        else:
+            self.resizeDocks([self.list_dock, self.keypoint_dock], [420, 380], Qt.Horizontal)
+            self.resizeDocks([self.charts_dock], [230], Qt.Vertical)
+
+    def _save_settings(self) -> None:
+        s = QSettings()
+        s.setValue("window/geometry", self.saveGeometry())
+        s.setValue("window/state", self.saveState())
+        s.sync()
+
+    def _remember_dataset(self, csv_path: Path, predictions: str | None) -> None:
+        s = QSettings()
+        s.setValue("last/annotations", str(csv_path))
+        s.setValue("last/predictions", predictions if predictions and Path(predictions).is_file() else "")
+
+
+def _unavailable(reason: str) -> str:
+    return f"Image not available — the points are still shown and editable.\n{reason}"
+
+
+def last_dataset() -> tuple[str | None, str | None]:
+    """The annotation and predictions files open when the studio last closed."""
+    s = QSettings()
+    ann = s.value("last/annotations") or None
+    pred = s.value("last/predictions") or None
+    return (ann if ann and Path(ann).is_file() else None), (pred if pred and Path(pred).is_file() else None)
