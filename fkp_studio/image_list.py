@@ -30,6 +30,9 @@ class ListFilter:
     ne_range: tuple[float, float] | None = None  # per-image NE in [lo, hi) (fractions, not %)
     keypoint: int | None = None  # the image has an error for this keypoint
     edited_only: bool = False
+    # An error type ("inversion", "miss", "jitter", "good") or "check_annotation": images with
+    # one (on `keypoint` when that is set too).
+    error_type: str | None = None
 
     def describe(self) -> str:
         parts = []
@@ -44,6 +47,8 @@ class ListFilter:
             parts.append(f"“{self.text}”")
         if self.edited_only:
             parts.append("edited")
+        if self.error_type is not None:
+            parts.append("check annotation" if self.error_type == "check_annotation" else f"with {self.error_type}")
         return ", ".join(parts)
 
 
@@ -157,6 +162,8 @@ class ImageListModel(QAbstractTableModel):
             mask &= ~np.isnan(doc.errors[:, f.keypoint])
         if f.edited_only:
             mask &= doc.edited
+        if f.error_type is not None:
+            mask &= doc.error_index.rows_with(f.error_type, f.keypoint)
         if f.text:
             if self._ids_lower is None:
                 self._ids_lower = np.char.lower(doc.ann.image_ids.astype(str))
@@ -170,7 +177,9 @@ class ImageListModel(QAbstractTableModel):
         if col == COL_ID:
             if self._id_rank is None:
                 rank = np.empty(len(doc), np.int64)
-                rank[np.argsort(doc.ann.image_ids.astype(str), kind="stable")] = np.arange(len(doc))
+                # By file name, as shown (the folder only repeats the category).
+                names = np.char.rpartition(doc.ann.image_ids.astype(str), "/")[:, 2]
+                rank[np.argsort(names, kind="stable")] = np.arange(len(doc))
                 self._id_rank = rank
             key = self._id_rank[rows].astype(np.float64)
         elif col == COL_CATEGORY:
