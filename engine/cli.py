@@ -550,13 +550,20 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
         elif "epoch_done" in event and event["epoch_done"] in bars:
             bars.pop(event["epoch_done"]).close()
 
-    history = train_keypoints(
-        args.data, preset, args.out, epochs=args.epochs, resume=args.resume, train_split=args.split,
-        val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
-        lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
-        max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
-        time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
-    )
+    from engine.checkpoints import CheckpointError
+    from engine.hourglass import EncoderWeightsError
+
+    try:
+        history = train_keypoints(
+            args.data, preset, args.out, epochs=args.epochs, resume=args.resume, train_split=args.split,
+            val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
+            lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
+            max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
+            time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
+        )
+    except (CheckpointError, EncoderWeightsError, OSError, ValueError) as e:
+        print(f"fkp train-keypoints: {e}", file=sys.stderr)
+        return 2
     if history:
         last = history[-1]
         print(f"wrote {args.out}: epoch {last['epoch']}, val NE {100 * last['val_ne']:.2f} %")
