@@ -122,3 +122,14 @@ def test_progress_bar_shows_loss_and_rate():
     bar.update(10, loss=0.125, img_s=13.0)
     text = buf.getvalue()
     assert "5/10" in text and "loss 0.25" in text and "img_s 12.5" in text and "10/10" in text
+
+
+def test_cli_reports_unusable_encoder_weights_and_missing_data_clearly(root, tmp_path):
+    junk = tmp_path / "imagenet.pth"
+    junk.write_bytes(b"not weights")
+    r = _cli("-m", "engine.cli", "train-keypoints", "--data", str(root), "--out", str(tmp_path / "x.pt"),
+             "--encoder-weights", str(junk), "--threads", "1")
+    assert r.returncode == 2 and "imagenet.pth" in r.stderr and "Traceback" not in r.stderr
+    r = _cli("-m", "engine.cli", "train-keypoints", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.pt"))
+    assert r.returncode == 2 and "train.csv" in r.stderr
+    assert not (tmp_path / "x.pt").exists()
