@@ -19,6 +19,7 @@ from engine.files import atomic_write_bytes
 from engine.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
 from engine.schema import NUM_KEYPOINTS
 from engine.workspace import Workspace
+from fkp_studio.error_analysis import ErrorTypeIndex
 
 
 @dataclass
@@ -82,6 +83,8 @@ class AnnotationDocument(QObject):
         self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
         self.journal = Journal(workspace.journal_path(self.csv_path), make_base(self.csv_path))
         self._journal_warned = False
+        # Error types and suspected label errors: connected before any view, so views read fresh values.
+        self.error_index = ErrorTypeIndex(self)
         if predictions is not None:
             self.set_predictions(predictions, errors)
 

@@ -9,10 +9,11 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from engine.schema import category_keypoints
 from fkp_studio.document import AnnotationDocument
+from fkp_studio.error_analysis import TYPE_COLOURS
 from fkp_studio.palette import KEYPOINT_COLOURS, keypoint_label
 
 _VIS = {1: "visible", 0: "occluded", -1: "absent"}
-HEADERS = ("Keypoint", "Annotation", "Prediction", "NE %", "Visibility")
+HEADERS = ("Keypoint", "Annotation", "Prediction", "NE %", "Visibility", "Error type")
 
 
 def _swatch(colour: QColor) -> QIcon:
@@ -53,7 +54,8 @@ class KeypointTable(QTableWidget):
             else:
                 pred = "—"
             err = doc.errors[row, k]
-            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(err) else f"{err * 100:.2f}", _VIS[v])
+            kind = doc.error_index.type_of(row, k)
+            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(err) else f"{err * 100:.2f}", _VIS[v], kind)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 0:
@@ -64,6 +66,8 @@ class KeypointTable(QTableWidget):
                         item.setForeground(QColor(220, 70, 60))
                 if col == 4 and v < 0:
                     item.setForeground(QColor(140, 140, 140))
+                if col == 5 and kind:
+                    item.setForeground(TYPE_COLOURS[kind])
                 self.setItem(i, col, item)
         self.select_keypoint(selected)
 

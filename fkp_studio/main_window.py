@@ -23,6 +23,7 @@ from fkp_studio.canvas import KeypointCanvas
 from fkp_studio.charts import DatasetCharts
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
 from fkp_studio.engine_thread import EngineThread
+from fkp_studio.error_analysis import ERROR_FILTERS, CheckAnnotationPanel, ErrorTypeChart, swap_twin
 from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
 from fkp_studio.image_loader import ImageLoader
 from fkp_studio.keypoint_table import KeypointTable
@@ -101,10 +102,17 @@ class MainWindow(QMainWindow):
         self.charts.neRangeClicked.connect(lambda lo, hi: self._filter_with(ne_range=(lo, hi), keypoint=None))
         self.charts.keypointClicked.connect(self._filter_keypoint)
         self.charts.categoryClicked.connect(self._filter_category)
+        self.error_chart = ErrorTypeChart(self.charts)
+        self.error_chart.segmentClicked.connect(self._filter_error_on_keypoint)
+        self.charts.layout().addWidget(self.error_chart, 4)
         self.charts_dock = self._dock("Data set", self.charts, Qt.BottomDockWidgetArea)
         self.problems = ProblemsPanel(self)
         self.problems_dock = self._dock("Problems", self.problems, Qt.BottomDockWidgetArea)
         self.tabifyDockWidget(self.charts_dock, self.problems_dock)
+        self.check_panel = CheckAnnotationPanel(self)
+        self.check_panel.suspectClicked.connect(self.go_to_point)
+        self.check_dock = self._dock("Check annotation", self.check_panel, Qt.BottomDockWidgetArea)
+        self.tabifyDockWidget(self.charts_dock, self.check_dock)
         self.charts_dock.raise_()
         self._build_status_bar()
         self._build_actions()
@@ -143,7 +151,15 @@ class MainWindow(QMainWindow):
         self._search_timer = QTimer(self, singleShot=True, interval=200)
         self._search_timer.timeout.connect(lambda: self._filter_with(text=self.search.text().strip()))
         self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        self.error_box = QComboBox(panel)
+        for label, kind in ERROR_FILTERS:
+            self.error_box.addItem(label, kind)
+        self.error_box.setToolTip("Show only images with this error type (against the predictions), "
+                                  "or the suspected annotation mistakes")
+        self.error_box.currentIndexChanged.connect(
+            lambda _i: self._filter_with(error_type=self.error_box.currentData()))
         row.addWidget(self.category_box)
+        row.addWidget(self.error_box)
         row.addWidget(self.search, 1)
         layout.addLayout(row)
         row2 = QHBoxLayout()
@@ -229,6 +245,8 @@ class MainWindow(QMainWindow):
         self._action("Cycle &visibility", self.cycle_visibility, "V", edit, "Visible ↔ occluded")
         self._action("&Remove point", self.remove_point, [QKeySequence.Delete, "Backspace"], edit, "Mark the point absent")
         self._action("&Swap left/right", self.swap_left_right, "S", edit, "Swap every left keypoint with its right twin")
+        self._action("Swap with &twin", self.swap_twin, "Shift+S", edit,
+                     "Swap the selected keypoint with its left/right twin (fixes one inverted pair)")
         self._action("Cancel", self.cancel_mode, "Escape")
         for key, dx, dy in (("Left", -1, 0), ("Right", 1, 0), ("Up", 0, -1), ("Down", 0, 1)):
             self._action(f"Nudge {key.lower()}", lambda _=False, dx=dx, dy=dy: self.nudge(dx, dy), key, widget=self.canvas)
@@ -247,7 +265,7 @@ class MainWindow(QMainWindow):
         self._action("&Worst NE first", self.worst_first, "W", view)
         self._action("&Clear filter", self.clear_filter, "Ctrl+Shift+F", view)
         view.addSeparator()
-        for dock in (self.list_dock, self.keypoint_dock, self.charts_dock, self.problems_dock):
+        for dock in (self.list_dock, self.keypoint_dock, self.charts_dock, self.problems_dock, self.check_dock):
             view.addAction(dock.toggleViewAction())
 
         go = menus.addMenu("&Go")
@@ -318,6 +336,13 @@ class MainWindow(QMainWindow):
         if data.annotations.problems:
             self.problems_dock.raise_()
         self.charts.set_document(doc)
+        self.error_box.blockSignals(True)
+        self.error_box.setCurrentIndex(0)
+        self.error_box.blockSignals(False)
+        self.error_chart.set_index(doc.error_index)
+        self.check_panel.set_index(doc.error_index)
+        doc.error_index.changed.connect(self._update_check_title)
+        self._update_check_title()
         self._remember_dataset(data.csv_path, data.predictions.source if data.predictions else None)
         self._update_title()
         if data.predictions is not None and not np.isnan(doc.ne).all():
@@ -443,10 +468,39 @@ class MainWindow(QMainWindow):
     def _filter_category(self, c: int) -> None:
         self.category_box.setCurrentIndex(c + 1)  # triggers the filter
 
+    def filter_error_type(self, kind: str | None) -> None:
+        """Show only images with this error type ("inversion", ..., "check_annotation"; None: all)."""
+        self.error_box.setCurrentIndex(self.error_box.findData(kind))  # triggers the filter
+
+    def _filter_error_on_keypoint(self, kind: str, k: int) -> None:
+        self.error_box.blockSignals(True)
+        self.error_box.setCurrentIndex(max(self.error_box.findData(kind), 0))
+        self.error_box.blockSignals(False)
+        self._filter_with(error_type=kind, keypoint=k, ne_range=None)
+        self.worst_first()
+
+    def go_to_point(self, row: int, k: int) -> None:
+        """Show image `row` (clearing the filter if it hides it) with keypoint k selected."""
+        if self.list_model is None:
+            return
+        if self.list_model.view_row(row) < 0:
+            self.clear_filter()
+        self.list_view.selectRow(self.list_model.view_row(row))
+        self.list_view.scrollTo(self.list_model.index(self.list_model.view_row(row), 0))
+        if self.current_row == row:
+            self.select_keypoint(k)
+
+    def _update_check_title(self) -> None:
+        n = len(self.check_panel.shown)
+        self.check_dock.setWindowTitle(f"Check annotation ({n})" if n else "Check annotation")
+
     def clear_filter(self) -> None:
         self.category_box.blockSignals(True)
         self.category_box.setCurrentIndex(0)
         self.category_box.blockSignals(False)
+        self.error_box.blockSignals(True)
+        self.error_box.setCurrentIndex(0)
+        self.error_box.blockSignals(False)
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
@@ -613,6 +667,10 @@ class MainWindow(QMainWindow):
     def swap_left_right(self) -> None:
         if self._editable():
             self._push(commands.swap_left_right(self.doc, self.current_row))
+
+    def swap_twin(self) -> None:
+        if self._editable() and self.selected_k is not None:
+            self._push(swap_twin(self.doc, self.current_row, self.selected_k))
 
     def _on_journal_failed(self, message: str) -> None:
         self.statusBar().showMessage(message, 15000)
