@@ -705,5 +705,97 @@ def _run_import_coco(args: argparse.Namespace) -> int:
     return 0
 
 
+@_command
+def _register_retrain(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("retrain", help="fine-tune a model package's keypoint network on hard samples")
+    p.add_argument("--model", required=True, help="model package to start from (.fkpmodel file or its directory)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--split", default="train", help="annotation file trained on (default train)")
+    p.add_argument("--hard", required=True,
+                   help="hard-set image ids: one per line, or a CSV whose first column is image_id")
+    p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
+    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the model preset's)")
+    p.add_argument("--hard-share", type=float, default=0.5, help="share of each batch from the hard set (default 0.5)")
+    p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
+    p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
+                   help="measure before/after with the detector's boxes (default) or the annotated ones")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the before/after figures as one JSON object last")
+    p.set_defaults(func=_run_retrain)
+
+
+def _read_id_list(path) -> list[str]:
+    """Image ids of a plain list (one per line) or of a CSV's first column (header `image_id` skipped)."""
+    ids = []
+    for line in open(path, encoding="utf-8").read().splitlines():
+        first = line.split(",", 1)[0].strip()
+        if first and first != "image_id":
+            ids.append(first)
+    return ids
+
+
+def _run_retrain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from engine.annotations import load_annotations
+    from engine.checkpoints import CheckpointError
+    from engine.files import atomic_write_text
+    from engine.model_package import load_model
+    from engine.progress import ProgressBar
+    from engine.retrain import RetrainConfig, RetrainError, choose_holdout, retrain, save_retrained
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
+    try:
+        model = load_model(args.model)
+        ann = load_annotations(split_path)
+        hard = _read_id_list(args.hard)
+        config = RetrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, hard_share=args.hard_share,
+                               boxes=args.boxes, device=args.device, seed=args.seed)
+        config.check()
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"fkp retrain: {e}", file=sys.stderr)
+        return 2
+    holdout = None
+    if args.holdout and Path(args.holdout).is_file():
+        holdout = _read_id_list(args.holdout)
+    elif args.holdout:
+        holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
+        atomic_write_text(args.holdout, "image_id\n" + "".join(f"{i}\n" for i in holdout))
+    bar = ProgressBar(config.steps, label="retrain", log_every=10.0)
+    try:
+        result = retrain(model, args.data, ann, hard, config, holdout_ids=holdout,
+                         on_step=lambda step, steps, loss: bar.update(step, loss=loss))
+    except RetrainError as e:
+        print(f"\nfkp retrain: {e}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    written = save_retrained(result, args.out, parent=str(Path(args.model).resolve()))
+    before, after = result.before, result.after
+    print(f"wrote {written}: {len(result.hard_ids)} hard + {result.replay_images} replay images, "
+          f"{len(result.holdout_ids)} held out")
+    rows = [("held-out NE", before.overall, after.overall), ("hard-set NE", before.hard, after.hard)]
+    rows += [(f"  {c}", before.per_category.get(c, float("nan")), after.per_category.get(c, float("nan")))
+             for c in sorted(set(before.per_category) | set(after.per_category))]
+    print(f"{'':16s} {'before':>9s} {'after':>9s}")
+    for name, b, a in rows:
+        print(f"{name:16s} {100 * b:8.2f}% {100 * a:8.2f}%")
+    if args.json:
+        report = result.report()
+        for side in ("before", "after"):
+            report[side].pop("hard_per_image", None)
+        print(json.dumps(report))
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(main())

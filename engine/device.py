@@ -54,3 +54,12 @@ def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Modu
 def prepare_input(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """Move an image batch (B, 3, H, W) to the device in the matching memory format."""
     return x.to(device=device, memory_format=memory_format_for(device), non_blocking=True)
+
+
+def describe_device(device: torch.device) -> str:
+    """A short label for the user: "CUDA (NVIDIA H100, bf16 AMP)" or "CPU (2 threads)"."""
+    if device.type == "cuda":
+        dtype = amp_dtype(device)
+        amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+        return f"CUDA ({torch.cuda.get_device_name(device)}, {amp} AMP)"
+    return f"CPU ({torch.get_num_threads()} threads)"

@@ -6,17 +6,30 @@ gets a state folder beside its data. Layout (folders are created on first use):
     <root>/.fkp/
         journal/<csv stem>-<hash>.jsonl    edit journal of one annotation file
 
-Model versions, predictions per model version and the hard set live here too (added by
-the modules that own them, each under its own sub-folder).
+        models/v001/model.fkpmodel         model versions (written whole, then renamed into place)
+        models/active                      the active version's name ("v001"), written atomically
+        predictions/<version>/<stem>.csv   predictions of one version for one annotation file
+        predictions/<version>/<stem>.scores.csv   their confidences
+        hard_set.csv                       the hard set: image_id, reason (worst-ne/corrected/manual;
+                                           "removed" marks an image the user took out)
+        holdout.json                       validation images never trained on by a retrain
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 STATE_DIR_NAME = ".fkp"
+HARD_REASONS = ("worst-ne", "corrected", "manual")
+REMOVED = "removed"
+_VERSION = re.compile(r"^v(\d{3,})$")
 
 
 def dataset_root_of(annotations_path: str | os.PathLike) -> Path:
@@ -65,3 +78,175 @@ class Workspace:
         while not probe.exists():
             probe = probe.parent
         return os.access(probe, os.W_OK | os.X_OK)
+
+    # --- model versions ----------------------------------------------------------------------
+
+    @property
+    def models_dir(self) -> Path:
+        return self.state_dir / "models"
+
+    def model_versions(self) -> list[str]:
+        """The complete model versions, oldest first ("v001", "v002", ...)."""
+        if not self.models_dir.is_dir():
+            return []
+        found = [p.name for p in self.models_dir.iterdir() if p.is_dir() and _VERSION.match(p.name)]
+        return sorted(found, key=lambda v: int(v[1:]))
+
+    def model_path(self, version: str) -> Path:
+        """The model package file of a version."""
+        from engine.model_package import FILE_NAME
+
+        return self.models_dir / _check_version(version) / FILE_NAME
+
+    def add_model_version(self, write: Any) -> str:
+        """Create the next version: `write(directory)` fills a temporary folder, which is then
+        renamed into place, so a failing or interrupted write leaves no version behind."""
+        self.models_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".new-", dir=self.models_dir))
+        try:
+            write(tmp)
+            while True:
+                versions = self.model_versions()
+                version = f"v{(int(versions[-1][1:]) + 1) if versions else 1:03d}"
+                try:
+                    os.rename(tmp, self.models_dir / version)  # fails if another writer took the name
+                    break
+                except OSError:
+                    if not (self.models_dir / version).exists():
+                        raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return version
+
+    def import_model(self, package: str | os.PathLike) -> str:
+        """A copy of a model package file (or package directory) as the next version."""
+        from engine.model_package import FILE_NAME, package_file
+
+        source = package_file(package)
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: model package not found")
+        return self.add_model_version(lambda d: shutil.copyfile(source, d / FILE_NAME))
+
+    def remove_model_version(self, version: str) -> None:
+        """Delete a version that is not active (a discarded retrain)."""
+        if version == self.active_model_version():
+            raise ValueError(f"{version} is the active model; activate another version first")
+        target = self.models_dir / _check_version(version)
+        if target.exists():
+            trash = Path(tempfile.mkdtemp(prefix=".discarded-", dir=self.models_dir))
+            os.rename(target, trash / version)  # out of the version list at once, then deleted
+            shutil.rmtree(trash, ignore_errors=True)
+
+    def active_model_version(self) -> str | None:
+        """The active version, or None when none was set (or it no longer exists)."""
+        try:
+            version = (self.models_dir / "active").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+        return version if _VERSION.match(version) and self.model_path(version).is_file() else None
+
+    def set_active_model(self, version: str) -> None:
+        from engine.files import atomic_write_text
+
+        if not self.model_path(version).is_file():
+            raise FileNotFoundError(f"{self.model_path(version)}: no such model version")
+        atomic_write_text(self.models_dir / "active", version + "\n")
+
+    # --- predictions per model version -------------------------------------------------------
+
+    def predictions_path(self, version: str, annotations_path: str | os.PathLike) -> Path:
+        """The predictions CSV of a model version for one annotation file (scores beside it)."""
+        return self.state_dir / "predictions" / _check_version(version) / f"{Path(annotations_path).stem}.csv"
+
+    def save_predictions(self, version: str, annotations_path: str | os.PathLike, predictions: Any,
+                         scores: Any) -> Path:
+        """Write predictions (`Annotations`) and their scores (N, 24); the scores go first, so a
+        predictions file on disk always has matching scores beside it."""
+        from engine.annotations import save_annotations
+        from engine.pipeline import save_scores, scores_path
+
+        path = self.predictions_path(version, annotations_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_scores(scores_path(path), list(predictions.image_ids), scores)
+        save_annotations(predictions, path)
+        return path
+
+    def load_predictions(self, version: str, annotations_path: str | os.PathLike) -> tuple[Any, Any] | None:
+        """(predictions `Annotations`, scores (N, 24)) saved for a version, or None when there are none.
+
+        Raises ValueError naming the file when the two files do not belong together."""
+        import numpy as np
+
+        from engine.annotations import load_annotations
+        from engine.pipeline import load_scores, scores_path
+
+        path = self.predictions_path(version, annotations_path)
+        if not path.is_file():
+            return None
+        pred = load_annotations(path)
+        ids, scores = load_scores(scores_path(path))
+        if list(pred.image_ids) != ids:
+            raise ValueError(f"{scores_path(path)}: image ids differ from {path.name}")
+        return pred, np.asarray(scores)
+
+    # --- hard set ----------------------------------------------------------------------------
+
+    @property
+    def hard_set_path(self) -> Path:
+        return self.state_dir / "hard_set.csv"
+
+    def load_hard_set(self) -> dict[str, str]:
+        """image id -> reason, including "removed" entries (images the user took out)."""
+        path = self.hard_set_path
+        if not path.is_file():
+            return {}
+        out: dict[str, str] = {}
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            image_id, sep, reason = line.rpartition(",")
+            if not sep or reason not in (*HARD_REASONS, REMOVED):
+                raise ValueError(f"{path}, row {number}: expected 'image_id,reason' with reason one of "
+                                 f"{', '.join((*HARD_REASONS, REMOVED))}, got {line!r}")
+            out[image_id] = reason
+        return out
+
+    def save_hard_set(self, entries: dict[str, str]) -> None:
+        from engine.files import atomic_write_text
+
+        bad = {r for r in entries.values() if r not in (*HARD_REASONS, REMOVED)}
+        if bad:
+            raise ValueError(f"unknown hard-set reason(s): {', '.join(sorted(bad))}")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        lines = ["image_id,reason"] + [f"{i},{r}" for i, r in sorted(entries.items())]
+        atomic_write_text(self.hard_set_path, "\n".join(lines) + "\n")
+
+    # --- held-out validation images ------------------------------------------------------------
+
+    @property
+    def holdout_path(self) -> Path:
+        return self.state_dir / "holdout.json"
+
+    def load_holdout(self) -> list[str] | None:
+        """The persisted held-out validation ids, or None when none was chosen yet."""
+        if not self.holdout_path.is_file():
+            return None
+        try:
+            ids = json.loads(self.holdout_path.read_text(encoding="utf-8"))["ids"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{self.holdout_path}: not a hold-out file ({e})") from None
+        return [str(i) for i in ids]
+
+    def save_holdout(self, ids: list[str]) -> None:
+        from engine.files import atomic_write_text
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.holdout_path, json.dumps({"ids": sorted(ids)}, indent=0) + "\n")
+
+
+def _check_version(version: str) -> str:
+    if not _VERSION.match(str(version)):
+        raise ValueError(f"{version!r} is not a model version name (v001, v002, ...)")
+    return str(version)

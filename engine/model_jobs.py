@@ -1,0 +1,178 @@
+"""The model jobs of the hard-example loop, as `JobRunner` functions: predict, evaluate, retrain.
+
+Each `*_job(...)` takes what the job needs (a snapshot of the annotations, taken by the caller
+on its own thread) and returns `fn(ctx)` for `JobRunner.submit`. They read and write the
+workspace (`engine.workspace.Workspace`): predictions are saved per model version, a finished
+retrain becomes a new model version. Every write is atomic and happens only once the work it
+records is complete, so a failing or cancelled job leaves the workspace as it was (a
+cancelled predict keeps the batches it finished).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.annotations import Annotations
+from engine.jobs import JobCancelled, JobContext
+from engine.metrics import evaluate, normalized_errors
+from engine.retrain import RetrainConfig, retrain, save_retrained
+from engine.workspace import Workspace
+
+
+@dataclass
+class PredictedBatch:
+    """Partial result of a predict job: predictions of annotation rows `rows`, with per-image NE
+    (NaN where the image has no scored point) against the annotation snapshot."""
+
+    version: str
+    rows: np.ndarray
+    coords: np.ndarray
+    visibility: np.ndarray
+    scores: np.ndarray
+    ne: np.ndarray
+    errors: dict[str, str]
+
+
+def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike | None) -> str | None:
+    """The active version; with none yet, `default_package` is imported as the first version and activated."""
+    version = workspace.active_model_version()
+    if version is not None or default_package is None:
+        return version
+    version = workspace.import_model(default_package)
+    workspace.set_active_model(version)
+    return version
+
+
+def per_image_ne(gt: Annotations, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+    """Mean NE of each predicted image against the ground-truth rows `rows` (NaN: nothing scored)."""
+    if not gt.has_keypoints or len(rows) == 0:
+        return np.full(len(rows), np.nan)
+    errors = normalized_errors(gt.coords[rows], gt.visibility[rows], np.asarray(gt.categories, np.int64)[rows],
+                               coords, visibility).errors
+    scored = np.isfinite(errors)
+    n = scored.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, np.where(scored, errors, 0.0).sum(axis=1) / n, np.nan)
+
+
+def predict_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
+                rows: np.ndarray | None = None, device: str | None = None, batch_size: int = 8):
+    """Predict annotation rows `rows` (default all) with model `version`; each batch is sent as a
+    `PredictedBatch` partial; the predictions are merged into the version's saved predictions.
+
+    Returns {"version", "path", "predicted", "errors"}."""
+    rows = np.arange(len(annotations)) if rows is None else np.asarray(rows, np.int64)
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        from engine.model_package import load_model
+        from engine.pipeline import Pipeline
+
+        ctx.progress(0, len(rows), f"loading model {version}")
+        pipeline = Pipeline(load_model(workspace.model_path(version)), device=device, batch_size=batch_size)
+        ids = [str(annotations.image_ids[r]) for r in rows]
+        cats = [int(annotations.categories[r]) for r in rows]
+        done: list[PredictedBatch] = []
+        for batch in pipeline.iter_predict(workspace.root, ids, cats, should_stop=ctx.should_stop,
+                                           on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
+            batch_rows = rows[batch.start:batch.start + len(batch)]
+            part = PredictedBatch(version, batch_rows, batch.coords, batch.visibility, batch.scores,
+                                  per_image_ne(annotations, batch_rows, batch.coords, batch.visibility), batch.errors)
+            done.append(part)
+            ctx.partial(part)
+        path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None
+        ctx.check_cancelled()
+        errors = {k: v for b in done for k, v in b.errors.items()}
+        return {"version": version, "path": path, "predicted": sum(len(b.rows) for b in done), "errors": errors}
+
+    return run
+
+
+def _merge_and_save(workspace: Workspace, version: str, annotations_path, annotations: Annotations,
+                    batches: list[PredictedBatch]) -> Path:
+    """The version's saved predictions with these rows replaced or added, written atomically."""
+    rows = np.concatenate([b.rows for b in batches])
+    new_ids = [str(annotations.image_ids[r]) for r in rows]
+    new_cats = np.asarray(annotations.categories, np.int64)[rows]
+    coords = np.concatenate([b.coords for b in batches])
+    vis = np.concatenate([b.visibility for b in batches])
+    scores = np.concatenate([b.scores for b in batches])
+    saved = workspace.load_predictions(version, annotations_path)
+    if saved is not None:
+        old, old_scores = saved
+        keep = ~np.isin(np.asarray(old.image_ids, dtype=str), np.asarray(new_ids, dtype=str))
+        new_ids = [str(i) for i in np.asarray(old.image_ids)[keep]] + new_ids
+        new_cats = np.concatenate([np.asarray(old.categories, np.int64)[keep], new_cats])
+        coords = np.concatenate([old.coords[keep], coords])
+        vis = np.concatenate([old.visibility[keep], vis])
+        scores = np.concatenate([old_scores[keep], scores])
+    # Rows in annotation-file order, so the file reads like the data set.
+    order_of = annotations.id_index()
+    order = np.argsort([order_of.get(i, len(order_of)) for i in new_ids], kind="stable")
+    pred = Annotations.from_arrays([new_ids[i] for i in order], new_cats[order], coords[order], vis[order])
+    return workspace.save_predictions(version, annotations_path, pred, scores[order])
+
+
+def evaluate_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
+                 hard_ids: list[str] | None = None):
+    """Score the saved predictions of `version` against the annotation snapshot.
+
+    Returns {"version", "ne", "per_category", "hard", "images"} (NE as fractions)."""
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        saved = workspace.load_predictions(version, annotations_path)
+        if saved is None:
+            raise FileNotFoundError(f"no predictions of model {version} for {Path(annotations_path).name}; predict first")
+        result = evaluate(annotations, saved[0], intersect=True)
+        hard = math.nan
+        if hard_ids:
+            rows = np.flatnonzero(np.isin(np.asarray(annotations.image_ids, dtype=str), list(hard_ids)))
+            per_point = result.per_image_errors[rows]
+            scored = np.isfinite(per_point)
+            hard = float(per_point[scored].mean()) if scored.any() else math.nan
+        return {"version": version, "ne": result.ne, "hard": hard, "images": result.n_images,
+                "per_category": {k: v["ne"] for k, v in result.per_category.items()}}
+
+    return run
+
+
+def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[str],
+                config: RetrainConfig = RetrainConfig(), base_version: str | None = None):
+    """Retrain the active (or `base_version`) model on the hard set of the annotation snapshot.
+
+    Partials are {"step", "steps", "loss"}; the result is {"version" (new, not active),
+    "base_version", "report"}. The held-out ids are chosen on the first retrain and persisted
+    with its version.
+    Cancelled or failed, no version is added."""
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        from engine.model_package import load_model
+
+        base = base_version or workspace.active_model_version()
+        if base is None:
+            raise FileNotFoundError(f"{workspace.state_dir}: no active model to retrain")
+        model = load_model(workspace.model_path(base))
+        holdout = workspace.load_holdout()
+        first_holdout = holdout is None
+        if first_holdout:
+            from engine.retrain import choose_holdout
+
+            holdout = choose_holdout([str(i) for i in annotations.image_ids], hard_ids, config.holdout_fraction,
+                                     config.max_holdout)
+        present = set(map(str, annotations.image_ids))
+        result = retrain(model, workspace.root, annotations, hard_ids, config,
+                         holdout_ids=[i for i in holdout if i in present],
+                         on_step=lambda s, n, loss: ctx.partial({"step": s, "steps": n, "loss": loss}),
+                         on_progress=ctx.progress, should_stop=ctx.should_stop)
+        ctx.check_cancelled()
+        version = workspace.add_model_version(lambda d: save_retrained(result, d, parent=base))
+        if first_holdout:  # kept from now on, so later retrains never train on these images
+            workspace.save_holdout(holdout)
+        return {"version": version, "base_version": base, "report": result.report()}
+
+    return run

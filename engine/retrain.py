@@ -1,0 +1,339 @@
+"""Retraining on hard samples: fine-tune a model package's keypoint network on a curated hard set.
+
+Every batch mixes augmented crops of the hard set (oversampled: a fixed share of each batch,
+however small the set) with a replay of the other training images, so the network learns the
+hard cases without forgetting the ordinary ones; the loss is the batch-level OHEM loss of
+`engine.train`. A held-out validation subset, carved deterministically out of the non-hard
+images and never trained on, measures what the retrain did to ordinary images; the hard set
+measures what it did where it was aimed. Both are scored with the whole two-stage pipeline
+before and after, with the same detector (retraining changes only the keypoint network).
+
+The model passed in is never modified; a failure (NaN loss, out of memory, unreadable image)
+raises `RetrainError` with a clear message and nothing is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from engine.annotations import Annotations
+from engine.data import Augmentation, KeypointCropDataset
+from engine.device import needs_grad_scaler, pick_device, prepare_model
+from engine.images import ImageError
+from engine.jobs import JobCancelled
+from engine.metrics import evaluate
+from engine.model_package import TwoStageModel
+from engine.train import lr_factor, make_optimizer, set_lr, train_step
+
+
+class RetrainError(Exception):
+    """A retrain could not finish (NaN loss, out of memory, unreadable image, nothing to train on)."""
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """How a retrain runs; the defaults suit a few hundred hard images on a CPU."""
+
+    steps: int = 200
+    lr: float = 3e-4                  # a tenth of the lite preset's: fine-tuning, not training
+    batch_size: int | None = None     # None: the preset's
+    hard_share: float = 0.5           # share of each batch drawn from the hard set
+    ohem_fraction: float | None = None  # None: the preset's
+    holdout_fraction: float = 0.1     # of the non-hard images, held out for validation
+    max_holdout: int = 200
+    augment: bool = True
+    seed: int = 0
+    device: str | None = None
+    freeze_batchnorm: bool = True     # keep the BatchNorm statistics of the trained model
+    # How before/after are measured: "detector" runs the whole two-stage pipeline (what the
+    # user gets); "annotated" crops at the annotated garment box, measuring the keypoint
+    # network alone (what a retrain changes), without the detector's own errors.
+    boxes: str = "detector"
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not 0.0 < self.hard_share <= 1.0:
+            raise ValueError(f"hard_share must be in (0, 1], got {self.hard_share}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.boxes not in ("detector", "annotated"):
+            raise ValueError(f"boxes must be 'detector' or 'annotated', got {self.boxes!r}")
+
+
+@dataclass
+class NESummary:
+    """NE (fractions) of one model: on the held-out images (overall and per category) and on the hard set."""
+
+    overall: float
+    per_category: dict[str, float]
+    hard: float
+    hard_per_image: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RetrainResult:
+    """The retrained model (not yet saved) and what it did."""
+
+    model: TwoStageModel
+    losses: list[float]
+    before: NESummary
+    after: NESummary
+    holdout_ids: list[str]
+    hard_ids: list[str]          # the hard images trained on
+    replay_images: int
+    seconds: float
+
+    def report(self) -> dict[str, Any]:
+        """Plain numbers for metadata, JSON and the studio's before/after table."""
+        return {"before": self.before.to_dict(), "after": self.after.to_dict(), "steps": len(self.losses),
+                "final_loss": float(np.mean(self.losses[-10:])) if self.losses else float("nan"),
+                "holdout_images": len(self.holdout_ids), "hard_images": len(self.hard_ids),
+                "replay_images": self.replay_images, "seconds": self.seconds}
+
+
+# --- which images do what --------------------------------------------------------------------
+
+
+def choose_holdout(image_ids: Sequence[str], hard_ids: Sequence[str], fraction: float, max_images: int) -> list[str]:
+    """A deterministic validation subset of the non-hard images: those whose id hashes lowest.
+
+    Hash order does not depend on file order or on the other images, so the same images are
+    chosen again and a growing data set keeps its earlier choices where it can.
+    """
+    hard = set(hard_ids)
+    candidates = [str(i) for i in image_ids if str(i) not in hard]
+    n = min(max_images, int(round(fraction * len(candidates))))
+    if fraction > 0 and len(candidates) > 1:
+        n = max(n, 1)
+    keys = np.array([int.from_bytes(hashlib.sha1(i.encode("utf-8")).digest()[:8], "big") for i in candidates],
+                    dtype=np.uint64)
+    return sorted(candidates[j] for j in np.argsort(keys, kind="stable")[:n])
+
+
+def mixed_batches(n_hard: int, n_replay: int, batch_size: int, hard_share: float, steps: int,
+                  seed: int) -> np.ndarray:
+    """(steps, batch_size) indices into [hard images..., replay images...]: every batch has
+    round(hard_share * batch_size) hard images (at least one), drawn from successive shuffles
+    so each hard image comes back equally often; the rest replays the other images."""
+    if n_hard < 1:
+        raise RetrainError("the hard set has no usable image (each needs at least two annotated keypoints)")
+    rng = np.random.default_rng(seed)
+    k_hard = batch_size if n_replay == 0 else min(batch_size, max(1, round(hard_share * batch_size)))
+    k_replay = batch_size - k_hard
+
+    def stream(n: int, count: int) -> np.ndarray:
+        reps = -(-count // n)
+        return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
+
+    hard = stream(n_hard, steps * k_hard).reshape(steps, k_hard)
+    if k_replay == 0:
+        return hard
+    replay = n_hard + stream(n_replay, steps * k_replay).reshape(steps, k_replay)
+    return np.concatenate([hard, replay], axis=1)
+
+
+# --- evaluation ------------------------------------------------------------------------------
+
+
+def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
+              boxes: str = "detector", batch_size: int = 8,
+              should_stop: Callable[[], bool] | None = None) -> NESummary:
+    """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in RetrainConfig."""
+    both = _concat(holdout, hard)
+    if boxes == "detector":
+        from engine.pipeline import Pipeline
+
+        pred, _, errors = Pipeline(model, device=device, batch_size=batch_size).predict(root, both,
+                                                                                         should_stop=should_stop)
+        if errors:
+            image_id, message = next(iter(errors.items()))
+            raise RetrainError(f"cannot evaluate: image {image_id}: {message}")
+    else:
+        pred = predict_annotated_boxes(model, root, both, device, batch_size)
+    if should_stop is not None and should_stop():
+        raise JobCancelled()
+    n, total = len(holdout), len(both)
+    held = evaluate(holdout, _rows_for(pred, holdout), intersect=True) if n else None
+    hard_eval = evaluate(hard, _rows_for(pred, hard), intersect=True) if len(hard) else None
+    return NESummary(
+        overall=held.ne if held else math.nan,
+        per_category={k: v["ne"] for k, v in held.per_category.items()} if held else {},
+        hard=hard_eval.ne if hard_eval else math.nan,
+        hard_per_image=({str(i): float(e) for i, e in zip(hard.image_ids, hard_eval.per_image) if np.isfinite(e)}
+                        if hard_eval is not None else {}),
+    )
+
+
+@torch.no_grad()
+def predict_annotated_boxes(model: TwoStageModel, root, annotations: Annotations, device: torch.device,
+                            batch_size: int = 16) -> Annotations:
+    """Keypoint-network predictions on crops at the annotated garment boxes (no detector).
+
+    Images with fewer than two annotated keypoints have no box and get no prediction row."""
+    from engine.data import apply_affine, invert_affine
+    from engine.schema import CATEGORY_MASK
+    from engine.train import predict_crops
+
+    ds = KeypointCropDataset(root, annotations, model.preset, augment=None)
+    net = prepare_model(model.keypoint_net, device)
+    coords = []
+    for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
+        pts, _ = predict_crops(net, batch["image"], model.preset, device)
+        coords.append(apply_affine(pts.cpu().numpy(), invert_affine(batch["affine"].numpy())).astype(np.float32))
+    cats = ds.categories
+    mask = CATEGORY_MASK[cats]
+    pts = np.concatenate(coords) if coords else np.zeros((0, mask.shape[1], 2), np.float32)
+    return Annotations.from_arrays(list(map(str, ds.image_ids)), cats, np.where(mask[..., None], pts, -1.0),
+                                   np.where(mask, 1, -1).astype(np.int8))
+
+
+def _rows_for(pred: Annotations, gt: Annotations) -> Annotations:
+    """The prediction rows of `gt`'s images (by id; the same id twice maps to its first row)."""
+    index = pred.id_index()
+    rows = [index[str(i)] for i in gt.image_ids if str(i) in index]
+    return pred.subset(np.asarray(rows, np.int64))
+
+
+def _concat(a: Annotations, b: Annotations) -> Annotations:
+    return Annotations.from_arrays(
+        [*map(str, a.image_ids), *map(str, b.image_ids)],
+        np.concatenate([np.asarray(a.categories, np.int64), np.asarray(b.categories, np.int64)]),
+        np.concatenate([a.coords, b.coords]), np.concatenate([a.visibility, b.visibility]),
+    )
+
+
+# --- the retrain -----------------------------------------------------------------------------
+
+
+def retrain(
+    model: TwoStageModel,
+    root,
+    annotations: Annotations,
+    hard_ids: Sequence[str],
+    config: RetrainConfig = RetrainConfig(),
+    holdout_ids: Sequence[str] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_progress: Callable[[float, float, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RetrainResult:
+    """Fine-tune a copy of `model`'s keypoint network on `hard_ids` (+ replay of the other images).
+
+    `annotations` is the snapshot trained on (ids relative to `root`); `holdout_ids` default to
+    `choose_holdout(...)`. `on_step(step, steps, loss)` after each step; `should_stop()` polled
+    between steps raises `JobCancelled`. Raises `RetrainError` on NaN loss, out of memory or an
+    unreadable image.
+    """
+    config.check()
+    started = time.monotonic()
+    device = pick_device(config.device)
+    preset = model.preset
+    progress = on_progress or (lambda done, total, message: None)
+    stop = should_stop or (lambda: False)
+
+    ids = np.asarray([str(i) for i in annotations.image_ids])
+    hard_set = set(map(str, hard_ids))
+    unknown = sorted(hard_set - set(ids.tolist()))
+    if unknown:
+        raise RetrainError(f"{len(unknown)} hard-set image(s) are not in the annotations, e.g. {unknown[0]}")
+    if holdout_ids is None:
+        holdout_ids = choose_holdout(ids, sorted(hard_set), config.holdout_fraction, config.max_holdout)
+    held = set(map(str, holdout_ids))
+    is_held = np.isin(ids, list(held))
+    is_hard = np.isin(ids, list(hard_set))
+    hard_rows = np.flatnonzero(is_hard & ~is_held)     # a held-out image is never trained on
+    replay_rows = np.flatnonzero(~is_hard & ~is_held)
+    holdout = annotations.subset(np.flatnonzero(is_held))
+    hard_all = annotations.subset(np.flatnonzero(is_hard))
+
+    progress(0, 1, "measuring the current model")
+    before = _guarded(lambda: summarize(model, root, holdout, hard_all, device, config.boxes, should_stop=stop))
+
+    augment = Augmentation() if config.augment else None
+    hard_ds = KeypointCropDataset(root, annotations.subset(hard_rows), preset, augment=augment, seed=config.seed,
+                                  cache_images=True)
+    replay_ds = KeypointCropDataset(root, annotations.subset(replay_rows), preset, augment=augment,
+                                    seed=config.seed + 1)
+    bs = config.batch_size or preset.batch_size
+    batches = mixed_batches(len(hard_ds), len(replay_ds), bs, config.hard_share, config.steps, config.seed)
+    loader = DataLoader(ConcatDataset([hard_ds, replay_ds]), batch_sampler=batches.tolist(), num_workers=0)
+
+    net = copy.deepcopy(model.keypoint_net)
+    prepare_model(net, device)
+    if config.freeze_batchnorm:
+        _freeze_batchnorm_statistics(net)
+    optimizer = make_optimizer(net, config.lr, preset.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    warmup = max(1, config.steps // 10)
+    losses: list[float] = []
+    batch_iter = iter(loader)
+    for step in range(config.steps):
+        if stop():
+            raise JobCancelled()
+        batch = _guarded(lambda: next(batch_iter))
+        set_lr(optimizer, config.lr * lr_factor(step, warmup, step / config.steps))
+        loss = _guarded(lambda: train_step(net, optimizer, batch, preset, device, scaler, config.ohem_fraction))
+        if not math.isfinite(loss):
+            raise RetrainError(f"the loss became {loss} at step {step + 1} of {config.steps}; "
+                               "try a lower learning rate (the model was left unchanged)")
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step + 1, config.steps, loss)
+        progress(step + 1, config.steps, f"training: step {step + 1}/{config.steps}, loss {loss:.4f}")
+    net.eval()
+
+    new_model = TwoStageModel(preset=preset, detector=model.detector, detector_config=model.detector_config,
+                              keypoint_net=net, metadata=dict(model.metadata))
+    progress(config.steps, config.steps, "measuring the retrained model")
+    after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, should_stop=stop))
+    return RetrainResult(new_model, losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
+                         len(replay_ds), time.monotonic() - started)
+
+
+def save_retrained(result: RetrainResult, path, parent: str | None = None) -> Any:
+    """Write the retrained model as a package (full precision) with the before/after figures."""
+    from engine.model_package import save_model
+
+    m = result.model
+    meta = {k: v for k, v in m.metadata.items() if k not in ("date", "retrain")}
+    meta.update({"retrain": {**result.report(), "parent": parent}, "val_ne": result.after.overall})
+    return save_model(path, m.preset, m.detector, m.detector_config, m.keypoint_net, meta)
+
+
+def _freeze_batchnorm_statistics(net: torch.nn.Module) -> None:
+    # Momentum 0 keeps the running statistics learned on the whole training set: a few
+    # hundred steps on hard-heavy batches would otherwise drag them towards the hard cases
+    # and shift every ordinary prediction.
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 0.0
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    """Run `fn`, turning out-of-memory and unreadable images into a RetrainError."""
+    try:
+        return fn()
+    except ImageError as e:
+        raise RetrainError(f"unreadable image: {e}") from None
+    except (torch.OutOfMemoryError, MemoryError) as e:
+        raise RetrainError(f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                           "try a smaller batch size") from None
+    except RuntimeError as e:
+        if "out of memory" in str(e).lower():
+            raise RetrainError(f"out of memory ({str(e).splitlines()[0]}); try a smaller batch size") from None
+        raise

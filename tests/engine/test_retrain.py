@@ -1,0 +1,229 @@
+"""Retraining on hard samples: the engine side of the hard-example loop (tiny model, tiny data)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.annotations import load_annotations
+from engine.cli import main
+from engine.jobs import JobRunner, JobState
+from engine.model_jobs import ensure_active_model, evaluate_job, predict_job, retrain_job
+from engine.model_package import load_model
+from engine.retrain import RetrainConfig, RetrainError, choose_holdout, mixed_batches, retrain
+from engine.workspace import Workspace
+
+FAST = RetrainConfig(steps=120, lr=1e-3, batch_size=8, boxes="annotated")
+
+
+def _hard_ids(root) -> list[str]:
+    lines = (root / "Annotations" / "train_hard.csv").read_text().splitlines()[1:]
+    return [line.split(",")[0] for line in lines][:10]
+
+
+@pytest.fixture()
+def workspace(loop_model, tmp_path):
+    data, model = loop_model
+    ws = Workspace(data, state_dir=tmp_path / "state")
+    assert ensure_active_model(ws, model) == "v001"
+    return ws
+
+
+def _run(job_fn, cancel_after_partials: int | None = None):
+    events = []
+    runner_box = {}
+
+    def on_event(ev):
+        events.append(ev)
+        if cancel_after_partials is not None and ev.kind == "partial":
+            if sum(e.kind == "partial" for e in events) >= cancel_after_partials:
+                runner_box["handle"].cancel()
+
+    runner = JobRunner(on_event)
+    runner_box["handle"] = handle = runner.submit("job", job_fn)
+    assert handle.wait(300)
+    runner.shutdown()
+    return handle, events
+
+
+def test_holdout_is_deterministic_excludes_the_hard_set_and_ignores_order():
+    ids = [f"Images/blouse/{i:03d}.jpg" for i in range(200)]
+    hard = ids[:30]
+    a = choose_holdout(ids, hard, 0.1, 100)
+    b = choose_holdout(ids[::-1], hard, 0.1, 100)
+    assert a == b and len(a) == 17 and not set(a) & set(hard)
+    # A larger data set keeps most earlier choices: hash order does not depend on the others.
+    more = choose_holdout(ids + [f"Images/dress/{i:03d}.jpg" for i in range(200)], hard, 0.1, 100)
+    assert len(set(a) & set(more)) >= 10
+    assert len(choose_holdout(ids, hard, 0.5, 20)) == 20
+
+
+def test_mixed_batches_oversample_the_hard_set_evenly():
+    b = mixed_batches(n_hard=3, n_replay=50, batch_size=8, hard_share=0.5, steps=30, seed=0)
+    assert b.shape == (30, 8)
+    hard = b[:, :4]
+    assert (hard < 3).all() and (b[:, 4:] >= 3).all()
+    counts = np.bincount(hard.ravel(), minlength=3)
+    assert counts.max() - counts.min() <= 1          # every hard image equally often
+    assert len(np.unique(b[:, 4:])) > 40              # the replay covers the other images
+    with pytest.raises(RetrainError, match="hard set has no usable image"):
+        mixed_batches(0, 10, 8, 0.5, 5, 0)
+
+
+def test_retrain_lowers_hard_set_ne_and_never_trains_on_held_out_images(loop_model):
+    data, model_path = loop_model
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    hard = _hard_ids(data)
+    model = load_model(model_path)
+    before_weights = {k: v.clone() for k, v in model.keypoint_net.state_dict().items()}
+    steps = []
+    result = retrain(model, data, ann, hard, FAST, on_step=lambda s, n, loss: steps.append((s, n, loss)))
+    assert [s for s, _, _ in steps] == list(range(1, FAST.steps + 1))
+    assert result.after.hard < 0.9 * result.before.hard, (result.before.hard, result.after.hard)
+    assert np.isfinite(result.after.overall) and set(result.after.per_category) == {"blouse", "dress"}
+    assert not set(result.holdout_ids) & set(result.hard_ids)
+    assert len(result.holdout_ids) + len(result.hard_ids) + result.replay_images == len(ann)
+    # The model passed in is untouched.
+    for k, v in model.keypoint_net.state_dict().items():
+        assert (v == before_weights[k]).all()
+
+
+def test_retrain_job_adds_an_inactive_version_and_keeps_the_holdout(workspace, loop_model):
+    data, _ = loop_model
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    handle, events = _run(retrain_job(workspace, ann, _hard_ids(data), FAST))
+    assert handle.state is JobState.FINISHED, handle.error
+    assert handle.result["version"] == "v002" and handle.result["base_version"] == "v001"
+    assert workspace.model_versions() == ["v001", "v002"] and workspace.active_model_version() == "v001"
+    losses = [e.payload["loss"] for e in events if e.kind == "partial"]
+    assert len(losses) == FAST.steps and all(np.isfinite(losses))
+    meta = load_model(workspace.model_path("v002")).metadata
+    assert meta["retrain"]["parent"] == "v001" and meta["retrain"]["after"]["hard"] < meta["retrain"]["before"]["hard"]
+    holdout = workspace.load_holdout()
+    assert holdout and not set(holdout) & set(_hard_ids(data))
+    workspace.set_active_model("v002")
+    assert workspace.active_model_version() == "v002"
+    # A second retrain (from v002, with more hard images) keeps the same held-out images.
+    handle, _ = _run(retrain_job(workspace, ann, _hard_ids(data)[:4], RetrainConfig(steps=3, batch_size=4,
+                                                                                  boxes="annotated")))
+    assert handle.state is JobState.FINISHED and handle.result["base_version"] == "v002"
+    assert workspace.load_holdout() == holdout and handle.result["report"]["holdout_images"] == len(holdout)
+
+
+def _state_files(ws: Workspace) -> dict[str, bytes]:
+    return {str(p.relative_to(ws.state_dir)): p.read_bytes() for p in sorted(ws.state_dir.rglob("*")) if p.is_file()}
+
+
+def test_cancel_mid_retrain_keeps_the_old_model(workspace, loop_model):
+    data, _ = loop_model
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    workspace.save_holdout(choose_holdout(list(ann.image_ids), _hard_ids(data), 0.1, 50))
+    files = _state_files(workspace)
+    handle, events = _run(retrain_job(workspace, ann, _hard_ids(data), FAST), cancel_after_partials=3)
+    assert handle.state is JobState.CANCELLED
+    assert sum(e.kind == "partial" for e in events) < FAST.steps
+    assert workspace.model_versions() == ["v001"] and workspace.active_model_version() == "v001"
+    assert _state_files(workspace) == files
+
+
+def test_nan_loss_fails_clearly_and_leaves_the_workspace_intact(workspace, loop_model, tmp_path):
+    data, model_path = loop_model
+    broken = load_model(model_path)
+    for p in broken.keypoint_net.parameters():
+        p.data.fill_(float("nan"))
+    from engine.model_package import save_model
+
+    save_model(tmp_path / "nan.fkpmodel", broken.preset, broken.detector, broken.detector_config, broken.keypoint_net)
+    version = workspace.import_model(tmp_path / "nan.fkpmodel")
+    workspace.set_active_model(version)
+    files = _state_files(workspace)
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    handle, events = _run(retrain_job(workspace, ann, _hard_ids(data), RetrainConfig(steps=5, boxes="annotated")))
+    assert handle.state is JobState.FAILED
+    assert "loss became nan at step 1" in handle.error
+    assert events[-1].kind == "failed" and "loss became nan" in events[-1].payload
+    assert workspace.model_versions() == ["v001", "v002"] and workspace.active_model_version() == version
+    assert _state_files(workspace) == files
+    assert not [p for p in workspace.models_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_broken_hard_image_fails_naming_the_file(loop_model, tmp_path):
+    data, model_path = loop_model
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    hard = _hard_ids(copy)
+    (copy / hard[2]).write_bytes(b"not a jpeg")
+    ws = Workspace(copy, state_dir=tmp_path / "state")
+    ensure_active_model(ws, model_path)
+    files = _state_files(ws)
+    ann = load_annotations(copy / "Annotations" / "train.csv")
+    handle, _ = _run(retrain_job(ws, ann, hard, RetrainConfig(steps=5, boxes="annotated")))
+    assert handle.state is JobState.FAILED and hard[2].split("/")[-1] in handle.error
+    assert ws.model_versions() == ["v001"] and _state_files(ws) == files
+
+
+def test_predict_job_sends_batches_with_ne_saves_and_merges_a_selection(workspace, loop_model):
+    data, _ = loop_model
+    csv = data / "Annotations" / "train.csv"
+    ann = load_annotations(csv)
+    handle, events = _run(predict_job(workspace, "v001", csv, ann, rows=np.arange(20), batch_size=8))
+    assert handle.state is JobState.FINISHED, handle.error
+    parts = [e.payload for e in events if e.kind == "partial"]
+    assert [len(p.rows) for p in parts] == [8, 8, 4]
+    assert np.concatenate([p.rows for p in parts]).tolist() == list(range(20))
+    assert all(np.isfinite(p.ne).all() and (p.ne > 0).all() for p in parts)
+    pred, scores = workspace.load_predictions("v001", csv)
+    assert list(pred.image_ids) == [str(i) for i in ann.image_ids[:20]] and scores.shape == (20, 24)
+    # Predicting a selection replaces those rows and adds the new ones, in file order.
+    handle, _ = _run(predict_job(workspace, "v001", csv, ann, rows=np.array([30, 5]), batch_size=8))
+    pred2, _ = workspace.load_predictions("v001", csv)
+    assert list(pred2.image_ids) == [str(i) for i in ann.image_ids[:20]] + [str(ann.image_ids[30])]
+    np.testing.assert_allclose(pred2.coords[5], pred.coords[5], atol=1.01)
+    handle, _ = _run(evaluate_job(workspace, "v001", csv, ann, hard_ids=[str(ann.image_ids[5])]))
+    ne5 = [p.ne[5] for p in parts if 5 in p.rows][0]
+    assert handle.state is JobState.FINISHED and handle.result["images"] == 21
+    assert handle.result["hard"] == pytest.approx(ne5, rel=0.03)  # the CSV stores whole pixels
+
+
+def test_workspace_versions_hard_set_and_refusals(tmp_path, loop_model):
+    _, model_path = loop_model
+    ws = Workspace(tmp_path / "root", state_dir=tmp_path / "state")
+    assert ws.model_versions() == [] and ws.active_model_version() is None
+    assert ws.import_model(model_path) == "v001" and ws.import_model(model_path) == "v002"
+    with pytest.raises(FileNotFoundError):
+        ws.set_active_model("v003")
+    with pytest.raises(ValueError, match="not a model version"):
+        ws.model_path("../x")
+    ws.set_active_model("v002")
+    with pytest.raises(ValueError, match="active model"):
+        ws.remove_model_version("v002")
+    ws.remove_model_version("v001")
+    assert ws.model_versions() == ["v002"]
+    with pytest.raises(RuntimeError):
+        ws.add_model_version(lambda d: (_ for _ in ()).throw(RuntimeError("disk full")))
+    assert sorted(p.name for p in ws.models_dir.iterdir()) == ["active", "v002"]  # no half-written version
+    entries = {"Images/a,b.jpg": "manual", "Images/c.jpg": "corrected", "Images/d.jpg": "removed"}
+    ws.save_hard_set(entries)
+    assert ws.load_hard_set() == entries
+    ws.hard_set_path.write_text("image_id,reason\nImages/x.jpg,because\n")
+    with pytest.raises(ValueError, match=r"hard_set\.csv, row 2"):
+        ws.load_hard_set()
+
+
+def test_cli_retrain_writes_a_package_and_reports(loop_model, tmp_path, capsys):
+    data, model_path = loop_model
+    hard = tmp_path / "hard.txt"
+    hard.write_text("\n".join(_hard_ids(data)) + "\n")
+    out = tmp_path / "retrained.fkpmodel"
+    holdout = tmp_path / "holdout.txt"
+    code = main(["retrain", "--model", str(model_path), "--data", str(data), "--hard", str(hard), "--out", str(out),
+                 "--steps", "20", "--boxes", "annotated", "--holdout", str(holdout), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["steps"] == 20 and report["hard_images"] == 10 and holdout.is_file()
+    assert load_model(out).metadata["retrain"]["holdout_images"] == report["holdout_images"]
+    assert main(["retrain", "--model", str(tmp_path / "none.fkpmodel"), "--data", str(data), "--hard", str(hard),
+                 "--out", str(out)]) == 2
