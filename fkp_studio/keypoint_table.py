@@ -35,14 +35,18 @@ class KeypointTable(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SingleSelection)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(22)
-        self.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        # Fixed widths: ResizeToContents re-measures every cell on every change (slow).
+        self.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.horizontalHeader().setStretchLastSection(True)
+        for col, width in enumerate((128, 76, 76, 52)):
+            self.setColumnWidth(col, width)
         self.setFocusPolicy(Qt.NoFocus)  # keys belong to the canvas and the list
         self.keypoints: list[int] = []
         self.cellClicked.connect(lambda row, _col: self.keypointClicked.emit(self.keypoints[row]))
 
     def show_row(self, doc: AnnotationDocument, row: int, selected: int | None) -> None:
         self.keypoints = list(category_keypoints(int(doc.categories[row])))
+        self.setUpdatesEnabled(False)
         self.setRowCount(len(self.keypoints))
         a = doc.ann
         p = doc.predictions
@@ -69,6 +73,7 @@ class KeypointTable(QTableWidget):
                 if col == 5 and kind:
                     item.setForeground(TYPE_COLOURS[kind])
                 self.setItem(i, col, item)
+        self.setUpdatesEnabled(True)
         self.select_keypoint(selected)
 
     def select_keypoint(self, k: int | None) -> None:

@@ -39,24 +39,11 @@ class LoadedData:
 
     csv_path: Path
     annotations: Annotations
-    predictions: Predictions | None
-    errors: tuple[np.ndarray, np.ndarray] | None
-    prediction_problem: str | None = None
 
 
-def load_data(csv_path: Path, predictions_path: Path | None) -> LoadedData:
-    """Read the annotation file (and predictions, scored) — runs on a worker thread."""
-    ann = load_annotations(csv_path)
-    if predictions_path is None:
-        return LoadedData(csv_path, ann, None, None)
-    try:
-        pred = load_annotations(predictions_path)
-        if not ann.has_keypoints:
-            raise ValueError(f"{csv_path}: has no keypoint columns, predictions cannot be compared with it")
-        aligned = align_to_annotations(ann, pred, str(predictions_path))
-        return LoadedData(csv_path, ann, aligned, compute_errors(ann, aligned))
-    except (OSError, ValueError) as e:
-        return LoadedData(csv_path, ann, None, None, f"{predictions_path}: {e}")
+def load_data(csv_path: Path) -> LoadedData:
+    """Read the annotation file — runs on a worker thread."""
+    return LoadedData(csv_path, load_annotations(csv_path))
 
 
 def state_dir_for(root: Path) -> Path | None:
@@ -294,20 +281,22 @@ class MainWindow(QMainWindow):
         csv_path = Path(annotations).resolve()
         pred_path = Path(predictions).resolve() if predictions else None
         self.statusBar().showMessage(f"Loading {csv_path.name}…")
-        self._pending_open = {"model": model}
+        # The list shows as soon as the annotations are read; predictions follow in a second job.
+        self._pending_open = {"model": model, "predictions": pred_path}
         self.io_thread.submit(
-            f"load {csv_path.name}", lambda ctx: load_data(csv_path, pred_path),
+            f"load {csv_path.name}", lambda ctx: load_data(csv_path),
             on_done=self._install, on_error=lambda msg: self._error("Cannot open the annotation file", msg))
         return True
 
     def _install(self, data: LoadedData) -> None:
         model = (self._pending_open or {}).get("model")
+        pred_path = (self._pending_open or {}).get("predictions")
         self._pending_open = None
         if self.doc is not None:
             self.doc.close()
         root = dataset_root_of(data.csv_path)
         workspace = Workspace(root, state_dir_for(root))
-        doc = AnnotationDocument(data.annotations, data.csv_path, workspace, data.predictions, data.errors)
+        doc = AnnotationDocument(data.annotations, data.csv_path, workspace)
         doc.rowsChanged.connect(self._on_rows_changed)
         doc.predictionsChanged.connect(self._on_predictions_changed)
         doc.journalFailed.connect(self._on_journal_failed)
@@ -343,21 +332,18 @@ class MainWindow(QMainWindow):
         self.check_panel.set_index(doc.error_index)
         doc.error_index.changed.connect(self._update_check_title)
         self._update_check_title()
-        self._remember_dataset(data.csv_path, data.predictions.source if data.predictions else None)
+        self._remember_dataset(data.csv_path, str(pred_path) if pred_path else None)
         self._update_title()
-        if data.predictions is not None and not np.isnan(doc.ne).all():
-            self.worst_first()
-        else:
-            self._after_view_changed()
+        self._after_view_changed()
         n = len(doc)
         msg = f"Opened {data.csv_path.name}: {n} images"
         if data.annotations.problems:
             msg += f", {len(data.annotations.problems)} rows with problems (see the Problems panel)"
         self.statusBar().showMessage(msg, 8000)
-        if data.prediction_problem:
-            self._error("Cannot use the predictions", data.prediction_problem)
         self._offer_restore()
         self.datasetOpened.emit()
+        if pred_path is not None:
+            self.load_predictions(pred_path)
         if model:
             self.predict_with_model(model)
 
@@ -431,20 +417,39 @@ class MainWindow(QMainWindow):
             return
         path, _ = QFileDialog.getOpenFileName(self, "Open predictions", str(self.doc.csv_path.parent),
                                               "FashionAI CSV (*.csv);;All files (*)")
-        if not path:
-            return
-        doc = self.doc
-        self.io_thread.submit("load predictions", lambda ctx: load_data(doc.csv_path, Path(path)),
-                              on_done=lambda data: self._set_loaded_predictions(doc, data))
+        if path:
+            self.load_predictions(path)
 
-    def _set_loaded_predictions(self, doc: AnnotationDocument, data: LoadedData) -> None:
-        if data.prediction_problem:
-            self._error("Cannot use the predictions", data.prediction_problem)
-        elif self.doc is doc and data.predictions is not None:
-            # Scored against the file as loaded; re-score against the edited arrays (cheap, vectorized).
-            doc.set_predictions(data.predictions)
-            self._remember_dataset(doc.csv_path, data.predictions.source)
+    def load_predictions(self, path: str | Path) -> None:
+        """Read and score a predictions CSV off the main thread; `predictionsReady` when shown."""
+        doc = self.doc
+        if doc is None:
+            return
+        path = Path(path).resolve()
+        snapshot = doc.ann.subset(np.arange(len(doc)))  # the user may edit while it loads
+
+        def job(ctx) -> tuple[Predictions, tuple[np.ndarray, np.ndarray]]:
+            if not snapshot.has_keypoints:
+                raise ValueError(f"{doc.csv_path} has no keypoint columns, predictions cannot be compared with it")
+            aligned = align_to_annotations(snapshot, load_annotations(path), str(path))
+            return aligned, compute_errors(snapshot, aligned)
+
+        def done(result) -> None:
+            if self.doc is not doc:
+                return
+            aligned, (ne, errors) = result
+            # Rows edited meanwhile were scored against old values: re-score just those.
+            changed = np.flatnonzero((snapshot.coords != doc.ann.coords).any(axis=(1, 2))
+                                     | (snapshot.visibility != doc.ann.visibility).any(axis=1))
+            if len(changed):
+                ne[changed], errors[changed] = compute_errors(doc.ann, aligned, changed)
+            doc.set_predictions(aligned, (ne, errors))
+            self._remember_dataset(doc.csv_path, aligned.source)
+            self.statusBar().showMessage(f"Predictions: {path.name}", 6000)
             self.predictionsReady.emit()
+
+        self.io_thread.submit(f"load {path.name}", job, on_done=done,
+                              on_error=lambda msg: self._error("Cannot use the predictions", f"{path}: {msg}"))
 
     def _choose_model(self) -> None:
         if self.doc is None:
@@ -535,7 +540,9 @@ class MainWindow(QMainWindow):
 
     def _on_list_current(self, current, _previous) -> None:
         if current.isValid() and self.list_model is not None:
-            self.show_row(self.list_model.data_row(current.row()))
+            row = self.list_model.data_row(current.row())
+            if row != self.current_row:  # a re-sort moves the current image, it does not change it
+                self.show_row(row)
 
     def step_image(self, delta: int) -> None:
         if self.list_model is None or not self.list_model.rowCount():

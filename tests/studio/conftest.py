@@ -96,7 +96,8 @@ def open_window(qtbot):
         window.ask_unsaved = lambda: QMessageBox.Discard
         qtbot.addWidget(window)
         window.show()
-        with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        signals = [window.datasetOpened] + ([window.predictionsReady] if predictions else [])
+        with qtbot.waitSignals(signals, timeout=10000):
             window.open_dataset(csv, predictions)
         return window
 
