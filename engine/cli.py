@@ -284,6 +284,8 @@ def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
                    help="detector input size (shorter side; default: the preset's). Images smaller than the "
                         "preset's size gain nothing from upscaling and train faster at their own size")
     p.add_argument("--limit", type=int, help="use at most this many training images")
+    p.add_argument("--detector-images", type=int, default=4000,
+                   help="the detector holds its training images in memory, scaled: use at most this many (default 4000)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     p.add_argument("--seed", type=int, default=0)
@@ -295,7 +297,9 @@ def _detector_data(args: argparse.Namespace, config):
 
     from engine.detector import load_detector_samples
 
-    train = load_detector_samples(args.data, args.split, config, limit=args.limit)
+    limits = [n for n in (args.limit, args.detector_images) if n]
+    limit = min(limits) if limits else None
+    train = load_detector_samples(args.data, args.split, config, limit=limit)
     if (Path(args.data) / "Annotations" / f"{args.val_split}.csv").exists():
         val = load_detector_samples(args.data, args.val_split, config, limit=100)
     else:
