@@ -284,15 +284,17 @@ class KeypointCanvas(QGraphicsView):
         self.resetTransform()
         self.centerOn(centre)
 
-    def zoom_by(self, factor: float) -> None:
+    def zoom_by(self, factor: float, anchor=QGraphicsView.AnchorViewCenter) -> None:
+        """Zoom about the view centre (keys, menu) or the cursor (wheel)."""
         scale = self.transform().m11() * factor
         if 0.02 <= scale <= 64:
+            self.setTransformationAnchor(anchor)
             self.scale(factor, factor)
 
     def wheelEvent(self, event) -> None:
         steps = event.angleDelta().y() / 120.0
         if steps:
-            self.zoom_by(ZOOM_STEP ** steps)
+            self.zoom_by(ZOOM_STEP ** steps, QGraphicsView.AnchorUnderMouse)
         event.accept()
 
     def resizeEvent(self, event) -> None:

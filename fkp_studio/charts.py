@@ -103,9 +103,10 @@ class DatasetCharts(QWidget):
         doc = self.doc
         titles = ("Per-image NE", "NE per keypoint", "NE per category")
         if doc is None or doc.predictions is None or np.isnan(doc.errors).all():
-            why = "no predictions yet —\nopen a predictions CSV or a model" if doc is not None else "no data set"
+            why = "no predictions yet" if doc is not None else "no data set"
+            hint = "\n\nFile ▸ Open predictions… or\nFile ▸ Predict with model…" if doc is not None else ""
             for chart, title in zip((self.hist, self.per_kp, self.per_cat), titles):
-                chart.message(title, why)
+                chart.message(title, why + (hint if chart is self.hist else ""))
             return
         self._draw_histogram(doc)
         self._draw_per_keypoint(doc)

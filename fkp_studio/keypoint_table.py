@@ -38,7 +38,7 @@ class KeypointTable(QTableWidget):
         # Fixed widths: ResizeToContents re-measures every cell on every change (slow).
         self.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate((128, 76, 76, 52)):
+        for col, width in enumerate((124, 68, 68, 48, 66)):
             self.setColumnWidth(col, width)
         self.setFocusPolicy(Qt.NoFocus)  # keys belong to the canvas and the list
         self.keypoints: list[int] = []

@@ -782,7 +782,7 @@ class MainWindow(QMainWindow):
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
         else:
-            self.resizeDocks([self.list_dock, self.keypoint_dock], [420, 380], Qt.Horizontal)
+            self.resizeDocks([self.list_dock, self.keypoint_dock], [400, 470], Qt.Horizontal)
             self.resizeDocks([self.charts_dock], [230], Qt.Vertical)
 
     def _save_settings(self) -> None:

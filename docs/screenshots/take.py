@@ -1,0 +1,118 @@
+"""Take the README's studio screenshots, reproducibly.
+
+    xvfb-run -s "-screen 0 1600x1000x24" .venv/bin/python docs/screenshots/take.py
+    (or QT_QPA_PLATFORM=offscreen .venv/bin/python docs/screenshots/take.py)
+
+Generates a small synthetic demo data set (fixed seed) in a temporary folder, opens it in
+the studio — with predictions from `--predictions` or `--model`, or the demo model when it
+is installed — and the real `tests/data/fashionai/val.csv` (annotations without images),
+and saves the window as PNGs in this folder. Settings and data folders are temporary, so
+the user's own studio state is untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=str(HERE))
+    parser.add_argument("--n", type=int, default=120, help="demo images to generate")
+    parser.add_argument("--predictions", help="predictions CSV for the demo data set")
+    parser.add_argument("--model", help="model package to predict the demo data set with")
+    args = parser.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="fkp-shots-"))
+    os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
+    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
+    from PySide6.QtCore import QEventLoop, QPoint, Qt, QTimer
+    from PySide6.QtTest import QTest
+
+    from engine.synth import generate_dataset
+    from fkp_studio.app import demo_model, init_application
+    from fkp_studio.main_window import MainWindow
+
+    app = init_application()
+    out = Path(args.out)
+
+    def wait(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def wait_for(signal, timeout_ms: int = 600_000) -> None:
+        loop = QEventLoop()
+        signal.connect(loop.quit)
+        QTimer.singleShot(timeout_ms, loop.quit)
+        loop.exec()
+
+    def shot(window: MainWindow, name: str) -> None:
+        wait(600)  # images decode and charts draw in the background
+        window.grab().save(str(out / name))
+        print(f"saved {out / name}")
+
+    def new_window() -> MainWindow:
+        w = MainWindow()
+        w.restore_policy = "discard"
+        w.resize(1600, 1000)
+        w.show()
+        return w
+
+    # --- the demo data set -------------------------------------------------------------
+    demo = tmp / "demo"
+    csv = generate_dataset(demo, args.n, seed=0, hard_fraction=0.15)
+    model = args.model or (None if args.predictions else demo_model())
+    w = new_window()
+    w.open_dataset(csv, args.predictions, model)
+    wait_for(w.datasetOpened)
+    if args.predictions or model:
+        wait_for(w.predictionsReady)
+    else:
+        w.list_view.selectRow(3)
+    wait(800)
+    w.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 1))
+    shot(w, "studio-demo.png")
+
+    # Drag a point with the mouse, as a user would: the title shows the unsaved state.
+    row, k = w.current_row, w.selected_k
+    x, y = w.doc.ann.coords[row, k]
+    start = w.canvas.mapFromScene(float(x), float(y))
+    vp = w.canvas.viewport()
+    QTest.mousePress(vp, Qt.LeftButton, pos=start)
+    for i in range(1, 6):
+        QTest.mouseMove(vp, start + QPoint(6 * i, 4 * i))
+    QTest.mouseRelease(vp, Qt.LeftButton, pos=start + QPoint(30, 20))
+    w.canvas.zoom_by(1.6)
+    shot(w, "studio-edit.png")
+    w.undo_stack.setClean()
+    w.close()
+
+    # --- the real validation annotations (no images) ----------------------------------------
+    val = tmp / "val" / "val.csv"
+    val.parent.mkdir()
+    shutil.copy(REPO / "tests" / "data" / "fashionai" / "val.csv", val)
+    w = new_window()
+    w.open_dataset(val)
+    wait_for(w.datasetOpened)
+    w.problems_dock.raise_()
+    w.list_view.selectRow(1)
+    wait(500)
+    w.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 0))
+    shot(w, "studio-val.png")
+    w.undo_stack.setClean()
+    w.close()
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
