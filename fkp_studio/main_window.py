@@ -23,6 +23,7 @@ from fkp_studio.canvas import KeypointCanvas
 from fkp_studio.charts import DatasetCharts
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
 from fkp_studio.engine_thread import EngineThread
+from fkp_studio.hard_loop import HardLoop
 from fkp_studio.error_analysis import ERROR_FILTERS, CheckAnnotationPanel, ErrorTypeChart, swap_twin
 from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
 from fkp_studio.image_loader import ImageLoader
@@ -111,6 +112,8 @@ class MainWindow(QMainWindow):
         self.model_thread.busyChanged.connect(self._update_busy)
         self._update_title()
         self.charts.refresh()
+        # The hard-example loop: Model menu, Hard set dock, device label (fkp_studio/hard_loop.py).
+        self.hard_loop = HardLoop(self)
         self._restore_settings()
 
     # --- layout -------------------------------------------------------------------------
@@ -375,36 +378,15 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Unsaved edits set aside in {kept}", 8000)
 
     def predict_with_model(self, model_path: str | Path) -> None:
-        """Predict every image with a model package, off the main thread; the list fills in when done."""
+        """Make a model package the data set's active model version and show its predictions: the
+        saved ones when this version predicted before, else a fresh run that fills the list in."""
         doc = self.doc
         if doc is None:
             return
         if not doc.ann.has_keypoints:
             self._error("Cannot compare predictions", f"{doc.csv_path} has no keypoint columns.")
             return
-        model_path = Path(model_path)
-        ann = doc.ann.subset(np.arange(len(doc)))  # a snapshot: the user keeps editing meanwhile
-        root = doc.workspace.root
-
-        def job(ctx):
-            from engine.model_package import load_model
-            from engine.pipeline import Pipeline
-
-            ctx.progress(0, len(ann), "loading model")
-            pipeline = Pipeline(load_model(model_path))
-            pred, _scores, _errors = pipeline.predict(root, ann, on_progress=lambda d, t: ctx.progress(d, t, "predicting"),
-                                                     should_stop=ctx.should_stop)
-            return align_to_annotations(ann, pred, str(model_path))
-
-        def done(pred: Predictions) -> None:
-            if self.doc is doc:
-                doc.set_predictions(pred)
-                self.statusBar().showMessage(f"Predictions of {model_path.name} ready", 8000)
-                self.predictionsReady.emit()
-
-        self.model_thread.submit(f"predict {model_path.name}", job, on_done=done,
-                                 on_error=lambda msg: self._error("Prediction failed", msg),
-                                 on_progress=self._on_progress)
+        self.hard_loop.use_model_package(model_path)
 
     def _choose_annotations(self) -> None:
         start = str(self.doc.csv_path.parent) if self.doc else ""

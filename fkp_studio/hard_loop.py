@@ -1,0 +1,478 @@
+"""The hard-example loop in the studio: predict and rank, the hard set, retrain on it.
+
+`HardLoop` attaches to the main window: a "Model" menu (predict all / selection, cancel,
+retrain), a "Hard set" dock (listed, filterable by reason, persisted in the workspace) and
+the device in the status bar. All model work runs as `engine.model_jobs` jobs on the
+window's model thread; their per-batch partial results fill the NE column as they arrive.
+Predictions are saved per model version in the workspace and reloaded when the data set is
+opened again. An image the user edits joins the hard set as "corrected" unless the user
+removed it from the set.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QMessageBox,
+                               QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from engine.jobs import JobEvent, JobHandle
+from engine.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
+from engine.retrain import RetrainConfig
+from engine.schema import NUM_KEYPOINTS
+from engine.workspace import HARD_REASONS, REMOVED
+from fkp_studio.document import Predictions, compute_errors
+
+REASON_LABELS = {"worst-ne": "worst NE", "corrected": "corrected", "manual": "added"}
+
+
+def _fingerprint(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
+
+
+class HardLoop(QObject):
+    """Predict / rank / hard set / retrain for the window's open data set."""
+
+    predictionsDone = Signal(str)      # model version whose predictions are complete
+    hardSetChanged = Signal()
+    retrainFinished = Signal(object)   # the retrain job's result dict
+    retrainFailed = Signal(str)
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        self.doc = None
+        self.entries: dict[str, str] = {}          # image id -> reason (incl. "removed")
+        self.version: str | None = None            # model version shown in the list
+        self.predict_handle: JobHandle | None = None
+        self.retrain_handle: JobHandle | None = None
+        self._partial_sinks: dict[int, Any] = {}   # job id -> callable(payload)
+        self.dialog = None
+        window.model_thread.event.connect(self._on_event)
+        window.datasetOpened.connect(self._attach)
+        self._build_dock()
+        self._build_actions()
+        self._build_status()
+
+    # --- widgets ----------------------------------------------------------------------
+
+    def _build_dock(self) -> None:
+        w = self.window
+        panel = QWidget(w)
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(4, 4, 4, 4)
+        row = QHBoxLayout()
+        self.reason_box = QComboBox(panel)
+        self.reason_box.addItem("All reasons", None)
+        for reason in HARD_REASONS:
+            self.reason_box.addItem(REASON_LABELS[reason], reason)
+        self.reason_box.currentIndexChanged.connect(lambda _i: self.refresh_table())
+        self.add_button = QPushButton("Add current (H)", panel)
+        self.add_button.clicked.connect(self.add_current)
+        self.remove_button = QPushButton("Remove", panel)
+        self.remove_button.clicked.connect(self.remove_selected)
+        row.addWidget(self.reason_box, 1)
+        row.addWidget(self.add_button)
+        row.addWidget(self.remove_button)
+        layout.addLayout(row)
+        row2 = QHBoxLayout()
+        self.worst_n = QSpinBox(panel)
+        self.worst_n.setRange(1, 100000)
+        self.worst_n.setValue(20)
+        self.per_category = QCheckBox("per category", panel)
+        self.worst_button = QPushButton("Add worst N by NE", panel)
+        self.worst_button.clicked.connect(lambda: self.add_worst(self.worst_n.value(), self.per_category.isChecked()))
+        row2.addWidget(QLabel("N", panel))
+        row2.addWidget(self.worst_n)
+        row2.addWidget(self.per_category)
+        row2.addWidget(self.worst_button, 1)
+        layout.addLayout(row2)
+        self.table = QTableWidget(0, 3, panel)
+        self.table.setHorizontalHeaderLabels(["Image", "Reason", "NE %"])
+        self.table.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.table.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setSortingEnabled(True)
+        self.table.cellDoubleClicked.connect(self._go_to)
+        layout.addWidget(self.table, 1)
+        self.summary = QLabel("", panel)
+        layout.addWidget(self.summary)
+        self.retrain_button = QPushButton("Retrain on hard samples…", panel)
+        self.retrain_button.clicked.connect(self.open_retrain_dialog)
+        layout.addWidget(self.retrain_button)
+        self.dock = w._dock("Hard set", panel, Qt.RightDockWidgetArea)
+
+    def _build_actions(self) -> None:
+        w = self.window
+        menu = w.menuBar().addMenu("&Model")
+        self.predict_all_action = w._action("Predict &all", self.predict_all, "Ctrl+R", menu,
+                                            "Predict every image with the active model version")
+        self.predict_selection_action = w._action("Predict &selection", self.predict_selection, "Ctrl+Shift+R", menu,
+                                                  "Predict the images on show in the list")
+        self.cancel_action = w._action("&Cancel prediction", self.cancel_predict, None, menu)
+        menu.addSeparator()
+        self.add_action = w._action("Add image to &hard set", self.add_current, "H", menu,
+                                    "Add the current image to the hard set")
+        w._action("Add &worst N by NE", lambda: self.add_worst(self.worst_n.value(), self.per_category.isChecked()),
+                  None, menu)
+        self.retrain_action = w._action("&Retrain on hard samples…", self.open_retrain_dialog, None, menu)
+        menu.addAction(self.dock.toggleViewAction())
+        self.predict_progress_cancel = QPushButton("Cancel", w)
+        self.predict_progress_cancel.setVisible(False)
+        self.predict_progress_cancel.clicked.connect(self.cancel_predict)
+        w.statusBar().addPermanentWidget(self.predict_progress_cancel)
+
+    def _build_status(self) -> None:
+        from engine.device import describe_device, pick_device
+
+        self.device_label = QLabel(f"Device: {describe_device(pick_device())}", self.window)
+        self.device_label.setToolTip("Where predict and retrain run (CUDA with mixed precision when present)")
+        self.window.statusBar().addPermanentWidget(self.device_label)
+
+    # --- data set -----------------------------------------------------------------------
+
+    @property
+    def workspace(self):
+        return self.doc.workspace if self.doc is not None else None
+
+    def _attach(self) -> None:
+        """A data set was opened: load its hard set and the active version's saved predictions."""
+        self.doc = doc = self.window.doc
+        self.version = None
+        try:
+            self.entries = doc.workspace.load_hard_set()
+        except (OSError, ValueError) as e:
+            self.entries = {}
+            self.window._error("Cannot read the hard set", str(e))
+        doc.rowsChanged.connect(lambda rows, doc=doc: self._on_rows_changed(doc, rows))
+        self.refresh_table()
+        version = doc.workspace.active_model_version()
+        if version is not None:
+            self.show_saved_predictions(version)
+
+    def show_saved_predictions(self, version: str) -> bool:
+        """Show the saved predictions of `version` (no re-run); False when there are none."""
+        doc = self.doc
+        path = doc.workspace.predictions_path(version, doc.csv_path)
+        if not path.is_file():
+            return False
+        self.version = version
+        self.window.load_predictions(path)
+        return True
+
+    def use_model_package(self, package: str | Path) -> None:
+        """Make a model package the active version (imported once) and show its predictions:
+        the saved ones when there are, else a fresh "predict all"."""
+        doc = self.doc
+        if doc is None:
+            return
+        ws = doc.workspace
+        from engine.model_package import package_file
+
+        source = package_file(package)
+        try:
+            fp = _fingerprint(source)
+            version = next((v for v in ws.model_versions() if _source_of(ws, v) == fp), None)
+            if version is None:
+                version = ws.add_model_version(lambda d: _copy_package(source, fp, d))
+            ws.set_active_model(version)
+        except (OSError, ValueError) as e:
+            self.window._error("Cannot use the model", f"{source}: {e}")
+            return
+        if not self.show_saved_predictions(version):
+            self.predict_all()
+
+    # --- predict ----------------------------------------------------------------------
+
+    def predict_all(self) -> None:
+        if self.doc is not None:
+            self.predict_rows(np.arange(len(self.doc)))
+
+    def predict_selection(self) -> None:
+        """Predict the images on show in the list (the filtered rows), or the current image."""
+        w = self.window
+        if self.doc is None:
+            return
+        rows = np.asarray(w.list_model.order) if w.list_model is not None else np.array([], np.int64)
+        if len(rows) == len(self.doc) and w.current_row is not None:
+            rows = np.array([w.current_row])
+        self.predict_rows(rows)
+
+    def predict_rows(self, rows: np.ndarray) -> JobHandle | None:
+        doc, w = self.doc, self.window
+        if doc is None or len(rows) == 0:
+            return None
+        version = doc.workspace.active_model_version()
+        if version is None:
+            w._error("No model", "This data set has no model yet: choose one with File › Predict with model….")
+            return None
+        if self.predict_handle is not None and not self.predict_handle.done:
+            self.predict_handle.cancel()
+        snapshot = doc.ann.subset(np.arange(len(doc)))
+        if self.version != version or doc.predictions is None:
+            n = len(doc)
+            doc.set_predictions(Predictions(np.full((n, NUM_KEYPOINTS, 2), -1, np.float32),
+                                            np.full((n, NUM_KEYPOINTS), -1, np.int8), np.zeros(n, bool),
+                                            f"model {version}"))
+            self.version = version
+        job = predict_job(doc.workspace, version, doc.csv_path, snapshot, rows=np.asarray(rows, np.int64))
+
+        def done(result: dict) -> None:
+            self.predict_progress_cancel.setVisible(False)
+            if self.doc is doc and doc.predictions is not None:
+                doc.set_predictions(doc.predictions, (doc.ne, doc.errors))
+                msg = f"Predicted {result['predicted']} images with {version}"
+                if result["errors"]:
+                    msg += f"; {len(result['errors'])} unreadable (shown without prediction)"
+                w.statusBar().showMessage(msg, 8000)
+                w.predictionsReady.emit()
+                self.refresh_table()
+                self.predictionsDone.emit(version)
+
+        handle = w.model_thread.submit(f"predict {version}", job, on_done=done,
+                                       on_error=lambda msg: self._predict_failed(msg), on_progress=w._on_progress)
+        self._partial_sinks[handle.id] = lambda part, doc=doc: self._fill(doc, part)
+        self.predict_handle = handle
+        self.predict_progress_cancel.setVisible(True)
+        return handle
+
+    def _predict_failed(self, message: str) -> None:
+        self.predict_progress_cancel.setVisible(False)
+        self.window._error("Prediction failed", message)
+
+    def cancel_predict(self) -> None:
+        if self.predict_handle is not None:
+            self.predict_handle.cancel()
+            self.predict_progress_cancel.setVisible(False)
+            self.window.statusBar().showMessage("Prediction cancelled; the finished images are kept", 6000)
+
+    def _fill(self, doc, part: PredictedBatch) -> None:
+        """One batch of predictions arrived: show it and its NE at once."""
+        if self.doc is not doc or doc.predictions is None or part.version != self.version:
+            return
+        p, rows = doc.predictions, part.rows
+        p.coords[rows], p.visibility[rows] = part.coords, part.visibility
+        p.present[rows] = True
+        # Scored against the current annotations: edits made meanwhile count.
+        doc.ne[rows], doc.errors[rows] = compute_errors(doc.ann, p, rows)
+        doc.rowsChanged.emit(rows)
+        self._update_summary()
+
+    def _on_event(self, ev: JobEvent) -> None:
+        if ev.kind == "partial":
+            sink = self._partial_sinks.get(ev.job_id)
+            if sink is not None:
+                sink(ev.payload)
+        elif ev.kind in ("finished", "failed", "cancelled"):
+            self._partial_sinks.pop(ev.job_id, None)
+            if ev.kind == "cancelled" and self.predict_handle is not None and ev.job_id == self.predict_handle.id:
+                self.predict_progress_cancel.setVisible(False)
+                if self.doc is not None and self.doc.predictions is not None:
+                    self.doc.set_predictions(self.doc.predictions, (self.doc.ne, self.doc.errors))
+
+    # --- hard set -----------------------------------------------------------------------
+
+    def members(self) -> list[str]:
+        """The hard set's image ids (removed ones excluded)."""
+        return sorted(i for i, r in self.entries.items() if r != REMOVED)
+
+    def member_rows(self) -> np.ndarray:
+        if self.doc is None:
+            return np.zeros(0, np.int64)
+        index = self.doc.ann.id_index()
+        return np.array(sorted(index[i] for i in self.members() if i in index), np.int64)
+
+    def add_rows(self, rows, reason: str = "manual") -> int:
+        """Add images (data rows) to the hard set; returns how many joined."""
+        if self.doc is None:
+            return 0
+        ids = [str(self.doc.ann.image_ids[r]) for r in np.asarray(rows, np.int64).tolist()]
+        new = [i for i in ids if self.entries.get(i, REMOVED) == REMOVED]
+        for i in new:
+            self.entries[i] = reason
+        self._save()
+        return len(new)
+
+    def remove_rows(self, rows) -> None:
+        """Take images out of the hard set; an edited image then stays out (not re-added as corrected)."""
+        if self.doc is None:
+            return
+        for r in np.asarray(rows, np.int64).tolist():
+            self.entries[str(self.doc.ann.image_ids[r])] = REMOVED
+        self._save()
+
+    def add_current(self) -> None:
+        row = self.window.current_row
+        if row is not None and self.add_rows([row]):
+            self.window.statusBar().showMessage("Added to the hard set", 4000)
+
+    def add_worst(self, n: int, per_category: bool = False) -> int:
+        """Add the n images with the largest NE (n per category with `per_category`)."""
+        doc = self.doc
+        if doc is None or not np.isfinite(doc.ne).any():
+            self.window.statusBar().showMessage("No NE yet: predict first", 6000)
+            return 0
+        member = np.isin(np.asarray(doc.ann.image_ids, dtype=str), self.members())
+        ne = np.where(np.isfinite(doc.ne) & ~member, doc.ne, -np.inf)
+        if per_category:
+            picks = []
+            for c in np.unique(doc.categories):
+                rows = np.flatnonzero(doc.categories == c)
+                picks.append(rows[np.argsort(-ne[rows], kind="stable")[:n]])
+            rows = np.concatenate(picks)
+        else:
+            rows = np.argsort(-ne, kind="stable")[:n]
+        rows = rows[np.isfinite(ne[rows])]
+        added = self.add_rows(rows, "worst-ne")
+        self.window.statusBar().showMessage(f"Added {added} images to the hard set", 6000)
+        return added
+
+    def remove_selected(self) -> None:
+        index = self.doc.ann.id_index() if self.doc is not None else {}
+        ids = {self.table.item(i.row(), 0).data(Qt.UserRole) for i in self.table.selectionModel().selectedRows()}
+        self.remove_rows([index[i] for i in ids if i in index])
+
+    def hard_ne(self) -> float:
+        """Mean NE over the scored points of the hard set's images (NaN without predictions)."""
+        rows = self.member_rows()
+        if self.doc is None or len(rows) == 0:
+            return float("nan")
+        errs = self.doc.errors[rows]
+        ok = np.isfinite(errs)
+        return float(errs[ok].mean()) if ok.any() else float("nan")
+
+    def _on_rows_changed(self, doc, rows) -> None:
+        if doc is not self.doc:
+            return
+        edited = [str(doc.ann.image_ids[r]) for r in np.asarray(rows).tolist() if doc.edited[r]]
+        new = [i for i in edited if i not in self.entries]
+        if new:
+            for i in new:
+                self.entries[i] = "corrected"
+            self._save()
+
+    def _save(self) -> None:
+        try:
+            self.workspace.save_hard_set(self.entries)
+        except OSError as e:
+            self.window.statusBar().showMessage(f"Cannot save the hard set: {e}", 15000)
+        self.refresh_table()
+        self.hardSetChanged.emit()
+
+    def refresh_table(self) -> None:
+        doc = self.doc
+        wanted = self.reason_box.currentData()
+        shown = [(i, r) for i, r in sorted(self.entries.items()) if r != REMOVED and (wanted is None or r == wanted)]
+        index = doc.ann.id_index() if doc is not None else {}
+        self.table.setSortingEnabled(False)
+        self.table.setRowCount(len(shown))
+        for n, (image_id, reason) in enumerate(shown):
+            name = QTableWidgetItem(image_id.rsplit("/", 1)[-1])
+            name.setData(Qt.UserRole, image_id)
+            name.setToolTip(image_id)
+            ne_item = QTableWidgetItem()
+            row = index.get(image_id)
+            ne = doc.ne[row] if doc is not None and row is not None else np.nan
+            ne_item.setData(Qt.DisplayRole, round(float(100 * ne), 2) if np.isfinite(ne) else None)
+            self.table.setItem(n, 0, name)
+            self.table.setItem(n, 1, QTableWidgetItem(REASON_LABELS[reason]))
+            self.table.setItem(n, 2, ne_item)
+        self.table.setSortingEnabled(True)
+        self._update_summary()
+
+    def _update_summary(self) -> None:
+        n = len(self.members())
+        ne = self.hard_ne()
+        self.summary.setText(f"{n} images" + (f", NE {100 * ne:.2f} %" if np.isfinite(ne) else ""))
+        self.dock.setWindowTitle(f"Hard set ({n})")
+
+    def _go_to(self, table_row: int, _col: int) -> None:
+        image_id = self.table.item(table_row, 0).data(Qt.UserRole)
+        row = self.doc.ann.id_index().get(image_id) if self.doc is not None else None
+        if row is not None:
+            self.window.go_to_point(row, 0)
+
+    # --- retrain ------------------------------------------------------------------------
+
+    def open_retrain_dialog(self):
+        from fkp_studio.retrain_dialog import RetrainDialog
+
+        if self.doc is None:
+            return None
+        if self.dialog is None:
+            self.dialog = RetrainDialog(self)
+        self.dialog.reset()
+        self.dialog.show()
+        self.dialog.raise_()
+        return self.dialog
+
+    def start_retrain(self, config: RetrainConfig) -> JobHandle | None:
+        """Retrain the active version on the hard set of a snapshot of the annotations."""
+        doc, w = self.doc, self.window
+        version = doc.workspace.active_model_version() if doc is not None else None
+        if version is None:
+            w._error("No model", "This data set has no model to retrain: predict with a model first.")
+            return None
+        hard = [i for i in self.members() if i in doc.ann.id_index()]
+        if not hard:
+            w._error("Empty hard set", "Add images to the hard set first (H, or Add worst N by NE).")
+            return None
+        snapshot = doc.ann.subset(np.arange(len(doc)))  # editing goes on meanwhile
+        job = retrain_job(doc.workspace, snapshot, hard, config, base_version=version)
+        handle = w.model_thread.submit(f"retrain {version}", job, on_done=self.retrainFinished.emit,
+                                       on_error=self.retrainFailed.emit, on_progress=self._retrain_progress)
+        self._partial_sinks[handle.id] = self._retrain_partial
+        self.retrain_handle = handle
+        return handle
+
+    def _retrain_progress(self, done: float, total: float, message: str) -> None:
+        self.window._on_progress(done, total, message)
+        if self.dialog is not None:
+            self.dialog.on_progress(done, total, message)
+
+    def _retrain_partial(self, payload: dict) -> None:
+        if self.dialog is not None:
+            self.dialog.on_loss(payload["step"], payload["steps"], payload["loss"])
+
+    def accept_version(self, version: str) -> None:
+        """The retrained version becomes active; its predictions replace the old ones."""
+        self.doc.workspace.set_active_model(version)
+        self.window.statusBar().showMessage(f"Model {version} is active; predicting again", 8000)
+        self.predict_all()
+
+    def discard_version(self, version: str) -> None:
+        try:
+            self.doc.workspace.remove_model_version(version)
+        except (OSError, ValueError) as e:
+            self.window._error("Cannot discard the model", str(e))
+
+    def evaluate(self):
+        """Score the active version's saved predictions (overall, per category, hard set) in the background."""
+        doc = self.doc
+        version = doc.workspace.active_model_version()
+        snapshot = doc.ann.subset(np.arange(len(doc)))
+        return self.window.model_thread.submit(f"evaluate {version}",
+                                               evaluate_job(doc.workspace, version, doc.csv_path, snapshot, self.members()))
+
+
+def _source_of(ws, version: str) -> str | None:
+    try:
+        return (ws.models_dir / version / "source.txt").read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def _copy_package(source: Path, fingerprint: str, directory: Path) -> None:
+    """Fill a new version folder: the package and where it came from (so it is imported once)."""
+    import shutil
+
+    from engine.model_package import FILE_NAME
+
+    shutil.copyfile(source, directory / FILE_NAME)
+    (directory / "source.txt").write_text(fingerprint + "\n", encoding="utf-8")

@@ -1,0 +1,247 @@
+"""The "Retrain on hard samples" dialog: settings, live loss curve and progress, cancel, and the
+before/after NE side by side (held-out overall, per category, hard set) with Accept / Discard.
+
+Non-modal: the user keeps editing while it trains (the job trains on a snapshot).
+"""
+
+from __future__ import annotations
+
+import math
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
+                               QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+
+from engine.retrain import RetrainConfig
+
+_BG, _FG, _LINE = "#2b2d31", "#d8d8d8", "#5fa8e8"
+
+
+class RetrainDialog(QDialog):
+    """Settings -> Start -> live loss -> before/after -> Accept or Discard."""
+
+    def __init__(self, loop):
+        super().__init__(loop.window)
+        self.loop = loop
+        self.setWindowTitle("Retrain on hard samples")
+        self.setModal(False)
+        self.result: dict | None = None
+        self.losses: list[float] = []
+        defaults = RetrainConfig()
+
+        form = QFormLayout()
+        self.steps = QSpinBox(self)
+        self.steps.setRange(1, 100000)
+        self.steps.setValue(defaults.steps)
+        self.lr = QDoubleSpinBox(self)
+        self.lr.setDecimals(5)
+        self.lr.setRange(1e-5, 1e-1)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(defaults.lr)
+        self.hard_share = QDoubleSpinBox(self)
+        self.hard_share.setRange(0.05, 1.0)
+        self.hard_share.setSingleStep(0.05)
+        self.hard_share.setValue(defaults.hard_share)
+        self.batch = QSpinBox(self)
+        self.batch.setRange(0, 256)
+        self.batch.setSpecialValueText("model's")
+        self.batch.setValue(0)
+        self.boxes = QComboBox(self)
+        self.boxes.addItem("detector boxes (what predictions use)", "detector")
+        self.boxes.addItem("annotated boxes (keypoint network alone)", "annotated")
+        form.addRow("Steps", self.steps)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Hard share of each batch", self.hard_share)
+        form.addRow("Batch size", self.batch)
+        form.addRow("Measure NE with", self.boxes)
+        self.info = QLabel("", self)
+        self.info.setWordWrap(True)
+
+        self.figure = Figure(figsize=(5, 2.2), facecolor=_BG, tight_layout=True)
+        self.axes = self.figure.add_subplot(111)
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(170)
+        self._redraw = QTimer(self, singleShot=True, interval=150)  # at most ~7 redraws a second
+        self._redraw.timeout.connect(self._draw_losses)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(True)
+        self.status = QLabel("", self)
+
+        self.table = QTableWidget(0, 3, self)
+        self.table.setHorizontalHeaderLabels(["NE %", "before", "after"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setEditTriggers(QTableWidget.NoEditTriggers)
+
+        buttons = QHBoxLayout()
+        self.start_button = QPushButton("Start", self)
+        self.cancel_button = QPushButton("Cancel training", self)
+        self.accept_button = QPushButton("Accept (make active)", self)
+        self.discard_button = QPushButton("Discard", self)
+        self.close_button = QPushButton("Close", self)
+        for b in (self.start_button, self.cancel_button, self.accept_button, self.discard_button, self.close_button):
+            buttons.addWidget(b)
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.accept_button.clicked.connect(self.accept_result)
+        self.discard_button.clicked.connect(self.discard_result)
+        self.close_button.clicked.connect(self.close)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.info)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        self.resize(620, 720)
+        loop.retrainFinished.connect(self._finished)
+        loop.retrainFailed.connect(self._failed)
+        loop.hardSetChanged.connect(self._update_info)
+
+    # --- states -------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Back to the settings state (a result not yet accepted is discarded first)."""
+        if self.result is not None:
+            self.discard_result()
+        self.result = None
+        self.losses = []
+        self._draw_losses()
+        self.table.setRowCount(0)
+        self.progress.setRange(0, 1)
+        self.progress.setValue(0)
+        self.status.setText("")
+        self._set_running(False, have_result=False)
+        self._update_info()
+
+    def _set_running(self, running: bool, have_result: bool) -> None:
+        for w in (self.steps, self.lr, self.hard_share, self.batch, self.boxes, self.start_button):
+            w.setEnabled(not running and not have_result)
+        self.cancel_button.setEnabled(running)
+        self.accept_button.setEnabled(have_result)
+        self.discard_button.setEnabled(have_result)
+
+    def _update_info(self) -> None:
+        n = len(self.loop.members())
+        ne = self.loop.hard_ne()
+        self.info.setText(f"Fine-tunes the keypoint network of the active model on {n} hard images, replaying the "
+                          "other images; a held-out subset that is never trained on measures the rest. "
+                          + (f"Hard-set NE now: {100 * ne:.2f} %." if math.isfinite(ne) else ""))
+
+    def config(self) -> RetrainConfig:
+        return RetrainConfig(steps=self.steps.value(), lr=self.lr.value(), hard_share=self.hard_share.value(),
+                             batch_size=self.batch.value() or None, boxes=self.boxes.currentData())
+
+    # --- actions ------------------------------------------------------------------------
+
+    def start(self):
+        self.losses = []
+        self.table.setRowCount(0)
+        handle = self.loop.start_retrain(self.config())
+        if handle is not None:
+            self._set_running(True, have_result=False)
+            self.progress.setRange(0, self.steps.value())
+            self.progress.setValue(0)
+            self.status.setText("Measuring the current model…")
+        return handle
+
+    def cancel(self) -> None:
+        handle = self.loop.retrain_handle
+        if handle is not None and not handle.done:
+            handle.cancel()
+            self.status.setText("Cancelled: the active model is unchanged.")
+        self._set_running(False, have_result=False)
+
+    def accept_result(self) -> None:
+        if self.result is None:
+            return
+        version = self.result["version"]
+        self.result = None
+        self.loop.accept_version(version)
+        self.status.setText(f"{version} is now the active model; predictions are being refreshed.")
+        self._set_running(False, have_result=False)
+        self.start_button.setEnabled(False)
+
+    def discard_result(self) -> None:
+        if self.result is None:
+            return
+        version = self.result["version"]
+        self.result = None
+        self.loop.discard_version(version)
+        self.status.setText(f"{version} discarded; the active model is unchanged.")
+        self._set_running(False, have_result=False)
+
+    def closeEvent(self, event) -> None:
+        handle = self.loop.retrain_handle
+        if handle is not None and not handle.done:
+            handle.cancel()
+        super().closeEvent(event)
+
+    # --- job feedback -------------------------------------------------------------------
+
+    def on_loss(self, step: int, steps: int, loss: float) -> None:
+        self.losses.append(loss)
+        self.progress.setRange(0, steps)
+        self.progress.setValue(step)
+        self.progress.setFormat(f"step %v/%m — loss {loss:.4f}")
+        if not self._redraw.isActive():
+            self._redraw.start()
+
+    def on_progress(self, done: float, total: float, message: str) -> None:
+        self.status.setText(message)
+
+    def _finished(self, result: dict) -> None:
+        self.result = result
+        report = result["report"]
+        self._fill_table(report["before"], report["after"])
+        self.status.setText(f"{result['version']} trained from {result['base_version']} in {report['seconds']:.0f} s: "
+                            f"{report['hard_images']} hard + {report['replay_images']} replay images, "
+                            f"{report['holdout_images']} held out. Accept to make it active, or discard it.")
+        self._set_running(False, have_result=True)
+        self._draw_losses()
+
+    def _failed(self, message: str) -> None:
+        self.status.setText(f"Retrain failed: {message}\nThe active model is unchanged.")
+        self._set_running(False, have_result=False)
+
+    def _fill_table(self, before: dict, after: dict) -> None:
+        rows = [("held-out, all", before["overall"], after["overall"])]
+        for cat in sorted(set(before["per_category"]) | set(after["per_category"])):
+            rows.append((f"held-out, {cat}", before["per_category"].get(cat, math.nan),
+                         after["per_category"].get(cat, math.nan)))
+        rows.append(("hard set", before["hard"], after["hard"]))
+        self.table.setRowCount(len(rows))
+        for r, (name, b, a) in enumerate(rows):
+            self.table.setItem(r, 0, QTableWidgetItem(name))
+            for c, v in ((1, b), (2, a)):
+                item = QTableWidgetItem(f"{100 * v:.2f}" if math.isfinite(v) else "–")
+                item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                if c == 2 and math.isfinite(v) and math.isfinite(b):
+                    item.setForeground(Qt.green if v < b else Qt.red)
+                self.table.setItem(r, c, item)
+        self.table.resizeColumnsToContents()
+
+    def table_values(self) -> dict[str, tuple[float, float]]:
+        """What the before/after table shows, by row name (for tests and screenshots)."""
+        out = {}
+        for r in range(self.table.rowCount()):
+            cells = [self.table.item(r, c).text() for c in range(3)]
+            out[cells[0]] = tuple(float(x) if x != "–" else math.nan for x in cells[1:])
+        return out
+
+    def _draw_losses(self) -> None:
+        ax = self.axes
+        ax.clear()
+        ax.set_facecolor(_BG)
+        ax.tick_params(colors=_FG, labelsize=8)
+        for spine in ax.spines.values():
+            spine.set_color(_FG)
+        ax.set_xlabel("step", color=_FG, fontsize=8)
+        ax.set_ylabel("loss", color=_FG, fontsize=8)
+        if self.losses:
+            ax.plot(range(1, len(self.losses) + 1), self.losses, color=_LINE, linewidth=1)
+        self.canvas.draw_idle()
