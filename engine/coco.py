@@ -95,8 +95,11 @@ def _boxes(coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:
     return box
 
 
-def _number(x: float) -> int | float:
-    return int(x) if float(x).is_integer() else float(x)
+def _numbers(a: np.ndarray) -> np.ndarray:
+    """Integers when every value is one (FashionAI's are), else floats rounded to 3 decimals."""
+    a = np.asarray(a, dtype=np.float64)
+    r = np.rint(a)
+    return r.astype(np.int64) if np.array_equal(a, r) else np.round(a, 3)
 
 
 def _image_ids(ann: Annotations, id_map: dict[str, int] | None, what: str) -> list[int]:
@@ -124,13 +127,15 @@ def to_coco(ann: Annotations, images_root: str | os.PathLike | None = None,
             entry["width"], entry["height"] = size
         images.append(entry)
     kps = _coco_keypoints(ann.coords, ann.visibility).tolist()
-    boxes = _boxes(ann.coords, ann.visibility)
+    box = _boxes(ann.coords, ann.visibility)
+    boxes = _numbers(box).tolist()
+    areas = _numbers(box[:, 2] * box[:, 3]).tolist()
     counts = np.count_nonzero(np.asarray(ann.visibility) != -1, axis=1).tolist()
     cats = (np.asarray(ann.categories, dtype=np.int64) + 1).tolist()
     annotations = [
         {"id": image_id, "image_id": image_id, "category_id": cat, "keypoints": kp, "num_keypoints": n,
-         "bbox": [_number(v) for v in box], "area": _number(box[2] * box[3]), "iscrowd": 0}
-        for image_id, cat, kp, n, box in zip(ids, cats, kps, counts, boxes.tolist())
+         "bbox": b, "area": area, "iscrowd": 0}
+        for image_id, cat, kp, n, b, area in zip(ids, cats, kps, counts, boxes, areas)
     ]
     return {
         "info": {"description": "FashionAI keypoints exported by FKP Studio (fkp export-coco)"},
@@ -263,17 +268,29 @@ def from_coco(coco: dict[str, Any], path: str | os.PathLike = "<coco>") -> tuple
     rows = [im_id for im_id in id_map.values() if im_id in by_image]
     skipped = [f"{path}: image {name} has no annotation (skipped)" for name, im_id in id_map.items()
                if im_id not in by_image]
+    order = [by_image[im_id] for im_id in rows]  # annotation index of each row
+
+    def where(r: int) -> str:
+        i = order[r]
+        label = f"id {anns[i]['id']}, " if "id" in anns[i] else ""
+        return f"{path}: annotations[{i}] ({label}image {names_by_id[rows[r]]})"
+
     n = len(rows)
     coords = np.full((n, NUM_KEYPOINTS, 2), -1, dtype=np.float32)
     vis = np.full((n, NUM_KEYPOINTS), -1, dtype=np.int8)
     cats = np.zeros(n, dtype=np.int64)
-    for r, im_id in enumerate(rows):
-        i = by_image[im_id]
-        a = anns[i]
-        code, idx = slots[a["category_id"]]
-        cats[r] = code
-        label = f"id {a['id']}, " if "id" in a else ""
-        coords[r], vis[r] = _read_keypoints(a, idx, code, f"{path}: annotations[{i}] ({label}image {names_by_id[im_id]})")
+    members: dict[int, list[int]] = {}
+    for r, i in enumerate(order):
+        members.setdefault(anns[i]["category_id"], []).append(r)
+    # One array per category: the checks and the copy into the 24 slots are vectorized.
+    for cat_id, rs in members.items():
+        code, idx = slots[cat_id]
+        rs_arr = np.array(rs, dtype=np.int64)
+        cats[rs_arr] = code
+        arr = _keypoint_array([anns[order[r]].get("keypoints") for r in rs], idx, code, lambda j: where(rs[j]))
+        c, v = _check_keypoints(arr, idx, code, lambda j: where(rs[j]))
+        coords[rs_arr[:, None], idx[None, :]] = c
+        vis[rs_arr[:, None], idx[None, :]] = v
 
     ann = Annotations.from_arrays([names_by_id[i] for i in rows], cats, coords, vis)
     ext = coco.get(EXTENSION_KEY)
@@ -282,35 +299,47 @@ def from_coco(coco: dict[str, Any], path: str | os.PathLike = "<coco>") -> tuple
     return ann, skipped
 
 
-def _read_keypoints(a: dict[str, Any], idx: np.ndarray, code: int, where: str) -> tuple[np.ndarray, np.ndarray]:
-    kp = a.get("keypoints")
-    if not isinstance(kp, list) or len(kp) != 3 * len(idx):
-        got = len(kp) if isinstance(kp, list) else type(kp).__name__
-        raise CocoError(f"{where}: \"keypoints\" has {got} numbers, expected {3 * len(idx)} "
-                        f"({len(idx)} keypoints of {CATEGORIES[code]})")
-    try:
-        arr = np.array(kp, dtype=np.float64).reshape(-1, 3)
-    except (TypeError, ValueError):
-        raise CocoError(f"{where}: \"keypoints\" holds something that is not a number") from None
-    if not np.isfinite(arr).all():
-        raise CocoError(f"{where}: \"keypoints\" holds a non-finite number")
-    v = arr[:, 2]
-    if not np.isin(v, (0, 1, 2)).all():
-        bad = int(np.flatnonzero(~np.isin(v, (0, 1, 2)))[0])
-        raise CocoError(f"{where}: {KEYPOINTS[idx[bad]]} has visibility {v[bad]:g}; COCO uses 0, 1 or 2")
+def _keypoint_array(kps: list[Any], idx: np.ndarray, code: int, where) -> np.ndarray:
+    """(m, len(idx), 3) float64 of the annotations' "keypoints" lists, checked for length and type."""
+    want = 3 * len(idx)
+    for j, kp in enumerate(kps):
+        if not isinstance(kp, list) or len(kp) != want:
+            got = len(kp) if isinstance(kp, list) else type(kp).__name__
+            raise CocoError(f"{where(j)}: \"keypoints\" has {got} numbers, expected {want} "
+                            f"({len(idx)} keypoints of {CATEGORIES[code]})")
+    # Without a dtype numpy keeps strings as strings (with one it would parse "8" as 8).
+    raw = np.array(kps) if kps else np.zeros((0, want))
+    if raw.dtype.kind not in "iuf" or raw.shape != (len(kps), want):
+        for j, kp in enumerate(kps):  # find the culprit (only on failure)
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in kp):
+                raise CocoError(f"{where(j)}: \"keypoints\" holds something that is not a number")
+        raise CocoError(f"{where(0)}: \"keypoints\" cannot be read as numbers")
+    return raw.astype(np.float64, copy=False).reshape(len(kps), len(idx), 3)
+
+
+def _check_keypoints(arr: np.ndarray, idx: np.ndarray, code: int, where) -> tuple[np.ndarray, np.ndarray]:
+    """FashionAI coordinates and visibility (m, len(idx), ...) of COCO triplets; CocoError
+    naming the first annotation and keypoint at fault."""
+    def fail(bad: np.ndarray, message: str) -> None:
+        j, s = (int(x) for x in np.argwhere(bad)[0])
+        raise CocoError(f"{where(j)}: " + message.format(k=KEYPOINTS[idx[s]], v=arr[j, s, 2]))
+
+    finite = np.isfinite(arr).all(axis=2)
+    if not finite.all():
+        fail(~finite, "{k} holds a non-finite number")
+    v = arr[:, :, 2]
+    known = (v == 0) | (v == 1) | (v == 2)
+    if not known.all():
+        fail(~known, "{k} has visibility {v:g}; COCO uses 0, 1 or 2")
     present = v > 0
-    extra = present & ~CATEGORY_MASK[code, idx]
+    extra = present & ~CATEGORY_MASK[code, idx][None, :]
     if extra.any():
-        k = KEYPOINTS[idx[int(np.flatnonzero(extra)[0])]]
-        raise CocoError(f"{where}: {CATEGORIES[code]} has no {k}, but it is labelled (v > 0)")
-    at_absent = present & (arr[:, 0] == -1) & (arr[:, 1] == -1)
+        fail(extra, f"{CATEGORIES[code]} has no {{k}}, but it is labelled (v > 0)")
+    at_absent = present & (arr[:, :, 0] == -1) & (arr[:, :, 1] == -1)
     if at_absent.any():
-        k = KEYPOINTS[idx[int(np.flatnonzero(at_absent)[0])]]
-        raise CocoError(f"{where}: {k} is labelled at (-1, -1), which FashionAI reads as absent")
-    coords = np.full((NUM_KEYPOINTS, 2), -1, dtype=np.float32)
-    vis = np.full(NUM_KEYPOINTS, -1, dtype=np.int8)
-    coords[idx[present]] = arr[present, :2]
-    vis[idx[present]] = v[present] - 1  # COCO 1, 2 -> FashionAI 0, 1
+        fail(at_absent, "{k} is labelled at (-1, -1), which FashionAI reads as absent")
+    coords = np.where(present[:, :, None], arr[:, :, :2], -1.0).astype(np.float32)
+    vis = np.where(present, v - 1, -1).astype(np.int8)  # COCO 1, 2 -> FashionAI 0, 1
     return coords, vis
 
 

@@ -303,20 +303,23 @@ def classify_errors(
     gt = np.asarray(gt_coords)
     gv = np.asarray(gt_visibility)
     pe = normalized_errors(gt, gv, categories, pred_coords, pred_visibility, missing_penalty)
-    twin_gt = gt[:, FLIP_PERMUTATION].astype(np.float64)
-    delta = np.asarray(pred_coords, dtype=np.float64) - twin_gt
+    # Distances as in `normalized_errors`: input precision, (dx, dy) viewed as complex numbers.
+    dtype = np.result_type(gt.dtype, np.asarray(pred_coords).dtype, np.float32)
+    delta = np.ascontiguousarray(np.asarray(pred_coords, dtype=dtype) - gt[:, FLIP_PERMUTATION])
+    d_twin = np.abs(delta.view(np.result_type(dtype, np.complex64))[:, :, 0])
     with np.errstate(invalid="ignore", divide="ignore"):
-        twin = np.hypot(delta[..., 0], delta[..., 1]) / pe.normalizer[:, None]
-    twin[:, ~_HAS_TWIN] = np.nan
-    twin[gv[:, FLIP_PERMUTATION] == -1] = np.nan
+        twin = np.divide(d_twin, pe.normalizer[:, None], dtype=np.float64)
+    twin[(gv[:, FLIP_PERMUTATION] == -1) | ~_HAS_TWIN] = np.nan
     e = pe.errors
     typed = ~np.isnan(e) & ~pe.missing
-    types = np.full(e.shape, UNTYPED, dtype=np.int8)
-    # Assigned from the weakest to the strongest claim; NaN compares False throughout.
-    types[typed & (e > t_miss)] = MISS
-    types[typed & (e <= t_miss)] = JITTER
-    types[typed & (twin < e) & (twin <= t_miss)] = INVERSION
-    types[typed & (e <= t_good)] = GOOD
+    # NaN compares False throughout; the first rule that holds wins (see the docstring).
+    with np.errstate(invalid="ignore"):
+        types = (e > t_miss).astype(np.int8)
+        types *= MISS - JITTER
+        types += JITTER  # JITTER, or MISS beyond t_miss
+        types[(twin < e) & (twin <= t_miss)] = INVERSION
+        types[e <= t_good] = GOOD
+    types[~typed] = UNTYPED
     return ErrorTypes(types, e, twin, pe.missing, np.asarray(categories), float(t_good), float(t_miss))
 
 
@@ -345,25 +348,28 @@ def what_if(types: ErrorTypes) -> list[WhatIfStep]:
     Every step only lowers errors, so NE never increases, and it ends at 0.
     """
     scored = ~np.isnan(types.errors)
-    n = int(np.count_nonzero(scored))
-    e = np.where(scored, types.errors, 0.0)
-    t = types.types
+    # Only scored points matter: work on them as flat arrays.
+    e = types.errors[scored]
+    t = types.types[scored]
+    twin = types.twin_errors[scored]
+    n = len(e)
 
     def ne() -> float:
         return float(e.sum() / n) if n else math.nan
 
     steps = [WhatIfStep("nothing", ne(), 0)]
-    fixes = {
-        "miss": ((t == MISS) | types.missing, 0.0),
-        "inversion": (t == INVERSION, types.twin_errors),
-        "jitter": ((t == JITTER) | ((t == INVERSION) & (types.twin_errors > types.t_good)), 0.0),
-        "good": (scored, 0.0),
-    }
+    with np.errstate(invalid="ignore"):
+        fixes = {
+            "miss": ((t == MISS) | types.missing[scored], 0.0),
+            "inversion": (t == INVERSION, twin),
+            "jitter": ((t == JITTER) | ((t == INVERSION) & (twin > types.t_good)), 0.0),
+            "good": (np.ones(n, dtype=bool), 0.0),
+        }
     for name in WHAT_IF_ORDER:
         mask, value = fixes[name]
-        changed = mask & (e != 0.0)
+        changed = int(np.count_nonzero(mask & (e != 0.0)))
         e = np.where(mask, value, e)
-        steps.append(WhatIfStep(name, ne(), int(np.count_nonzero(changed))))
+        steps.append(WhatIfStep(name, ne(), changed))
     return steps
 
 

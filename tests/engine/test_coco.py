@@ -122,6 +122,9 @@ def test_import_of_a_foreign_file_maps_names_and_skips_unlabelled_images() -> No
 @pytest.mark.parametrize("break_it, message", [
     (lambda c: c["annotations"][0].update(keypoints=[1, 2, 2]), r"annotations\[0\] \(id 1, image x.jpg\).*3 numbers, expected 12"),
     (lambda c: c["annotations"][0]["keypoints"].__setitem__(2, 5), "hemline_right has visibility 5"),
+    (lambda c: c["annotations"][0]["keypoints"].__setitem__(4, "8"), "holds something that is not a number"),
+    (lambda c: c["annotations"][0]["keypoints"].__setitem__(10, -1) or c["annotations"][0]["keypoints"].__setitem__(9, -1)
+     or c["annotations"][0]["keypoints"].__setitem__(11, 2), r"waistband_left is labelled at \(-1, -1\)"),
     (lambda c: c["annotations"][0].update(image_id=99), "image_id 99 is not in the image list"),
     (lambda c: c["annotations"][0].update(category_id=1), "category_id 1"),
     (lambda c: c["categories"][0].update(name="hat"), "'hat' is not a FashionAI category"),
