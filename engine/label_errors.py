@@ -78,19 +78,27 @@ def wrong_side(coords: np.ndarray, visibility: np.ndarray, categories: np.ndarra
                margin: float = DEFAULT_MARGIN) -> np.ndarray:
     """(N, len(RIGID_PAIRS)) bool: the pair's left point is right of its right point by more
     than `margin` x the image's scale (the normalizer, or the annotation's width without one)."""
-    coords = np.asarray(coords, dtype=np.float64)
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0 (got {margin})")
+    coords = np.asarray(coords)
     vis = np.asarray(visibility)
     left = np.array([l for l, _ in RIGID_PAIRS])
     right = np.array([r for _, r in RIGID_PAIRS])
-    scale = normalizers(coords, vis, categories)
-    present = vis != -1
-    xs = np.where(present, coords[:, :, 0], np.nan)
-    with np.errstate(invalid="ignore"):
-        width = np.nanmax(xs, axis=1, initial=-np.inf) - np.nanmin(xs, axis=1, initial=np.inf)
-        scale = np.where(scale > 0, scale, width)
-        both = present[:, left] & present[:, right]
-        crossed = coords[:, left, 0] - coords[:, right, 0] > margin * scale[:, None]
-    return both & crossed & upright(coords, vis)[:, None]
+    dx = coords[:, left, 0].astype(np.float64) - coords[:, right, 0]
+    crossed = (dx > 0) & (vis[:, left] != -1) & (vis[:, right] != -1)
+    out = np.zeros_like(crossed)
+    # Crossed pairs are rare: the scale and the orientation are needed for those images only.
+    rows = np.flatnonzero(crossed.any(axis=1))
+    if len(rows):
+        c = coords[rows].astype(np.float64)
+        v = vis[rows]
+        scale = normalizers(c, v, np.asarray(categories)[rows])
+        xs = np.where(v != -1, c[:, :, 0], np.nan)
+        with np.errstate(invalid="ignore"):
+            width = np.nanmax(xs, axis=1) - np.nanmin(xs, axis=1)
+            scale = np.where(scale > 0, scale, width)
+            out[rows] = crossed[rows] & (dx[rows] > margin * scale[:, None]) & upright(c, v)[:, None]
+    return out
 
 
 def align_scores(gt: Annotations, image_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
