@@ -22,8 +22,8 @@ class SetKeypointsCommand(QUndoCommand):
     """Keypoints `keypoints` of image `row` become `coords`/`visibility`."""
 
     def __init__(self, doc: AnnotationDocument, row: int, keypoints, coords, visibility, text: str,
-                 merge_key: tuple | None = None, parent: QUndoCommand | None = None):
-        super().__init__(text, parent)
+                 merge_key: tuple | None = None):
+        super().__init__(text)
         self.doc = doc
         self.row = int(row)
         self.keypoints = np.asarray(keypoints, dtype=np.int64)

@@ -82,7 +82,6 @@ class AnnotationDocument(QObject):
         self.ne = np.full(n, np.nan)
         self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
         self.journal = Journal(workspace.journal_path(self.csv_path), make_base(self.csv_path))
-        self._journal_warned = False
         # Error types and suspected label errors: connected before any view, so views read fresh values.
         self.error_index = ErrorTypeIndex(self)
         if predictions is not None:

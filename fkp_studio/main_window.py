@@ -71,6 +71,7 @@ class MainWindow(QMainWindow):
         self.selected_k: int | None = None
         # How to answer the "restore unsaved edits?" question: "ask", "restore" or "discard".
         self.restore_policy = "ask"
+        self._journal_warned = False
         self._pending_open: dict[str, Any] | None = None
         self.undo_stack = QUndoStack(self)
         self.undo_stack.cleanChanged.connect(self._on_clean_changed)
@@ -356,6 +357,10 @@ class MainWindow(QMainWindow):
         if pending is None:
             return
         rows, coords, vis, unknown = doc.replayed_rows(pending)
+        if np.array_equal(coords, doc.ann.coords[rows]) and np.array_equal(vis, doc.ann.visibility[rows]):
+            # Edits that were all undone again: nothing to restore, nothing to ask.
+            doc.discard_pending()
+            return
         answer = self.restore_policy
         if answer == "ask":
             text = (f"{doc.csv_path.name} has unsaved edits from an earlier session "
@@ -663,7 +668,7 @@ class MainWindow(QMainWindow):
 
     def _on_journal_failed(self, message: str) -> None:
         self.statusBar().showMessage(message, 15000)
-        if not getattr(self, "_journal_warned", False):
+        if not self._journal_warned:
             self._journal_warned = True
             self._error("Edits are not being journaled", message)
 

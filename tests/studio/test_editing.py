@@ -228,3 +228,21 @@ def test_quitting_with_unsaved_edits_asks(open_window, dataset, qtbot, monkeypat
     monkeypatch.setattr(window, "ask_unsaved", lambda: QMessageBox.Save)
     assert window.close()
     assert load_annotations(dataset["csv"]).coords[0, window.selected_k, 0] == window.doc.ann.coords[0, window.selected_k, 0]
+
+
+def test_edits_all_undone_before_a_crash_ask_nothing(open_window, dataset, qtbot, monkeypatch):
+    window = open_window(dataset["csv"])
+    _show(window, qtbot, 0)
+    window.next_keypoint()
+    window.nudge(2, 0)
+    window.undo_stack.undo()
+    window.doc.journal.close()
+    window.undo_stack.clear()
+
+    def no_question(_box):
+        raise AssertionError("nothing to restore: the user must not be asked")
+
+    monkeypatch.setattr(QMessageBox, "exec", no_question)
+    again = open_window(dataset["csv"], restore_policy="ask")
+    assert not again.isWindowModified()
+    assert not again.doc.journal.path.exists()
