@@ -129,6 +129,8 @@ def main() -> None:
 
     window.undo_stack.setClean()
     window.close()
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({
         "n_images": args.n,
         "open_and_list_s": round(open_s, 3),

@@ -11,6 +11,8 @@ is reported by a signal, and the main window turns it into an undoable command.
 
 from __future__ import annotations
 
+import html
+
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, QPixmap
@@ -145,7 +147,10 @@ class KeypointCanvas(QGraphicsView):
         box.setPen(QPen(QColor(110, 110, 120), 0, Qt.DashLine))
         box.setZValue(0)
         label = QGraphicsTextItem()
-        label.setPlainText(text)
+        # An opaque panel: the reason stays readable where points and lines cross it
+        # (markers are drawn above it, lines below).
+        lines = "<br>".join(html.escape(line) for line in text.splitlines())
+        label.setHtml(f"<table bgcolor='#1d1e22' cellpadding='6'><tr><td>{lines}</td></tr></table>")
         label.setDefaultTextColor(QColor(230, 230, 230))
         font = QFont()
         font.setPointSize(10)
@@ -154,7 +159,7 @@ class KeypointCanvas(QGraphicsView):
         label.setTextWidth(max(240, min(520, self.viewport().width() - 60)))
         label.setFlag(QGraphicsItem.ItemIgnoresTransformations)
         label.setPos(rect.topLeft() + QPointF(8, 8))
-        label.setZValue(1)
+        label.setZValue(10)
         for item in (box, label):
             self.scene().addItem(item)
             self._placeholder.append(item)

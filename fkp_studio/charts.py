@@ -116,7 +116,7 @@ class DatasetCharts(QWidget):
         ne = doc.ne[~np.isnan(doc.ne)]
         overall = np.nanmean(doc.errors) if (~np.isnan(doc.errors)).any() else np.nan
         chart = self.hist
-        chart.clear(f"Per-image NE — data set NE {overall * 100:.2f} %  ({len(ne)} images)")
+        chart.clear(f"Per-image NE ({len(ne)} images) — overall {overall * 100:.2f} %")
         top = max(float(np.percentile(ne, 99)), 1e-3)
         edges = np.linspace(0.0, top, 25)
         counts, _ = np.histogram(np.clip(ne, 0, top), bins=edges)

@@ -59,7 +59,7 @@ class KeypointTable(QTableWidget):
                 pred = "—"
             err = doc.errors[row, k]
             kind = doc.error_index.type_of(row, k)
-            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(err) else f"{err * 100:.2f}", _VIS[v], kind)
+            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(err) else f"{err * 100:.1f}", _VIS[v], kind)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 0:

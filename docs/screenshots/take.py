@@ -5,7 +5,8 @@
 
 Generates a small synthetic demo data set (fixed seed) in a temporary folder, opens it in
 the studio — with predictions from `--predictions` or `--model`, or the demo model when it
-is installed — and the real `tests/data/fashionai/val.csv` (annotations without images),
+is installed, else a mean-shape baseline (each category's mean layout placed in the
+annotated box: a weak predictor, so the errors are real errors) — and the real `tests/data/fashionai/val.csv` (annotations without images),
 and saves the window as PNGs in this folder. Settings and data folders are temporary, so
 the user's own studio state is untouched.
 """
@@ -22,6 +23,32 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
+
+
+def mean_shape_predictions(csv: Path, out: Path) -> Path:
+    """A weak but genuine predictor for the pictures when no model is at hand: each category's
+    mean keypoint layout (relative to the keypoint box), placed in the image's annotated box."""
+    import numpy as np
+
+    from engine.annotations import Annotations, load_annotations, save_annotations
+    from engine.schema import CATEGORY_MASK
+
+    gt = load_annotations(csv)
+    present = gt.visibility >= 0
+    xy = np.where(present[..., None], gt.coords, np.nan)
+    lo = np.nanmin(xy, axis=1, keepdims=True)
+    size = np.maximum(np.nanmax(xy, axis=1, keepdims=True) - lo, 1)
+    rel = (xy - lo) / size
+    cats = gt.categories.astype(np.int64)
+    pred = np.full_like(gt.coords, -1)
+    for c in np.unique(cats):
+        rows = cats == c
+        mean = np.nanmean(rel[rows], axis=0)
+        ks = CATEGORY_MASK[c]
+        pred[np.ix_(rows, ks)] = (lo[rows] + mean[None] * size[rows])[:, ks]
+    vis = np.where(CATEGORY_MASK[cats], 1, -1)
+    save_annotations(Annotations.from_arrays(gt.image_ids, cats, np.rint(pred), vis), out)
+    return out
 
 
 def main() -> None:
@@ -72,13 +99,15 @@ def main() -> None:
     demo = tmp / "demo"
     csv = generate_dataset(demo, args.n, seed=0, hard_fraction=0.15)
     model = args.model or (None if args.predictions else demo_model())
+    predictions = args.predictions
+    if predictions is None and model is None:
+        predictions = mean_shape_predictions(csv, demo / "mean_shape_predictions.csv")
+        print("no model: predictions are the mean garment shape placed in the annotated box")
     w = new_window()
-    w.open_dataset(csv, args.predictions, model)
+    w.open_dataset(csv, predictions, model)
     wait_for(w.datasetOpened)
-    if args.predictions or model:
-        wait_for(w.predictionsReady)
-    else:
-        w.list_view.selectRow(3)
+    wait_for(w.predictionsReady)
+    w.list_view.selectRow(w.list_model.rowCount() // 4)  # a typical error, not the very worst
     wait(800)
     w.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 1))
     shot(w, "studio-demo.png")
@@ -93,6 +122,7 @@ def main() -> None:
         QTest.mouseMove(vp, start + QPoint(6 * i, 4 * i))
     QTest.mouseRelease(vp, Qt.LeftButton, pos=start + QPoint(30, 20))
     w.canvas.zoom_by(1.6)
+    w.canvas.centerOn(*(float(v) for v in w.doc.ann.coords[row, k] + (60, 120)))
     shot(w, "studio-edit.png")
     w.undo_stack.setClean()
     w.close()
