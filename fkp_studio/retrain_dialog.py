@@ -29,6 +29,7 @@ class RetrainDialog(QDialog):
         self.setModal(False)
         self.result: dict | None = None
         self.losses: list[float] = []
+        self.running = False
         defaults = RetrainConfig()
 
         form = QFormLayout()
@@ -119,6 +120,7 @@ class RetrainDialog(QDialog):
         self._update_info()
 
     def _set_running(self, running: bool, have_result: bool) -> None:
+        self.running = running
         for w in (self.steps, self.lr, self.hard_share, self.batch, self.boxes, self.start_button):
             w.setEnabled(not running and not have_result)
         self.cancel_button.setEnabled(running)
@@ -153,8 +155,8 @@ class RetrainDialog(QDialog):
         handle = self.loop.retrain_handle
         if handle is not None and not handle.done:
             handle.cancel()
-            self.status.setText("Cancelled: the active model is unchanged.")
         self._set_running(False, have_result=False)
+        self.status.setText("Cancelled: the active model is unchanged.")
 
     def accept_result(self) -> None:
         if self.result is None:
@@ -179,11 +181,14 @@ class RetrainDialog(QDialog):
         handle = self.loop.retrain_handle
         if handle is not None and not handle.done:
             handle.cancel()
+            self._set_running(False, have_result=False)
         super().closeEvent(event)
 
     # --- job feedback -------------------------------------------------------------------
 
     def on_loss(self, step: int, steps: int, loss: float) -> None:
+        if not self.running:  # a step reported just before a cancel took effect
+            return
         self.losses.append(loss)
         self.progress.setRange(0, steps)
         self.progress.setValue(step)
@@ -192,9 +197,13 @@ class RetrainDialog(QDialog):
             self._redraw.start()
 
     def on_progress(self, done: float, total: float, message: str) -> None:
-        self.status.setText(message)
+        if self.running:
+            self.status.setText(message)
 
     def _finished(self, result: dict) -> None:
+        if not self.running:  # finished in the instant the user cancelled: not wanted
+            self.loop.discard_version(result["version"])
+            return
         self.result = result
         report = result["report"]
         self._fill_table(report["before"], report["after"])

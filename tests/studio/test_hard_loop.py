@@ -1,0 +1,158 @@
+"""The hard-example loop in the studio: predict -> rank -> hard set -> retrain -> accept (tiny model, tiny data)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.workspace import Workspace
+
+
+@pytest.fixture
+def loop_data(loop_model, tmp_path):
+    """A private copy of the tiny data set (its workspace state is written beside it)."""
+    data, model = loop_model
+    root = tmp_path / "data"
+    shutil.copytree(data, root, ignore=shutil.ignore_patterns(".fkp"))
+    return root / "Annotations" / "train.csv", model
+
+
+def _predicted_window(open_window, qtbot, csv, model):
+    window = open_window(csv)
+    batches = []
+    window.doc.rowsChanged.connect(lambda rows: batches.append(len(rows)))
+    with qtbot.waitSignal(window.hard_loop.predictionsDone, timeout=300000):
+        window.predict_with_model(model)
+    return window, batches
+
+
+def _small_retrain(dialog, steps: int) -> None:
+    dialog.steps.setValue(steps)
+    dialog.lr.setValue(1e-3)
+    dialog.batch.setValue(8)
+    dialog.boxes.setCurrentIndex(dialog.boxes.findData("annotated"))
+
+
+def _state(ws: Workspace) -> dict[str, bytes]:
+    return {str(p.relative_to(ws.state_dir)): p.read_bytes() for p in sorted(ws.state_dir.rglob("*"))
+            if p.is_file() and "journal" not in p.parts}
+
+
+def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qtbot, loop_data):
+    csv, model = loop_data
+    window, batches = _predicted_window(open_window, qtbot, csv, model)
+    loop, doc = window.hard_loop, window.doc
+    assert len(batches) >= 6, "NE filled in batch by batch while predicting"
+    ws = doc.workspace
+    assert ws.active_model_version() == "v001" and ws.predictions_path("v001", csv).is_file()
+    assert "Device: CPU" in loop.device_label.text()
+
+    window.worst_first()
+    worst = window.list_model.order[:10]
+    assert loop.add_worst(10) == 10
+    assert sorted(loop.member_rows().tolist()) == sorted(worst.tolist())
+    assert loop.table.rowCount() == 10 and ws.load_hard_set() == {str(doc.ann.image_ids[r]): "worst-ne" for r in worst}
+    before = loop.hard_ne()
+
+    dialog = loop.open_retrain_dialog()
+    _small_retrain(dialog, 150)
+    with qtbot.waitSignal(loop.retrainFinished, timeout=300000):
+        dialog.start()
+    table = dialog.table_values()
+    assert table["hard set"][1] < table["hard set"][0]
+    assert {"held-out, all", "held-out, blouse", "held-out, dress"} <= set(table)
+    assert len(dialog.losses) == 150 and ws.model_versions() == ["v001", "v002"]
+    assert ws.active_model_version() == "v001", "nothing changes before Accept"
+
+    with qtbot.waitSignal(loop.predictionsDone, timeout=300000) as done:
+        dialog.accept_result()
+    assert done.args == ["v002"] and ws.active_model_version() == "v002"
+    assert ws.predictions_path("v002", csv).is_file()
+    after = loop.hard_ne()
+    assert after < before, f"hard-set NE {before:.3f} -> {after:.3f}"
+
+    # Reopened: the active version's predictions and the hard set load without predicting again.
+    again = open_window(csv)
+    qtbot.waitUntil(lambda: again.doc.predictions is not None, timeout=60000)
+    assert again.hard_loop.version == "v002" and again.doc.predictions.present.all()
+    assert again.hard_loop.predict_handle is None
+    assert len(again.hard_loop.members()) == 10
+    np.testing.assert_allclose(np.nan_to_num(again.doc.ne), np.nan_to_num(doc.ne), rtol=0.03)  # whole pixels in the CSV
+
+
+def test_cancel_mid_retrain_keeps_the_old_model(open_window, qtbot, loop_data):
+    csv, model = loop_data
+    window, _ = _predicted_window(open_window, qtbot, csv, model)
+    loop = window.hard_loop
+    loop.add_worst(8)
+    ws = window.doc.workspace
+    state = _state(ws)
+    dialog = loop.open_retrain_dialog()
+    _small_retrain(dialog, 5000)
+    handle = dialog.start()
+    qtbot.waitUntil(lambda: len(dialog.losses) >= 3, timeout=120000)
+    dialog.cancel()
+    assert handle.wait(60)
+    qtbot.waitUntil(lambda: not window.model_thread.busy, timeout=10000)
+    assert len(dialog.losses) < 5000 and dialog.result is None
+    assert ws.model_versions() == ["v001"] and ws.active_model_version() == "v001"
+    assert _state(ws) == state
+    assert "Cancelled" in dialog.status.text()
+
+
+def test_a_failing_retrain_reports_the_error_and_leaves_the_workspace_intact(open_window, qtbot, loop_data):
+    csv, model = loop_data
+    window, _ = _predicted_window(open_window, qtbot, csv, model)
+    loop = window.hard_loop
+    loop.add_worst(6)
+    ws = window.doc.workspace
+    broken = str(window.doc.ann.image_ids[loop.member_rows()[0]])
+    (ws.root / broken).write_bytes(b"truncated")
+    state = _state(ws)
+    dialog = loop.open_retrain_dialog()
+    _small_retrain(dialog, 20)
+    with qtbot.waitSignal(loop.retrainFailed, timeout=120000) as failed:
+        dialog.start()
+    assert broken.rsplit("/", 1)[-1] in failed.args[0]
+    assert "Retrain failed" in dialog.status.text() and broken.rsplit("/", 1)[-1] in dialog.status.text()
+    assert not dialog.accept_button.isEnabled()
+    assert ws.model_versions() == ["v001"] and ws.active_model_version() == "v001"
+    assert _state(ws) == state
+
+
+def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window, qtbot, loop_data):
+    csv, model = loop_data
+    window, _ = _predicted_window(open_window, qtbot, csv, model)
+    loop, doc = window.hard_loop, window.doc
+    loop.add_worst(6)
+    removed_row = int(loop.member_rows()[0])
+    loop.remove_rows([removed_row])
+    dialog = loop.open_retrain_dialog()
+    _small_retrain(dialog, 200)
+    with qtbot.waitSignal(loop.retrainFinished, timeout=300000):
+        dialog.start()
+        qtbot.waitUntil(lambda: len(dialog.losses) >= 2, timeout=120000)
+        edited = [r for r in range(len(doc)) if r != removed_row and str(doc.ann.image_ids[r]) not in loop.members()][0]
+        for row in (edited, removed_row):
+            window.list_view.selectRow(window.list_model.view_row(row))
+            k = int(np.flatnonzero(doc.ann.visibility[row] >= 0)[0])
+            window.select_keypoint(k)
+            window.nudge(7, 0)
+        assert window.model_thread.busy, "the edits were made while the retrain ran"
+    expected = doc.ann.coords[edited].copy()
+    assert doc.edited[edited] and doc.edited[removed_row]
+    # The edit is in memory, in the journal, and the edited image joined the hard set as corrected;
+    # the image the user removed stays out.
+    assert window.has_unsaved_edits() and doc.journal.path.is_file()
+    hard = doc.workspace.load_hard_set()
+    assert hard[str(doc.ann.image_ids[edited])] == "corrected"
+    assert hard[str(doc.ann.image_ids[removed_row])] == "removed"
+    dialog.discard_result()
+    assert doc.workspace.model_versions() == ["v001"]
+    np.testing.assert_array_equal(doc.ann.coords[edited], expected)
+    assert window.save()
+    from engine.annotations import load_annotations
+
+    np.testing.assert_allclose(load_annotations(csv).coords[edited], expected, atol=0.5)
