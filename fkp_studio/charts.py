@@ -97,7 +97,7 @@ class DatasetCharts(QWidget):
             doc.rowsChanged.connect(lambda _rows: self._timer.start())
             doc.predictionsChanged.connect(self._timer.start)
         # Drawn just after the list shows: opening a data set never waits for the charts.
-        self._timer.start(0)
+        QTimer.singleShot(0, self.refresh)
 
     def refresh(self) -> None:
         doc = self.doc

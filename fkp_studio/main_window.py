@@ -335,6 +335,7 @@ class MainWindow(QMainWindow):
         self.error_chart.set_index(doc.error_index)
         self.check_panel.set_index(doc.error_index)
         doc.error_index.changed.connect(self._update_check_title)
+        doc.error_index.rowsUpdated.connect(self._update_check_title)
         self._update_check_title()
         self._remember_dataset(data.csv_path, str(pred_path) if pred_path else None)
         self._update_title()
@@ -482,8 +483,8 @@ class MainWindow(QMainWindow):
         if self.current_row == row:
             self.select_keypoint(k)
 
-    def _update_check_title(self) -> None:
-        n = len(self.check_panel.shown)
+    def _update_check_title(self, _rows=None) -> None:
+        n = self.doc.error_index.suspect_count() if self.doc is not None else 0
         self.check_dock.setWindowTitle(f"Check annotation ({n})" if n else "Check annotation")
 
     def clear_filter(self) -> None:
@@ -619,6 +620,8 @@ class MainWindow(QMainWindow):
         self.canvas.set_place_mode(self.selected_k if absent else None)
         self.canvas.set_selected(self.selected_k)
         self.keypoint_table.select_keypoint(self.selected_k)
+        # The arrow keys now nudge this point (they belong to the focused canvas, not the list).
+        self.canvas.setFocus()
         name = keypoint_label(self.selected_k)
         self.statusBar().showMessage(f"Click on the image to place {name} (Esc cancels)" if absent
                                      else f"{name} selected: drag it, nudge with the arrow keys, V for visibility", 6000)

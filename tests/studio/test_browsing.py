@@ -150,3 +150,42 @@ def test_geometry_and_last_dataset_persist(open_window, dataset, qtbot):
     # The offscreen screen is 800 px wide, so the width is clamped; the height tells.
     assert again.height() == size[1] != 880
     assert QSettings().value("window/state") is not None
+
+
+def test_markers_name_themselves_and_show_visibility(open_window, dataset, qtbot):
+    window = open_window(dataset["csv"], dataset["pred"])
+    row = 0  # a blouse with one occluded point
+    window.list_view.selectRow(window.list_model.view_row(row))
+    qtbot.waitUntil(lambda: window.current_row == row, timeout=3000)
+    markers = [i for i in window.canvas.scene().items() if type(i).__name__ == "MarkerItem"]
+    annotations = {m.k: m for m in markers if m.kind == "annotation"}
+    occluded = int(np.flatnonzero(window.doc.ann.visibility[row] == 0)[0])
+    assert annotations[occluded].visibility == 0 and "occluded" in annotations[occluded].toolTip()
+    assert "neckline left — annotation, visible" in annotations[0].toolTip()
+    assert any(m.kind == "prediction" and "prediction" in m.toolTip() for m in markers)
+    # Selecting a point in the keypoint table hands the arrow keys to the canvas.
+    window.list_view.setFocus()
+    window.keypoint_table.keypointClicked.emit(0)
+    assert window.selected_k == 0
+    x0 = window.doc.ann.coords[row, 0, 0]
+    qtbot.keyClick(window.canvas, Qt.Key_Left)
+    assert window.doc.ann.coords[row, 0, 0] == x0 - 1
+    assert window.current_row == row
+
+
+def test_keypoint_bar_lists_images_with_that_error_worst_first(open_window, dataset, qtbot):
+    from engine.schema import KEYPOINT_INDEX
+
+    window = open_window(dataset["csv"], dataset["pred"])
+    k = KEYPOINT_INDEX["waistband_left"]  # trousers and skirt only
+    window.charts.refresh()  # drawn by a debounce timer in the app
+    bar = next(p for p in window.charts.per_kp.ax.patches if getattr(p, "fkp_filter", None) == ("keypoint", k))
+
+    class Pick:
+        artist = bar
+    window.charts._on_pick(Pick)
+    rows = window.list_model.order.tolist()
+    assert sorted(rows) == [1, 2]
+    errs = window.doc.errors[rows, k]
+    assert errs[0] >= errs[1]
+    assert "waistband_left" in window.filter_label.text()
