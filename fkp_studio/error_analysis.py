@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QColor, QUndoCommand
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
@@ -66,7 +66,8 @@ def _scores_for(doc) -> np.ndarray | None:
 class ErrorTypeIndex(QObject):
     """Error types (N, 24) and suspected label errors of a document, kept current."""
 
-    changed = Signal()
+    changed = Signal()  # everything was recomputed (new predictions or thresholds)
+    rowsUpdated = Signal(object)  # these data rows were recomputed after an edit
 
     def __init__(self, doc, t_good: float = DEFAULT_T_GOOD, t_miss: float = DEFAULT_T_MISS):
         super().__init__(doc)
@@ -90,8 +91,9 @@ class ErrorTypeIndex(QObject):
         self.recompute()
 
     def _on_rows_changed(self, rows) -> None:
-        self._update(np.asarray(rows, dtype=np.int64))
-        self.changed.emit()
+        rows = np.asarray(rows, dtype=np.int64)
+        self._update(rows)
+        self.rowsUpdated.emit(rows)
 
     def _update(self, rows: np.ndarray) -> None:
         doc = self.doc
@@ -135,6 +137,20 @@ class ErrorTypeIndex(QObject):
     def all_suspects(self) -> list[Suspect]:
         return [s for r in sorted(self.suspects) for s in self.suspects[r]]
 
+    def suspect_count(self) -> int:
+        return sum(len(items) for items in self.suspects.values())
+
+
+def _follow(view, index: ErrorTypeIndex | None) -> None:
+    """Refresh `view` now on a full recompute, and at most every 400 ms while points are
+    edited (a nudge per key press must not redraw a chart each time)."""
+    if not hasattr(view, "_edit_timer"):
+        view._edit_timer = QTimer(view, singleShot=True, interval=400)
+        view._edit_timer.timeout.connect(view.refresh)
+    if index is not None:
+        index.changed.connect(view.refresh)
+        index.rowsUpdated.connect(lambda _rows: view._edit_timer.start())
+
 
 def swap_twin(doc, row: int, k: int) -> QUndoCommand | None:
     """Swap keypoint k of one image with its left/right twin (fixes one inverted pair in one
@@ -174,8 +190,7 @@ class ErrorTypeChart(FigureCanvasQTAgg):
 
     def set_index(self, index: ErrorTypeIndex | None) -> None:
         self.index = index
-        if index is not None:
-            index.changed.connect(self.refresh)
+        _follow(self, index)
         self.refresh()
 
     def counts(self) -> np.ndarray:
@@ -251,8 +266,7 @@ class CheckAnnotationPanel(QTableWidget):
 
     def set_index(self, index: ErrorTypeIndex | None) -> None:
         self.index = index
-        if index is not None:
-            index.changed.connect(self.refresh)
+        _follow(self, index)
         self.refresh()
 
     def refresh(self) -> None:

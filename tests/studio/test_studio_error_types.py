@@ -78,6 +78,8 @@ def test_check_annotation_filter_and_panel(open_window, error_dataset, qtbot):
     window.swap_twin()
     assert 2 not in window.doc.error_index.suspects
     assert window.check_dock.windowTitle() == "Check annotation (1)"
+    qtbot.waitUntil(lambda: panel.rowCount() == 1, timeout=3000)  # edits refresh the panel lazily
+    assert panel.shown[0].row == 1
 
 
 def test_keypoint_table_shows_each_points_type(open_window, error_dataset, qtbot):
