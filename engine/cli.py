@@ -171,6 +171,9 @@ def _error_analysis(gt, pred, args: argparse.Namespace):
     return analysis, suspected_label_errors(gt, analysis.types, scores)
 
 
+_MAX_SUSPECTS_SHOWN = 50
+
+
 def _format_error_analysis(analysis, suspects) -> str:
     """The `fkp eval --errors` report: type counts, per category and keypoint, what-if, suspects."""
     from engine.metrics import ERROR_TYPES
@@ -199,7 +202,9 @@ def _format_error_analysis(analysis, suspects) -> str:
         lines.append(f"{label:<14}{100 * step.ne:>8.3f}{gain:>8}{step.points:>8}")
         prev = step.ne
     lines += ["", f"check annotation: {len(suspects)} suspected label errors"]
-    lines.extend(f"  {s.image_id}  {s.keypoint}: {s.reason}" for s in suspects)
+    lines.extend(f"  {s.image_id}  {s.keypoint}: {s.reason}" for s in suspects[:_MAX_SUSPECTS_SHOWN])
+    if len(suspects) > _MAX_SUSPECTS_SHOWN:
+        lines.append(f"  ... and {len(suspects) - _MAX_SUSPECTS_SHOWN} more (all of them with --json)")
     return "\n".join(lines)
 
 

@@ -9,6 +9,10 @@ between the category's normalizer pair (`schema.NORMALIZER_PAIRS`), whatever tho
 visibility (0 or 1). An image whose normalizer cannot be computed (a normalizer point absent,
 or zero length) is excluded and reported. A visible point with no prediction (no row, or
 `-1_-1_-1`) scores `missing_penalty` (1.0 by default) and is counted separately.
+
+Beyond the number: `classify_errors` types every scored point (good, jitter, inversion, miss;
+Ronchi & Perona's taxonomy on the normalized error) and `what_if` recomputes NE with each type
+corrected in turn; see docs/error_analysis.md.
 """
 
 from __future__ import annotations
