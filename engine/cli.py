@@ -668,8 +668,8 @@ def _run_export_coco(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset_root(csv) -> "Path":
-    """The data set root of an annotation CSV: the folder above `Annotations/`, else its own."""
+def _dataset_root(csv):
+    """The data set root of an annotation CSV (a Path): the folder above `Annotations/`, else its own."""
     return csv.parent.parent if csv.parent.name == "Annotations" else csv.parent
 
 
@@ -686,8 +686,7 @@ def _export_scores(ann, csv, scores_arg):
     from engine.pipeline import load_scores  # imports torch: only when there are scores
 
     ids, values = load_scores(path)
-    aligned = align_scores(ann, ids, values)
-    return aligned
+    return align_scores(ann, ids, values)
 
 
 @_command
