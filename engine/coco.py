@@ -158,7 +158,8 @@ def to_coco_results(pred: Annotations, scores: np.ndarray | None = None,
                     id_map: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """COCO keypoint *results* of a prediction file: one `{image_id, category_id, keypoints,
     score}` per row. The score is the mean confidence of the row's keypoints (`scores`
-    (N, 24), -1 or NaN where none); 1.0 for every row without scores."""
+    (N, 24), -1 or NaN where none; 0 for a row with none); 1.0 for every row when `scores` is
+    None (no scores file)."""
     ids = _image_ids(pred, id_map, "predicted")
     if scores is None:
         row_scores = np.ones(len(pred))
