@@ -246,3 +246,51 @@ def test_edits_all_undone_before_a_crash_ask_nothing(open_window, dataset, qtbot
     again = open_window(dataset["csv"], restore_policy="ask")
     assert not again.isWindowModified()
     assert not again.doc.journal.path.exists()
+
+
+def test_kill_9_mid_session_loses_nothing(open_window, dataset, qtbot, tmp_path):
+    """A real studio process edits, then dies by SIGKILL; the next start restores every edit."""
+    import json
+    import subprocess
+    import sys
+    import textwrap
+
+    expected = tmp_path / "expected.json"
+    script = textwrap.dedent(f"""
+        import json, os, signal
+        import numpy as np
+        from PySide6.QtCore import QEventLoop, QTimer
+        from fkp_studio.app import init_application
+        from fkp_studio.main_window import MainWindow
+        app = init_application()
+        w = MainWindow()
+        w.show()
+        loop = QEventLoop()
+        w.datasetOpened.connect(loop.quit)
+        w.open_dataset({str(dataset["csv"])!r})
+        QTimer.singleShot(30000, loop.quit)
+        loop.exec()
+        w.show_row(2)
+        w.next_keypoint()
+        w.nudge(7, -3)
+        w.cycle_visibility()
+        w.swap_left_right()
+        w.undo_stack.undo()
+        w.show_row(3)
+        w.next_keypoint()
+        w.remove_point()
+        state = {{str(r): [w.doc.ann.coords[r].tolist(), w.doc.ann.visibility[r].tolist()] for r in (2, 3)}}
+        open({str(expected)!r}, "w").write(json.dumps(state))
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, timeout=120)
+    assert proc.returncode == -9
+    state = json.loads(expected.read_text())
+    on_disk = load_annotations(dataset["csv"])
+    assert all(on_disk.visibility[int(r)].tolist() != vis for r, (_c, vis) in state.items()), "edits not saved"
+    window = open_window(dataset["csv"], restore_policy="restore")
+    for r, (coords, vis) in state.items():
+        np.testing.assert_array_equal(window.doc.ann.coords[int(r)], np.array(coords, np.float32))
+        np.testing.assert_array_equal(window.doc.ann.visibility[int(r)], vis)
+    assert window.isWindowModified()
