@@ -14,7 +14,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 
-from engine.schema import CATEGORIES
+from engine.schema import CATEGORIES, KEYPOINTS
 from fkp_studio.document import AnnotationDocument
 
 COL_ID, COL_CATEGORY, COL_NE, COL_VISIBLE, COL_EDITED = range(5)
@@ -39,9 +39,9 @@ class ListFilter:
         if self.category is not None:
             parts.append(CATEGORIES[self.category])
         if self.ne_range is not None:
-            parts.append(f"NE {self.ne_range[0] * 100:.1f}–{self.ne_range[1] * 100:.1f} %")
+            lo, hi = self.ne_range
+            parts.append(f"NE ≥ {lo * 100:.1f} %" if np.isinf(hi) else f"NE {lo * 100:.1f}–{hi * 100:.1f} %")
         if self.keypoint is not None:
-            from engine.schema import KEYPOINTS
             parts.append(f"has {KEYPOINTS[self.keypoint]} error")
         if self.text:
             parts.append(f"“{self.text}”")

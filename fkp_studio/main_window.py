@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
-from PySide6.QtWidgets import (QAbstractItemView, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
                                QLabel, QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableView,
                                QVBoxLayout, QWidget)
 
@@ -162,7 +162,11 @@ class MainWindow(QMainWindow):
         self.clear_filter_button = QPushButton("Clear filter", panel)
         self.clear_filter_button.clicked.connect(self.clear_filter)
         self.clear_filter_button.setVisible(False)
+        self.edited_box = QCheckBox("Edited only", panel)
+        self.edited_box.setToolTip("List only the images changed in this session")
+        self.edited_box.toggled.connect(lambda on: self._filter_with(edited_only=on))
         row2.addWidget(self.worst_button)
+        row2.addWidget(self.edited_box)
         row2.addWidget(self.filter_label, 1)
         row2.addWidget(self.clear_filter_button)
         layout.addLayout(row2)
@@ -324,6 +328,9 @@ class MainWindow(QMainWindow):
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
+        self.edited_box.blockSignals(True)
+        self.edited_box.setChecked(False)
+        self.edited_box.blockSignals(False)
         self.problems.show_problems(data.annotations.problems)
         self.problems_dock.setWindowTitle(f"Problems ({len(data.annotations.problems)})")
         if data.annotations.problems:
@@ -497,6 +504,9 @@ class MainWindow(QMainWindow):
         self.search.blockSignals(True)
         self.search.clear()
         self.search.blockSignals(False)
+        self.edited_box.blockSignals(True)
+        self.edited_box.setChecked(False)
+        self.edited_box.blockSignals(False)
         if self.list_model is not None:
             self.list_model.set_filter(ListFilter())
 
@@ -512,7 +522,7 @@ class MainWindow(QMainWindow):
     def _after_view_changed(self) -> None:
         model = self.list_model
         flt = model.filter
-        extra = ListFilter(ne_range=flt.ne_range, keypoint=flt.keypoint, edited_only=flt.edited_only).describe()
+        extra = ListFilter(ne_range=flt.ne_range, keypoint=flt.keypoint).describe()
         self.filter_label.setText(f"Filter: {extra}" if extra else "")
         any_filter = bool(flt.describe())
         self.clear_filter_button.setVisible(any_filter)

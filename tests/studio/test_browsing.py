@@ -44,6 +44,13 @@ def test_worst_first_sort_and_filters(open_window, dataset, qtbot):
     assert model.data_row(0) == 5
     window.clear_filter()
     assert model.rowCount() == 6
+    # Edited only: the images changed in this session.
+    window.select_keypoint(int(np.flatnonzero(window.doc.ann.visibility[window.current_row] == 1)[0]))
+    window.nudge(1, 0)
+    window.edited_box.setChecked(True)
+    assert model.order.tolist() == [window.current_row]
+    window.clear_filter()
+    assert model.rowCount() == 6 and not window.edited_box.isChecked()
     # The W shortcut.
     model.sort(COL_ID, Qt.AscendingOrder)
     window.activateWindow()
