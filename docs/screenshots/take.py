@@ -64,6 +64,7 @@ def main() -> None:
     os.environ["XDG_DATA_HOME"] = str(tmp / "data")
     from PySide6.QtCore import QEventLoop, QPoint, Qt, QTimer
     from PySide6.QtTest import QTest
+    from PySide6.QtWidgets import QAbstractItemView
 
     from engine.synth import generate_dataset
     from fkp_studio.app import demo_model, init_application
@@ -107,7 +108,9 @@ def main() -> None:
     w.open_dataset(csv, predictions, model)
     wait_for(w.datasetOpened)
     wait_for(w.predictionsReady)
-    w.list_view.selectRow(w.list_model.rowCount() // 4)  # a typical error, not the very worst
+    typical = w.list_model.rowCount() // 4  # a typical error, not the very worst
+    w.list_view.selectRow(typical)
+    w.list_view.scrollTo(w.list_model.index(typical, 0), QAbstractItemView.PositionAtCenter)
     wait(800)
     w.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 1))
     shot(w, "studio-demo.png")
