@@ -39,6 +39,7 @@ class HardLoop(QObject):
     """Predict / rank / hard set / retrain for the window's open data set."""
 
     predictionsDone = Signal(str)      # model version whose predictions are complete
+    batchShown = Signal(object)        # data rows whose predictions and NE just arrived
     hardSetChanged = Signal()
     retrainFinished = Signal(object)   # the retrain job's result dict
     retrainFailed = Signal(str)
@@ -261,7 +262,16 @@ class HardLoop(QObject):
         p.present[rows] = True
         # Scored against the current annotations: edits made meanwhile count.
         doc.ne[rows], doc.errors[rows] = compute_errors(doc.ann, p, rows)
-        doc.rowsChanged.emit(rows)
+        # Only the list's cells are repainted per batch; charts and error types follow once at
+        # the end (redrawing them per batch would stall the event loop for the whole run).
+        model = self.window.list_model
+        if model is not None:
+            last = model.columnCount() - 1
+            for r in rows.tolist():
+                v = model.view_row(r)
+                if v >= 0:
+                    model.dataChanged.emit(model.index(v, 0), model.index(v, last))
+        self.batchShown.emit(rows)
         self._update_summary()
 
     def _on_event(self, ev: JobEvent) -> None:

@@ -1,22 +1,83 @@
 """The "Retrain on hard samples" dialog: settings, live loss curve and progress, cancel, and the
 before/after NE side by side (held-out overall, per category, hard set) with Accept / Discard.
 
-Non-modal: the user keeps editing while it trains (the job trains on a snapshot).
+Non-modal: the user keeps editing while it trains (the job trains on a snapshot). The loss
+curve is drawn by matplotlib's Agg renderer on a helper thread and shown as an image: a
+matplotlib redraw takes tens of milliseconds, which on the main thread would stall the
+event loop every time the curve updates.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from PySide6.QtCore import Qt, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
                                QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from engine.retrain import RetrainConfig
 
 _BG, _FG, _LINE = "#2b2d31", "#d8d8d8", "#5fa8e8"
+
+
+class LossPlotter(QObject):
+    """Renders loss curves off the main thread; `rendered` carries the finished QImage.
+
+    At most one render runs at a time; a request made meanwhile is kept (only the latest)
+    and rendered next, so the picture always catches up with the data."""
+
+    rendered = Signal(QImage)
+
+    def __init__(self, width_px: int = 560, height_px: int = 200, parent: QObject | None = None):
+        super().__init__(parent)
+        self.figure = Figure(figsize=(width_px / 100, height_px / 100), dpi=100, facecolor=_BG)
+        self.figure.subplots_adjust(left=0.11, right=0.98, top=0.95, bottom=0.2)
+        self.agg = FigureCanvasAgg(self.figure)
+        ax = self.ax = self.figure.add_subplot(111)
+        ax.set_facecolor(_BG)
+        ax.tick_params(colors=_FG, labelsize=8)
+        for spine in ax.spines.values():
+            spine.set_color(_FG)
+        ax.set_xlabel("step", color=_FG, fontsize=8)
+        ax.set_ylabel("loss", color=_FG, fontsize=8)
+        (self.line,) = ax.plot([], [], color=_LINE, linewidth=1)
+        self._lock = threading.Lock()
+        self._pending: list[float] | None = None
+        self._busy = False
+
+    def request(self, losses: list[float]) -> None:
+        with self._lock:
+            self._pending = list(losses)
+            if self._busy:
+                return
+            self._busy = True
+        threading.Thread(target=self._work, name="fkp-loss-plot", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                losses, self._pending = self._pending, None
+                if losses is None:
+                    self._busy = False
+                    return
+            self.rendered.emit(self._render(losses))
+
+    def _render(self, losses: list[float]) -> QImage:
+        y = np.asarray(losses, dtype=np.float64)
+        self.line.set_data(np.arange(1, len(y) + 1), y)
+        if len(y):
+            lo, hi = float(y.min()), float(y.max())
+            pad = 0.05 * (hi - lo) if hi > lo else 0.5
+            self.ax.set_xlim(0.5, max(len(y), 2) + 0.5)
+            self.ax.set_ylim(lo - pad, hi + pad)
+        self.agg.draw()
+        width, height = self.agg.get_width_height()
+        return QImage(bytes(self.agg.buffer_rgba()), width, height, QImage.Format_RGBA8888).copy()
 
 
 class RetrainDialog(QDialog):
@@ -60,11 +121,12 @@ class RetrainDialog(QDialog):
         self.info = QLabel("", self)
         self.info.setWordWrap(True)
 
-        self.figure = Figure(figsize=(5, 2.2), facecolor=_BG, tight_layout=True)
-        self.axes = self.figure.add_subplot(111)
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(170)
-        self._redraw = QTimer(self, singleShot=True, interval=150)  # at most ~7 redraws a second
+        self.plotter = LossPlotter(parent=self)
+        self.canvas = QLabel(self)
+        self.canvas.setMinimumHeight(200)
+        self.canvas.setAlignment(Qt.AlignCenter)
+        self.plotter.rendered.connect(lambda image: self.canvas.setPixmap(QPixmap.fromImage(image)))
+        self._redraw = QTimer(self, singleShot=True, interval=250)  # at most 4 redraws a second
         self._redraw.timeout.connect(self._draw_losses)
         self.progress = QProgressBar(self)
         self.progress.setTextVisible(True)
@@ -243,14 +305,4 @@ class RetrainDialog(QDialog):
         return out
 
     def _draw_losses(self) -> None:
-        ax = self.axes
-        ax.clear()
-        ax.set_facecolor(_BG)
-        ax.tick_params(colors=_FG, labelsize=8)
-        for spine in ax.spines.values():
-            spine.set_color(_FG)
-        ax.set_xlabel("step", color=_FG, fontsize=8)
-        ax.set_ylabel("loss", color=_FG, fontsize=8)
-        if self.losses:
-            ax.plot(range(1, len(self.losses) + 1), self.losses, color=_LINE, linewidth=1)
-        self.canvas.draw_idle()
+        self.plotter.request(self.losses)

@@ -22,7 +22,8 @@ def loop_data(loop_model, tmp_path):
 def _predicted_window(open_window, qtbot, csv, model):
     window = open_window(csv)
     batches = []
-    window.doc.rowsChanged.connect(lambda rows: batches.append(len(rows)))
+    window.hard_loop.batchShown.connect(
+        lambda rows: batches.append(np.isfinite(window.doc.ne[rows]).all() and window.doc.predictions.present[rows].all()))
     with qtbot.waitSignal(window.hard_loop.predictionsDone, timeout=300000):
         window.predict_with_model(model)
     return window, batches
@@ -44,7 +45,7 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     csv, model = loop_data
     window, batches = _predicted_window(open_window, qtbot, csv, model)
     loop, doc = window.hard_loop, window.doc
-    assert len(batches) >= 6, "NE filled in batch by batch while predicting"
+    assert len(batches) >= 6 and all(batches), "NE filled in batch by batch while predicting"
     ws = doc.workspace
     assert ws.active_model_version() == "v001" and ws.predictions_path("v001", csv).is_file()
     assert "Device: CPU" in loop.device_label.text()
