@@ -41,6 +41,8 @@ def resolve_annotations(root: str | None, annotations: str | None) -> Path:
     """The annotation CSV the arguments name; raises ValueError with a clear message."""
     if annotations:
         path = Path(annotations)
+        if not path.is_file() and root and (Path(root) / path).is_file():
+            path = Path(root) / path  # relative to the data set root
         if not path.is_file():
             raise ValueError(f"{path}: annotation file not found")
         return path

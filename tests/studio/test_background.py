@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtGui import QImage
 
 from engine.images import write_jpeg
@@ -23,6 +24,11 @@ def test_first_start_generates_and_opens_the_demo(qtbot, tmp_path):
     assert not list((root / "Annotations").glob("generating*")), "no half-made demo is left behind"
     assert len(list((root / "Images").glob("*/*.jpg"))) == 6
     assert resolve_annotations(str(root), None) == root / "Annotations" / "train.csv"
+    assert resolve_annotations(str(root), "Annotations/train_hard.csv") == root / "Annotations" / "train_hard.csv"
+    with pytest.raises(ValueError, match="annotation file not found"):
+        resolve_annotations(str(root), "nope.csv")
+    with pytest.raises(ValueError, match="no such data set folder"):
+        resolve_annotations(str(root / "missing"), None)
     # A second start opens it without generating again.
     again = MainWindow()
     qtbot.addWidget(again)
