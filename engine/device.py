@@ -62,4 +62,5 @@ def describe_device(device: torch.device) -> str:
         dtype = amp_dtype(device)
         amp = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
         return f"CUDA ({torch.cuda.get_device_name(device)}, {amp} AMP)"
-    return f"CPU ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    return f"CPU ({n} thread{'s' if n != 1 else ''})"

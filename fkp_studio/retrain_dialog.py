@@ -17,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel, QProgressBar,
-                               QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
+from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+                               QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from engine.retrain import RetrainConfig
 
@@ -132,10 +132,10 @@ class RetrainDialog(QDialog):
         self.progress.setTextVisible(True)
         self.status = QLabel("", self)
 
-        self.table = QTableWidget(0, 3, self)
-        self.table.setHorizontalHeaderLabels(["NE %", "before", "after"])
+        self.table = QTableWidget(0, 4, self)
+        self.table.setHorizontalHeaderLabels(["NE %", "before", "after", "change"])
         self.table.verticalHeader().setVisible(False)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
         self.table.setEditTriggers(QTableWidget.NoEditTriggers)
 
         buttons = QHBoxLayout()
@@ -288,19 +288,19 @@ class RetrainDialog(QDialog):
         self.table.setRowCount(len(rows))
         for r, (name, b, a) in enumerate(rows):
             self.table.setItem(r, 0, QTableWidgetItem(name))
-            for c, v in ((1, b), (2, a)):
-                item = QTableWidgetItem(f"{100 * v:.2f}" if math.isfinite(v) else "–")
+            change = 100 * (a / b - 1) if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
+            for c, text in ((1, f"{100 * b:.2f}"), (2, f"{100 * a:.2f}"), (3, f"{change:+.1f} %")):
+                item = QTableWidgetItem(text if "nan" not in text else "–")
                 item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
-                if c == 2 and math.isfinite(v) and math.isfinite(b):
-                    item.setForeground(Qt.green if v < b else Qt.red)
+                if c >= 2 and math.isfinite(change):
+                    item.setForeground(Qt.green if change < 0 else Qt.red)
                 self.table.setItem(r, c, item)
-        self.table.resizeColumnsToContents()
 
     def table_values(self) -> dict[str, tuple[float, float]]:
         """What the before/after table shows, by row name (for tests and screenshots)."""
         out = {}
         for r in range(self.table.rowCount()):
-            cells = [self.table.item(r, c).text() for c in range(3)]
+            cells = [self.table.item(r, c).text() for c in range(3)]  # name, before, after
             out[cells[0]] = tuple(float(x) if x != "–" else math.nan for x in cells[1:])
         return out
 
