@@ -216,7 +216,7 @@ class HardLoop(QObject):
         if self.predict_handle is not None and not self.predict_handle.done:
             self.predict_handle.cancel()
         snapshot = doc.ann.subset(np.arange(len(doc)))
-        if self.version != version or doc.predictions is None:
+        if not self._showing(version):
             n = len(doc)
             doc.set_predictions(Predictions(np.full((n, NUM_KEYPOINTS, 2), -1, np.float32),
                                             np.full((n, NUM_KEYPOINTS), -1, np.int8), np.zeros(n, bool),
@@ -242,6 +242,14 @@ class HardLoop(QObject):
         self.predict_handle = handle
         self.predict_progress_cancel.setVisible(True)
         return handle
+
+    def _showing(self, version: str) -> bool:
+        """Whether the list shows this version's predictions (made here or loaded from the workspace)."""
+        p = self.doc.predictions
+        if p is None or self.version != version:
+            return False
+        saved = self.doc.workspace.predictions_path(version, self.doc.csv_path).resolve()
+        return p.source in (f"model {version}", str(saved))
 
     def _predict_failed(self, message: str) -> None:
         self.predict_progress_cancel.setVisible(False)
