@@ -118,11 +118,18 @@ class Pipeline:
             small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
             tensors.append(torch.from_numpy(small).permute(2, 0, 1).float().div_(255).to(self.device))
             scales.append(s)
-        with autocast_for(self.device):
-            dets = detect(self.detector, tensors, top_k=10)
-        return [
-            Detections(d.boxes / s, d.scores, d.categories) for d, s in zip(dets, scales)
-        ]
+        # One detector call per image size: a batch is padded to its largest image, and the
+        # padding would change the others' detections (MobileNetV3's squeeze-excitation pools
+        # over the padded map), making a result depend on its batch neighbours.
+        dets: list[Detections | None] = [None] * len(images)
+        shapes = [tuple(t.shape[1:]) for t in tensors]
+        for shape in dict.fromkeys(shapes):
+            idx = [i for i, sh in enumerate(shapes) if sh == shape]
+            with autocast_for(self.device):
+                group = detect(self.detector, [tensors[i] for i in idx], top_k=10)
+            for i, d in zip(idx, group):
+                dets[i] = Detections(d.boxes / scales[i], d.scores, d.categories)
+        return dets
 
     def _crop_boxes(self, images: Sequence[np.ndarray], dets: list[Detections]) -> tuple[np.ndarray, np.ndarray]:
         """Keypoint boxes (n, num_crops, 4) to crop and their weights (n, num_crops)."""
