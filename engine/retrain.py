@@ -54,7 +54,7 @@ class RetrainConfig:
     augment: bool = True
     seed: int = 0
     device: str | None = None
-    freeze_batchnorm: bool = True     # keep the BatchNorm statistics of the trained model
+    freeze_batchnorm: bool = True     # BatchNorm uses the trained model's statistics throughout
     # How before/after are measured: "detector" runs the whole two-stage pipeline (what the
     # user gets); "annotated" crops at the annotated garment box, measuring the keypoint
     # network alone (what a retrain changes), without the detector's own errors.
@@ -275,8 +275,7 @@ def retrain(
 
     net = copy.deepcopy(model.keypoint_net)
     prepare_model(net, device)
-    if config.freeze_batchnorm:
-        _freeze_batchnorm_statistics(net)
+    trained = _FrozenBatchNorm(net) if config.freeze_batchnorm else net
     optimizer = make_optimizer(net, config.lr, preset.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
     warmup = max(1, config.steps // 10)
@@ -287,7 +286,7 @@ def retrain(
             raise JobCancelled()
         batch = _guarded(lambda: next(batch_iter))
         set_lr(optimizer, config.lr * lr_factor(step, warmup, step / config.steps))
-        loss = _guarded(lambda: train_step(net, optimizer, batch, preset, device, scaler, config.ohem_fraction))
+        loss = _guarded(lambda: train_step(trained, optimizer, batch, preset, device, scaler, config.ohem_fraction))
         if not math.isfinite(loss):
             raise RetrainError(f"the loss became {loss} at step {step + 1} of {config.steps}; "
                                "try a lower learning rate (the model was left unchanged)")
@@ -315,13 +314,26 @@ def save_retrained(result: RetrainResult, path, parent: str | None = None) -> An
     return save_model(path, m.preset, m.detector, m.detector_config, m.keypoint_net, meta)
 
 
-def _freeze_batchnorm_statistics(net: torch.nn.Module) -> None:
-    # Momentum 0 keeps the running statistics learned on the whole training set: a few
-    # hundred steps on hard-heavy batches would otherwise drag them towards the hard cases
-    # and shift every ordinary prediction.
-    for m in net.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.momentum = 0.0
+class _FrozenBatchNorm(torch.nn.Module):
+    """The network with its BatchNorm layers kept in eval mode while it trains.
+
+    Fine-tuning on a few hundred hard-heavy batches must not move the normalization learned on
+    the whole training set: BatchNorm then normalizes with the stored statistics in training
+    exactly as at inference, so what the weights learn is what the model does on every image."""
+
+    def __init__(self, net: torch.nn.Module):
+        super().__init__()
+        self.net = net
+
+    def train(self, mode: bool = True) -> _FrozenBatchNorm:
+        super().train(mode)
+        for m in self.net.modules():
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def forward(self, x: torch.Tensor):
+        return self.net(x)
 
 
 def _guarded(fn: Callable[[], Any]) -> Any:
