@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 import torch
 
+from engine.annotations import Annotations
 from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
 from engine.detector import Detections, detect, fuse_boxes, scale_for, shrink_box
 from engine.device import autocast_for, pick_device, prepare_input
@@ -229,23 +230,25 @@ class Pipeline:
             if on_progress is not None:
                 on_progress(start + len(ids), total)
 
-    def predict(self, root: str | os.PathLike, annotations, on_progress=None, should_stop=None):
+    def predict(
+        self,
+        root: str | os.PathLike,
+        annotations: Annotations,
+        on_progress: Callable[[int, int], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> tuple[Annotations, np.ndarray, dict[str, str]]:
         """Predict every image of an `Annotations` (its categories are used when it has them).
 
         Returns (predictions as `Annotations`, scores (N, 24), errors {image_id: message}).
         Stopped early, the rows not reached are left out.
         """
-        from engine.annotations import Annotations
-
         cats = [int(c) for c in annotations.categories]
         batches = list(self.iter_predict(root, list(annotations.image_ids), cats, on_progress, should_stop))
         return merge_batches(batches)
 
 
-def merge_batches(batches: Sequence[PredictionBatch]):
+def merge_batches(batches: Sequence[PredictionBatch]) -> tuple[Annotations, np.ndarray, dict[str, str]]:
     """(Annotations of all rows, scores (N, 24), errors) from consecutive batches."""
-    from engine.annotations import Annotations
-
     if not batches:
         return Annotations.from_arrays([], np.zeros(0, np.int64), np.zeros((0, NUM_KEYPOINTS, 2)), np.zeros((0, NUM_KEYPOINTS))), np.zeros((0, NUM_KEYPOINTS), np.float32), {}
     ids = [i for b in batches for i in b.image_ids]
