@@ -368,6 +368,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="keypoint-net epochs (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="keypoint-net batch size (default: the preset's)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="the package's default for mirrored test-time crops (default: the preset's)")
+    p.add_argument("--crops", type=int, help="the package's default number of crops per image (default: the preset's)")
     _add_detector_training_args(p)
     p.set_defaults(func=_run_train)
 
@@ -410,6 +413,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from engine.model_package import TwoStageModel
 
+    # Test-time defaults only: they change how the package predicts, not its weights.
+    if args.flip_tta is not None:
+        preset = preset.with_(flip_tta=args.flip_tta)
+    if args.crops is not None:
+        preset = preset.with_(num_crops=args.crops)
     model = TwoStageModel(preset, detector, det_config, net)
     val_ne, val_images = _two_stage_val_ne(model, args)
     meta = {
