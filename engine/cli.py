@@ -523,6 +523,7 @@ def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="checkpoint to write after every epoch (best also as <out>.best.pt)")
     p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
     p.add_argument("--resume", help="continue from this checkpoint (its preset, optimizer and history)")
+    p.add_argument("--init", help="start a new run (new schedule, new history) from this checkpoint's weights and preset")
     p.add_argument("--split", default="train", help="training annotation file name (default train)")
     p.add_argument("--val-split", default="val", help="held-out annotation file (default val; absent: 5%% held out)")
     p.add_argument("--val-data", help="root of the held-out split (default: --data)")
@@ -572,7 +573,7 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
 
     try:
         history = train_keypoints(
-            args.data, preset, args.out, epochs=args.epochs, resume=args.resume, train_split=args.split,
+            args.data, preset, args.out, epochs=args.epochs, resume=args.resume, init=args.init, train_split=args.split,
             val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
             lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
             max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,

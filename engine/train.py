@@ -220,6 +220,7 @@ def train_keypoints(
     out: str | os.PathLike,
     epochs: int | None = None,
     resume: str | os.PathLike | None = None,
+    init: str | os.PathLike | None = None,
     train_split: str = "train",
     val_split: str = "val",
     val_root: str | os.PathLike | None = None,
@@ -244,7 +245,9 @@ def train_keypoints(
     shared CPU of unknown speed still gets a fully annealed model on time.
 
     Validation uses `<val_root or data_root>/Annotations/<val_split>.csv`; without that file,
-    5 % of the training images are held out. Returns the per-epoch history. Under `torchrun`
+    5 % of the training images are held out. `resume` continues a run (weights, optimizer,
+    schedule, history); `init` starts a new run (new schedule) from a checkpoint's weights and
+    preset, e.g. a second, shorter cosine cycle. Returns the per-epoch history. Under `torchrun`
     every process trains on its shard (DDP); rank 0 validates and writes the checkpoints.
     """
     distributed, rank, world, local_rank = _dist_info()
@@ -265,6 +268,10 @@ def train_keypoints(
         start_epoch = int(state.get("epoch", 0))
         history = list(state.get("history", []))
         log.info("resuming from %s at epoch %d", resume, start_epoch)
+    elif init:
+        init_state = load_checkpoint(init, KEYPOINT_FORMAT)
+        preset = Preset.from_dict(init_state["preset"])
+        log.info("starting from the weights of %s (new schedule)", init)
     epochs = preset.epochs if epochs is None else epochs
     batch_size = batch_size or preset.batch_size
     lr = lr or preset.lr
@@ -289,9 +296,11 @@ def train_keypoints(
     train_set = Subset(train_ds, train_idx.tolist())
     val_set = CropSubset(val_ds, val_idx)
 
-    model = build_model(preset, None if state else encoder_weights)
+    model = KeypointNet(preset.net) if (state or init) else build_model(preset, encoder_weights)
     if state:
         model.load_state_dict(state["state_dict"])
+    elif init:
+        model.load_state_dict(init_state["state_dict"])
     model = prepare_model(model, dev)
     net = model
     if distributed:
