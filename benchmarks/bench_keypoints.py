@@ -60,19 +60,27 @@ def per_category(model, ds, preset) -> dict[str, float]:
     return out
 
 
-def plot_curve(history: list[dict], path: str, title: str) -> None:
+def plot_curve(history: list[dict], path: str, title: str, earlier: list[dict] | None = None) -> None:
+    """Validation NE and training loss per epoch; `earlier`: the run this one started from (--init)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    earlier = earlier or []
+    offset_seen = earlier[-1]["images_seen"] if earlier else 0
+    offset_s = earlier[-1].get("train_seconds", 0.0) if earlier else 0.0
+    history = earlier + [{**h, "images_seen": h["images_seen"] + offset_seen,
+                          "train_seconds": h.get("train_seconds", np.nan) + offset_s} for h in history]
     seen = np.array([h["images_seen"] for h in history]) / 1000.0
     minutes = np.array([h.get("train_seconds", np.nan) for h in history]) / 60.0
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     ax.plot(seen, [100 * h["val_ne"] for h in history], "o-", color="C0", label="validation NE (GT crops)")
     ax.set_xlabel("training images seen (thousands)")
     ax.set_ylabel("validation NE (%)", color="C0")
-    ax.set_yscale("log")
+    if earlier:
+        ax.axvline(offset_seen / 1000.0, color="grey", ls=":", lw=1)
+        ax.text(offset_seen / 1000.0, ax.get_ylim()[1], " second cosine cycle (--init)", fontsize=7, va="top", color="grey")
     for x, m, h in zip(seen, minutes, history):
         ax.annotate(f"{100 * h['val_ne']:.2f}%\n{m:.0f} min", (x, 100 * h["val_ne"]), textcoords="offset points",
                     xytext=(0, 8), ha="center", fontsize=7)
@@ -94,6 +102,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=600)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--curve", help="write the training curve of the checkpoint to this PNG")
+    ap.add_argument("--earlier", help="checkpoint of the run this one started from (--init), drawn first in the curve")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -127,7 +136,8 @@ def main() -> None:
     print(f"inference: {rate:.1f} crops/s ({args.threads} thread(s), forward + decode, batch {len(images)})")
     print(f"load average: {load_before:.2f} before, {load_after:.2f} after (2-core machine shared with other jobs)")
     if args.curve:
-        plot_curve(history, args.curve, f"keypoint net '{preset.name}' trained from scratch on a shared 2-core CPU")
+        earlier = load_keypoint_net(args.earlier)[2].get("history", []) if args.earlier else None
+        plot_curve(history, args.curve, f"keypoint net '{preset.name}' trained from scratch on a shared 2-core CPU", earlier)
         print(f"wrote {args.curve}")
     print(json.dumps({
         "preset": preset.name, "images": hough["images"], "points": hough["points"],
