@@ -464,6 +464,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with mirrored crops (default: the model preset's choice)")
     p.add_argument("--crops", type=int, help="crops per image (default: the model preset's)")
+    p.add_argument("--refine", type=int, default=1,
+                   help="passes that re-crop around the predicted keypoints (default 1; 0: the detector's box only)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--limit", type=int, help="predict only the first N images")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
@@ -499,7 +501,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         ann = ann.subset(np.arange(min(args.limit, len(ann))))
     for problem in ann.problems:
         print(f"warning: {problem.describe(split_path)} (row not predicted)", file=sys.stderr)
-    pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops, batch_size=args.batch_size)
+    pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops,
+                        batch_size=args.batch_size, refine_steps=args.refine)
     bar = ProgressBar(len(ann), label="predict", log_every=10.0)
     batches = []
     for batch in pipeline.iter_predict(args.data, list(ann.image_ids), [int(c) for c in ann.categories],

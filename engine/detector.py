@@ -210,14 +210,6 @@ def boxes_from_keypoints(
     return boxes.astype(np.float32), valid
 
 
-def shrink_box(boxes: np.ndarray, margin: float) -> np.ndarray:
-    """Undo `boxes_from_keypoints`' margin: the keypoint box estimated from a detected box."""
-    boxes = np.asarray(boxes, dtype=np.float32)
-    center = (boxes[..., :2] + boxes[..., 2:]) / 2
-    half = (boxes[..., 2:] - boxes[..., :2]) / 2 / (1 + 2 * margin)
-    return np.concatenate([center - half, center + half], axis=-1)
-
-
 def box_quality(pred: np.ndarray, gt: np.ndarray) -> dict[str, float]:
     """Mean IoU and recall at IoU 0.5 of one predicted box per image against its true box."""
     pred_t = torch.as_tensor(np.asarray(pred, dtype=np.float32)).reshape(-1, 4)

@@ -19,7 +19,6 @@ from engine.detector import (
     detect,
     load_detector,
     save_detector,
-    shrink_box,
     train_detector,
 )
 from engine.presets import get_preset
@@ -46,11 +45,11 @@ def test_boxes_cover_visible_and_occluded_points_but_not_absent_ones():
     assert (boxes[1] == 0).all()
 
 
-def test_boxes_are_clipped_to_the_image_and_shrink_box_undoes_the_margin():
+def test_boxes_are_clipped_to_the_image():
     coords, vis = _points([[(2, 2, 1), (98, 48, 1)], [(30, 30, 1), (60, 70, 1)]])
     boxes, _ = boxes_from_keypoints(coords, vis, margin=0.1, image_sizes=np.array([[100, 50], [200, 200]]))
     assert boxes[0].tolist() == [0, 0, 100, 50]
-    np.testing.assert_allclose(shrink_box(boxes[1], 0.1), [30, 30, 60, 70], atol=1e-4)
+    np.testing.assert_allclose(boxes[1], [27, 26, 63, 74], atol=1e-4)
 
 
 def test_box_quality_mean_iou_and_recall():
