@@ -16,7 +16,7 @@ from engine.model_package import load_model
 from engine.retrain import RetrainConfig, RetrainError, choose_holdout, mixed_batches, retrain
 from engine.workspace import Workspace
 
-FAST = RetrainConfig(steps=120, lr=1e-3, batch_size=8, boxes="annotated")
+FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated")
 
 
 def _hard_ids(root) -> list[str]:
