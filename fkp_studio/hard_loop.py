@@ -117,6 +117,8 @@ class HardLoop(QObject):
         self.predict_selection_action = w._action("Predict &selection", self.predict_selection, "Ctrl+Shift+R", menu,
                                                   "Predict the images on show in the list")
         self.cancel_action = w._action("&Cancel prediction", self.cancel_predict, None, menu)
+        w._action("&Evaluate active model", self.evaluate, None, menu,
+                  "NE of the active version's saved predictions: overall, per category, hard set")
         menu.addSeparator()
         self.add_action = w._action("Add image to &hard set", self.add_current, "H", menu,
                                     "Add the current image to the hard set")
@@ -470,13 +472,24 @@ class HardLoop(QObject):
         except (OSError, ValueError) as e:
             self.window._error("Cannot discard the model", str(e))
 
-    def evaluate(self):
-        """Score the active version's saved predictions (overall, per category, hard set) in the background."""
-        doc = self.doc
-        version = doc.workspace.active_model_version()
+    def evaluate(self) -> JobHandle | None:
+        """Score the active version's saved predictions (overall, per category, hard set) in the
+        background; the figures go to the status bar."""
+        doc, w = self.doc, self.window
+        version = doc.workspace.active_model_version() if doc is not None else None
+        if version is None:
+            return None
         snapshot = doc.ann.subset(np.arange(len(doc)))
-        return self.window.model_thread.submit(f"evaluate {version}",
-                                               evaluate_job(doc.workspace, version, doc.csv_path, snapshot, self.members()))
+
+        def done(r: dict) -> None:
+            cats = ", ".join(f"{c} {100 * v:.2f} %" for c, v in r["per_category"].items())
+            hard = f"; hard set {100 * r['hard']:.2f} %" if np.isfinite(r["hard"]) else ""
+            w.statusBar().showMessage(f"{version}: NE {100 * r['ne']:.2f} % on {r['images']} images ({cats}){hard}",
+                                      20000)
+
+        return w.model_thread.submit(f"evaluate {version}",
+                                     evaluate_job(doc.workspace, version, doc.csv_path, snapshot, self.members()),
+                                     on_done=done, on_error=lambda msg: w._error("Evaluation failed", msg))
 
 
 def _source_of(ws, version: str) -> str | None:

@@ -83,6 +83,9 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     rows = loop.member_rows()
     expected = evaluate(doc.ann.subset(rows), saved, intersect=True).ne
     assert loop.hard_ne() == pytest.approx(expected, rel=0.03) and loop.hard_ne() != pytest.approx(before)
+    loop.evaluate()
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("v002: NE"), timeout=60000)
+    assert f"hard set {100 * expected:.2f} %" in window.statusBar().currentMessage()
 
     # Reopened: the active version's predictions and the hard set load without predicting again.
     again = open_window(csv)
