@@ -401,7 +401,7 @@ def train_detector(
     schedule: more training for a detector that needs it). Returns the model and its last
     held-out box quality (empty without `val`).
     """
-    from engine.device import autocast_for, pick_device
+    from engine.device import autocast_for, needs_grad_scaler, pick_device
 
     device = device or pick_device()
     torch.manual_seed(schedule.seed)
@@ -417,6 +417,8 @@ def train_detector(
     # AdamW converges far faster than the usual SGD schedule when starting from scratch.
     opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, schedule.warmup, schedule.steps))
+    # fp16 autocast (CUDA without bf16) needs loss scaling; bf16 and the CPU do not.
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
     quality: dict[str, float] = {}
     t0 = time.monotonic()
     running = None
@@ -433,9 +435,16 @@ def train_detector(
         if not torch.isfinite(loss):
             raise FloatingPointError(f"detector loss became {loss.item()} at step {step}; lower the learning rate")
         opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
-        opt.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 10.0)
+            opt.step()
         sched.step()
         running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
         last = step == schedule.steps or (should_stop is not None and should_stop())
