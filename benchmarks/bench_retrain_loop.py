@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--eval-hard", type=int, default=100, help="held-out hard images (default 100)")
     ap.add_argument("--eval-ordinary", type=int, default=100, help="held-out ordinary images (default 100)")
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--hard-share", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, help="default: the model preset's")
     ap.add_argument("--size", type=int, default=512, help="synthetic image side (default 512)")

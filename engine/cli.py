@@ -735,7 +735,7 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
                    help="hard-set image ids: one per line, or a CSV whose first column is image_id")
     p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
     p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate (default 3e-4)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, help="images per step (default: the model preset's)")
     p.add_argument("--hard-share", type=float, default=0.5, help="share of each batch from the hard set (default 0.5)")
     p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")

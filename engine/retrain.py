@@ -45,7 +45,7 @@ class RetrainConfig:
     """How a retrain runs; the defaults suit a few hundred hard images on a CPU."""
 
     steps: int = 200
-    lr: float = 3e-4                  # a tenth of the lite preset's: fine-tuning, not training
+    lr: float = 1e-4                  # about the end of a training run's schedule: fine-tuning, not training
     batch_size: int | None = None     # None: the preset's
     hard_share: float = 0.5           # share of each batch drawn from the hard set
     ohem_fraction: float | None = None  # None: the preset's
