@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,15 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str | None = None)
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty")
+    if not zipfile.is_zipfile(path):
+        # torch.save always writes a zip archive: anything else is damaged or another kind of file.
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint, or a foreign file (not a PyTorch archive)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused to load: not a plain-tensor checkpoint ({_first_line(e)})") from None
+        # Deliberately not echoing PyTorch's hint to retry with weights_only=False: that would run the file's code.
+        raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
+                              f"values (possibly code); only plain checkpoints are loaded") from None
     except Exception as e:  # the unpickler fails in many ways on damaged bytes (EOF, index, zip, ...)
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({type(e).__name__}: {_first_line(e)})") from None
     if not isinstance(obj, dict) or "format" not in obj:
