@@ -63,6 +63,48 @@ class Probe:
                 "max_ms": float(ms.max()), "seconds": time.perf_counter() - t0}
 
 
+def measure_latency(app, model: str, n: int = 48, size: int = 512, categories: str | None = None,
+                    steps: int = 60, workdir: Path | None = None) -> dict:
+    """Probe the event loop of a fresh `MainWindow`: idle, during "Predict all", during a retrain."""
+    from engine.synth import generate_dataset
+    from fkp_studio.main_window import MainWindow
+
+    workdir = Path(workdir or tempfile.mkdtemp(prefix="fkp-bench-latency-"))
+    csv = generate_dataset(workdir / "ds", n, seed=3, size=size, categories=categories, hard_fraction=0.5, workers=1)
+    window = MainWindow()
+    window.restore_policy = "discard"
+    window.show()
+    opened = []
+    window.datasetOpened.connect(lambda: opened.append(True))
+    window.open_dataset(csv)
+    probe = Probe()
+    probe.run_until(app, lambda: bool(opened), 60)
+    idle = probe.run_until(app, lambda: False, 3.0)
+
+    loop = window.hard_loop
+    done = []
+    loop.predictionsDone.connect(lambda v: done.append(v))
+    window.predict_with_model(model)
+    predict = probe.run_until(app, lambda: bool(done), 600)
+
+    loop.add_worst(max(4, n // 4))
+    dialog = loop.open_retrain_dialog()
+    dialog.steps.setValue(steps)
+    finished = []
+    loop.retrainFinished.connect(lambda r: finished.append(r))
+    loop.retrainFailed.connect(lambda m: finished.append(m))
+    dialog.start()
+    retrain = probe.run_until(app, lambda: bool(finished), 900)
+    if isinstance(finished[-1], str):
+        raise SystemExit(f"retrain failed: {finished[-1]}")
+    dialog.discard_result()
+    window.undo_stack.setClean()
+    window.close()
+    worst = max(predict["p99_ms"], retrain["p99_ms"])
+    return {"idle": idle, "predict": predict, "retrain": retrain, "p99_ms_worst": worst, "goal_met": worst <= 50,
+            "images": n, "size": size, "steps": steps}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=str(DEFAULT_MODEL))
@@ -81,58 +123,24 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="fkp-bench-latency-"))
     os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
     os.environ["XDG_DATA_HOME"] = str(tmp / "data")
-    from engine.synth import generate_dataset
     from fkp_studio.app import init_application
-    from fkp_studio.main_window import MainWindow
 
     app = init_application()
     QCoreApplication.setOrganizationName("fkp-studio-bench")
     QSettings.setDefaultFormat(QSettings.IniFormat)
     QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp / "config"))
     load_before = os.getloadavg()[0]
-    csv = generate_dataset(tmp / "ds", args.n, seed=3, size=args.size, categories=args.categories,
-                           hard_fraction=0.5, workers=1)
-
-    window = MainWindow()
-    window.restore_policy = "discard"
-    window.show()
-    opened = []
-    window.datasetOpened.connect(lambda: opened.append(True))
-    window.open_dataset(csv)
-    probe = Probe()
-    probe.run_until(app, lambda: bool(opened), 60)
-    idle = probe.run_until(app, lambda: False, 3.0)
-
-    loop = window.hard_loop
-    done = []
-    loop.predictionsDone.connect(lambda v: done.append(v))
-    window.predict_with_model(args.model)
-    predict = probe.run_until(app, lambda: bool(done), 600)
-
-    loop.add_worst(max(4, args.n // 4))
-    dialog = loop.open_retrain_dialog()
-    dialog.steps.setValue(args.steps)
-    finished = []
-    loop.retrainFinished.connect(lambda r: finished.append(r))
-    loop.retrainFailed.connect(lambda m: finished.append(m))
-    dialog.start()
-    retrain = probe.run_until(app, lambda: bool(finished), 900)
-    if isinstance(finished[-1], str):
-        raise SystemExit(f"retrain failed: {finished[-1]}")
-    dialog.discard_result()
+    r = measure_latency(app, args.model, args.n, args.size, args.categories, args.steps, tmp)
     load_after = os.getloadavg()[0]
 
     print(f"{'phase':10s} {'ticks':>6s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'s':>6s}")
-    for name, r in (("idle", idle), ("predict", predict), ("retrain", retrain)):
-        print(f"{name:10s} {r['ticks']:6d} {r['p50_ms']:8.1f} {r['p99_ms']:8.1f} {r['max_ms']:8.1f} {r['seconds']:6.1f}")
-    worst = max(predict["p99_ms"], retrain["p99_ms"])
+    for name in ("idle", "predict", "retrain"):
+        x = r[name]
+        print(f"{name:10s} {x['ticks']:6d} {x['p50_ms']:8.1f} {x['p99_ms']:8.1f} {x['max_ms']:8.1f} {x['seconds']:6.1f}")
+    worst = r["p99_ms_worst"]
     print(f"goal p99 <= 50 ms while the model works: {'met' if worst <= 50 else 'NOT met'} ({worst:.1f} ms); "
           f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, load {load_before:.1f} -> {load_after:.1f}")
-    window.undo_stack.setClean()
-    window.close()
-    print(json.dumps({"idle": idle, "predict": predict, "retrain": retrain, "p99_ms_worst": worst,
-                      "goal_met": worst <= 50, "images": args.n, "size": args.size, "steps": args.steps,
-                      "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+    print(json.dumps({**r, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
                       "load_before": load_before, "load_after": load_after}))
 
 

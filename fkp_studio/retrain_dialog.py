@@ -65,7 +65,11 @@ class LossPlotter(QObject):
                 if losses is None:
                     self._busy = False
                     return
-            self.rendered.emit(self._render(losses))
+            image = self._render(losses)
+            try:
+                self.rendered.emit(image)
+            except RuntimeError:  # the Qt side is gone (window closed): nothing to show it in
+                return
 
     def _render(self, losses: list[float]) -> QImage:
         y = np.asarray(losses, dtype=np.float64)
@@ -121,11 +125,13 @@ class RetrainDialog(QDialog):
         self.info = QLabel("", self)
         self.info.setWordWrap(True)
 
-        self.plotter = LossPlotter(parent=self)
+        # No Qt parent: a render still running on its thread keeps the plotter alive by itself,
+        # and the bound-method connection ends when the dialog is destroyed.
+        self.plotter = LossPlotter()
         self.canvas = QLabel(self)
         self.canvas.setMinimumHeight(200)
         self.canvas.setAlignment(Qt.AlignCenter)
-        self.plotter.rendered.connect(lambda image: self.canvas.setPixmap(QPixmap.fromImage(image)))
+        self.plotter.rendered.connect(self._show_loss_image)
         self._redraw = QTimer(self, singleShot=True, interval=250)  # at most 4 redraws a second
         self._redraw.timeout.connect(self._draw_losses)
         self.progress = QProgressBar(self)
@@ -303,6 +309,9 @@ class RetrainDialog(QDialog):
             cells = [self.table.item(r, c).text() for c in range(3)]  # name, before, after
             out[cells[0]] = tuple(float(x) if x != "–" else math.nan for x in cells[1:])
         return out
+
+    def _show_loss_image(self, image: QImage) -> None:
+        self.canvas.setPixmap(QPixmap.fromImage(image))
 
     def _draw_losses(self) -> None:
         self.plotter.request(self.losses)
