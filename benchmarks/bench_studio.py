@@ -53,6 +53,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--latency", action="store_true",
+                        help="also probe event-loop latency while predict and retrain run "
+                             "(runs bench_studio_latency.py with the demo model)")
     args = parser.parse_args()
 
     from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QSortFilterProxyModel, Qt, QTimer
@@ -129,9 +132,23 @@ def main() -> None:
 
     window.undo_stack.setClean()
     window.close()
+    latency = None
+    if args.latency:  # its own process: a fresh window and engine thread, its own last JSON line
+        import subprocess
+
+        run = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_studio_latency.py")),
+                              "--n", "64", "--size", "256", "--threads", "1"], capture_output=True, text=True)
+        lines = run.stdout.strip().splitlines()
+        if run.returncode == 0 and lines:
+            latency = json.loads(lines[-1])
+            print(f"event-loop latency p99 while predicting {latency['predict']['p99_ms']:.1f} ms, while "
+                  f"retraining {latency['retrain']['p99_ms']:.1f} ms (goal <= 50 ms)")
+        else:
+            print(f"latency probe failed: {(run.stderr or run.stdout).strip().splitlines()[-1:]}")
     import shutil
     shutil.rmtree(tmp, ignore_errors=True)
     print(json.dumps({
+        "latency": latency,
         "n_images": args.n,
         "open_and_list_s": round(open_s, 3),
         "open_with_predictions_scored_s": round(scored_s, 3),
