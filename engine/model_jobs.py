@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.annotations import Annotations
-from engine.jobs import JobCancelled, JobContext
+from engine.jobs import JobContext
 from engine.metrics import evaluate, normalized_errors
 from engine.retrain import RetrainConfig, retrain, save_retrained
 from engine.workspace import Workspace
