@@ -133,6 +133,9 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     r = measure_latency(app, args.model, args.n, args.size, args.categories, args.steps, tmp)
     load_after = os.getloadavg()[0]
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"{'phase':10s} {'ticks':>6s} {'p50 ms':>8s} {'p99 ms':>8s} {'max ms':>8s} {'s':>6s}")
     for name in ("idle", "predict", "retrain"):

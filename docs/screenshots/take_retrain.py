@@ -97,6 +97,9 @@ def main() -> None:
     dialog.discard_result()
     window.undo_stack.setClean()
     window.close()
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
