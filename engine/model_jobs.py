@@ -21,7 +21,7 @@ import numpy as np
 from engine.annotations import Annotations
 from engine.jobs import JobContext
 from engine.metrics import evaluate, normalized_errors
-from engine.retrain import RetrainConfig, retrain, save_retrained
+from engine.retrain_config import RetrainConfig
 from engine.workspace import Workspace
 
 
@@ -152,6 +152,7 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model_package import load_model
+        from engine.retrain import choose_holdout, retrain, save_retrained
 
         base = base_version or workspace.active_model_version()
         if base is None:
@@ -160,8 +161,6 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
         holdout = workspace.load_holdout()
         first_holdout = holdout is None
         if first_holdout:
-            from engine.retrain import choose_holdout
-
             holdout = choose_holdout([str(i) for i in annotations.image_ids], hard_ids, config.holdout_fraction,
                                      config.max_holdout)
         present = set(map(str, annotations.image_ids))

@@ -21,7 +21,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 
 from engine.jobs import JobEvent, JobHandle
 from engine.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
-from engine.retrain import RetrainConfig
+from engine.retrain_config import RetrainConfig
 from engine.schema import NUM_KEYPOINTS
 from engine.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors

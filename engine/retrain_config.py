@@ -1,0 +1,38 @@
+"""The settings of a retrain on hard samples (no torch here, so the studio can build its dialog cheaply)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """How a retrain runs; the defaults suit a few hundred hard images on a CPU."""
+
+    steps: int = 200
+    lr: float = 1e-4                  # about the end of a training run's schedule: fine-tuning, not training
+    batch_size: int | None = None     # None: the preset's
+    hard_share: float = 0.5           # share of each batch drawn from the hard set
+    ohem_fraction: float | None = None  # None: the preset's
+    holdout_fraction: float = 0.1     # of the non-hard images, held out for validation
+    max_holdout: int = 200
+    augment: bool = True
+    seed: int = 0
+    device: str | None = None
+    freeze_batchnorm: bool = True     # BatchNorm uses the trained model's statistics throughout
+    # How before/after are measured: "detector" runs the whole two-stage pipeline (what the
+    # user gets); "annotated" crops at the annotated garment box, measuring the keypoint
+    # network alone (what a retrain changes), without the detector's own errors.
+    boxes: str = "detector"
+
+    def check(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if not 0.0 < self.hard_share <= 1.0:
+            raise ValueError(f"hard_share must be in (0, 1], got {self.hard_share}")
+        if not 0.0 <= self.holdout_fraction < 1.0:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if self.boxes not in ("detector", "annotated"):
+            raise ValueError(f"boxes must be 'detector' or 'annotated', got {self.boxes!r}")
