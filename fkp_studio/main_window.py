@@ -322,15 +322,7 @@ class MainWindow(QMainWindow):
         for col, width in enumerate((150, 70, 56, 50, 64)):
             self.list_view.setColumnWidth(col, width)
         self.list_view.horizontalHeader().setSortIndicatorShown(False)
-        self.category_box.blockSignals(True)
-        self.category_box.setCurrentIndex(0)
-        self.category_box.blockSignals(False)
-        self.search.blockSignals(True)
-        self.search.clear()
-        self.search.blockSignals(False)
-        self.edited_box.blockSignals(True)
-        self.edited_box.setChecked(False)
-        self.edited_box.blockSignals(False)
+        self._reset_filter_widgets()  # a new model starts unfiltered
         self.problems.show_problems(data.annotations.problems)
         self.problems_dock.setWindowTitle(f"Problems ({len(data.annotations.problems)})")
         if data.annotations.problems:
@@ -495,20 +487,19 @@ class MainWindow(QMainWindow):
         self.check_dock.setWindowTitle(f"Check annotation ({n})" if n else "Check annotation")
 
     def clear_filter(self) -> None:
-        self.category_box.blockSignals(True)
-        self.category_box.setCurrentIndex(0)
-        self.category_box.blockSignals(False)
-        self.error_box.blockSignals(True)
-        self.error_box.setCurrentIndex(0)
-        self.error_box.blockSignals(False)
-        self.search.blockSignals(True)
-        self.search.clear()
-        self.search.blockSignals(False)
-        self.edited_box.blockSignals(True)
-        self.edited_box.setChecked(False)
-        self.edited_box.blockSignals(False)
+        self._reset_filter_widgets()
         if self.list_model is not None:
             self.list_model.set_filter(ListFilter())
+
+    def _reset_filter_widgets(self) -> None:
+        """Show "no filter" in every filter widget, without firing their change handlers."""
+        for widget, reset in ((self.category_box, lambda: self.category_box.setCurrentIndex(0)),
+                              (self.error_box, lambda: self.error_box.setCurrentIndex(0)),
+                              (self.search, self.search.clear),
+                              (self.edited_box, lambda: self.edited_box.setChecked(False))):
+            widget.blockSignals(True)
+            reset()
+            widget.blockSignals(False)
 
     def worst_first(self) -> None:
         if self.list_model is None:
