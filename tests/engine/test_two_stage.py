@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import LOOP_PRESET  # the test-only tiny model shared with the hard-loop tests
 from engine.annotations import load_annotations
 from engine.cli import main
 from engine.images import read_image
@@ -21,25 +22,6 @@ from engine.pipeline import Pipeline, load_scores, scores_path
 from engine.schema import CATEGORY_MASK
 from engine.synth import generate_dataset
 
-# Test-only tiny configuration: 96 px images, 64 px crops, a one-stage hourglass of a few
-# thousand weights, a 96 px detector. Trains in well under a minute on two CPU cores.
-TINY = {
-    "input_size": 64,
-    "radius": 8.0,
-    "crop_margin": 0.12,
-    "detector_min_size": 96,
-    "detector_max_size": 96,
-    "epochs": 25,
-    "batch_size": 8,
-    "lr": 1e-2,
-    "net": {
-        "blocks": [1, 1, 1, 1],
-        "widths": [[16, 8], [24, 8], [32, 12], [32, 12]],
-        "stem_channels": 16,
-        "decoder_channels": 24,
-        "num_stages": 1,
-    },
-}
 CATEGORIES = "blouse,dress"
 
 
@@ -49,6 +31,7 @@ def _fkp(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("two_stage")
     data = root / "data"
@@ -56,7 +39,7 @@ def trained(tmp_path_factory):
     generate_dataset(data, 12, seed=102, split="val", size=96, categories=CATEGORIES, hard_fraction=0.0, workers=1)
     generate_dataset(data, 16, seed=103, split="test", size=96, categories=CATEGORIES, hard_fraction=0.0, workers=1)
     preset_json = root / "tiny.json"
-    preset_json.write_text(json.dumps(TINY))
+    preset_json.write_text(json.dumps({**LOOP_PRESET, "epochs": 25}))
     model = root / "tiny.fkpmodel"
     assert _fkp("train", "--data", data, "--preset", "lite", "--preset-json", preset_json, "--out", model,
                 "--detector-steps", 120, "--detector-batch", 4, "--detector-lr", 2e-3, "--eval-every", 120,
