@@ -49,6 +49,23 @@ def make_data(root: Path, n: int) -> tuple[Path, Path]:
     return csv, pred_csv
 
 
+def isolated_studio_app(prefix: str):
+    """(temporary folder, QApplication) whose settings and data folders live in that folder,
+    so a benchmark never touches the user's own studio state."""
+    from PySide6.QtCore import QCoreApplication, QSettings
+
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
+    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
+    from fkp_studio.app import init_application
+
+    app = init_application()
+    QCoreApplication.setOrganizationName("fkp-studio-bench")
+    QSettings.setDefaultFormat(QSettings.IniFormat)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp / "config"))
+    return tmp, app
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
@@ -58,19 +75,11 @@ def main() -> None:
                              "(runs bench_studio_latency.py with the demo model)")
     args = parser.parse_args()
 
-    from PySide6.QtCore import QCoreApplication, QEventLoop, QSettings, QSortFilterProxyModel, Qt, QTimer
+    from PySide6.QtCore import QEventLoop, QSortFilterProxyModel, Qt, QTimer
 
-    tmp = Path(tempfile.mkdtemp(prefix="fkp-bench-studio-"))
-    os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
-    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
-    from fkp_studio.app import init_application
+    tmp, app = isolated_studio_app("fkp-bench-studio-")
     from fkp_studio.image_list import COL_NE
     from fkp_studio.main_window import MainWindow
-
-    app = init_application()
-    QCoreApplication.setOrganizationName("fkp-studio-bench")
-    QSettings.setDefaultFormat(QSettings.IniFormat)
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp / "config"))
 
     t = time.perf_counter()
     csv, pred_csv = make_data(tmp / "ds", args.n)

@@ -117,19 +117,11 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-    from PySide6.QtCore import QCoreApplication, QSettings
+    from bench_studio import isolated_studio_app
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tmp = Path(tempfile.mkdtemp(prefix="fkp-bench-latency-"))
-    os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
-    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
-    from fkp_studio.app import init_application
-
-    app = init_application()
-    QCoreApplication.setOrganizationName("fkp-studio-bench")
-    QSettings.setDefaultFormat(QSettings.IniFormat)
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(tmp / "config"))
+    tmp, app = isolated_studio_app("fkp-bench-latency-")
     load_before = os.getloadavg()[0]
     r = measure_latency(app, args.model, args.n, args.size, args.categories, args.steps, tmp)
     load_after = os.getloadavg()[0]
