@@ -85,6 +85,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--hard-share", type=float, default=0.5)
     ap.add_argument("--batch-size", type=int, help="default: the model preset's")
+    ap.add_argument("--ohem-per-group", action=argparse.BooleanOptionalAction, default=True,
+                    help="OHEM ranks hard-set and replayed crops apart (default; --no-ohem-per-group: together)")
+    ap.add_argument("--holdout", type=int, default=20, help="pool images held out of the retrain (default 20)")
     ap.add_argument("--size", type=int, default=512, help="synthetic image side (default 512)")
     ap.add_argument("--categories", default=None, help="comma-separated categories (default all five)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -121,7 +124,8 @@ def main() -> None:
           f"worst {len(worst)}: {100 * worst_hard_share:.0f} % hard cases")
 
     config = RetrainConfig(steps=args.steps, lr=args.lr, hard_share=args.hard_share, batch_size=args.batch_size,
-                           seed=args.seed, holdout_fraction=0.05, max_holdout=20)
+                           seed=args.seed, holdout_fraction=0.5, max_holdout=args.holdout,
+                           ohem_per_group=args.ohem_per_group)
     t0 = time.perf_counter()
     result = retrain(model, root, pool, worst, config,
                      on_step=lambda step, n, loss: print(f"  step {step}/{n} loss {loss:.4f}", flush=True)

@@ -37,3 +37,19 @@ def ohem_loss(per_instance_loss: torch.Tensor, valid: torch.Tensor, top_fraction
     if int(n) == 0:
         return per_instance_loss.sum() * 0.0
     return per_instance_loss[mask].sum() / n
+
+
+def grouped_ohem_loss(per_instance_loss: torch.Tensor, valid: torch.Tensor, top_fraction: float,
+                      groups: torch.Tensor) -> torch.Tensor:
+    """OHEM within each group of images (`groups` (B,) ints), each group's loss weighted by its
+    share of the batch.
+
+    A retrain's batch mixes hard-set images with replayed ordinary ones; ranked together, the
+    hard images' instances would take almost every OHEM slot and the replay, there to keep the
+    model good on ordinary images, would get next to no gradient.
+    """
+    total = per_instance_loss.sum() * 0.0
+    for g in torch.unique(groups):
+        rows = groups == g
+        total = total + ohem_loss(per_instance_loss[rows], valid[rows], top_fraction) * (rows.sum() / len(groups))
+    return total

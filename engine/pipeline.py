@@ -26,17 +26,24 @@ import numpy as np
 import torch
 
 from engine.annotations import Annotations
-from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
+from engine.data import (MIN_CROP_SIDE, apply_affine, crop_affine, invert_affine, normalize_image,
+                         square_around, warp_crop)
 from engine.detector import Detections, detect, fuse_boxes, scale_for
 from engine.device import autocast_for, pick_device, prepare_input
 from engine.model_package import TwoStageModel
-from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
+from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
 from engine.targets import decode
 
 log = logging.getLogger(__name__)
 
 # Extra zooms of the best box used when the detector offers fewer distinct crops than asked.
 _ZOOMS = (1.08, 0.93, 1.16, 0.86)
+
+# Rotation search (`rotation_search`): upright crops whose mean keypoint confidence is below the
+# gate are also tried at these angles; a rotated crop must beat the upright one by the margin.
+ROTATION_GRID = (45, 90, 135, 180, 225, 270, 315)
+ROTATION_GATE = 0.8
+ROTATION_MARGIN = 0.2
 
 
 @dataclass
@@ -73,6 +80,7 @@ class Pipeline:
         num_crops: int | None = None,
         batch_size: int = 8,
         refine_steps: int = 1,
+        rotation_search: bool | None = None,
     ):
         self.model = model
         self.preset = model.preset
@@ -81,6 +89,7 @@ class Pipeline:
         self.num_crops = max(1, self.preset.num_crops if num_crops is None else num_crops)
         self.batch_size = max(1, batch_size)
         self.refine_steps = max(0, refine_steps)
+        self.rotation_search = self.preset.rotation_search if rotation_search is None else rotation_search
         self.detector = model.detector.to(self.device).eval()
         self.keypoint_net = model.keypoint_net.to(self.device).eval()
 
@@ -104,20 +113,59 @@ class Pipeline:
             for c, d in zip(categories if categories is not None else [None] * n, dets)
         ], dtype=np.int64)
         boxes, weights = self._crop_boxes(images, dets)                 # (n, c, 4), (n, c)
-        mean, score = self._views(images, boxes, weights)
+        squares = np.array([[square_around(b, self.preset.crop_margin) for b in row] for row in boxes], np.float32)
+        angles = np.zeros(n, np.float32)
+        mean, score = self._views(images, squares, weights, angles)
+        mask = CATEGORY_MASK[cats]
+        if self.rotation_search:
+            angles, mean, score = self._search_rotation(images, squares[:, :1], cats, mean, score)
         # Refinement: crop again around the predicted keypoints, the box the keypoint net was
         # trained on (a detected box is looser or tighter; one pass cut NE from 10.5 % to 8.4 %
         # for a half-trained lite net; for the demo model, with flip TTA, 7.15 % to 7.04 %).
-        mask = CATEGORY_MASK[cats]
         for _ in range(self.refine_steps):
-            lo = np.where(mask[..., None], mean, np.inf).min(axis=1)
-            hi = np.where(mask[..., None], mean, -np.inf).max(axis=1)
-            mean, score = self._views(images, np.concatenate([lo, hi], axis=1)[:, None], np.ones((n, 1), np.float32))
+            squares = keypoint_squares(mean, mask, angles, self.preset.crop_margin)[:, None]
+            mean, score = self._views(images, squares, np.ones((n, 1), np.float32), angles)
         return mean.astype(np.float32), score.astype(np.float32), cats, boxes[:, 0]
 
-    def _views(self, images: Sequence[np.ndarray], boxes: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Keypoints averaged over all crops (and mirrored crops), weighted by confidence x box weight."""
-        coords, conf = self._keypoints(images, boxes)                    # (n, c, v, 24, 2), (n, c, v, 24)
+    def _search_rotation(self, images: Sequence[np.ndarray], squares: np.ndarray, cats: np.ndarray,
+                         mean: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Upright crops the keypoint net is unsure of are tried at every 45 degrees; where a rotated
+        crop is clearly more convincing (mean confidence higher by ROTATION_MARGIN) the garment is
+        taken to be rotated, and its angle is refined from the predicted top-to-bottom axis.
+
+        Returns the crop angle per image (0 where nothing changed) and the predictions at it.
+        """
+        n = len(images)
+        angles = np.zeros(n, np.float32)
+        mask = CATEGORY_MASK[cats]
+        confidence = _masked_mean(score, mask)
+        unsure = np.flatnonzero(confidence < ROTATION_GATE)
+        if len(unsure) == 0:
+            return angles, mean, score
+        subset = [images[i] for i in unsure]
+        ones = np.ones((len(unsure), 1), np.float32)
+        best = confidence[unsure].copy()
+        best_mean, best_score = mean[unsure].copy(), score[unsure].copy()
+        best_angle = np.zeros(len(unsure), np.float32)
+        for angle in ROTATION_GRID:
+            a = np.full(len(unsure), angle, np.float32)
+            m, s = self._views(subset, squares[unsure], ones, a)
+            c = _masked_mean(s, mask[unsure])
+            better = c > np.maximum(best, confidence[unsure] + ROTATION_MARGIN)
+            best = np.where(better, c, best)
+            best_angle = np.where(better, angle, best_angle)
+            best_mean[better], best_score[better] = m[better], s[better]
+        turned = best_angle != 0
+        rows = unsure[turned]
+        angles[rows] = upright_angle(best_mean[turned], cats[rows])
+        mean, score = mean.copy(), score.copy()
+        mean[rows], score[rows] = best_mean[turned], best_score[turned]
+        return angles, mean, score
+
+    def _views(self, images: Sequence[np.ndarray], squares: np.ndarray, weights: np.ndarray,
+               angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keypoints averaged over all crops (and mirrored crops), weighted by confidence x crop weight."""
+        coords, conf = self._keypoints(images, squares, angles)          # (n, c, v, 24, 2), (n, c, v, 24)
         w = conf * weights[:, :, None, None] + 1e-6
         mean = (coords * w[..., None]).sum(axis=(1, 2)) / w.sum(axis=(1, 2))[..., None]
         return mean, conf.mean(axis=(1, 2))
@@ -166,19 +214,21 @@ class Pipeline:
             out[i], weights[i] = chosen, chosen_w
         return out, weights
 
-    def _keypoints(self, images: Sequence[np.ndarray], boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predict every (image, box, view) crop; coordinates in image pixels."""
+    def _keypoints(self, images: Sequence[np.ndarray], squares: np.ndarray,
+                   angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predict every (image, square crop (cx, cy, side), view) at the image's crop angle;
+        coordinates in image pixels."""
         p = self.preset
         size = p.input_size
         views = (False, True) if self.flip_tta else (False,)
-        n, k = boxes.shape[:2]
+        n, k = squares.shape[:2]
         mats = np.zeros((n, k, len(views), 2, 3), np.float32)
         crops = []
         for i in range(n):
             for j in range(k):
-                cx, cy, side = square_around(boxes[i, j], p.crop_margin)
+                cx, cy, side = squares[i, j]
                 for v, flip in enumerate(views):
-                    mats[i, j, v] = crop_affine(cx, cy, side, size, flip=flip)
+                    mats[i, j, v] = crop_affine(cx, cy, side, size, float(angles[i]), flip=flip)
                     crops.append(normalize_image(warp_crop(images[i], mats[i, j, v], size)))
         x = prepare_input(torch.stack(crops), self.device)
         with autocast_for(self.device):
@@ -312,6 +362,42 @@ def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.nda
         chosen.append(np.concatenate([centre - half * zooms, centre + half * zooms], axis=1))
         weights.append(np.full(missing, scores[0] * 0.8, np.float32))
     return np.concatenate(chosen).astype(np.float32), np.concatenate(weights).astype(np.float32)
+
+
+def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Mean over each row's masked entries: (n, 24), (n, 24) -> (n,)."""
+    return (values * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+
+
+def upright_angle(coords: np.ndarray, categories: np.ndarray) -> np.ndarray:
+    """The crop angle (degrees, as `crop_affine` takes it) that turns each garment upright.
+
+    The garment's "up" is the vector from its bottom keypoints' centre to its top keypoints'
+    centre (`UPRIGHT_TOP`, `UPRIGHT_BOTTOM` of its category); upright it points to -y.
+    `coords` (n, 24, 2) image pixels, `categories` (n,) their category codes.
+    """
+    top, bottom = UPRIGHT_TOP[categories], UPRIGHT_BOTTOM[categories]
+    up = _masked_centre(coords, top) - _masked_centre(coords, bottom)
+    return (np.degrees(np.arctan2(up[:, 1], up[:, 0])) + 90.0).astype(np.float32)
+
+
+def _masked_centre(coords: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    return (coords * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
+
+
+def keypoint_squares(coords: np.ndarray, mask: np.ndarray, angles: np.ndarray, margin: float) -> np.ndarray:
+    """(n, 3) square crops (cx, cy, side) around each image's masked keypoints, boxed in the frame
+    of a crop rotated by its angle (degrees, as `crop_affine`), with `square_around`'s margin."""
+    a = np.radians(angles.astype(np.float64))
+    cos, sin = np.cos(a)[:, None], np.sin(a)[:, None]
+    x, y = coords[..., 0], coords[..., 1]
+    u, v = cos * x + sin * y, -sin * x + cos * y                  # the crop's axes
+    lo_u, hi_u = np.where(mask, u, np.inf).min(axis=1), np.where(mask, u, -np.inf).max(axis=1)
+    lo_v, hi_v = np.where(mask, v, np.inf).min(axis=1), np.where(mask, v, -np.inf).max(axis=1)
+    cu, cv = (lo_u + hi_u) / 2, (lo_v + hi_v) / 2
+    side = np.maximum(np.maximum(hi_u - lo_u, hi_v - lo_v), MIN_CROP_SIDE) * (1.0 + 2.0 * margin)
+    cx, cy = cos[:, 0] * cu - sin[:, 0] * cv, sin[:, 0] * cu + cos[:, 0] * cv
+    return np.stack([cx, cy, side], axis=1).astype(np.float32)
 
 
 # --- scores file ----------------------------------------------------------------------------

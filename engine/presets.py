@@ -67,6 +67,7 @@ class Preset:
     # Test time.
     flip_tta: bool = False
     num_crops: int = 1
+    rotation_search: bool = False        # try rotated crops when the upright one is unconvincing
     # Training defaults.
     batch_size: int = 16
     epochs: int = 30
@@ -138,6 +139,7 @@ PRESETS: dict[str, Preset] = {
         detector_max_size=1024,
         flip_tta=True,
         num_crops=3,
+        rotation_search=True,
         batch_size=8,
     ),
     # Small enough to train from scratch on a shared 2-core CPU in about an hour.

@@ -239,7 +239,8 @@ def retrain(
                                     seed=config.seed + 1)
     bs = config.batch_size or preset.batch_size
     batches = mixed_batches(len(hard_ds), len(replay_ds), bs, config.hard_share, config.steps, config.seed)
-    loader = DataLoader(ConcatDataset([hard_ds, replay_ds]), batch_sampler=batches.tolist(), num_workers=0)
+    parts = [_Grouped(hard_ds, 0), _Grouped(replay_ds, 1)] if config.ohem_per_group else [hard_ds, replay_ds]
+    loader = DataLoader(ConcatDataset(parts), batch_sampler=batches.tolist(), num_workers=0)
 
     net = copy.deepcopy(model.keypoint_net)
     prepare_model(net, device)
@@ -280,6 +281,19 @@ def save_retrained(result: RetrainResult, path, parent: str | None = None) -> An
     meta = {k: v for k, v in m.metadata.items() if k not in ("date", "retrain")}
     meta.update({"retrain": {**result.report(), "parent": parent}, "val_ne": result.after.overall})
     return save_model(path, m.preset, m.detector, m.detector_config, m.keypoint_net, meta)
+
+
+class _Grouped(torch.utils.data.Dataset):
+    """A dataset whose items carry a "group" number (hard set 0, replay 1) for per-group OHEM."""
+
+    def __init__(self, base: KeypointCropDataset, group: int):
+        self.base, self.group = base, torch.tensor(group)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return {**self.base[i], "group": self.group}
 
 
 class _FrozenBatchNorm(torch.nn.Module):

@@ -14,6 +14,9 @@ class RetrainConfig:
     batch_size: int | None = None     # None: the preset's
     hard_share: float = 0.5           # share of each batch drawn from the hard set
     ohem_fraction: float | None = None  # None: the preset's
+    # OHEM ranks the hard-set crops and the replayed crops of a batch apart, each keeping its
+    # share of the loss (ranked together, the hard crops take nearly every slot).
+    ohem_per_group: bool = True
     holdout_fraction: float = 0.1     # of the non-hard images, held out for validation
     max_holdout: int = 200
     augment: bool = True

@@ -51,11 +51,19 @@ _CATEGORY_KEYPOINTS: dict[str, tuple[str, ...]] = {
     ),
 }
 
+
+
+def _group_mask(names_of: dict[str, tuple[str, ...]]) -> np.ndarray:
+    """(categories, 24) read-only mask: True where the keypoint is among the category's names."""
+    mask = np.zeros((len(CATEGORIES), NUM_KEYPOINTS), dtype=bool)
+    for c, name in enumerate(CATEGORIES):
+        mask[c, [KEYPOINT_INDEX[k] for k in names_of[name]]] = True
+    mask.setflags(write=False)
+    return mask
+
+
 # CATEGORY_MASK[c, k] is True when category c has keypoint k.
-CATEGORY_MASK: np.ndarray = np.zeros((len(CATEGORIES), NUM_KEYPOINTS), dtype=bool)
-for _c, _name in enumerate(CATEGORIES):
-    CATEGORY_MASK[_c, [KEYPOINT_INDEX[k] for k in _CATEGORY_KEYPOINTS[_name]]] = True
-CATEGORY_MASK.setflags(write=False)
+CATEGORY_MASK: np.ndarray = _group_mask(_CATEGORY_KEYPOINTS)
 
 
 def _twin(name: str) -> str:
@@ -132,6 +140,22 @@ _SKELETONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("shoulder_right", "neckline_right"),
     ),
 }
+# Which keypoints are the top and the bottom of an upright garment of each category: the
+# vector from the bottom group's centre to the top group's points "up" (towards -y).
+_UPRIGHT_AXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "blouse": (("neckline_left", "neckline_right", "shoulder_left", "shoulder_right"), ("top_hem_left", "top_hem_right")),
+    "outwear": (("neckline_left", "neckline_right", "shoulder_left", "shoulder_right"), ("top_hem_left", "top_hem_right")),
+    "trousers": (("waistband_left", "waistband_right"),
+                 ("bottom_left_in", "bottom_left_out", "bottom_right_in", "bottom_right_out")),
+    "skirt": (("waistband_left", "waistband_right"), ("hemline_left", "hemline_right")),
+    "dress": (("neckline_left", "neckline_right", "shoulder_left", "shoulder_right"), ("hemline_left", "hemline_right")),
+}
+
+
+# UPRIGHT_TOP[c, k] / UPRIGHT_BOTTOM[c, k]: keypoint k is at the top / bottom of category c.
+UPRIGHT_TOP: np.ndarray = _group_mask({c: top for c, (top, _) in _UPRIGHT_AXES.items()})
+UPRIGHT_BOTTOM: np.ndarray = _group_mask({c: bottom for c, (_, bottom) in _UPRIGHT_AXES.items()})
+
 # SKELETONS[c] is a list of (k1, k2) keypoint-index edges to draw for category c.
 SKELETONS: tuple[tuple[tuple[int, int], ...], ...] = tuple(
     tuple((KEYPOINT_INDEX[a], KEYPOINT_INDEX[b]) for a, b in _SKELETONS[c]) for c in CATEGORIES

@@ -26,7 +26,7 @@ from engine.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkp
 from engine.data import Augmentation, CropSubset, KeypointCropDataset, apply_affine, invert_affine
 from engine.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
 from engine.hourglass import KeypointNet, load_encoder_weights
-from engine.ohem import ohem_loss
+from engine.ohem import grouped_ohem_loss, ohem_loss
 from engine.presets import Preset
 from engine.schema import CATEGORY_MASK
 from engine.targets import decode, instance_losses
@@ -55,14 +55,17 @@ def build_model(preset: Preset, encoder_weights: str | os.PathLike | None = None
 
 def batch_loss(outputs: list[torch.Tensor], batch: dict[str, torch.Tensor], preset: Preset,
                ohem_fraction: float | None = None) -> tuple[torch.Tensor, float]:
-    """Sum over stages of the OHEM loss (intermediate supervision) -> (loss, last stage's plain mean loss)."""
+    """Sum over stages of the OHEM loss (intermediate supervision) -> (loss, last stage's plain mean loss).
+
+    A batch with a "group" entry (B,) gets OHEM within each group (`grouped_ohem_loss`)."""
     frac = preset.ohem_fraction if ohem_fraction is None else ohem_fraction
     heat, offsets, valid = batch["heat"], batch["offsets"], batch["valid"]
+    groups = batch.get("group")
     total = outputs[0].new_zeros((), dtype=torch.float32)
     plain = 0.0
     for out in outputs:
         per = instance_losses(out, heat, offsets, preset.radius, preset.stride, preset.offset_weight)
-        total = total + ohem_loss(per, valid, frac)
+        total = total + (ohem_loss(per, valid, frac) if groups is None else grouped_ohem_loss(per, valid, frac, groups))
         n = valid.sum()
         plain = float((per.detach() * valid).sum() / n.clamp(min=1))
     return total, plain

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.ohem import ohem_loss, ohem_select
+from engine.ohem import grouped_ohem_loss, ohem_loss, ohem_select
 
 
 def test_selects_the_hardest_fraction_of_the_whole_batch_not_per_image():
@@ -46,3 +46,22 @@ def test_no_valid_instance_gives_a_connected_zero_and_bad_fraction_is_refused():
     assert float(loss.detach()) == 0.0 and (x.grad == 0).all()
     with pytest.raises(ValueError):
         ohem_select(x, torch.ones(2, 3, dtype=torch.bool), 0.0)
+
+
+def test_grouped_ohem_mines_each_group_apart_and_weights_it_by_its_share():
+    # Rows 0-1 are hard-set crops (big losses), rows 2-3 replay (small): ranked together the
+    # replay would get no gradient at all.
+    per = torch.tensor([[9.0, 8.0, 7.0, 6.0], [5.0, 4.0, 3.0, 2.0],
+                        [0.4, 0.3, 0.2, 0.1], [0.8, 0.7, 0.6, 0.5]], requires_grad=True)
+    valid = torch.ones(4, 4, dtype=torch.bool)
+    groups = torch.tensor([0, 0, 1, 1])
+    together = ohem_loss(per, valid, 0.5)
+    together.backward()
+    assert (per.grad[2:] == 0).all()
+    per.grad = None
+    loss = grouped_ohem_loss(per, valid, 0.5, groups)
+    loss.backward()
+    assert torch.isclose(loss, 0.5 * torch.tensor([9.0, 8, 7, 6]).mean() + 0.5 * torch.tensor([0.8, 0.7, 0.6, 0.5]).mean())
+    assert (per.grad[3] != 0).all() and (per.grad[2] == 0).all() and (per.grad[0] != 0).all()
+    # one group only: plain OHEM
+    assert torch.isclose(grouped_ohem_loss(per, valid, 0.5, torch.zeros(4, dtype=torch.long)), together)
