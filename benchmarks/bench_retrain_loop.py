@@ -15,7 +15,8 @@ The machine is shared: the 1-minute load average before and after is printed. Th
 printed is one JSON object of the figures.
 
     python benchmarks/bench_retrain_loop.py [--model resources/models/demo] [--pool 300] [--worst 60]
-        [--eval-hard 100] [--eval-ordinary 100] [--steps 300] [--size 512] [--threads 2]
+        [--eval-hard 100] [--eval-ordinary 100] [--steps 300] [--lr 1e-4] [--hard-share 0.5]
+        [--no-ohem-per-group] [--holdout 20] [--size 512] [--threads 2]
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def main() -> None:
           f"{load_after:.1f}, total {time.perf_counter() - t_start:.0f} s")
     print(json.dumps({
         "model": str(args.model), "pool": len(pool), "worst": len(worst), "worst_hard_share": worst_hard_share,
-        "steps": args.steps, "lr": args.lr, "size": args.size,
+        "steps": args.steps, "lr": args.lr, "hard_share": args.hard_share, "ohem_per_group": args.ohem_per_group,
+        "size": args.size,
         "hard_ne_before": before_hard["ne"], "hard_ne_after": after_hard["ne"], "hard_change": hard_change,
         "hard_per_kind_before": before_hard["per_kind"], "hard_per_kind_after": after_hard["per_kind"],
         "ordinary_ne_before": before_ord["ne"], "ordinary_ne_after": after_ord["ne"], "ordinary_change": ord_change,

@@ -7,7 +7,9 @@ preset's crop margin), then `refine_steps` times crops again around the predicte
 keypoint net also sees the other top detections of the same garment (and, when there are too
 few, slightly zoomed crops of the best box); with `flip_tta` each crop is also predicted
 mirrored, with left/right twins swapped back. All views are averaged in image coordinates,
-weighted by the keypoint confidences.
+weighted by the keypoint confidences. With `rotation_search`, a garment whose upright crop the
+keypoint net is unsure of is also tried turned in 45-degree steps; a clearly better turn
+makes the refinement crops rotate with the garment (upright along its top-to-bottom axis).
 
 Besides the coordinates every prediction carries a confidence per keypoint in [0, 1] (the
 share of Hough votes near the chosen peak), saved beside a predictions CSV by `save_scores`.
