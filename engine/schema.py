@@ -52,7 +52,6 @@ _CATEGORY_KEYPOINTS: dict[str, tuple[str, ...]] = {
 }
 
 
-
 def _group_mask(names_of: dict[str, tuple[str, ...]]) -> np.ndarray:
     """(categories, 24) read-only mask: True where the keypoint is among the category's names."""
     mask = np.zeros((len(CATEGORIES), NUM_KEYPOINTS), dtype=bool)
@@ -140,8 +139,9 @@ _SKELETONS: dict[str, tuple[tuple[str, str], ...]] = {
         ("shoulder_right", "neckline_right"),
     ),
 }
+
 # Which keypoints are the top and the bottom of an upright garment of each category: the
-# vector from the bottom group's centre to the top group's points "up" (towards -y).
+# vector from the bottom group's centre to the top group's centre points up (towards -y).
 _UPRIGHT_AXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "blouse": (("neckline_left", "neckline_right", "shoulder_left", "shoulder_right"), ("top_hem_left", "top_hem_right")),
     "outwear": (("neckline_left", "neckline_right", "shoulder_left", "shoulder_right"), ("top_hem_left", "top_hem_right")),
@@ -150,8 +150,6 @@ _UPRIGHT_AXES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "skirt": (("waistband_left", "waistband_right"), ("hemline_left", "hemline_right")),
     "dress": (("neckline_left", "neckline_right", "shoulder_left", "shoulder_right"), ("hemline_left", "hemline_right")),
 }
-
-
 # UPRIGHT_TOP[c, k] / UPRIGHT_BOTTOM[c, k]: keypoint k is at the top / bottom of category c.
 UPRIGHT_TOP: np.ndarray = _group_mask({c: top for c, (top, _) in _UPRIGHT_AXES.items()})
 UPRIGHT_BOTTOM: np.ndarray = _group_mask({c: bottom for c, (_, bottom) in _UPRIGHT_AXES.items()})
