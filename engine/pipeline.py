@@ -28,8 +28,7 @@ import numpy as np
 import torch
 
 from engine.annotations import Annotations
-from engine.data import (MIN_CROP_SIDE, apply_affine, crop_affine, invert_affine, normalize_image,
-                         square_around, warp_crop)
+from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
 from engine.detector import Detections, detect, fuse_boxes, scale_for
 from engine.device import autocast_for, pick_device, prepare_input
 from engine.model_package import TwoStageModel
@@ -367,8 +366,9 @@ def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.nda
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over each row's masked entries: (n, 24), (n, 24) -> (n,)."""
-    return (values * mask).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)
+    """Mean over axis 1 of each row's masked entries: values (n, 24, ...), mask (n, 24) -> (n, ...)."""
+    m = mask.reshape(mask.shape + (1,) * (values.ndim - 2))
+    return (values * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1)
 
 
 def upright_angle(coords: np.ndarray, categories: np.ndarray) -> np.ndarray:
@@ -379,25 +379,20 @@ def upright_angle(coords: np.ndarray, categories: np.ndarray) -> np.ndarray:
     `coords` (n, 24, 2) image pixels, `categories` (n,) their category codes.
     """
     top, bottom = UPRIGHT_TOP[categories], UPRIGHT_BOTTOM[categories]
-    up = _masked_centre(coords, top) - _masked_centre(coords, bottom)
+    up = _masked_mean(coords, top) - _masked_mean(coords, bottom)
     return (np.degrees(np.arctan2(up[:, 1], up[:, 0])) + 90.0).astype(np.float32)
 
 
-def _masked_centre(coords: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    return (coords * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1), 1)[:, None]
-
-
 def keypoint_squares(coords: np.ndarray, mask: np.ndarray, angles: np.ndarray, margin: float) -> np.ndarray:
-    """(n, 3) square crops (cx, cy, side) around each image's masked keypoints, boxed in the frame
-    of a crop rotated by its angle (degrees, as `crop_affine`), with `square_around`'s margin."""
+    """(n, 3) square crops (cx, cy, side) around each image's masked keypoints: `square_around` of
+    their box in the frame of a crop rotated by the image's angle (degrees, as `crop_affine`)."""
     a = np.radians(angles.astype(np.float64))
     cos, sin = np.cos(a)[:, None], np.sin(a)[:, None]
     x, y = coords[..., 0], coords[..., 1]
     u, v = cos * x + sin * y, -sin * x + cos * y                  # the crop's axes
-    lo_u, hi_u = np.where(mask, u, np.inf).min(axis=1), np.where(mask, u, -np.inf).max(axis=1)
-    lo_v, hi_v = np.where(mask, v, np.inf).min(axis=1), np.where(mask, v, -np.inf).max(axis=1)
-    cu, cv = (lo_u + hi_u) / 2, (lo_v + hi_v) / 2
-    side = np.maximum(np.maximum(hi_u - lo_u, hi_v - lo_v), MIN_CROP_SIDE) * (1.0 + 2.0 * margin)
+    boxes = np.stack([np.where(mask, u, np.inf).min(axis=1), np.where(mask, v, np.inf).min(axis=1),
+                      np.where(mask, u, -np.inf).max(axis=1), np.where(mask, v, -np.inf).max(axis=1)], axis=1)
+    cu, cv, side = np.array([square_around(b, margin) for b in boxes]).reshape(-1, 3).T
     cx, cy = cos[:, 0] * cu - sin[:, 0] * cv, sin[:, 0] * cu + cos[:, 0] * cv
     return np.stack([cx, cy, side], axis=1).astype(np.float32)
 
