@@ -7,7 +7,8 @@ In one run, from one model package (the demo model by default):
 2. predict the pool with the model and rank its images by NE; the worst `--worst` become the
    hard set (what a user does with "add the worst N by NE");
 3. retrain on them (`engine.retrain`: hard crops oversampled, replay of the rest of the pool,
-   OHEM) for `--steps` steps;
+   OHEM, replay distilled from the model) for `--steps` steps, then the detector on the same
+   images for `--detector-steps`;
 4. score the model before (the baseline) and after on both evaluation sets, with the whole
    two-stage pipeline, and per hard kind.
 
@@ -16,7 +17,7 @@ printed is one JSON object of the figures.
 
     python benchmarks/bench_retrain_loop.py [--model resources/models/demo] [--pool 300] [--worst 60]
         [--eval-hard 100] [--eval-ordinary 100] [--steps 300] [--lr 1e-4] [--hard-share 0.5]
-        [--no-ohem-per-group] [--holdout 20] [--size 512] [--threads 2]
+        [--detector-steps 300] [--detector-lr 1e-4] [--no-ohem-per-group] [--no-distill-replay] [--holdout 20] [--size 512] [--threads 2]
 """
 
 from __future__ import annotations
@@ -88,6 +89,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, help="default: the model preset's")
     ap.add_argument("--ohem-per-group", action=argparse.BooleanOptionalAction, default=True,
                     help="OHEM ranks hard-set and replayed crops apart (default; --no-ohem-per-group: together)")
+    ap.add_argument("--detector-steps", type=int, default=300,
+                    help="detector fine-tuning steps after the keypoint network's (default 300; 0 keeps it)")
+    ap.add_argument("--detector-lr", type=float, default=1e-4)
+    ap.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=True,
+                    help="replayed crops learn the starting model's outputs (default; --no-distill-replay: "
+                         "their annotations)")
     ap.add_argument("--holdout", type=int, default=20, help="pool images held out of the retrain (default 20)")
     ap.add_argument("--size", type=int, default=512, help="synthetic image side (default 512)")
     ap.add_argument("--categories", default=None, help="comma-separated categories (default all five)")
@@ -126,7 +133,8 @@ def main() -> None:
 
     config = RetrainConfig(steps=args.steps, lr=args.lr, hard_share=args.hard_share, batch_size=args.batch_size,
                            seed=args.seed, holdout_fraction=0.5, max_holdout=args.holdout,
-                           ohem_per_group=args.ohem_per_group)
+                           ohem_per_group=args.ohem_per_group, distill_replay=args.distill_replay,
+                           detector_steps=args.detector_steps, detector_lr=args.detector_lr)
     t0 = time.perf_counter()
     result = retrain(model, root, pool, worst, config,
                      on_step=lambda step, n, loss: print(f"  step {step}/{n} loss {loss:.4f}", flush=True)
@@ -140,7 +148,7 @@ def main() -> None:
     hard_change = after_hard["ne"] / before_hard["ne"] - 1
     ord_change = after_ord["ne"] / before_ord["ne"] - 1
 
-    print(f"retrain: {args.steps} steps in {retrain_s:.0f} s ({retrain_s / args.steps:.2f} s/step), "
+    print(f"retrain: {args.steps} keypoint + {args.detector_steps} detector steps in {retrain_s:.0f} s, "
           f"{len(result.hard_ids)} hard + {result.replay_images} replay images")
     print(f"{'':24s} {'before':>8s} {'after':>8s} {'change':>8s}")
     print(f"{'held-out hard kinds':24s} {100 * before_hard['ne']:7.2f}% {100 * after_hard['ne']:7.2f}% "
@@ -156,12 +164,14 @@ def main() -> None:
     print(json.dumps({
         "model": str(args.model), "pool": len(pool), "worst": len(worst), "worst_hard_share": worst_hard_share,
         "steps": args.steps, "lr": args.lr, "hard_share": args.hard_share, "ohem_per_group": args.ohem_per_group,
+        "distill_replay": args.distill_replay, "detector_steps": args.detector_steps,
+        "detector_lr": args.detector_lr,
         "size": args.size,
         "hard_ne_before": before_hard["ne"], "hard_ne_after": after_hard["ne"], "hard_change": hard_change,
         "hard_per_kind_before": before_hard["per_kind"], "hard_per_kind_after": after_hard["per_kind"],
         "ordinary_ne_before": before_ord["ne"], "ordinary_ne_after": after_ord["ne"], "ordinary_change": ord_change,
         "goal_hard": hard_change <= -0.20, "goal_ordinary": ord_change <= 0.05,
-        "retrain_s": retrain_s, "s_per_step": retrain_s / args.steps, "predict_images_per_s": len(pool) / predict_s,
+        "retrain_s": retrain_s, "predict_images_per_s": len(pool) / predict_s,
         "load_before": load_before, "load_after": load_after, "cpu_count": os.cpu_count(),
     }))
 

@@ -735,7 +735,9 @@ def _run_import_coco(args: argparse.Namespace) -> int:
 
 @_command
 def _register_retrain(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("retrain", help="fine-tune a model package's keypoint network on hard samples")
+    from engine.retrain_config import RetrainConfig
+
+    p = sub.add_parser("retrain", help="fine-tune a model package's keypoint network and detector on hard samples")
     p.add_argument("--model", required=True, help="model package to start from (.fkpmodel file or its directory)")
     p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
     p.add_argument("--split", default="train", help="annotation file trained on (default train)")
@@ -746,6 +748,13 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
     p.add_argument("--batch-size", type=int, help="images per step (default: the model preset's)")
     p.add_argument("--hard-share", type=float, default=0.5, help="share of each batch from the hard set (default 0.5)")
+    p.add_argument("--detector-steps", type=int, default=RetrainConfig.detector_steps,
+                   help=f"detector fine-tuning steps after the keypoint network's (default "
+                        f"{RetrainConfig.detector_steps}; 0 keeps the detector)")
+    p.add_argument("--detector-lr", type=float, default=RetrainConfig.detector_lr,
+                   help=f"detector peak learning rate (default {RetrainConfig.detector_lr:g})")
+    p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=True,
+                   help="replayed images learn the starting model's outputs (default) instead of their annotations")
     p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
     p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
                    help="measure before/after with the detector's boxes (default) or the annotated ones")
@@ -787,7 +796,9 @@ def _run_retrain(args: argparse.Namespace) -> int:
         ann = load_annotations(split_path)
         hard = _read_id_list(args.hard)
         config = RetrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, hard_share=args.hard_share,
-                               boxes=args.boxes, device=args.device, seed=args.seed)
+                               detector_steps=args.detector_steps, detector_lr=args.detector_lr,
+                               distill_replay=args.distill_replay, boxes=args.boxes, device=args.device,
+                               seed=args.seed)
         config.check()
     except (CheckpointError, OSError, ValueError) as e:
         print(f"fkp retrain: {e}", file=sys.stderr)
@@ -798,10 +809,12 @@ def _run_retrain(args: argparse.Namespace) -> int:
     elif args.holdout:
         holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
         atomic_write_text(args.holdout, "image_id\n" + "".join(f"{i}\n" for i in holdout))
-    bar = ProgressBar(config.steps, label="retrain", log_every=10.0)
+    bar = ProgressBar(config.steps + config.detector_steps, label="retrain", log_every=10.0)
     try:
         result = retrain(model, args.data, ann, hard, config, holdout_ids=holdout,
-                         on_step=lambda step, steps, loss: bar.update(step, loss=loss))
+                         on_step=lambda step, steps, loss: bar.update(step, loss=loss),
+                         on_progress=lambda done, total, message: bar.update(int(done))
+                         if done > config.steps else None)
     except RetrainError as e:
         print(f"\nfkp retrain: {e}", file=sys.stderr)
         return 1

@@ -265,6 +265,16 @@ class DetectorSamples:
             targets.append({"boxes": torch.from_numpy(box[None]), "labels": torch.tensor([self.labels[i]])})
         return images, targets
 
+    def augmented_batch(self, indices: Sequence[int],
+                        rng: np.random.Generator) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
+        """`batch` with random horizontal flips and brightness / contrast jitter, for training."""
+        images, targets = self.batch(indices, flip=rng.random(len(indices)) < 0.5)
+        return [_jitter(im, rng) for im in images], targets
+
+    def __add__(self, other: DetectorSamples) -> DetectorSamples:
+        return DetectorSamples(self.image_ids + other.image_ids, self.images + other.images,
+                               np.concatenate([self.boxes, other.boxes]), np.concatenate([self.labels, other.labels]))
+
 
 def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:
     """The factor torchvision's transform resizes an image by (shorter side to min_size, capped)."""
@@ -275,35 +285,49 @@ def load_detector_samples(
     root: str | os.PathLike, split: str, config: DetectorConfig, limit: int | None = None
 ) -> DetectorSamples:
     """Read `<root>/Annotations/<split>.csv` and its images; unreadable images are skipped with a warning."""
+    from engine.annotations import load_annotations
+
+    path = Path(root) / "Annotations" / f"{split}.csv"
+    ann = load_annotations(path)
+    if limit is not None and limit < len(ann.image_ids):
+        ann = ann.subset(np.arange(limit))
+    return detector_samples(root, ann, config, source=str(path))
+
+
+def detector_samples(root: str | os.PathLike, ann: Any, config: DetectorConfig,
+                     source: str = "annotations", skip_unreadable: bool = True) -> DetectorSamples:
+    """The detector samples of `ann` (an `Annotations`, image ids relative to `root`).
+
+    Images with fewer than two annotated keypoints are skipped with a warning, and so are
+    unreadable images unless `skip_unreadable` is False (then `ImageError` is raised)."""
     import cv2
 
-    from engine.annotations import load_annotations
     from engine.images import ImageError, read_image
 
     root = Path(root)
-    ann = load_annotations(root / "Annotations" / f"{split}.csv")
-    n = len(ann.image_ids) if limit is None else min(limit, len(ann.image_ids))
     ids, images, boxes, labels = [], [], [], []
-    kp_boxes, valid = boxes_from_keypoints(ann.coords[:n], ann.visibility[:n], config.box_margin)
-    for i in range(n):
+    kp_boxes, valid = boxes_from_keypoints(ann.coords, ann.visibility, config.box_margin)
+    for i, image_id in enumerate(ann.image_ids):
         if not valid[i]:
-            log.warning("%s: %s has fewer than two annotated keypoints; skipped", split, ann.image_ids[i])
+            log.warning("%s: %s has fewer than two annotated keypoints; skipped", source, image_id)
             continue
         try:
-            img = read_image(root / ann.image_ids[i])
+            img = read_image(root / image_id)
         except ImageError as e:
+            if not skip_unreadable:
+                raise
             log.warning("skipped: %s", e)
             continue
         h, w = img.shape[:2]
         s = scale_for(h, w, config.min_size, config.max_size)
         img = cv2.resize(img, (round(w * s), round(h * s)), interpolation=cv2.INTER_AREA)
         box = np.clip(kp_boxes[i], 0, [w, h, w, h]) * s
-        ids.append(ann.image_ids[i])
+        ids.append(image_id)
         images.append(img)
         boxes.append(box)
         labels.append(int(ann.categories[i]) + 1)
     if not images:
-        raise ValueError(f"{root / 'Annotations' / f'{split}.csv'}: no usable training images")
+        raise ValueError(f"{source}: no usable training images")
     return DetectorSamples(ids, images, np.asarray(boxes, np.float32), np.asarray(labels, np.int64))
 
 
@@ -401,7 +425,7 @@ def train_detector(
     schedule: more training for a detector that needs it). Returns the model and its last
     held-out box quality (empty without `val`).
     """
-    from engine.device import autocast_for, needs_grad_scaler, pick_device
+    from engine.device import needs_grad_scaler, pick_device
 
     device = device or pick_device()
     torch.manual_seed(schedule.seed)
@@ -423,30 +447,11 @@ def train_detector(
     t0 = time.monotonic()
     running = None
     for step in range(1, schedule.steps + 1):
-        model.train()
         idx = rng.choice(len(train), size=min(schedule.batch_size, len(train)), replace=False)
-        images, targets = train.batch(idx, flip=rng.random(len(idx)) < 0.5)
-        images = [_jitter(im, rng) for im in images]
-        images = [im.to(device) for im in images]
-        targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
-        with autocast_for(device):
-            losses = model(images, targets)
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"detector loss became {loss.item()} at step {step}; lower the learning rate")
-        opt.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 10.0)
-            opt.step()
+        images, targets = train.augmented_batch(idx, rng)
+        loss = detector_step(model, opt, images, targets, device, scaler, step)
         sched.step()
-        running = loss.item() if running is None else 0.95 * running + 0.05 * loss.item()
+        running = loss if running is None else 0.95 * running + 0.05 * loss
         last = step == schedule.steps or (should_stop is not None and should_stop())
         if step % schedule.eval_every == 0 or last:
             if val is not None:
@@ -463,6 +468,37 @@ def train_detector(
             break
     model.eval()
     return model, quality
+
+
+def detector_step(model: FasterRCNN, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
+                  targets: list[dict[str, torch.Tensor]], device: torch.device,
+                  scaler: torch.amp.GradScaler | None = None, step: int = 0) -> float:
+    """One update of a detector in training mode on one batch; returns the summed loss.
+
+    Raises `FloatingPointError` when the loss is not finite (the weights are left as they were)."""
+    from engine.device import autocast_for
+
+    model.train()
+    images = [im.to(device) for im in images]
+    targets = [{k: v.to(device) for k, v in t.items()} for t in targets]
+    with autocast_for(device):
+        losses = model(images, targets)
+    loss = sum(losses.values())
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"detector loss became {loss.item()} at step {step}; lower the learning rate")
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 10.0)
+        optimizer.step()
+    return loss.item()
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:

@@ -28,7 +28,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 
 from engine.annotations import Annotations
 from engine.data import Augmentation, KeypointCropDataset
-from engine.device import needs_grad_scaler, pick_device, prepare_model
+from engine.detector import DetectorSamples, detector_samples, detector_step
+from engine.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
 from engine.images import ImageError
 from engine.jobs import JobCancelled
 from engine.metrics import evaluate
@@ -59,7 +60,8 @@ class RetrainResult:
     """The retrained model (not yet saved) and what it did."""
 
     model: TwoStageModel
-    losses: list[float]
+    losses: list[float]              # keypoint network, per step
+    detector_losses: list[float]     # detector, per step (empty: the detector was kept)
     before: NESummary
     after: NESummary
     holdout_ids: list[str]
@@ -71,6 +73,9 @@ class RetrainResult:
         """Plain numbers for metadata, JSON and the studio's before/after table."""
         return {"before": self.before.to_dict(), "after": self.after.to_dict(), "steps": len(self.losses),
                 "final_loss": float(np.mean(self.losses[-10:])) if self.losses else float("nan"),
+                "detector_steps": len(self.detector_losses),
+                "detector_final_loss": (float(np.mean(self.detector_losses[-10:])) if self.detector_losses
+                                        else float("nan")),
                 "holdout_images": len(self.holdout_ids), "hard_images": len(self.hard_ids),
                 "replay_images": self.replay_images, "seconds": self.seconds}
 
@@ -244,16 +249,20 @@ def retrain(
 
     net = copy.deepcopy(model.keypoint_net)
     prepare_model(net, device)
+    teacher = prepare_model(copy.deepcopy(model.keypoint_net), device).eval() if config.distill_replay else None
     trained = _FrozenBatchNorm(net) if config.freeze_batchnorm else net
     optimizer = make_optimizer(net, config.lr, preset.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
     warmup = max(1, config.steps // 10)
+    total_steps = config.steps + config.detector_steps
     losses: list[float] = []
     batch_iter = iter(loader)
     for step in range(config.steps):
         if stop():
             raise JobCancelled()
         batch = _guarded(lambda: next(batch_iter))
+        if teacher is not None:
+            batch = distill_targets(batch, teacher, torch.from_numpy(batches[step] >= len(hard_ds)), device)
         set_lr(optimizer, config.lr * lr_factor(step, warmup, step / config.steps))
         loss = _guarded(lambda: train_step(trained, optimizer, batch, preset, device, scaler, config.ohem_fraction))
         if not math.isfinite(loss):
@@ -262,15 +271,87 @@ def retrain(
         losses.append(loss)
         if on_step is not None:
             on_step(step + 1, config.steps, loss)
-        progress(step + 1, config.steps, f"training: step {step + 1}/{config.steps}, loss {loss:.4f}")
+        progress(step + 1, total_steps, f"keypoint network: step {step + 1}/{config.steps}, loss {loss:.4f}")
     net.eval()
 
-    new_model = TwoStageModel(preset=preset, detector=model.detector, detector_config=model.detector_config,
+    detector, detector_losses = model.detector, []
+    if config.detector_steps:
+        hard_det, replay_det = _guarded(lambda: _detector_samples(root, annotations, model, hard_rows, replay_rows,
+                                                                  config))
+        detector, detector_losses = fine_tune_detector(
+            model.detector, hard_det, replay_det, config, device, should_stop=stop,
+            on_step=lambda i, n, loss: progress(config.steps + i, total_steps,
+                                                f"detector: step {i}/{n}, loss {loss:.4f}"))
+
+    new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
                               keypoint_net=net, metadata=dict(model.metadata))
-    progress(config.steps, config.steps, "measuring the retrained model")
+    progress(total_steps, total_steps, "measuring the retrained model")
     after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, should_stop=stop))
-    return RetrainResult(new_model, losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
+    return RetrainResult(new_model, losses, detector_losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
                          len(replay_ds), time.monotonic() - started)
+
+
+def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay: DetectorSamples | None,
+                       config: RetrainConfig, device: torch.device,
+                       on_step: Callable[[int, int, float], None] | None = None,
+                       should_stop: Callable[[], bool] | None = None) -> tuple[torch.nn.Module, list[float]]:
+    """Fine-tune a copy of `detector` for `config.detector_steps` steps on batches mixing the hard
+    set (`config.hard_share` of each) with the replay, as the keypoint network's are
+    -> (detector, losses). The detector passed in is never modified."""
+    steps, bs = config.detector_steps, config.detector_batch_size
+    samples = hard + replay if replay is not None else hard
+    batches = mixed_batches(len(hard), len(samples) - len(hard), bs, config.hard_share, steps, config.seed)
+    det = copy.deepcopy(detector).to(device)
+    params = [p for p in det.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.detector_lr, weight_decay=1e-4)
+    scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
+    rng = np.random.default_rng(config.seed)
+    warmup = max(1, steps // 10)
+    losses: list[float] = []
+    for step in range(steps):
+        if should_stop is not None and should_stop():
+            raise JobCancelled()
+        set_lr(optimizer, config.detector_lr * lr_factor(step, warmup, step / steps))
+        images, targets = samples.augmented_batch(batches[step], rng)
+        try:
+            loss = _guarded(lambda: detector_step(det, optimizer, images, targets, device, scaler, step + 1))
+        except FloatingPointError as e:
+            raise RetrainError(f"{e} of {steps} (the model was left unchanged)") from None
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step + 1, steps, loss)
+    return det.eval(), losses
+
+
+def _detector_samples(root, annotations: Annotations, model: TwoStageModel, hard_rows: np.ndarray,
+                      replay_rows: np.ndarray, config: RetrainConfig) -> tuple[DetectorSamples, DetectorSamples | None]:
+    """Detector samples of the hard rows, and of as many replay rows (a seeded random choice) as
+    the detector's steps can use: each image is decoded and kept in memory."""
+    k_replay = config.detector_batch_size - max(1, round(config.hard_share * config.detector_batch_size))
+    n_replay = min(len(replay_rows), config.detector_steps * max(0, k_replay))
+    chosen = np.sort(np.random.default_rng(config.seed).permutation(replay_rows)[:n_replay])
+    hard = detector_samples(root, annotations.subset(hard_rows), model.detector_config, source="hard set",
+                            skip_unreadable=False)
+    replay = (detector_samples(root, annotations.subset(chosen), model.detector_config, source="replay",
+                               skip_unreadable=False) if n_replay else None)
+    return hard, replay
+
+
+@torch.no_grad()
+def distill_targets(batch: dict[str, torch.Tensor], teacher: torch.nn.Module, replay: torch.Tensor,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch with the `replay` rows' heatmap and offset targets replaced by the teacher's
+    outputs on the same (augmented) crops: soft heatmaps, and its offsets."""
+    if not bool(replay.any()):
+        return batch
+    with autocast_for(device):
+        out = teacher(prepare_input(batch["image"][replay], device))[-1].float()
+    k = batch["heat"].shape[1]
+    heat, offsets = batch["heat"].to(device, copy=True), batch["offsets"].to(device, copy=True)
+    rows = replay.to(device)
+    heat[rows] = torch.sigmoid(out[:, :k])
+    offsets[rows] = out[:, k:].reshape(offsets[rows].shape)
+    return {**batch, "heat": heat, "offsets": offsets}
 
 
 def save_retrained(result: RetrainResult, path, parent: str | None = None) -> Any:

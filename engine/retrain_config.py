@@ -17,12 +17,22 @@ class RetrainConfig:
     # OHEM ranks the hard-set crops and the replayed crops of a batch apart, each keeping its
     # share of the loss (ranked together, the hard crops take nearly every slot).
     ohem_per_group: bool = True
+    # The detector is fine-tuned on the same hard set and replay after the keypoint network
+    # (0 steps: kept as it is). A garment the detector boxes badly is cropped badly, and no
+    # keypoint training fixes that crop.
+    detector_steps: int = 200
+    detector_lr: float = 1e-4
+    detector_batch_size: int = 8
     holdout_fraction: float = 0.1     # of the non-hard images, held out for validation
     max_holdout: int = 200
     augment: bool = True
     seed: int = 0
     device: str | None = None
     freeze_batchnorm: bool = True     # BatchNorm uses the trained model's statistics throughout
+    # Replayed crops learn the starting model's own outputs (its heatmaps and offsets) rather
+    # than their annotations: the replay is there to keep what the model does on ordinary
+    # images, and fitting a few hundred annotations anew moves it as well.
+    distill_replay: bool = True
     # How before/after are measured: "detector" runs the whole two-stage pipeline (what the
     # user gets); "annotated" crops at the annotated garment box, measuring the keypoint
     # network alone (what a retrain changes), without the detector's own errors.
@@ -31,6 +41,10 @@ class RetrainConfig:
     def check(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
+        if self.detector_steps < 0:
+            raise ValueError(f"detector_steps must be at least 0, got {self.detector_steps}")
+        if not self.detector_lr > 0:
+            raise ValueError(f"detector_lr must be positive, got {self.detector_lr}")
         if not 0.0 < self.hard_share <= 1.0:
             raise ValueError(f"hard_share must be in (0, 1], got {self.hard_share}")
         if not 0.0 <= self.holdout_fraction < 1.0:

@@ -114,13 +114,18 @@ class RetrainDialog(QDialog):
         self.batch.setRange(0, 256)
         self.batch.setSpecialValueText("model's")
         self.batch.setValue(0)
+        self.detector_steps = QSpinBox(self)
+        self.detector_steps.setRange(0, 100000)
+        self.detector_steps.setSpecialValueText("0 (keep the detector)")
+        self.detector_steps.setValue(defaults.detector_steps)
         self.boxes = QComboBox(self)
         self.boxes.addItem("detector boxes (what predictions use)", "detector")
         self.boxes.addItem("annotated boxes (keypoint network alone)", "annotated")
-        form.addRow("Steps", self.steps)
+        form.addRow("Keypoint network steps", self.steps)
         form.addRow("Learning rate", self.lr)
         form.addRow("Hard share of each batch", self.hard_share)
         form.addRow("Batch size", self.batch)
+        form.addRow("Detector steps", self.detector_steps)
         form.addRow("Measure NE with", self.boxes)
         self.info = QLabel("", self)
         self.info.setWordWrap(True)
@@ -189,7 +194,8 @@ class RetrainDialog(QDialog):
 
     def _set_running(self, running: bool, have_result: bool) -> None:
         self.running = running
-        for w in (self.steps, self.lr, self.hard_share, self.batch, self.boxes, self.start_button):
+        for w in (self.steps, self.lr, self.hard_share, self.batch, self.detector_steps, self.boxes,
+                  self.start_button):
             w.setEnabled(not running and not have_result)
         self.cancel_button.setEnabled(running)
         self.accept_button.setEnabled(have_result)
@@ -198,13 +204,15 @@ class RetrainDialog(QDialog):
     def _update_info(self) -> None:
         n = len(self.loop.members())
         ne = self.loop.hard_ne()
-        self.info.setText(f"Fine-tunes the keypoint network of the active model on {n} hard images, replaying the "
-                          "other images; a held-out subset that is never trained on measures the rest. "
+        self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {n} hard "
+                          "images, replaying the other images; a held-out subset that is never trained on "
+                          "measures the rest. "
                           + (f"Hard-set NE now: {100 * ne:.2f} %." if math.isfinite(ne) else ""))
 
     def config(self) -> RetrainConfig:
         return RetrainConfig(steps=self.steps.value(), lr=self.lr.value(), hard_share=self.hard_share.value(),
-                             batch_size=self.batch.value() or None, boxes=self.boxes.currentData())
+                             batch_size=self.batch.value() or None, detector_steps=self.detector_steps.value(),
+                             boxes=self.boxes.currentData())
 
     # --- actions ------------------------------------------------------------------------
 
@@ -214,7 +222,7 @@ class RetrainDialog(QDialog):
         handle = self.loop.start_retrain(self.config())
         if handle is not None:
             self._set_running(True, have_result=False)
-            self.progress.setRange(0, self.steps.value())
+            self.progress.setRange(0, self.steps.value() + self.detector_steps.value())
             self.progress.setValue(0)
             self.status.setText("Measuring the current model…")
         return handle
@@ -258,15 +266,15 @@ class RetrainDialog(QDialog):
         if not self.running:  # a step reported just before a cancel took effect
             return
         self.losses.append(loss)
-        self.progress.setRange(0, steps)
-        self.progress.setValue(step)
-        self.progress.setFormat(f"step %v/%m — loss {loss:.4f}")
         if not self._redraw.isActive():
             self._redraw.start()
 
     def on_progress(self, done: float, total: float, message: str) -> None:
+        """The job's progress over all its steps (keypoint network, then detector)."""
         if self.running:
             self.status.setText(message)
+            self.progress.setRange(0, max(1, int(total)))
+            self.progress.setValue(int(done))
 
     def _finished(self, result: dict) -> None:
         if not self.running:  # finished in the instant the user cancelled: not wanted

@@ -13,10 +13,11 @@ from engine.cli import main
 from engine.jobs import JobRunner, JobState
 from engine.model_jobs import ensure_active_model, evaluate_job, predict_job, retrain_job
 from engine.model_package import load_model
-from engine.retrain import RetrainConfig, RetrainError, choose_holdout, mixed_batches, retrain
+from engine.retrain import (RetrainConfig, RetrainError, choose_holdout, distill_targets, fine_tune_detector,
+                            mixed_batches, retrain)
 from engine.workspace import Workspace
 
-FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated")
+FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated", detector_steps=10)
 
 
 def _hard_ids(root) -> list[str]:
@@ -220,10 +221,58 @@ def test_cli_retrain_writes_a_package_and_reports(loop_model, tmp_path, capsys):
     out = tmp_path / "retrained.fkpmodel"
     holdout = tmp_path / "holdout.txt"
     code = main(["retrain", "--model", str(model_path), "--data", str(data), "--hard", str(hard), "--out", str(out),
-                 "--steps", "20", "--boxes", "annotated", "--holdout", str(holdout), "--json"])
+                 "--steps", "20", "--detector-steps", "5", "--boxes", "annotated", "--holdout", str(holdout),
+                 "--json"])
     assert code == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["steps"] == 20 and report["hard_images"] == 10 and holdout.is_file()
+    assert report["detector_steps"] == 5
     assert load_model(out).metadata["retrain"]["holdout_images"] == report["holdout_images"]
     assert main(["retrain", "--model", str(tmp_path / "none.fkpmodel"), "--data", str(data), "--hard", str(hard),
                  "--out", str(out)]) == 2
+
+
+def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(loop_model):
+    import torch
+
+    from engine.detector import detector_samples, evaluate_detector
+
+    data, model_path = loop_model
+    model = load_model(model_path)
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    hard_ids = set(_hard_ids(data))
+    is_hard = np.array([str(i) in hard_ids for i in ann.image_ids])
+    hard = detector_samples(data, ann.subset(np.flatnonzero(is_hard)), model.detector_config)
+    replay = detector_samples(data, ann.subset(np.flatnonzero(~is_hard)), model.detector_config)
+    original = {k: v.clone() for k, v in model.detector.state_dict().items()}
+    before = evaluate_detector(model.detector, hard)["mean_iou"]
+    config = RetrainConfig(detector_steps=80, detector_lr=1e-3, detector_batch_size=4)
+    detector, losses = fine_tune_detector(model.detector, hard, replay, config, torch.device("cpu"))
+    assert len(losses) == 80 and np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert evaluate_detector(detector, hard)["mean_iou"] > before + 0.02
+    for k, v in model.detector.state_dict().items():
+        assert torch.equal(v, original[k])
+
+
+def test_distilled_replay_rows_pull_nowhere_at_the_start_and_hard_rows_keep_their_annotations(loop_model):
+    import torch
+    from torch.utils.data import DataLoader
+
+    from engine.data import KeypointCropDataset
+    from engine.targets import instance_losses
+
+    data, model_path = loop_model
+    model = load_model(model_path)
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    batch = next(iter(DataLoader(KeypointCropDataset(data, ann.subset(np.arange(4)), model.preset), batch_size=4)))
+    net = model.keypoint_net.eval()
+    replay = torch.tensor([False, False, True, True])
+    new = distill_targets(batch, net, replay, torch.device("cpu"))
+    assert torch.equal(new["heat"][:2], batch["heat"][:2]) and torch.equal(new["offsets"][:2], batch["offsets"][:2])
+    assert not torch.equal(new["heat"][2:], batch["heat"][2:])
+    out = net(batch["image"])[-1].detach().requires_grad_(True)
+    p = model.preset
+    per = instance_losses(out, new["heat"], new["offsets"], p.radius, p.stride, p.offset_weight)
+    (per * new["valid"]).sum().backward()
+    grad = out.grad.abs().flatten(1).amax(dim=1)
+    assert (grad[2:] < 1e-5).all() and (grad[:2] > 1e-3).all(), grad

@@ -29,8 +29,9 @@ def _predicted_window(open_window, qtbot, csv, model):
     return window, batches
 
 
-def _small_retrain(dialog, steps: int) -> None:
+def _small_retrain(dialog, steps: int, detector_steps: int = 10) -> None:
     dialog.steps.setValue(steps)
+    dialog.detector_steps.setValue(detector_steps)
     dialog.lr.setValue(3e-3)
     dialog.batch.setValue(8)
     dialog.boxes.setCurrentIndex(dialog.boxes.findData("annotated"))
@@ -65,6 +66,8 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     assert table["hard set"][1] < table["hard set"][0]
     assert {"held-out, all", "held-out, blouse", "held-out, dress"} <= set(table)
     assert len(dialog.losses) == 300 and ws.model_versions() == ["v001", "v002"]
+    assert dialog.result["report"]["detector_steps"] == 10
+    assert dialog.progress.value() == dialog.progress.maximum() == 310
     assert ws.active_model_version() == "v001", "nothing changes before Accept"
 
     old_coords = doc.predictions.coords[loop.member_rows()].copy()
