@@ -3,7 +3,9 @@
 Every batch mixes augmented crops of the hard set (oversampled: a fixed share of each batch,
 however small the set) with a replay of the other training images, so the network learns the
 hard cases without forgetting the ordinary ones; the loss is the batch-level OHEM loss of
-`engine.train`. A held-out validation subset, carved deterministically out of the non-hard
+`engine.train`, and the replayed crops' targets are the starting model's own outputs
+(distillation). The detector is then fine-tuned on the same hard set and replay, in its
+training mode (`RetrainConfig.detector_steps`; 0 keeps it). A held-out validation subset, carved deterministically out of the non-hard
 images and never trained on, measures what the retrain did to ordinary images; the hard set
 measures what it did where it was aimed. Both are scored with the whole two-stage pipeline
 before and after, with the same detector (retraining changes only the keypoint network).
@@ -339,7 +341,7 @@ def _detector_samples(root, annotations: Annotations, model: TwoStageModel, hard
 
 @torch.no_grad()
 def distill_targets(batch: dict[str, torch.Tensor], teacher: torch.nn.Module, replay: torch.Tensor,
-               device: torch.device) -> dict[str, torch.Tensor]:
+                    device: torch.device) -> dict[str, torch.Tensor]:
     """The batch with the `replay` rows' heatmap and offset targets replaced by the teacher's
     outputs on the same (augmented) crops: soft heatmaps, and its offsets."""
     if not bool(replay.any()):
