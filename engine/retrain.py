@@ -101,6 +101,11 @@ def choose_holdout(image_ids: Sequence[str], hard_ids: Sequence[str], fraction: 
     return sorted(candidates[j] for j in np.argsort(keys, kind="stable")[:n])
 
 
+def _hard_per_batch(batch_size: int, hard_share: float) -> int:
+    """Hard images in a mixed batch: round(hard_share * batch_size), at least one."""
+    return min(batch_size, max(1, round(hard_share * batch_size)))
+
+
 def mixed_batches(n_hard: int, n_replay: int, batch_size: int, hard_share: float, steps: int,
                   seed: int) -> np.ndarray:
     """(steps, batch_size) indices into [hard images..., replay images...]: every batch has
@@ -109,7 +114,7 @@ def mixed_batches(n_hard: int, n_replay: int, batch_size: int, hard_share: float
     if n_hard < 1:
         raise RetrainError("the hard set has no usable image (each needs at least two annotated keypoints)")
     rng = np.random.default_rng(seed)
-    k_hard = batch_size if n_replay == 0 else min(batch_size, max(1, round(hard_share * batch_size)))
+    k_hard = batch_size if n_replay == 0 else _hard_per_batch(batch_size, hard_share)
     k_replay = batch_size - k_hard
 
     def stream(n: int, count: int) -> np.ndarray:
@@ -329,8 +334,8 @@ def _detector_samples(root, annotations: Annotations, model: TwoStageModel, hard
                       replay_rows: np.ndarray, config: RetrainConfig) -> tuple[DetectorSamples, DetectorSamples | None]:
     """Detector samples of the hard rows, and of as many replay rows (a seeded random choice) as
     the detector's steps can use: each image is decoded and kept in memory."""
-    k_replay = config.detector_batch_size - max(1, round(config.hard_share * config.detector_batch_size))
-    n_replay = min(len(replay_rows), config.detector_steps * max(0, k_replay))
+    k_replay = config.detector_batch_size - _hard_per_batch(config.detector_batch_size, config.hard_share)
+    n_replay = min(len(replay_rows), config.detector_steps * k_replay)
     chosen = np.sort(np.random.default_rng(config.seed).permutation(replay_rows)[:n_replay])
     hard = detector_samples(root, annotations.subset(hard_rows), model.detector_config, source="hard set",
                             skip_unreadable=False)

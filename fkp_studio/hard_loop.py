@@ -457,7 +457,7 @@ class HardLoop(QObject):
 
     def _retrain_partial(self, payload: dict) -> None:
         if self.dialog is not None:
-            self.dialog.on_loss(payload["step"], payload["steps"], payload["loss"])
+            self.dialog.on_loss(payload["loss"])
 
     def accept_version(self, version: str) -> None:
         """The retrained version becomes active; its predictions replace the old ones."""

@@ -262,7 +262,7 @@ class RetrainDialog(QDialog):
 
     # --- job feedback -------------------------------------------------------------------
 
-    def on_loss(self, step: int, steps: int, loss: float) -> None:
+    def on_loss(self, loss: float) -> None:
         if not self.running:  # a step reported just before a cancel took effect
             return
         self.losses.append(loss)

@@ -31,6 +31,7 @@ def main() -> None:
     ap.add_argument("--categories", default=None)
     ap.add_argument("--worst", type=int, default=15)
     ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--detector-steps", type=int, default=40)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args()
 
@@ -79,6 +80,7 @@ def main() -> None:
     loop.dock.raise_()
     dialog = loop.open_retrain_dialog()
     dialog.steps.setValue(args.steps)
+    dialog.detector_steps.setValue(args.detector_steps)
     dialog.move(window.x() + 420, window.y() + 80)
     finished = []
     loop.retrainFinished.connect(finished.append)
