@@ -16,8 +16,8 @@ The machine is shared: the 1-minute load average before and after is printed. Th
 printed is one JSON object of the figures.
 
     python benchmarks/bench_retrain_loop.py [--model resources/models/demo] [--pool 300] [--worst 60]
-        [--eval-hard 100] [--eval-ordinary 100] [--steps 300] [--lr 1e-4] [--hard-share 0.5]
-        [--detector-steps 300] [--detector-lr 1e-4] [--no-ohem-per-group] [--no-distill-replay] [--holdout 20] [--size 512] [--threads 2]
+        [--eval-hard 100] [--eval-ordinary 100] [--steps 600] [--lr 3e-4] [--hard-share 0.5]
+        [--detector-steps 300] [--detector-lr 3e-4] [--no-ohem-per-group] [--no-distill-replay] [--holdout 20] [--size 512] [--threads 2]
 """
 
 from __future__ import annotations
@@ -83,15 +83,16 @@ def main() -> None:
     ap.add_argument("--worst", type=int, default=60, help="worst-ranked pool images retrained on (default 60)")
     ap.add_argument("--eval-hard", type=int, default=100, help="held-out hard images (default 100)")
     ap.add_argument("--eval-ordinary", type=int, default=100, help="held-out ordinary images (default 100)")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--hard-share", type=float, default=0.5)
+    ap.add_argument("--steps", type=int, default=RetrainConfig.steps)
+    ap.add_argument("--lr", type=float, default=RetrainConfig.lr)
+    ap.add_argument("--hard-share", type=float, default=RetrainConfig.hard_share)
     ap.add_argument("--batch-size", type=int, help="default: the model preset's")
     ap.add_argument("--ohem-per-group", action=argparse.BooleanOptionalAction, default=True,
                     help="OHEM ranks hard-set and replayed crops apart (default; --no-ohem-per-group: together)")
-    ap.add_argument("--detector-steps", type=int, default=300,
-                    help="detector fine-tuning steps after the keypoint network's (default 300; 0 keeps it)")
-    ap.add_argument("--detector-lr", type=float, default=1e-4)
+    ap.add_argument("--detector-steps", type=int, default=RetrainConfig.detector_steps,
+                    help=f"detector fine-tuning steps after the keypoint network's (default "
+                         f"{RetrainConfig.detector_steps}; 0 keeps it)")
+    ap.add_argument("--detector-lr", type=float, default=RetrainConfig.detector_lr)
     ap.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=True,
                     help="replayed crops learn the starting model's outputs (default; --no-distill-replay: "
                          "their annotations)")

@@ -744,10 +744,13 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hard", required=True,
                    help="hard-set image ids: one per line, or a CSV whose first column is image_id")
     p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
-    p.add_argument("--steps", type=int, default=200, help="training steps (default 200)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--steps", type=int, default=RetrainConfig.steps,
+                   help=f"keypoint network training steps (default {RetrainConfig.steps})")
+    p.add_argument("--lr", type=float, default=RetrainConfig.lr,
+                   help=f"keypoint network peak learning rate (default {RetrainConfig.lr:g})")
     p.add_argument("--batch-size", type=int, help="images per step (default: the model preset's)")
-    p.add_argument("--hard-share", type=float, default=0.5, help="share of each batch from the hard set (default 0.5)")
+    p.add_argument("--hard-share", type=float, default=RetrainConfig.hard_share,
+                   help=f"share of each batch from the hard set (default {RetrainConfig.hard_share:g})")
     p.add_argument("--detector-steps", type=int, default=RetrainConfig.detector_steps,
                    help=f"detector fine-tuning steps after the keypoint network's (default "
                         f"{RetrainConfig.detector_steps}; 0 keeps the detector)")
