@@ -315,18 +315,24 @@ def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay:
     rng = np.random.default_rng(config.seed)
     warmup = max(1, steps // 10)
     losses: list[float] = []
-    for step in range(steps):
-        if should_stop is not None and should_stop():
-            raise JobCancelled()
-        set_lr(optimizer, config.detector_lr * lr_factor(step, warmup, step / steps))
-        images, targets = samples.augmented_batch(batches[step], rng)
-        try:
-            loss = _guarded(lambda: detector_step(det, optimizer, images, targets, device, scaler, step + 1))
-        except FloatingPointError as e:
-            raise RetrainError(f"{e} of {steps} (the model was left unchanged)") from None
-        losses.append(loss)
-        if on_step is not None:
-            on_step(step + 1, steps, loss)
+    # torchvision samples the RPN's and the box head's training proposals from torch's global
+    # generator: seeding it, in a fork that leaves the caller's stream alone, makes the same
+    # config give the same detector whatever ran before.
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed)
+        for step in range(steps):
+            if should_stop is not None and should_stop():
+                raise JobCancelled()
+            set_lr(optimizer, config.detector_lr * lr_factor(step, warmup, step / steps))
+            images, targets = samples.augmented_batch(batches[step], rng)
+            try:
+                loss = _guarded(lambda: detector_step(det, optimizer, images, targets, device, scaler, step + 1))
+            except FloatingPointError as e:
+                raise RetrainError(f"{e} of {steps} (the model was left unchanged)") from None
+            losses.append(loss)
+            if on_step is not None:
+                on_step(step + 1, steps, loss)
     return det.eval(), losses
 
 

@@ -108,8 +108,8 @@ def test_retrain_job_adds_an_inactive_version_and_keeps_the_holdout(workspace, l
     workspace.set_active_model("v002")
     assert workspace.active_model_version() == "v002"
     # A second retrain (from v002, with more hard images) keeps the same held-out images.
-    handle, _ = _run(retrain_job(workspace, ann, _hard_ids(data)[:4], RetrainConfig(steps=3, batch_size=4,
-                                                                                  boxes="annotated")))
+    second = RetrainConfig(steps=3, batch_size=4, boxes="annotated", detector_steps=0)
+    handle, _ = _run(retrain_job(workspace, ann, _hard_ids(data)[:4], second))
     assert handle.state is JobState.FINISHED and handle.result["base_version"] == "v002"
     assert workspace.load_holdout() == holdout and handle.result["report"]["holdout_images"] == len(holdout)
 
@@ -252,6 +252,25 @@ def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(l
     assert evaluate_detector(detector, hard)["mean_iou"] > before + 0.02
     for k, v in model.detector.state_dict().items():
         assert torch.equal(v, original[k])
+
+
+def test_detector_fine_tuning_repeats_exactly_whatever_ran_before(loop_model):
+    import torch
+
+    from engine.detector import detector_samples
+
+    data, model_path = loop_model
+    model = load_model(model_path)
+    ann = load_annotations(data / "Annotations" / "train.csv")
+    samples = detector_samples(data, ann, model.detector_config)
+    config = RetrainConfig(detector_steps=3, detector_lr=1e-3, detector_batch_size=4, seed=5)
+    first, _ = fine_tune_detector(model.detector, samples, None, config, torch.device("cpu"))
+    torch.rand(1000)  # other work moves torch's global generator on between the two
+    state = torch.random.get_rng_state()
+    second, _ = fine_tune_detector(model.detector, samples, None, config, torch.device("cpu"))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream is left alone
+    for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), k
 
 
 def test_distilled_replay_rows_pull_nowhere_at_the_start_and_hard_rows_keep_their_annotations(loop_model):
