@@ -16,13 +16,14 @@ def test_benchmark_smoke_run_prints_json_last(loop_model, tmp_path) -> None:
     _, model = loop_model
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_retrain_loop.py"), "--model", str(model), "--pool", "24",
-         "--worst", "6", "--eval-hard", "8", "--eval-ordinary", "8", "--steps", "4", "--size", "96",
+         "--worst", "6", "--eval-hard", "8", "--eval-ordinary", "8", "--steps", "4", "--detector-steps", "4", "--size", "96",
          "--categories", "blouse,dress", "--threads", "1", "--work", str(tmp_path / "data")],
         check=True, capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["pool"] == 24 and figures["worst"] == 6 and figures["steps"] == 4
+    assert figures["detector_steps"] == 4
     for key in ("hard_ne_before", "hard_ne_after", "ordinary_ne_before", "ordinary_ne_after"):
         assert 0 < figures[key] < 10
     assert math.isclose(figures["hard_change"], figures["hard_ne_after"] / figures["hard_ne_before"] - 1)
