@@ -8,7 +8,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class RetrainConfig:
     """How a retrain runs. The defaults are the settings `benchmarks/bench_retrain_loop.py` measured
-    (100 hard images of a 400-image pool, two seeds: hard-kind NE -22 / -30 %, ordinary NE -14 / -10 %)."""
+    (100 hard images of a 400-image pool, four seeds: hard-kind NE -17 to -22 %, ordinary NE -12 to -14 %)."""
 
     steps: int = 600
     # Three times the end of a training run's schedule: the hard cases move further than at
