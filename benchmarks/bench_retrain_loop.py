@@ -87,13 +87,13 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=RetrainConfig.lr)
     ap.add_argument("--hard-share", type=float, default=RetrainConfig.hard_share)
     ap.add_argument("--batch-size", type=int, help="default: the model preset's")
-    ap.add_argument("--ohem-per-group", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--ohem-per-group", action=argparse.BooleanOptionalAction, default=RetrainConfig.ohem_per_group,
                     help="OHEM ranks hard-set and replayed crops apart (default; --no-ohem-per-group: together)")
     ap.add_argument("--detector-steps", type=int, default=RetrainConfig.detector_steps,
                     help=f"detector fine-tuning steps after the keypoint network's (default "
                          f"{RetrainConfig.detector_steps}; 0 keeps it)")
     ap.add_argument("--detector-lr", type=float, default=RetrainConfig.detector_lr)
-    ap.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=True,
+    ap.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=RetrainConfig.distill_replay,
                     help="replayed crops learn the starting model's outputs (default; --no-distill-replay: "
                          "their annotations)")
     ap.add_argument("--holdout", type=int, default=20, help="pool images held out of the retrain (default 20)")

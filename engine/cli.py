@@ -756,7 +756,7 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
                         f"{RetrainConfig.detector_steps}; 0 keeps the detector)")
     p.add_argument("--detector-lr", type=float, default=RetrainConfig.detector_lr,
                    help=f"detector peak learning rate (default {RetrainConfig.detector_lr:g})")
-    p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=True,
+    p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=RetrainConfig.distill_replay,
                    help="replayed images learn the starting model's outputs (default) instead of their annotations")
     p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
     p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",

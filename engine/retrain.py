@@ -1,14 +1,16 @@
-"""Retraining on hard samples: fine-tune a model package's keypoint network on a curated hard set.
+"""Retraining on hard samples: fine-tune a model package's keypoint network, then its detector,
+on a curated hard set.
 
 Every batch mixes augmented crops of the hard set (oversampled: a fixed share of each batch,
 however small the set) with a replay of the other training images, so the network learns the
 hard cases without forgetting the ordinary ones; the loss is the batch-level OHEM loss of
 `engine.train`, and the replayed crops' targets are the starting model's own outputs
 (distillation). The detector is then fine-tuned on the same hard set and replay, in its
-training mode (`RetrainConfig.detector_steps`; 0 keeps it). A held-out validation subset, carved deterministically out of the non-hard
-images and never trained on, measures what the retrain did to ordinary images; the hard set
-measures what it did where it was aimed. Both are scored with the whole two-stage pipeline
-before and after, with the same detector (retraining changes only the keypoint network).
+training mode (`RetrainConfig.detector_steps`; 0 keeps it). A held-out validation subset,
+carved deterministically out of the non-hard images and never trained on, measures what the
+retrain did to ordinary images; the hard set measures what it did where it was aimed. Both are
+scored with the whole two-stage pipeline (or the annotated boxes, `RetrainConfig.boxes`)
+before and after.
 
 The model passed in is never modified; a failure (NaN loss, out of memory, unreadable image)
 raises `RetrainError` with a clear message and nothing is written.
