@@ -374,6 +374,9 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
                    help="the package's default for trying rotated crops of garments the upright crop does not fit "
                         "(default: the preset's)")
+    p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="the package's default for trying the detector's other boxes where the crop is unconvincing "
+                        "(default: the preset's)")
     _add_detector_training_args(p)
     p.set_defaults(func=_run_train)
 
@@ -423,6 +426,8 @@ def _run_train(args: argparse.Namespace) -> int:
         preset = preset.with_(num_crops=args.crops)
     if args.rotation_search is not None:
         preset = preset.with_(rotation_search=args.rotation_search)
+    if args.box_search is not None:
+        preset = preset.with_(box_search=args.box_search)
     model = TwoStageModel(preset, detector, det_config, net)
     val_ne, val_images = _two_stage_val_ne(model, args)
     meta = {
@@ -472,6 +477,9 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
                    help="where the upright crop is unconvincing, try the garment rotated in 45-degree steps "
                         "(default: the model preset's choice)")
+    p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="where the crop is unconvincing, try the detector's other distinct boxes: a distractor can "
+                        "outrank a faint garment (default: the model preset's choice)")
     p.add_argument("--refine", type=int, default=1,
                    help="passes that re-crop around the predicted keypoints (default 1; 0: the detector's box only)")
     p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
@@ -510,7 +518,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     for problem in ann.problems:
         print(f"warning: {problem.describe(split_path)} (row not predicted)", file=sys.stderr)
     pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops,
-                        batch_size=args.batch_size, refine_steps=args.refine, rotation_search=args.rotation_search)
+                        batch_size=args.batch_size, refine_steps=args.refine,
+                        rotation_search=args.rotation_search, box_search=args.box_search)
     bar = ProgressBar(len(ann), label="predict", log_every=10.0)
     batches = []
     for batch in pipeline.iter_predict(args.data, list(ann.image_ids), [int(c) for c in ann.categories],

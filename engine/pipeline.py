@@ -7,9 +7,11 @@ preset's crop margin), then `refine_steps` times crops again around the predicte
 keypoint net also sees the other top detections of the same garment (and, when there are too
 few, slightly zoomed crops of the best box); with `flip_tta` each crop is also predicted
 mirrored, with left/right twins swapped back. All views are averaged in image coordinates,
-weighted by the keypoint confidences. With `rotation_search`, a garment whose upright crop the
-keypoint net is unsure of is also tried turned in 45-degree steps; a clearly better turn
-makes the refinement crops rotate with the garment (upright along its top-to-bottom axis).
+weighted by the keypoint confidences. With `box_search`, a garment whose crop the keypoint net
+is unsure of is also cropped at the detector's other distinct boxes (a distractor can outrank a
+faint garment); a clearly more convincing crop takes the lead. With `rotation_search`, an
+unsure upright crop is also tried turned in 45-degree steps; a clearly better turn makes the
+refinement crops rotate with the garment (upright along its top-to-bottom axis).
 
 Besides the coordinates every prediction carries a confidence per keypoint in [0, 1] (the
 share of Hough votes near the chosen peak), saved beside a predictions CSV by `save_scores`.
@@ -40,11 +42,13 @@ log = logging.getLogger(__name__)
 # Extra zooms of the best box used when the detector offers fewer distinct crops than asked.
 _ZOOMS = (1.08, 0.93, 1.16, 0.86)
 
-# Rotation search (`rotation_search`): upright crops whose mean keypoint confidence is below the
-# gate are also tried at these angles; a rotated crop must beat the upright one by the margin.
+# Box and rotation search: crops whose mean keypoint confidence is below the gate are also tried
+# at up to BOX_CANDIDATES other distinct detector boxes, then at the ROTATION_GRID angles; an
+# alternative must beat the crop it would replace by the margin.
+UNSURE_GATE = 0.8
+SEARCH_MARGIN = 0.2
+BOX_CANDIDATES = 3
 ROTATION_GRID = (45, 90, 135, 180, 225, 270, 315)
-ROTATION_GATE = 0.8
-ROTATION_MARGIN = 0.2
 
 
 @dataclass
@@ -82,6 +86,7 @@ class Pipeline:
         batch_size: int = 8,
         refine_steps: int = 1,
         rotation_search: bool | None = None,
+        box_search: bool | None = None,
     ):
         self.model = model
         self.preset = model.preset
@@ -91,6 +96,7 @@ class Pipeline:
         self.batch_size = max(1, batch_size)
         self.refine_steps = max(0, refine_steps)
         self.rotation_search = self.preset.rotation_search if rotation_search is None else rotation_search
+        self.box_search = self.preset.box_search if box_search is None else box_search
         self.detector = model.detector.to(self.device).eval()
         self.keypoint_net = model.keypoint_net.to(self.device).eval()
 
@@ -118,6 +124,9 @@ class Pipeline:
         angles = np.zeros(n, np.float32)
         mean, score = self._views(images, squares, weights, angles)
         mask = CATEGORY_MASK[cats]
+        if self.box_search:
+            boxes, weights, mean, score = self._search_boxes(images, dets, cats, boxes, weights, mean, score)
+            squares = np.array([[square_around(b, self.preset.crop_margin) for b in row] for row in boxes], np.float32)
         if self.rotation_search:
             angles, mean, score = self._search_rotation(images, squares[:, :1], cats, mean, score)
         # Refinement: crop again around the predicted keypoints, the box the keypoint net was
@@ -128,10 +137,46 @@ class Pipeline:
             mean, score = self._views(images, squares, np.ones((n, 1), np.float32), angles)
         return mean.astype(np.float32), score.astype(np.float32), cats, boxes[:, 0]
 
+    def _search_boxes(self, images: Sequence[np.ndarray], dets: list[Detections], cats: np.ndarray,
+                      boxes: np.ndarray, weights: np.ndarray, mean: np.ndarray,
+                      score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Crops the keypoint net is unsure of are also tried at the detector's other distinct
+        boxes; where one is clearly more convincing (mean confidence higher by SEARCH_MARGIN) it
+        leads the image's crops instead. Returns the crop boxes, their weights and the predictions."""
+        mask = CATEGORY_MASK[cats]
+        best = _masked_mean(score, mask)
+        unsure = best < UNSURE_GATE
+        others = [_distinct_boxes(d, boxes[i, 0]) if unsure[i] else np.zeros(0, np.int64) for i, d in enumerate(dets)]
+        chosen: dict[int, int] = {}                      # image -> index of its new lead detection
+        for r in range(BOX_CANDIDATES):
+            rows = [i for i, o in enumerate(others) if len(o) > r]
+            if not rows:
+                break
+            squares = np.array([[square_around(dets[i].boxes[others[i][r]], self.preset.crop_margin)] for i in rows],
+                               np.float32)
+            _, s = self._views([images[i] for i in rows], squares, np.ones((len(rows), 1), np.float32),
+                               np.zeros(len(rows), np.float32))
+            confidence = _masked_mean(s, mask[rows])
+            for i, c in zip(rows, confidence):
+                if c > best[i] + SEARCH_MARGIN:
+                    best[i], chosen[i] = c, others[i][r]
+        if not chosen:
+            return boxes, weights, mean, score
+        boxes, weights, mean, score = boxes.copy(), weights.copy(), mean.copy(), score.copy()
+        rows = sorted(chosen)
+        for i in rows:
+            d, j = dets[i], chosen[i]
+            boxes[i], weights[i] = _same_garment(np.concatenate([d.boxes[j:j + 1], d.boxes]),
+                                                 np.concatenate([d.scores[j:j + 1], d.scores]), self.num_crops)
+        squares = np.array([[square_around(b, self.preset.crop_margin) for b in boxes[i]] for i in rows], np.float32)
+        mean[rows], score[rows] = self._views([images[i] for i in rows], squares, weights[rows],
+                                              np.zeros(len(rows), np.float32))
+        return boxes, weights, mean, score
+
     def _search_rotation(self, images: Sequence[np.ndarray], squares: np.ndarray, cats: np.ndarray,
                          mean: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Upright crops the keypoint net is unsure of are tried at every 45 degrees; where a rotated
-        crop is clearly more convincing (mean confidence higher by ROTATION_MARGIN) the garment is
+        crop is clearly more convincing (mean confidence higher by SEARCH_MARGIN) the garment is
         taken to be rotated, and its angle is refined from the predicted top-to-bottom axis.
 
         Returns the crop angle per image (0 where nothing changed) and the predictions at it.
@@ -140,7 +185,7 @@ class Pipeline:
         angles = np.zeros(n, np.float32)
         mask = CATEGORY_MASK[cats]
         confidence = _masked_mean(score, mask)
-        unsure = np.flatnonzero(confidence < ROTATION_GATE)
+        unsure = np.flatnonzero(confidence < UNSURE_GATE)
         if len(unsure) == 0:
             return angles, mean, score
         subset = [images[i] for i in unsure]
@@ -152,7 +197,7 @@ class Pipeline:
             a = np.full(len(unsure), angle, np.float32)
             m, s = self._views(subset, squares[unsure], ones, a)
             c = _masked_mean(s, mask[unsure])
-            better = c > np.maximum(best, confidence[unsure] + ROTATION_MARGIN)
+            better = c > np.maximum(best, confidence[unsure] + SEARCH_MARGIN)
             best = np.where(better, c, best)
             best_angle = np.where(better, angle, best_angle)
             best_mean[better], best_score[better] = m[better], s[better]
@@ -363,6 +408,19 @@ def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.nda
         chosen.append(np.concatenate([centre - half * zooms, centre + half * zooms], axis=1))
         weights.append(np.full(missing, scores[0] * 0.8, np.float32))
     return np.concatenate(chosen).astype(np.float32), np.concatenate(weights).astype(np.float32)
+
+
+def _distinct_boxes(d: Detections, lead: np.ndarray, limit: int = BOX_CANDIDATES) -> np.ndarray:
+    """Indices of up to `limit` detections, best first, that overlap neither the lead box nor
+    each other (IoU < 0.5): other garments, or whatever outranked the garment."""
+    from torchvision.ops import box_iou, nms
+
+    if len(d.scores) == 0:
+        return np.zeros(0, np.int64)
+    boxes = torch.as_tensor(d.boxes)
+    keep = nms(boxes, torch.as_tensor(d.scores), 0.5)
+    keep = keep[box_iou(boxes[keep], torch.as_tensor(lead[None]))[:, 0] < 0.5]
+    return keep[:limit].numpy()
 
 
 def _masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:

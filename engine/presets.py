@@ -68,6 +68,7 @@ class Preset:
     flip_tta: bool = False
     num_crops: int = 1
     rotation_search: bool = False        # try rotated crops when the upright one is unconvincing
+    box_search: bool = False             # try the detector's other boxes when the crop is unconvincing
     # Training defaults.
     batch_size: int = 16
     epochs: int = 30
@@ -140,6 +141,7 @@ PRESETS: dict[str, Preset] = {
         flip_tta=True,
         num_crops=3,
         rotation_search=True,
+        box_search=True,
         batch_size=8,
     ),
     # Small enough to train from scratch on a shared 2-core CPU in about an hour.
