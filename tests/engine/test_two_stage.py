@@ -19,6 +19,7 @@ from engine.images import read_image
 from engine.metrics import evaluate
 from engine.model_package import load_model
 from engine.pipeline import Pipeline, load_scores, scores_path
+from engine.presets import get_preset
 from engine.schema import CATEGORY_MASK
 from engine.synth import generate_dataset
 
@@ -43,7 +44,7 @@ def trained(tmp_path_factory):
     model = root / "tiny.fkpmodel"
     assert _fkp("train", "--data", data, "--preset", "lite", "--preset-json", preset_json, "--out", model,
                 "--detector-steps", 120, "--detector-batch", 4, "--detector-lr", 2e-3, "--eval-every", 120,
-                "--threads", 1, "--half") == 0
+                "--threads", 1, "--half", "--box-search") == 0
     return data, model
 
 
@@ -93,6 +94,7 @@ def test_package_records_training_metadata(trained):
     _, model = trained
     loaded = load_model(model)
     assert loaded.preset.input_size == 64 and loaded.preset.name == "lite"
+    assert loaded.preset.box_search and not get_preset("lite").box_search, "--box-search is the package's default"
     meta = loaded.metadata
     assert 0 < meta["val_ne"] < 1 and meta["val_images"] == 12
     assert meta["data"].endswith("data") and meta["date"][:2] == "20"
