@@ -36,7 +36,7 @@ from engine.annotations import Annotations, load_annotations
 from engine.metrics import evaluate
 from engine.model_package import TwoStageModel, load_model
 from engine.pipeline import Pipeline
-from engine.retrain import RetrainConfig, retrain
+from engine.retrain import RetrainConfig, retrain, save_retrained
 from engine.synth import generate_dataset
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "demo"
@@ -102,6 +102,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--work", help="keep the synthetic data here (default: a temporary folder)")
+    ap.add_argument("--save", help="also write the retrained model package here (to look into it afterwards)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -141,6 +142,8 @@ def main() -> None:
                      on_step=lambda step, n, loss: print(f"  step {step}/{n} loss {loss:.4f}", flush=True)
                      if step % max(1, n // 10) == 0 else None)
     retrain_s = time.perf_counter() - t0
+    if args.save:
+        save_retrained(result, args.save, parent=str(args.model))
 
     before_hard = _scores(model, root, eval_hard, kinds_eval)
     after_hard = _scores(result.model, root, eval_hard, kinds_eval)

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from engine.model_package import load_model
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -17,7 +19,8 @@ def test_benchmark_smoke_run_prints_json_last(loop_model, tmp_path) -> None:
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "bench_retrain_loop.py"), "--model", str(model), "--pool", "24",
          "--worst", "6", "--eval-hard", "8", "--eval-ordinary", "8", "--steps", "4", "--detector-steps", "4", "--size", "96",
-         "--categories", "blouse,dress", "--threads", "1", "--work", str(tmp_path / "data")],
+         "--categories", "blouse,dress", "--threads", "1", "--work", str(tmp_path / "data"),
+         "--save", str(tmp_path / "retrained.fkpmodel")],
         check=True, capture_output=True, text=True, cwd=ROOT, timeout=300,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     ).stdout
@@ -28,3 +31,6 @@ def test_benchmark_smoke_run_prints_json_last(loop_model, tmp_path) -> None:
         assert 0 < figures[key] < 10
     assert math.isclose(figures["hard_change"], figures["hard_ne_after"] / figures["hard_ne_before"] - 1)
     assert set(figures["hard_per_kind_before"]) <= {"crossed", "rotation", "cut", "low_contrast"}
+    saved = load_model(tmp_path / "retrained.fkpmodel")
+    assert saved.metadata["retrain"]["parent"] == str(model)
+    assert saved.metadata["retrain"]["steps"] == 4
