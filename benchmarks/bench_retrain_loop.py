@@ -37,7 +37,7 @@ from engine.metrics import evaluate
 from engine.model_package import TwoStageModel, load_model
 from engine.pipeline import Pipeline
 from engine.retrain import RetrainConfig, retrain, save_retrained
-from engine.synth import generate_dataset
+from engine.synth import generate_dataset, load_hard_kinds
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "demo"
 
@@ -47,11 +47,6 @@ def _load() -> float:
         return os.getloadavg()[0]
     except OSError:
         return float("nan")
-
-
-def _hard_kinds(root: Path, split: str) -> dict[str, str]:
-    lines = (root / "Annotations" / f"{split}_hard.csv").read_text(encoding="utf-8").splitlines()[1:]
-    return dict(line.rsplit(",", 1) for line in lines if line.strip())
 
 
 def _predict(model: TwoStageModel, root: Path, ann: Annotations) -> tuple[Annotations, float]:
@@ -121,8 +116,8 @@ def main() -> None:
     pool = load_annotations(root / "Annotations" / "pool.csv")
     eval_hard = load_annotations(root / "Annotations" / "eval_hard.csv")
     eval_ordinary = load_annotations(root / "Annotations" / "eval_ordinary.csv")
-    kinds_pool = _hard_kinds(root, "pool")
-    kinds_eval = _hard_kinds(root, "eval_hard")
+    kinds_pool = load_hard_kinds(root, "pool")
+    kinds_eval = load_hard_kinds(root, "eval_hard")
 
     # Rank the pool by NE, as the studio's list sorted by NE does.
     pred, predict_s = _predict(model, root, pool)

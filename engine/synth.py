@@ -1138,6 +1138,12 @@ def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, split: str =
     return csv_path
 
 
+def load_hard_kinds(root: str | os.PathLike, split: str) -> dict[str, str]:
+    """Image id -> hard kind, from the `Annotations/<split>_hard.csv` that `generate_dataset` wrote."""
+    lines = (Path(root) / "Annotations" / f"{split}_hard.csv").read_text(encoding="utf-8").splitlines()[1:]
+    return dict(line.rsplit(",", 1) for line in lines if line.strip())
+
+
 # --- contact sheet -----------------------------------------------------------------------------
 
 _PALETTE = np.array([cv2.cvtColor(np.uint8([[[int(180 * k / NUM_KEYPOINTS), 230, 255]]]), cv2.COLOR_HSV2RGB)[0, 0]

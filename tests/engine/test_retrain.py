@@ -15,14 +15,14 @@ from engine.model_jobs import ensure_active_model, evaluate_job, predict_job, re
 from engine.model_package import load_model
 from engine.retrain import (RetrainConfig, RetrainError, choose_holdout, distill_targets, fine_tune_detector,
                             mixed_batches, retrain)
+from engine.synth import load_hard_kinds
 from engine.workspace import Workspace
 
 FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated", detector_steps=10)
 
 
 def _hard_ids(root) -> list[str]:
-    lines = (root / "Annotations" / "train_hard.csv").read_text().splitlines()[1:]
-    return [line.split(",")[0] for line in lines][:10]
+    return list(load_hard_kinds(root, "train"))[:10]
 
 
 @pytest.fixture()

@@ -136,6 +136,7 @@ def test_hard_case_file_matches_the_images(dataset: Path) -> None:
         assert r["image_id"] in ids and (dataset / r["image_id"]).is_file()
         cat = ann.categories[ann.index_of(r["image_id"])]
         assert r["hard_kind"] in synth.hard_kinds_for(int(cat))
+    assert synth.load_hard_kinds(dataset, "train") == {r["image_id"]: r["hard_kind"] for r in rows}
 
 
 def test_hard_fraction_extremes(tmp_path: Path) -> None:
