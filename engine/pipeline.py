@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torchvision.ops import box_iou, nms
 
 from engine.annotations import Annotations
 from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
@@ -120,13 +121,13 @@ class Pipeline:
             for c, d in zip(categories if categories is not None else [None] * n, dets)
         ], dtype=np.int64)
         boxes, weights = self._crop_boxes(images, dets)                 # (n, c, 4), (n, c)
-        squares = np.array([[square_around(b, self.preset.crop_margin) for b in row] for row in boxes], np.float32)
+        squares = self._squares(boxes)
         angles = np.zeros(n, np.float32)
         mean, score = self._views(images, squares, weights, angles)
         mask = CATEGORY_MASK[cats]
         if self.box_search:
             boxes, weights, mean, score = self._search_boxes(images, dets, cats, boxes, weights, mean, score)
-            squares = np.array([[square_around(b, self.preset.crop_margin) for b in row] for row in boxes], np.float32)
+            squares = self._squares(boxes)
         if self.rotation_search:
             angles, mean, score = self._search_rotation(images, squares[:, :1], cats, mean, score)
         # Refinement: crop again around the predicted keypoints, the box the keypoint net was
@@ -136,6 +137,11 @@ class Pipeline:
             squares = keypoint_squares(mean, mask, angles, self.preset.crop_margin)[:, None]
             mean, score = self._views(images, squares, np.ones((n, 1), np.float32), angles)
         return mean.astype(np.float32), score.astype(np.float32), cats, boxes[:, 0]
+
+    def _squares(self, boxes: np.ndarray) -> np.ndarray:
+        """Square crops (cx, cy, side) around boxes (..., 4), grown by the preset's crop margin -> (..., 3)."""
+        squares = [square_around(b, self.preset.crop_margin) for b in boxes.reshape(-1, 4)]
+        return np.asarray(squares, np.float32).reshape(*boxes.shape[:-1], 3)
 
     def _search_boxes(self, images: Sequence[np.ndarray], dets: list[Detections], cats: np.ndarray,
                       boxes: np.ndarray, weights: np.ndarray, mean: np.ndarray,
@@ -152,8 +158,7 @@ class Pipeline:
             rows = [i for i, o in enumerate(others) if len(o) > r]
             if not rows:
                 break
-            squares = np.array([[square_around(dets[i].boxes[others[i][r]], self.preset.crop_margin)] for i in rows],
-                               np.float32)
+            squares = self._squares(np.stack([dets[i].boxes[others[i][r]] for i in rows])[:, None])
             _, s = self._views([images[i] for i in rows], squares, np.ones((len(rows), 1), np.float32),
                                np.zeros(len(rows), np.float32))
             confidence = _masked_mean(s, mask[rows])
@@ -168,8 +173,7 @@ class Pipeline:
             d, j = dets[i], chosen[i]
             boxes[i], weights[i] = _same_garment(np.concatenate([d.boxes[j:j + 1], d.boxes]),
                                                  np.concatenate([d.scores[j:j + 1], d.scores]), self.num_crops)
-        squares = np.array([[square_around(b, self.preset.crop_margin) for b in boxes[i]] for i in rows], np.float32)
-        mean[rows], score[rows] = self._views([images[i] for i in rows], squares, weights[rows],
+        mean[rows], score[rows] = self._views([images[i] for i in rows], self._squares(boxes[rows]), weights[rows],
                                               np.zeros(len(rows), np.float32))
         return boxes, weights, mean, score
 
@@ -413,8 +417,6 @@ def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.nda
 def _distinct_boxes(d: Detections, lead: np.ndarray, limit: int = BOX_CANDIDATES) -> np.ndarray:
     """Indices of up to `limit` detections, best first, that overlap neither the lead box nor
     each other (IoU < 0.5): other garments, or whatever outranked the garment."""
-    from torchvision.ops import box_iou, nms
-
     if len(d.scores) == 0:
         return np.zeros(0, np.int64)
     boxes = torch.as_tensor(d.boxes)
