@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # A test-only model: 96 px synthetic images, 64 px crops, a one-stage hourglass of a few
@@ -26,6 +27,18 @@ LOOP_PRESET = {
     },
 }
 
+
+
+def hard_case_split(root: Path, n: int, seed: int, hard_fraction: float):
+    """Render a 256 px synthetic `test` split under `root` -> (its Annotations, each row's hard
+    kind, "ordinary" for the others)."""
+    from engine.annotations import load_annotations
+    from engine.synth import generate_dataset, load_hard_kinds
+
+    ann = load_annotations(generate_dataset(root, n, seed=seed, split="test", size=256, hard_fraction=hard_fraction,
+                                            workers=1))
+    kinds = load_hard_kinds(root, "test")
+    return ann, np.array([kinds.get(str(i), "ordinary") for i in ann.image_ids])
 
 @pytest.fixture(scope="session")
 def loop_model(tmp_path_factory) -> tuple[Path, Path]:

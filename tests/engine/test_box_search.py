@@ -9,12 +9,11 @@ import pytest
 import torch
 from torchvision.ops import box_iou
 
-from engine.annotations import load_annotations
+from conftest import hard_case_split  # renders a split and reads its hard kinds
 from engine.detector import boxes_from_keypoints
 from engine.metrics import evaluate
 from engine.model_package import load_model
 from engine.pipeline import Pipeline, merge_batches
-from engine.synth import generate_dataset, load_hard_kinds
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
@@ -23,9 +22,7 @@ DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "dem
 def hard_rich(tmp_path_factory):
     """40 synthetic images, 70 % hard cases (seed 6 has 9 low-contrast garments and 10 ordinary ones)."""
     root = tmp_path_factory.mktemp("hard_rich")
-    ann = load_annotations(generate_dataset(root, 40, seed=6, split="test", size=256, hard_fraction=0.7, workers=1))
-    kinds = load_hard_kinds(root, "test")
-    kind = np.array([kinds.get(str(i), "ordinary") for i in ann.image_ids])
+    ann, kind = hard_case_split(root, 40, seed=6, hard_fraction=0.7)
     return root, ann, kind
 
 

@@ -8,13 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import hard_case_split  # renders a split and reads its hard kinds
 from engine.annotations import load_annotations
 from engine.data import apply_affine, crop_affine, keypoint_box, square_around
 from engine.metrics import evaluate
 from engine.model_package import load_model
 from engine.pipeline import Pipeline, keypoint_squares, upright_angle
 from engine.schema import CATEGORY_MASK, UPRIGHT_BOTTOM, UPRIGHT_TOP
-from engine.synth import generate_dataset, load_hard_kinds
+from engine.synth import generate_dataset
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
@@ -78,9 +79,7 @@ def test_keypoint_squares_hold_the_keypoints_at_any_angle(layouts):
 @pytest.fixture(scope="module")
 def rotated_and_ordinary(tmp_path_factory):
     root = tmp_path_factory.mktemp("rotated")
-    ann = load_annotations(generate_dataset(root, 40, seed=77, split="test", size=256, hard_fraction=0.5, workers=1))
-    kinds = load_hard_kinds(root, "test")
-    kind = np.array([kinds.get(str(i), "ordinary") for i in ann.image_ids])
+    ann, kind = hard_case_split(root, 40, seed=77, hard_fraction=0.5)
     return root, ann, kind
 
 
