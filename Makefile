@@ -15,8 +15,10 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# One worker per core (at most 4; the trained session fixtures are built once for all), the
+# 15 slowest tests printed in every run.
 test: $(STAMP)
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope --durations=15
 
 run: $(STAMP)
 	$(VENV)/bin/fkp-studio

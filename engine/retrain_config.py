@@ -33,7 +33,7 @@ class RetrainConfig:
     augment: bool = True
     seed: int = 0
     device: str | None = None
-    freeze_batchnorm: bool = True     # BatchNorm uses the trained model's statistics throughout
+    freeze_batchnorm: bool = True     # both networks normalize with the trained model's statistics throughout
     # Replayed crops learn the starting model's own outputs (its heatmaps and offsets) rather
     # than their annotations: the replay is there to keep what the model does on ordinary
     # images, and fitting a few hundred annotations anew moves it as well.

@@ -121,6 +121,10 @@ class KeypointCanvas(QGraphicsView):
 
     # --- content ------------------------------------------------------------------------
 
+    def image_size(self) -> tuple[int, int] | None:
+        """(width, height) of the image shown, None while a placeholder is."""
+        return self._image_size
+
     def set_image(self, pixmap: QPixmap | None, problem: str | None = None) -> None:
         """Show a decoded image, or a placeholder with the reason it could not be shown."""
         scene = self.scene()

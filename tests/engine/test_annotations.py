@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.annotations import Annotations, RowProblem, load_annotations, save_annotations
-from engine.schema import CATEGORIES, CATEGORY_MASK, CSV_HEADER, KEYPOINT_INDEX, KEYPOINTS
+from engine.schema import CATEGORIES, CATEGORY_MASK, CSV_HEADER, KEYPOINT_INDEX
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
 HEADER = ",".join(CSV_HEADER)

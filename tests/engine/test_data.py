@@ -1,6 +1,4 @@
 import numpy as np
-import pytest
-import torch
 
 from engine.annotations import Annotations
 from engine.data import (
@@ -8,7 +6,7 @@ from engine.data import (
     flip_keypoints, invert_affine, keypoint_box, random_crop_affine, warp_crop,
 )
 from engine.images import write_jpeg
-from engine.presets import NetConfig, get_preset
+from engine.presets import get_preset
 from engine.schema import CATEGORY_INDEX, CATEGORY_MASK, KEYPOINT_INDEX
 
 NL, NR = KEYPOINT_INDEX["neckline_left"], KEYPOINT_INDEX["neckline_right"]

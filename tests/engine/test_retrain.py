@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
+from trained_fixtures import TEST_SEED  # the suite's seed
 from engine.annotations import load_annotations
 from engine.cli import main
 from engine.jobs import JobRunner, JobState
@@ -18,7 +19,7 @@ from engine.retrain import (RetrainConfig, RetrainError, choose_holdout, distill
 from engine.synth import load_hard_kinds
 from engine.workspace import Workspace
 
-FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated", detector_steps=10)
+FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated", detector_steps=10, seed=TEST_SEED)
 
 
 def _hard_ids(root) -> list[str]:
@@ -74,7 +75,7 @@ def test_mixed_batches_oversample_the_hard_set_evenly():
         mixed_batches(0, 10, 8, 0.5, 5, 0)
 
 
-def test_retrain_lowers_hard_set_ne_and_never_trains_on_held_out_images(loop_model):
+def test_retrain_lowers_hard_set_ne_and_never_trains_on_held_out_images(loop_model, record_property):
     data, model_path = loop_model
     ann = load_annotations(data / "Annotations" / "train.csv")
     hard = _hard_ids(data)
@@ -83,6 +84,7 @@ def test_retrain_lowers_hard_set_ne_and_never_trains_on_held_out_images(loop_mod
     steps = []
     result = retrain(model, data, ann, hard, FAST, on_step=lambda s, n, loss: steps.append((s, n, loss)))
     assert [s for s, _, _ in steps] == list(range(1, FAST.steps + 1))
+    record_property("hard_ratio", result.after.hard / result.before.hard)
     assert result.after.hard < 0.9 * result.before.hard, (result.before.hard, result.after.hard)
     assert np.isfinite(result.after.overall) and set(result.after.per_category) == {"blouse", "dress"}
     assert not set(result.holdout_ids) & set(result.hard_ids)
@@ -92,7 +94,7 @@ def test_retrain_lowers_hard_set_ne_and_never_trains_on_held_out_images(loop_mod
         assert (v == before_weights[k]).all()
 
 
-def test_retrain_job_adds_an_inactive_version_and_keeps_the_holdout(workspace, loop_model):
+def test_retrain_job_adds_an_inactive_version_and_keeps_the_holdout(workspace, loop_model, record_property):
     data, _ = loop_model
     ann = load_annotations(data / "Annotations" / "train.csv")
     handle, events = _run(retrain_job(workspace, ann, _hard_ids(data), FAST))
@@ -102,6 +104,7 @@ def test_retrain_job_adds_an_inactive_version_and_keeps_the_holdout(workspace, l
     losses = [e.payload["loss"] for e in events if e.kind == "partial"]
     assert len(losses) == FAST.steps and all(np.isfinite(losses))
     meta = load_model(workspace.model_path("v002")).metadata
+    record_property("hard_ratio", meta["retrain"]["after"]["hard"] / meta["retrain"]["before"]["hard"])
     assert meta["retrain"]["parent"] == "v001" and meta["retrain"]["after"]["hard"] < meta["retrain"]["before"]["hard"]
     holdout = workspace.load_holdout()
     assert holdout and not set(holdout) & set(_hard_ids(data))
@@ -232,7 +235,7 @@ def test_cli_retrain_writes_a_package_and_reports(loop_model, tmp_path, capsys):
                  "--out", str(out)]) == 2
 
 
-def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(loop_model):
+def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(loop_model, record_property):
     import torch
 
     from engine.detector import detector_samples, evaluate_detector
@@ -246,10 +249,12 @@ def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(l
     replay = detector_samples(data, ann.subset(np.flatnonzero(~is_hard)), model.detector_config)
     original = {k: v.clone() for k, v in model.detector.state_dict().items()}
     before = evaluate_detector(model.detector, hard)["mean_iou"]
-    config = RetrainConfig(detector_steps=80, detector_lr=1e-3, detector_batch_size=4)
+    config = RetrainConfig(detector_steps=80, detector_batch_size=4, seed=TEST_SEED)
     detector, losses = fine_tune_detector(model.detector, hard, replay, config, torch.device("cpu"))
+    gain = evaluate_detector(detector, hard)["mean_iou"] - before
+    record_property("loss_ratio", np.mean(losses[-10:]) / np.mean(losses[:10])), record_property("iou_gain", gain)
     assert len(losses) == 80 and np.mean(losses[-10:]) < np.mean(losses[:10])
-    assert evaluate_detector(detector, hard)["mean_iou"] > before + 0.02
+    assert gain > 0.02
     for k, v in model.detector.state_dict().items():
         assert torch.equal(v, original[k])
 

@@ -6,9 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import hard_case_split  # renders a split and reads its hard kinds
+from trained_fixtures import hard_case_split  # renders a split and reads its hard kinds
 from engine.annotations import load_annotations
 from engine.data import apply_affine, crop_affine, keypoint_box, square_around
 from engine.metrics import evaluate
@@ -83,9 +82,8 @@ def rotated_and_ordinary(tmp_path_factory):
     return root, ann, kind
 
 
-def test_the_demo_model_with_rotation_search_finds_rotated_garments(rotated_and_ordinary):
+def test_the_demo_model_with_rotation_search_finds_rotated_garments(rotated_and_ordinary, record_property):
     root, ann, kind = rotated_and_ordinary
-    torch.set_num_threads(1)
     model = load_model(DEMO_MODEL)
     results = {}
     for search in (False, True):
@@ -99,6 +97,9 @@ def test_the_demo_model_with_rotation_search_finds_rotated_garments(rotated_and_
         e = errors[rows]
         return float(e[np.isfinite(e)].mean())
 
+    record_property("rotated_before", ne(results[False], rotated))
+    record_property("rotated_ratio", ne(results[True], rotated) / ne(results[False], rotated))
+    record_property("ordinary_ratio", ne(results[True], ordinary) / ne(results[False], ordinary))
     assert ne(results[False], rotated) > 0.5, "upright crops of garments turned 40-180 degrees fail"
     assert ne(results[True], rotated) < 0.5 * ne(results[False], rotated)
     # Ordinary garments: the upright crops are convincing, so the search leaves them alone.

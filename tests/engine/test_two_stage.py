@@ -10,9 +10,8 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
-from conftest import LOOP_PRESET  # the test-only tiny model shared with the hard-loop tests
+from trained_fixtures import train_tiny_model  # the test-only tiny model shared with the hard-loop tests
 from engine.annotations import load_annotations
 from engine.cli import main
 from engine.images import read_image
@@ -32,19 +31,14 @@ def _fkp(*args: str) -> int:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-
-    torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("two_stage")
     data = root / "data"
     generate_dataset(data, 64, seed=101, split="train", size=96, categories=CATEGORIES, hard_fraction=0.0, workers=1)
     generate_dataset(data, 12, seed=102, split="val", size=96, categories=CATEGORIES, hard_fraction=0.0, workers=1)
     generate_dataset(data, 16, seed=103, split="test", size=96, categories=CATEGORIES, hard_fraction=0.0, workers=1)
-    preset_json = root / "tiny.json"
-    preset_json.write_text(json.dumps({**LOOP_PRESET, "epochs": 25}))
     model = root / "tiny.fkpmodel"
-    assert _fkp("train", "--data", data, "--preset", "lite", "--preset-json", preset_json, "--out", model,
-                "--detector-steps", 120, "--detector-batch", 4, "--detector-lr", 2e-3, "--eval-every", 120,
-                "--threads", 1, "--half", "--box-search") == 0
+    train_tiny_model(data, model, 25, "--detector-steps", 120, "--detector-batch", 4, "--detector-lr", 2e-3,
+                     "--eval-every", 120, "--half", "--box-search")
     return data, model
 
 
@@ -66,7 +60,7 @@ def _mean_layout_baseline(data, model_path, test) -> np.ndarray:
     return boxes[:, None, :2] + layout[test.categories.astype(int)] * (boxes[:, None, 2:] - boxes[:, None, :2])
 
 
-def test_cli_train_predict_eval_beats_the_mean_layout_baseline(trained, tmp_path, capsys):
+def test_cli_train_predict_eval_beats_the_mean_layout_baseline(trained, tmp_path, capsys, record_property):
     data, model = trained
     pred_csv = tmp_path / "pred.csv"
     assert _fkp("predict", "--model", model, "--data", data, "--split", "test", "--out", pred_csv) == 0
@@ -78,6 +72,7 @@ def test_cli_train_predict_eval_beats_the_mean_layout_baseline(trained, tmp_path
     baseline = load_annotations(pred_csv)  # same rows and categories; replace the coordinates
     baseline.coords = _mean_layout_baseline(data, model, test).astype(np.float32)
     baseline_ne = evaluate(test, baseline).ne
+    record_property("ne_over_baseline", ne / baseline_ne)
     assert ne < baseline_ne, f"model NE {ne:.3f} does not beat the mean-layout baseline {baseline_ne:.3f}"
 
     pred = load_annotations(pred_csv)
@@ -101,7 +96,7 @@ def test_package_records_training_metadata(trained):
     assert 0 <= meta["detector_val"]["mean_iou"] <= 1
 
 
-def test_flip_tta_and_more_crops_agree_with_the_plain_prediction(trained, tmp_path, capsys):
+def test_flip_tta_and_more_crops_agree_with_the_plain_prediction(trained, tmp_path, capsys, record_property):
     """Mirrored crops are swapped back left/right: averaging them must not wreck the prediction."""
     data, model = trained
     plain, tta = tmp_path / "plain.csv", tmp_path / "tta.csv"
@@ -112,6 +107,7 @@ def test_flip_tta_and_more_crops_agree_with_the_plain_prediction(trained, tmp_pa
     ne_plain = evaluate(test, load_annotations(plain)).ne
     ne_tta = evaluate(test, load_annotations(tta)).ne
     # A left/right mix-up would put each twin on the other side: NE would roughly double.
+    record_property("tta_over_plain", ne_tta / ne_plain)
     assert ne_tta < ne_plain * 1.25 + 0.01, (ne_plain, ne_tta)
 
 

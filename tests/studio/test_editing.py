@@ -29,9 +29,8 @@ def test_drag_a_point_with_the_mouse_then_save(open_window, dataset, qtbot):
     window = open_window(dataset["csv"])
     row = 0
     _show(window, qtbot, row)
-    with qtbot.waitSignal(window.imageShown, timeout=5000, check_params_cb=lambda r: r == row, raising=False):
-        pass
     canvas = window.canvas
+    qtbot.waitUntil(lambda: canvas.image_size() is not None, timeout=5000)  # the fit is the image's
     k = KEYPOINT_INDEX["shoulder_left"]
     x0, y0 = window.doc.ann.coords[row, k]
     start = canvas.mapFromScene(float(x0), float(y0))
