@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.annotations import Annotations, load_annotations, save_annotations
-from engine.metrics import evaluate, normalized_errors
+from engine.io.annotations import Annotations, load_annotations, save_annotations
+from engine.analysis.ne import evaluate, normalized_errors
 from engine.schema import CATEGORIES, CATEGORY_MASK, CSV_HEADER, KEYPOINTS, NUM_KEYPOINTS
 
 

@@ -27,10 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.annotations import Annotations, load_annotations, save_annotations
-from engine.coco import from_coco, to_coco
-from engine.label_errors import suspected_label_errors
-from engine.metrics import analyze_errors, evaluate
+from engine.io.annotations import Annotations, load_annotations, save_annotations
+from engine.io.coco import from_coco, to_coco
+from engine.analysis.label_errors import suspected_label_errors
+from engine.analysis.error_types import analyze_errors
+from engine.analysis.ne import evaluate
 from engine.schema import FLIP_PAIRS
 
 VAL_CSV = Path(__file__).resolve().parents[1] / "tests" / "data" / "fashionai" / "val.csv"

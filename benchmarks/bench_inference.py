@@ -31,11 +31,11 @@ def _images(n: int, size: int, seed: int) -> tuple[list[np.ndarray], list[int]]:
 
 
 def _pipeline(preset_name: str, device: torch.device):
-    from engine.detector import DetectorConfig, build_detector
-    from engine.hourglass import KeypointNet
-    from engine.model_package import TwoStageModel
-    from engine.pipeline import Pipeline
-    from engine.presets import get_preset
+    from engine.model.detector import DetectorConfig, build_detector
+    from engine.model.hourglass import KeypointNet
+    from engine.model.package import TwoStageModel
+    from engine.model.pipeline import Pipeline
+    from engine.model.presets import get_preset
 
     preset = get_preset(preset_name)
     config = DetectorConfig.from_preset(preset)
@@ -59,7 +59,7 @@ def _time(fn, n: int, device: torch.device) -> float:
 def bench(device: torch.device, images: list[np.ndarray], cats: list[int], presets: list[str]) -> dict[str, float]:
     from torchvision.models.detection import keypointrcnn_resnet50_fpn
 
-    from engine.device import autocast_for
+    from engine.model.device import autocast_for
 
     figures: dict[str, float] = {}
     for name in presets:

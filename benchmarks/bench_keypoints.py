@@ -24,10 +24,10 @@ import time
 import numpy as np
 import torch
 
-from engine.checkpoints import load_keypoint_net
-from engine.data import CropSubset, KeypointCropDataset
+from engine.model.checkpoints import load_keypoint_net
+from engine.training.dataset import CropSubset, KeypointCropDataset
 from engine.schema import CATEGORIES
-from engine.train import predict_dataset, validate
+from engine.training.keypoints import predict_dataset, validate
 
 
 def heatmap_argmax(stride: int):
@@ -44,7 +44,7 @@ def heatmap_argmax(stride: int):
 
 
 def per_category(model, ds, preset) -> dict[str, float]:
-    from engine.metrics import normalized_errors
+    from engine.analysis.ne import normalized_errors
     from engine.schema import CATEGORY_MASK
 
     idx, pred, _ = predict_dataset(model, ds, preset)
@@ -117,7 +117,7 @@ def main() -> None:
     cats = per_category(model, ds, preset)
 
     images = torch.stack([ds[i]["image"] for i in range(min(64, len(ds)))])
-    from engine.train import predict_crops
+    from engine.training.keypoints import predict_crops
 
     predict_crops(model, images[:4], preset)  # warm-up
     t = time.perf_counter()

@@ -6,7 +6,7 @@ In one run, from one model package (the demo model by default):
    the same hard kinds (every image hard) and an evaluation set of ordinary images;
 2. predict the pool with the model and rank its images by NE; the worst `--worst` become the
    hard set (what a user does with "add the worst N by NE");
-3. retrain on them (`engine.retrain`: hard crops oversampled, replay of the rest of the pool,
+3. retrain on them (`engine.training.retrain`: hard crops oversampled, replay of the rest of the pool,
    OHEM, replay distilled from the model) for `--steps` steps, then the detector on the same
    images for `--detector-steps`;
 4. score the model before (the baseline) and after on both evaluation sets, with the whole
@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.annotations import Annotations, load_annotations
-from engine.metrics import evaluate
-from engine.model_package import TwoStageModel, load_model
-from engine.pipeline import Pipeline
-from engine.retrain import RetrainConfig, retrain, save_retrained
+from engine.io.annotations import Annotations, load_annotations
+from engine.analysis.ne import evaluate
+from engine.model.package import TwoStageModel, load_model
+from engine.model.pipeline import Pipeline
+from engine.training.retrain import RetrainConfig, retrain, save_retrained
 from engine.synth import generate_dataset, load_hard_kinds
 
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "demo"

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 
 def make_data(root: Path, n: int) -> tuple[Path, Path]:
     """n synthetic annotation rows and predictions (the annotations plus a few pixels of noise)."""
-    from engine.annotations import Annotations, load_annotations, save_annotations
+    from engine.io.annotations import Annotations, load_annotations, save_annotations
     from engine.synth import generate_dataset
 
     csv = generate_dataset(root, n, seed=0, annotations_only=True)

@@ -18,7 +18,7 @@ from PySide6.QtCore import QStandardPaths, Qt, QTimer
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
-from engine.workspace import find_annotation_files
+from engine.io.workspace import find_annotation_files
 from fkp_studio.main_window import MainWindow, last_dataset
 
 ORGANIZATION = "fkp-studio"
@@ -64,7 +64,7 @@ def demo_root() -> Path:
 
 def demo_model() -> Path | None:
     """The demo model package, when it is installed."""
-    from engine.model_package import package_file
+    from engine.model.package import package_file
 
     file = package_file(DEMO_MODEL_DIR)
     return file if file.is_file() else None

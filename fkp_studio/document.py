@@ -14,11 +14,11 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from engine.annotations import Annotations, save_annotations
-from engine.files import atomic_write_bytes
-from engine.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
+from engine.io.annotations import Annotations, save_annotations
+from engine.io.files import atomic_write_bytes
+from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
 from engine.schema import NUM_KEYPOINTS
-from engine.workspace import Workspace
+from engine.io.workspace import Workspace
 from fkp_studio.error_analysis import ErrorTypeIndex
 
 
@@ -34,7 +34,7 @@ class Predictions:
 
 def align_to_annotations(gt: Annotations, pred: Annotations, source: str) -> Predictions:
     """Reorder prediction rows to the annotation rows by image id."""
-    from engine.metrics import align_predictions
+    from engine.analysis.ne import align_predictions
 
     coords, vis, matched = align_predictions(gt, pred)
     coords = np.where(np.isfinite(coords), coords, -1).astype(np.float32)
@@ -47,7 +47,7 @@ def compute_errors(gt: Annotations, pred: Predictions, rows: np.ndarray | None =
     NaN where the image has no prediction or no scored point (images without a prediction
     row are not charged the missing penalty: they simply have not been predicted yet).
     """
-    from engine.metrics import normalized_errors
+    from engine.analysis.ne import normalized_errors
 
     rows = np.arange(len(gt)) if rows is None else np.asarray(rows, dtype=np.int64)
     errors = normalized_errors(gt.coords[rows], gt.visibility[rows], gt.categories[rows].astype(np.int64),

@@ -12,7 +12,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from engine.jobs import JobContext, JobEvent, JobHandle, JobRunner
+from engine.jobs.runner import JobContext, JobEvent, JobHandle, JobRunner
 
 
 class EngineThread(QObject):

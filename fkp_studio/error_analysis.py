@@ -2,9 +2,9 @@
 to check for annotation mistakes, the chart of error types per keypoint and the
 "Check annotation" panel.
 
-`ErrorTypeIndex` keeps the types of a document's points (`engine.metrics.classify_errors`
+`ErrorTypeIndex` keeps the types of a document's points (`engine.analysis.ne.classify_errors`
 against the document's predictions) and its suspected label errors
-(`engine.label_errors.suspected_label_errors`) up to date as the annotations are edited; it
+(`engine.analysis.label_errors.suspected_label_errors`) up to date as the annotations are edited; it
 is created with the document, before any view connects to it, so views always read fresh
 values.
 """
@@ -21,8 +21,8 @@ from PySide6.QtCore import QObject, QTimer, Signal
 from PySide6.QtGui import QColor, QUndoCommand
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.label_errors import Suspect, align_scores, suspected_label_errors
-from engine.metrics import DEFAULT_T_GOOD, DEFAULT_T_MISS, ERROR_TYPES, UNTYPED, classify_errors
+from engine.analysis.label_errors import Suspect, align_scores, suspected_label_errors
+from engine.analysis.error_types import DEFAULT_T_GOOD, DEFAULT_T_MISS, ERROR_TYPES, UNTYPED, classify_errors
 from engine.schema import FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
 
 CHECK_ANNOTATION = "check_annotation"
@@ -54,7 +54,7 @@ def _scores_for(doc) -> np.ndarray | None:
     path = source.with_name(source.stem + ".scores.csv")
     if not path.is_file():
         return None
-    from engine.pipeline import load_scores  # imports torch: only when there are scores
+    from engine.model.pipeline import load_scores  # imports torch: only when there are scores
 
     try:
         ids, values = load_scores(path)

@@ -2,7 +2,7 @@
 
 `HardLoop` attaches to the main window: a "Model" menu (predict all / selection, cancel,
 retrain), a "Hard set" dock (listed, filterable by reason, persisted in the workspace) and
-the device in the status bar. All model work runs as `engine.model_jobs` jobs on the
+the device in the status bar. All model work runs as `engine.jobs.model_jobs` jobs on the
 window's model thread; their per-batch partial results fill the NE column as they arrive.
 Predictions are saved per model version in the workspace and reloaded when the data set is
 opened again. An image the user edits joins the hard set as "corrected" unless the user
@@ -19,11 +19,11 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from engine.jobs import JobEvent, JobHandle
-from engine.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
-from engine.retrain_config import RetrainConfig
+from engine.jobs.runner import JobEvent, JobHandle
+from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
+from engine.training.retrain_config import RetrainConfig
 from engine.schema import NUM_KEYPOINTS
-from engine.workspace import HARD_REASONS, REMOVED
+from engine.io.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors
 
 REASON_LABELS = {"worst-ne": "worst NE", "corrected": "corrected", "manual": "added"}
@@ -131,7 +131,7 @@ class HardLoop(QObject):
         w.statusBar().addPermanentWidget(self.predict_progress_cancel)
 
     def _build_status(self) -> None:
-        from engine.device import describe_device, pick_device
+        from engine.model.device import describe_device, pick_device
 
         self.device_label = QLabel(f"Device: {describe_device(pick_device())}", self.window)
         self.device_label.setToolTip("Where predict and retrain run (CUDA with mixed precision when present)")
@@ -175,7 +175,7 @@ class HardLoop(QObject):
         if doc is None:
             return
         ws = doc.workspace
-        from engine.model_package import package_file
+        from engine.model.package import package_file
 
         source = package_file(package)
         try:
@@ -502,7 +502,7 @@ def _copy_package(source: Path, fingerprint: str, directory: Path) -> None:
     """Fill a new version folder: the package and where it came from (so it is imported once)."""
     import shutil
 
-    from engine.model_package import FILE_NAME
+    from engine.model.package import FILE_NAME
 
     shutil.copyfile(source, directory / FILE_NAME)
     (directory / "source.txt").write_text(fingerprint + "\n", encoding="utf-8")

@@ -13,7 +13,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from PySide6.QtGui import QImage
 
-from engine.images import ImageError, read_image
+from engine.io.images import ImageError, read_image
 
 
 class _Relay(QObject):

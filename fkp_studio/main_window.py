@@ -15,9 +15,9 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWid
                                QLabel, QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableView,
                                QVBoxLayout, QWidget)
 
-from engine.annotations import Annotations, load_annotations
+from engine.io.annotations import Annotations, load_annotations
 from engine.schema import CATEGORIES, category_keypoints
-from engine.workspace import Workspace, dataset_root_of
+from engine.io.workspace import Workspace, dataset_root_of
 from fkp_studio import commands
 from fkp_studio.canvas import KeypointCanvas
 from fkp_studio.charts import DatasetCharts

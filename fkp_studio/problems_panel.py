@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.annotations import RowProblem
+from engine.io.annotations import RowProblem
 
 HEADERS = ("Line", "Image", "Column", "Problem", "Row as read")
 

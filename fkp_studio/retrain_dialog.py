@@ -20,7 +20,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                                QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
-from engine.retrain_config import RetrainConfig
+from engine.training.retrain_config import RetrainConfig
 
 _BG, _FG, _LINE = "#2b2d31", "#d8d8d8", "#5fa8e8"
 

@@ -77,7 +77,7 @@ def train_tiny_model(data: Path, out: Path, epochs: int, *args) -> None:
 def hard_case_split(root: Path, n: int, seed: int, hard_fraction: float):
     """Render a 256 px synthetic `test` split under `root` -> (its Annotations, each row's hard
     kind, "ordinary" for the others)."""
-    from engine.annotations import load_annotations
+    from engine.io.annotations import load_annotations
     from engine.synth import generate_dataset, load_hard_kinds
 
     ann = load_annotations(generate_dataset(root, n, seed=seed, split="test", size=256, hard_fraction=hard_fraction,

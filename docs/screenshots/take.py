@@ -30,7 +30,7 @@ def mean_shape_predictions(csv: Path, out: Path) -> Path:
     mean keypoint layout (relative to the keypoint box), placed in the image's annotated box."""
     import numpy as np
 
-    from engine.annotations import Annotations, load_annotations, save_annotations
+    from engine.io.annotations import Annotations, load_annotations, save_annotations
     from engine.schema import CATEGORY_MASK
 
     gt = load_annotations(csv)

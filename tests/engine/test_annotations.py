@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.annotations import Annotations, RowProblem, load_annotations, save_annotations
+from engine.io.annotations import Annotations, RowProblem, load_annotations, save_annotations
 from engine.schema import CATEGORIES, CATEGORY_MASK, CSV_HEADER, KEYPOINT_INDEX
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"

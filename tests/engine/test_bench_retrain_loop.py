@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.model_package import load_model
+from engine.model.package import load_model
 
 ROOT = Path(__file__).resolve().parents[2]
 

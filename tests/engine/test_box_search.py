@@ -10,10 +10,10 @@ import torch
 from torchvision.ops import box_iou
 
 from trained_fixtures import hard_case_split  # renders a split and reads its hard kinds
-from engine.detector import boxes_from_keypoints
-from engine.metrics import evaluate
-from engine.model_package import load_model
-from engine.pipeline import Pipeline, merge_batches
+from engine.model.detector import boxes_from_keypoints
+from engine.analysis.ne import evaluate
+from engine.model.package import load_model
+from engine.model.pipeline import Pipeline, merge_batches
 
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 

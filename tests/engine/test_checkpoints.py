@@ -3,9 +3,11 @@ import pickle
 import pytest
 import torch
 
-from engine.checkpoints import KEYPOINT_FORMAT, CheckpointError, keypoint_checkpoint, load_checkpoint, load_keypoint_net, save_checkpoint
-from engine.hourglass import KeypointNet
-from engine.presets import NetConfig, get_preset
+from engine.model.checkpoints import (
+    KEYPOINT_FORMAT, CheckpointError, keypoint_checkpoint, load_checkpoint, load_keypoint_net, save_checkpoint,
+)
+from engine.model.hourglass import KeypointNet
+from engine.model.presets import NetConfig, get_preset
 
 TINY = NetConfig(blocks=(1, 1, 1, 1), widths=((16, 8), (24, 8), (32, 8), (32, 8)), stem_channels=8,
                  decoder_channels=16, num_stages=2, refine_widths=((16, 8), (32, 8), (32, 8)), refine_blocks=(1, 1, 1))

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.annotations import Annotations, format_annotations, load_annotations, parse_annotations
+from engine.io.annotations import Annotations, format_annotations, load_annotations, parse_annotations
 from engine.cli import main
-from engine.coco import CocoError, from_coco, load_coco, to_coco, to_coco_results
+from engine.io.coco import CocoError, from_coco, load_coco, to_coco, to_coco_results
 from engine.schema import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS, SKELETONS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
@@ -153,7 +153,7 @@ def test_invalid_json_is_a_clear_cli_error(tmp_path, capsys) -> None:
 
 
 def test_results_export_with_scores_and_ids_from_the_ground_truth(tmp_path, capsys) -> None:
-    from engine.pipeline import save_scores
+    from engine.model.pipeline import save_scores
 
     gt = parse_annotations(synthetic())
     gt_json = tmp_path / "gt.json"
@@ -163,7 +163,7 @@ def test_results_export_with_scores_and_ids_from_the_ground_truth(tmp_path, caps
     assert main(["export-coco", str(tmp_path / "gt.csv"), str(gt_json)]) == 0
     pred = gt.subset([2, 0])  # another order than the ground truth
     pred.visibility[pred.visibility == 0] = 1
-    from engine.annotations import save_annotations
+    from engine.io.annotations import save_annotations
 
     save_annotations(pred, tmp_path / "pred.csv")
     scores = np.full((2, 24), -1.0)
@@ -187,7 +187,7 @@ def test_results_without_scores_score_one() -> None:
 
 
 def test_the_export_is_written_atomically(tmp_path, monkeypatch) -> None:
-    import engine.coco as coco
+    import engine.io.coco as coco
 
     out = tmp_path / "out.json"
     out.write_text("old")

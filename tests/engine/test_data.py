@@ -1,12 +1,12 @@
 import numpy as np
 
-from engine.annotations import Annotations
-from engine.data import (
-    Augmentation, KeypointCropDataset, apply_affine, colour_jitter, crop_affine, crop_from_box, crop_keypoints,
-    flip_keypoints, invert_affine, keypoint_box, random_crop_affine, warp_crop,
+from engine.io.annotations import Annotations
+from engine.model.crops import (
+    apply_affine, crop_affine, crop_from_box, crop_keypoints, flip_keypoints, invert_affine, keypoint_box, warp_crop,
 )
-from engine.images import write_jpeg
-from engine.presets import get_preset
+from engine.training.dataset import Augmentation, KeypointCropDataset, colour_jitter, random_crop_affine
+from engine.io.images import write_jpeg
+from engine.model.presets import get_preset
 from engine.schema import CATEGORY_INDEX, CATEGORY_MASK, KEYPOINT_INDEX
 
 NL, NR = KEYPOINT_INDEX["neckline_left"], KEYPOINT_INDEX["neckline_right"]

@@ -9,20 +9,12 @@ import torchvision
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from trained_fixtures import TEST_SEED  # the suite's seed
-from engine.checkpoints import CheckpointError
-from engine.detector import (
-    DetectorConfig,
-    DetectorSamples,
-    DetectorTraining,
-    box_quality,
-    boxes_from_keypoints,
-    build_detector,
-    detect,
-    load_detector,
-    save_detector,
-    train_detector,
+from engine.model.checkpoints import CheckpointError
+from engine.model.detector import (
+    DetectorConfig, boxes_from_keypoints, build_detector, detect, load_detector, save_detector,
 )
-from engine.presets import get_preset
+from engine.training.detector import DetectorSamples, DetectorTraining, box_quality, train_detector
+from engine.model.presets import get_preset
 
 TINY = DetectorConfig(backbone="resnet18", min_size=64, max_size=64, fpn_channels=32, box_head_dim=32)
 

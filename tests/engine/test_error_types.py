@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.annotations import Annotations, load_annotations, save_annotations
+from engine.io.annotations import Annotations, load_annotations, save_annotations
 from engine.cli import main
-from engine.label_errors import align_scores, suspected_label_errors, wrong_side
-from engine.metrics import (
-    ERROR_TYPES, GOOD, INVERSION, JITTER, MISS, UNTYPED, analyze_errors, classify_errors, evaluate, what_if,
+from engine.analysis.label_errors import align_scores, suspected_label_errors, wrong_side
+from engine.analysis.error_types import (
+    ERROR_TYPES, GOOD, INVERSION, JITTER, MISS, UNTYPED, analyze_errors, classify_errors, what_if,
 )
+from engine.analysis.ne import evaluate
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PAIRS, FLIP_PERMUTATION, KEYPOINT_INDEX
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
@@ -282,7 +283,7 @@ def test_cli_eval_errors_json_and_thresholds(tmp_path, capsys) -> None:
 
 
 def test_cli_eval_errors_uses_the_scores_file_beside_the_predictions(tmp_path, capsys) -> None:
-    from engine.pipeline import save_scores
+    from engine.model.pipeline import save_scores
 
     gt, pred = mixed_prediction()
     save_annotations(gt, tmp_path / "gt.csv")

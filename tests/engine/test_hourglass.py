@@ -2,8 +2,10 @@ import pytest
 import torch
 import torchvision
 
-from engine.hourglass import EncoderWeightsError, KeypointNet, count_flops, count_parameters, load_encoder_weights, split_output
-from engine.presets import PRESETS, SEED_WIDTHS, TORCHVISION_WIDTHS, NetConfig
+from engine.model.hourglass import (
+    EncoderWeightsError, KeypointNet, count_flops, count_parameters, load_encoder_weights, split_output,
+)
+from engine.model.presets import PRESETS, SEED_WIDTHS, TORCHVISION_WIDTHS, NetConfig
 
 TINY = NetConfig(blocks=(1, 1, 1, 1), widths=((16, 8), (24, 8), (32, 8), (32, 8)), stem_channels=8,
                  decoder_channels=16, num_stages=3, refine_widths=((16, 8), (32, 8), (32, 8)), refine_blocks=(1, 1, 1))

@@ -2,7 +2,7 @@ import threading
 
 import pytest
 
-from engine.jobs import JobRunner, JobState
+from engine.jobs.runner import JobRunner, JobState
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import textwrap
 import numpy as np
 import pytest
 
-from engine.journal import Edit, Journal, JournalError, make_base, read_journal, replay
-from engine.workspace import Workspace, dataset_root_of, find_annotation_files
+from engine.io.journal import Edit, Journal, JournalError, make_base, read_journal, replay
+from engine.io.workspace import Workspace, dataset_root_of, find_annotation_files
 
 
 def _edit(image_id, ks, xy, v):
@@ -84,7 +84,7 @@ def test_edits_survive_kill_9(tmp_path, csv):
     path = tmp_path / "j.jsonl"
     script = textwrap.dedent(f"""
         import os, signal, numpy as np
-        from engine.journal import Edit, Journal, make_base
+        from engine.io.journal import Edit, Journal, make_base
         j = Journal({str(path)!r}, make_base({str(csv)!r}))
         for i in range(5):
             j.append(Edit("a", np.array([i]), np.array([[i, i]], np.float32), np.array([1], np.int8)))

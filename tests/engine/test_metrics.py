@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.annotations import Annotations, load_annotations
-from engine.metrics import evaluate, normalized_errors
+from engine.io.annotations import Annotations, load_annotations
+from engine.analysis.ne import evaluate, normalized_errors
 from engine.schema import CATEGORIES, KEYPOINT_INDEX
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"

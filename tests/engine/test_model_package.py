@@ -7,10 +7,10 @@ import pickle
 import pytest
 import torch
 
-from engine.detector import DetectorConfig, build_detector
-from engine.hourglass import KeypointNet
-from engine.model_package import ModelPackageError, load_model, package_file, read_metadata, save_model
-from engine.presets import get_preset
+from engine.model.detector import DetectorConfig, build_detector
+from engine.model.hourglass import KeypointNet
+from engine.model.package import ModelPackageError, load_model, package_file, read_metadata, save_model
+from engine.model.presets import get_preset
 
 PRESET = get_preset("lite").with_(
     input_size=32,

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.ohem import grouped_ohem_loss, ohem_loss, ohem_select
+from engine.training.ohem import grouped_ohem_loss, ohem_loss, ohem_select
 
 
 def test_selects_the_hardest_fraction_of_the_whole_batch_not_per_image():

@@ -3,8 +3,8 @@ import json
 import pytest
 import torch
 
-from engine.device import autocast_for, memory_format_for, pick_device
-from engine.presets import PRESETS, Preset, get_preset
+from engine.model.device import autocast_for, memory_format_for, pick_device
+from engine.model.presets import PRESETS, Preset, get_preset
 
 
 def test_presets_round_trip_through_json_and_safe_torch_load(tmp_path):

@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 
 from trained_fixtures import TEST_SEED  # the suite's seed
-from engine.annotations import load_annotations
+from engine.io.annotations import load_annotations
 from engine.cli import main
-from engine.jobs import JobRunner, JobState
-from engine.model_jobs import ensure_active_model, evaluate_job, predict_job, retrain_job
-from engine.model_package import load_model
-from engine.retrain import (RetrainConfig, RetrainError, choose_holdout, distill_targets, fine_tune_detector,
-                            mixed_batches, retrain)
+from engine.jobs.runner import JobRunner, JobState
+from engine.jobs.model_jobs import ensure_active_model, evaluate_job, predict_job, retrain_job
+from engine.model.package import load_model
+from engine.training.retrain import (
+    RetrainConfig, RetrainError, choose_holdout, distill_targets, fine_tune_detector, mixed_batches, retrain,
+)
 from engine.synth import load_hard_kinds
-from engine.workspace import Workspace
+from engine.io.workspace import Workspace
 
 FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated", detector_steps=10, seed=TEST_SEED)
 
@@ -138,7 +139,7 @@ def test_nan_loss_fails_clearly_and_leaves_the_workspace_intact(workspace, loop_
     broken = load_model(model_path)
     for p in broken.keypoint_net.parameters():
         p.data.fill_(float("nan"))
-    from engine.model_package import save_model
+    from engine.model.package import save_model
 
     save_model(tmp_path / "nan.fkpmodel", broken.preset, broken.detector, broken.detector_config, broken.keypoint_net)
     version = workspace.import_model(tmp_path / "nan.fkpmodel")
@@ -238,7 +239,7 @@ def test_cli_retrain_writes_a_package_and_reports(loop_model, tmp_path, capsys):
 def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(loop_model, record_property):
     import torch
 
-    from engine.detector import detector_samples, evaluate_detector
+    from engine.training.detector import detector_samples, evaluate_detector
 
     data, model_path = loop_model
     model = load_model(model_path)
@@ -262,7 +263,7 @@ def test_fine_tuned_detector_boxes_the_hard_set_better_and_leaves_the_original(l
 def test_detector_fine_tuning_repeats_exactly_whatever_ran_before(loop_model):
     import torch
 
-    from engine.detector import detector_samples
+    from engine.training.detector import detector_samples
 
     data, model_path = loop_model
     model = load_model(model_path)
@@ -282,8 +283,8 @@ def test_distilled_replay_rows_pull_nowhere_at_the_start_and_hard_rows_keep_thei
     import torch
     from torch.utils.data import DataLoader
 
-    from engine.data import KeypointCropDataset
-    from engine.targets import instance_losses
+    from engine.training.dataset import KeypointCropDataset
+    from engine.model.targets import instance_losses
 
     data, model_path = loop_model
     model = load_model(model_path)

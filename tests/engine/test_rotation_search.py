@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from trained_fixtures import hard_case_split  # renders a split and reads its hard kinds
-from engine.annotations import load_annotations
-from engine.data import apply_affine, crop_affine, keypoint_box, square_around
-from engine.metrics import evaluate
-from engine.model_package import load_model
-from engine.pipeline import Pipeline, keypoint_squares, upright_angle
+from engine.io.annotations import load_annotations
+from engine.model.crops import apply_affine, crop_affine, keypoint_box, square_around
+from engine.analysis.ne import evaluate
+from engine.model.package import load_model
+from engine.model.pipeline import Pipeline, keypoint_squares, upright_angle
 from engine.schema import CATEGORY_MASK, UPRIGHT_BOTTOM, UPRIGHT_TOP
 from engine.synth import generate_dataset
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from engine import schema, synth
-from engine.annotations import load_annotations
+from engine.io.annotations import load_annotations
 from engine.cli import main
-from engine.images import read_image
+from engine.io.images import read_image
 
 REAL = Path(__file__).resolve().parents[1] / "data" / "fashionai" / "val.csv"
 

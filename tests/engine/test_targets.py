@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.targets import cell_centres, decode, encode_targets, instance_losses, targets_as_output
+from engine.model.targets import cell_centres, decode, encode_targets, instance_losses, targets_as_output
 
 
 @pytest.mark.parametrize("size,stride,radius", [(64, 4, 6.0), (160, 4, 12.0), (256, 4, 24.0), (352, 4, 32.0)])

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from engine.annotations import Annotations, save_annotations
-from engine.checkpoints import KEYPOINT_FORMAT, load_checkpoint, load_keypoint_net
+from engine.io.annotations import Annotations, save_annotations
+from engine.model.checkpoints import KEYPOINT_FORMAT, load_checkpoint, load_keypoint_net
 from engine.cli import main
-from engine.data import KeypointCropDataset
-from engine.hourglass import KeypointNet
-from engine.images import write_jpeg
-from engine.presets import NetConfig, get_preset
-from engine.progress import ProgressBar
+from engine.training.dataset import KeypointCropDataset
+from engine.model.hourglass import KeypointNet
+from engine.io.images import write_jpeg
+from engine.model.presets import NetConfig, get_preset
+from engine.cli.progress import ProgressBar
 from engine.schema import CATEGORIES
 from engine.synth import render_sample
-from engine.train import fine_tune, validate
+from engine.training.keypoints import fine_tune, validate
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = NetConfig(blocks=(1, 1, 1, 1), widths=((24, 12), (32, 12), (48, 12), (48, 12)), stem_channels=16,

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from trained_fixtures import train_tiny_model  # the test-only tiny model shared with the hard-loop tests
-from engine.annotations import load_annotations
+from engine.io.annotations import load_annotations
 from engine.cli import main
-from engine.images import read_image
-from engine.metrics import evaluate
-from engine.model_package import load_model
-from engine.pipeline import Pipeline, load_scores, scores_path
-from engine.presets import get_preset
+from engine.io.images import read_image
+from engine.analysis.ne import evaluate
+from engine.model.package import load_model
+from engine.model.pipeline import Pipeline, load_scores, scores_path
+from engine.model.presets import get_preset
 from engine.schema import CATEGORY_MASK
 from engine.synth import generate_dataset
 

@@ -9,8 +9,8 @@ import pytest
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QMessageBox
 
-from engine.annotations import Annotations, save_annotations
-from engine.images import write_jpeg
+from engine.io.annotations import Annotations, save_annotations
+from engine.io.images import write_jpeg
 from engine.schema import CATEGORY_MASK, FLIP_PAIRS, NUM_KEYPOINTS, category_code
 
 

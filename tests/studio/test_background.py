@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PySide6.QtGui import QImage
 
-from engine.images import write_jpeg
+from engine.io.images import write_jpeg
 from fkp_studio.app import open_demo, resolve_annotations
 from fkp_studio.image_loader import ImageLoader
 from fkp_studio.main_window import MainWindow

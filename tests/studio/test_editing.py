@@ -10,8 +10,8 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QMessageBox
 
-from engine.annotations import load_annotations
-from engine.journal import read_journal
+from engine.io.annotations import load_annotations
+from engine.io.journal import read_journal
 from engine.schema import FLIP_PERMUTATION, KEYPOINT_INDEX, category_keypoints
 
 

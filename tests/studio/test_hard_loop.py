@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from engine.workspace import Workspace
+from engine.io.workspace import Workspace
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     # detector trained for seconds), so the retrain's effect is asserted above on annotated
     # boxes; here: the predictions were refreshed and the list's NE is that of v002's file.
     assert not np.allclose(doc.predictions.coords[loop.member_rows()], old_coords)
-    from engine.metrics import evaluate
+    from engine.analysis.ne import evaluate
 
     saved, _ = ws.load_predictions("v002", csv)
     rows = loop.member_rows()
@@ -171,6 +171,6 @@ def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window
     assert doc.workspace.model_versions() == ["v001"]
     np.testing.assert_array_equal(doc.ann.coords[edited], expected)
     assert window.save()
-    from engine.annotations import load_annotations
+    from engine.io.annotations import load_annotations
 
     np.testing.assert_allclose(load_annotations(csv).coords[edited], expected, atol=0.5)

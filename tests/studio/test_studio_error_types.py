@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.annotations import load_annotations, save_annotations
-from engine.metrics import GOOD, INVERSION, UNTYPED
+from engine.io.annotations import load_annotations, save_annotations
+from engine.analysis.error_types import GOOD, INVERSION, UNTYPED
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINT_INDEX, category_code
 
 K = KEYPOINT_INDEX

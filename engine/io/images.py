@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from engine.files import atomic_write_bytes
+from engine.io.files import atomic_write_bytes
 
 
 class ImageError(Exception):

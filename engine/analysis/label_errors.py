@@ -23,8 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from engine.annotations import Annotations
-from engine.metrics import GOOD, MISS, ErrorTypes, normalizers
+from engine.io.annotations import Annotations
+from engine.analysis.error_types import GOOD, MISS, ErrorTypes
+from engine.analysis.ne import normalizers
 from engine.schema import FLIP_PAIRS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
 
 DEFAULT_MARGIN = 0.1

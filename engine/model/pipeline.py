@@ -2,7 +2,7 @@
 Hough decoding -> image coordinates -> one FashionAI row per image.
 
 The detector's box is the keypoint box grown by the detector's margin (see
-`engine.detector`); the pipeline crops it as the keypoint net was trained (square, the
+`engine.model.detector`); the pipeline crops it as the keypoint net was trained (square, the
 preset's crop margin), then `refine_steps` times crops again around the predicted keypoints. With `num_crops > 1` the
 keypoint net also sees the other top detections of the same garment (and, when there are too
 few, slightly zoomed crops of the best box); with `flip_tta` each crop is also predicted
@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torchvision.ops import box_iou, nms
 
-from engine.annotations import Annotations
-from engine.data import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
-from engine.detector import Detections, detect, fuse_boxes, scale_for
-from engine.device import autocast_for, pick_device, prepare_input
-from engine.model_package import TwoStageModel
+from engine.io.annotations import Annotations
+from engine.model.crops import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
+from engine.model.detector import Detections, detect, fuse_boxes, scale_for
+from engine.model.device import autocast_for, pick_device, prepare_input
+from engine.model.package import TwoStageModel
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
-from engine.targets import decode
+from engine.model.targets import decode
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ class Pipeline:
         Unreadable or missing images do not stop the run: they are reported in the batch's
         `errors` and their keypoints are all -1.
         """
-        from engine.images import ImageError, read_image
+        from engine.io.images import ImageError, read_image
 
         root = Path(root)
         total = len(image_ids)
@@ -470,7 +470,7 @@ def save_scores(path: str | os.PathLike, image_ids: Sequence[str], scores: np.nd
     """Write `image_id` + 24 confidences (3 decimals; -1 where the category lacks the keypoint)."""
     import pandas as pd
 
-    from engine.files import atomic_write_text
+    from engine.io.files import atomic_write_text
 
     frame = pd.DataFrame(np.round(np.asarray(scores, np.float64), 3), columns=list(KEYPOINTS))
     frame.insert(0, "image_id", [str(i) for i in image_ids])

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.presets import NetConfig
+from engine.model.presets import NetConfig
 
 log = logging.getLogger(__name__)
 

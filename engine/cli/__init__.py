@@ -72,7 +72,7 @@ def _run_synth(args: argparse.Namespace) -> int:
             if args.n is None:
                 print("fkp synth: --n is required with OUT", file=sys.stderr)
                 return 2
-            from engine.progress import ProgressBar
+            from engine.cli.progress import ProgressBar
 
             bar = ProgressBar(args.n, label="synth", log_every=10.0)
             t0 = time.perf_counter()
@@ -118,8 +118,8 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import json
 
-    from engine.annotations import load_annotations
-    from engine.metrics import evaluate
+    from engine.io.annotations import load_annotations
+    from engine.analysis.ne import evaluate
 
     try:
         gt = load_annotations(args.gt)
@@ -153,8 +153,8 @@ def _error_analysis(gt, pred, args: argparse.Namespace):
     """(ErrorAnalysis, suspected label errors) for `fkp eval --errors`."""
     from pathlib import Path
 
-    from engine.label_errors import align_scores, suspected_label_errors
-    from engine.metrics import DEFAULT_T_GOOD, DEFAULT_T_MISS, analyze_errors
+    from engine.analysis.label_errors import align_scores, suspected_label_errors
+    from engine.analysis.error_types import DEFAULT_T_GOOD, DEFAULT_T_MISS, analyze_errors
 
     t_good = DEFAULT_T_GOOD if args.t_good is None else args.t_good
     t_miss = DEFAULT_T_MISS if args.t_miss is None else args.t_miss
@@ -162,7 +162,7 @@ def _error_analysis(gt, pred, args: argparse.Namespace):
     scores_file = Path(args.scores) if args.scores else Path(args.pred).with_name(Path(args.pred).stem + ".scores.csv")
     scores = None
     if args.scores or scores_file.is_file():
-        from engine.pipeline import load_scores  # imports torch: only when there are scores
+        from engine.model.pipeline import load_scores  # imports torch: only when there are scores
 
         if not scores_file.is_file():
             raise ValueError(f"{scores_file}: scores file not found")
@@ -176,7 +176,7 @@ _MAX_SUSPECTS_SHOWN = 50
 
 def _format_error_analysis(analysis, suspects) -> str:
     """The `fkp eval --errors` report: type counts, per category and keypoint, what-if, suspects."""
-    from engine.metrics import ERROR_TYPES
+    from engine.analysis.error_types import ERROR_TYPES
 
     t = analysis.types
     counts = analysis.counts()
@@ -242,7 +242,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     import json
     from dataclasses import asdict
 
-    from engine.annotations import load_annotations
+    from engine.io.annotations import load_annotations
 
     try:
         ann = load_annotations(args.csv)
@@ -300,7 +300,7 @@ def _detector_data(args: argparse.Namespace, config):
     """Training and held-out samples for the detector, as the CLI options say."""
     from pathlib import Path
 
-    from engine.detector import load_detector_samples
+    from engine.training.detector import load_detector_samples
 
     limits = [n for n in (args.limit, args.detector_images) if n]
     limit = min(limits) if limits else None
@@ -318,8 +318,9 @@ def _train_detector_from_args(args: argparse.Namespace, preset, out):
 
     import torch
 
-    from engine.detector import DetectorConfig, DetectorTraining, train_detector
-    from engine.device import pick_device
+    from engine.model.detector import DetectorConfig
+    from engine.training.detector import DetectorTraining, train_detector
+    from engine.model.device import pick_device
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -335,7 +336,7 @@ def _train_detector_from_args(args: argparse.Namespace, preset, out):
         warmup=min(200, max(1, args.detector_steps // 10)), eval_every=args.eval_every, seed=args.seed,
     )
     meta = {"data": str(args.data), "split": args.split, "images": len(train)}
-    from engine.progress import ProgressBar
+    from engine.cli.progress import ProgressBar
 
     bar = ProgressBar(schedule.steps, label="detector", log_every=60.0)
     result = train_detector(
@@ -348,7 +349,7 @@ def _train_detector_from_args(args: argparse.Namespace, preset, out):
 
 
 def _run_train_detector(args: argparse.Namespace) -> int:
-    from engine.presets import get_preset
+    from engine.model.presets import get_preset
 
     _, quality, _ = _train_detector_from_args(args, get_preset(args.preset), args.out)
     print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
@@ -387,11 +388,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
     import torch
 
-    from engine.checkpoints import load_keypoint_net
-    from engine.detector import load_detector
-    from engine.model_package import save_model
-    from engine.presets import get_preset
-    from engine.train import train_keypoints
+    from engine.model.checkpoints import load_keypoint_net
+    from engine.model.detector import load_detector
+    from engine.model.package import save_model
+    from engine.model.presets import get_preset
+    from engine.training.keypoints import train_keypoints
 
     preset = get_preset(args.preset)
     if args.preset_json:
@@ -417,7 +418,7 @@ def _run_train(args: argparse.Namespace) -> int:
         detector, _, det_config = _train_detector_from_args(args, preset, work / "detector.pt")
         _, _, det_meta = load_detector(work / "detector.pt")
 
-    from engine.model_package import TwoStageModel
+    from engine.model.package import TwoStageModel
 
     # Test-time defaults only: they change how the package predicts, not its weights.
     if args.flip_tta is not None:
@@ -447,9 +448,9 @@ def _two_stage_val_ne(model, args: argparse.Namespace) -> tuple[float, int]:
 
     import numpy as np
 
-    from engine.annotations import load_annotations
-    from engine.metrics import normalized_errors
-    from engine.pipeline import Pipeline
+    from engine.io.annotations import load_annotations
+    from engine.analysis.ne import normalized_errors
+    from engine.model.pipeline import Pipeline
 
     val_path = Path(args.data) / "Annotations" / f"{args.val_split}.csv"
     if val_path.exists():
@@ -495,11 +496,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from engine.annotations import load_annotations, save_annotations
-    from engine.checkpoints import CheckpointError
-    from engine.model_package import load_model
-    from engine.pipeline import Pipeline, merge_batches, save_scores, scores_path
-    from engine.progress import ProgressBar
+    from engine.io.annotations import load_annotations, save_annotations
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.package import load_model
+    from engine.model.pipeline import Pipeline, merge_batches, save_scores, scores_path
+    from engine.cli.progress import ProgressBar
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -569,9 +570,9 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
 
     import torch
 
-    from engine.presets import TORCHVISION_WIDTHS, SEED_WIDTHS, get_preset
-    from engine.progress import ProgressBar
-    from engine.train import train_keypoints
+    from engine.model.presets import TORCHVISION_WIDTHS, SEED_WIDTHS, get_preset
+    from engine.cli.progress import ProgressBar
+    from engine.training.keypoints import train_keypoints
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.threads:
@@ -588,8 +589,8 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
         elif "epoch_done" in event and event["epoch_done"] in bars:
             bars.pop(event["epoch_done"]).close()
 
-    from engine.checkpoints import CheckpointError
-    from engine.hourglass import EncoderWeightsError
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.hourglass import EncoderWeightsError
 
     try:
         history = train_keypoints(
@@ -619,8 +620,8 @@ def _register_model_info(sub: argparse._SubParsersAction) -> None:
 def _run_model_info(args: argparse.Namespace) -> int:
     import json
 
-    from engine.hourglass import KeypointNet, count_flops, count_parameters
-    from engine.presets import PRESETS, get_preset
+    from engine.model.hourglass import KeypointNet, count_flops, count_parameters
+    from engine.model.presets import PRESETS, get_preset
 
     names = [get_preset(args.preset).name] if args.preset else list(PRESETS)
     rows = []
@@ -663,8 +664,8 @@ def _register_export_coco(sub: argparse._SubParsersAction) -> None:
 def _run_export_coco(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from engine.annotations import load_annotations
-    from engine.coco import image_id_map, read_coco, save_coco, to_coco, to_coco_results
+    from engine.io.annotations import load_annotations
+    from engine.io.coco import image_id_map, read_coco, save_coco, to_coco, to_coco_results
 
     csv = Path(args.csv)
     try:
@@ -711,8 +712,8 @@ def _export_scores(ann, csv, scores_arg):
         if scores_arg:
             raise ValueError(f"{path}: scores file not found")
         return None
-    from engine.label_errors import align_scores
-    from engine.pipeline import load_scores  # imports torch: only when there are scores
+    from engine.analysis.label_errors import align_scores
+    from engine.model.pipeline import load_scores  # imports torch: only when there are scores
 
     ids, values = load_scores(path)
     return align_scores(ann, ids, values)
@@ -727,8 +728,8 @@ def _register_import_coco(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_import_coco(args: argparse.Namespace) -> int:
-    from engine.annotations import save_annotations
-    from engine.coco import load_coco
+    from engine.io.annotations import save_annotations
+    from engine.io.coco import load_coco
 
     try:
         ann, warnings = load_coco(args.json)
@@ -744,7 +745,7 @@ def _run_import_coco(args: argparse.Namespace) -> int:
 
 @_command
 def _register_retrain(sub: argparse._SubParsersAction) -> None:
-    from engine.retrain_config import RetrainConfig
+    from engine.training.retrain_config import RetrainConfig
 
     p = sub.add_parser("retrain", help="fine-tune a model package's keypoint network and detector on hard samples")
     p.add_argument("--model", required=True, help="model package to start from (.fkpmodel file or its directory)")
@@ -793,12 +794,12 @@ def _run_retrain(args: argparse.Namespace) -> int:
 
     import torch
 
-    from engine.annotations import load_annotations
-    from engine.checkpoints import CheckpointError
-    from engine.files import atomic_write_text
-    from engine.model_package import load_model
-    from engine.progress import ProgressBar
-    from engine.retrain import RetrainConfig, RetrainError, choose_holdout, retrain, save_retrained
+    from engine.io.annotations import load_annotations
+    from engine.model.checkpoints import CheckpointError
+    from engine.io.files import atomic_write_text
+    from engine.model.package import load_model
+    from engine.cli.progress import ProgressBar
+    from engine.training.retrain import RetrainConfig, RetrainError, choose_holdout, retrain, save_retrained
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from engine.files import atomic_write
+from engine.io.files import atomic_write
 
 KEYPOINT_FORMAT = "fkp-keypoint-net/1"
 
@@ -74,8 +74,8 @@ def keypoint_checkpoint(model: torch.nn.Module, preset: Any, **extra: Any) -> di
 
 def load_keypoint_net(source: str | os.PathLike | dict[str, Any], device: torch.device | str = "cpu"):
     """Build the keypoint net of a checkpoint (path or loaded dict) -> (KeypointNet in eval mode, Preset, dict)."""
-    from engine.hourglass import KeypointNet
-    from engine.presets import Preset
+    from engine.model.hourglass import KeypointNet
+    from engine.model.presets import Preset
 
     ckpt = source if isinstance(source, dict) else load_checkpoint(source, KEYPOINT_FORMAT)
     where = "checkpoint" if isinstance(source, dict) else str(source)

@@ -2,7 +2,7 @@
 
 Each `*_job(...)` takes what the job needs (a snapshot of the annotations, taken by the caller
 on its own thread) and returns `fn(ctx)` for `JobRunner.submit`. They read and write the
-workspace (`engine.workspace.Workspace`): predictions are saved per model version, a finished
+workspace (`engine.io.workspace.Workspace`): predictions are saved per model version, a finished
 retrain becomes a new model version. Every write is atomic and happens only once the work it
 records is complete, so a failing or cancelled job leaves the workspace as it was (a
 cancelled predict keeps the batches it finished).
@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from engine.annotations import Annotations
-from engine.jobs import JobContext
-from engine.metrics import evaluate, normalized_errors
-from engine.retrain_config import RetrainConfig
-from engine.workspace import Workspace
+from engine.io.annotations import Annotations
+from engine.jobs.runner import JobContext
+from engine.analysis.ne import evaluate, normalized_errors
+from engine.training.retrain_config import RetrainConfig
+from engine.io.workspace import Workspace
 
 
 @dataclass
@@ -70,8 +70,8 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
     rows = np.arange(len(annotations)) if rows is None else np.asarray(rows, np.int64)
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        from engine.model_package import load_model
-        from engine.pipeline import Pipeline
+        from engine.model.package import load_model
+        from engine.model.pipeline import Pipeline
 
         ctx.progress(0, len(rows), f"loading model {version}")
         pipeline = Pipeline(load_model(workspace.model_path(version)), device=device, batch_size=batch_size)
@@ -151,8 +151,8 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
     Cancelled or failed, no version is added."""
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        from engine.model_package import load_model
-        from engine.retrain import choose_holdout, retrain, save_retrained
+        from engine.model.package import load_model
+        from engine.training.retrain import choose_holdout, retrain, save_retrained
 
         base = base_version or workspace.active_model_version()
         if base is None:

@@ -4,7 +4,7 @@ on a curated hard set.
 Every batch mixes augmented crops of the hard set (oversampled: a fixed share of each batch,
 however small the set) with a replay of the other training images, so the network learns the
 hard cases without forgetting the ordinary ones; the loss is the batch-level OHEM loss of
-`engine.train`, and the replayed crops' targets are the starting model's own outputs
+`engine.training.keypoints`, and the replayed crops' targets are the starting model's own outputs
 (distillation). The detector is then fine-tuned on the same hard set and replay
 (`RetrainConfig.detector_steps`; 0 keeps it). Both networks fine-tune with their BatchNorm
 statistics frozen (`RetrainConfig.freeze_batchnorm`). A held-out validation subset,
@@ -31,16 +31,16 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from engine.annotations import Annotations
-from engine.data import Augmentation, KeypointCropDataset
-from engine.detector import DetectorSamples, detector_samples, detector_step
-from engine.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
-from engine.images import ImageError
-from engine.jobs import JobCancelled
-from engine.metrics import evaluate
-from engine.model_package import TwoStageModel
-from engine.retrain_config import RetrainConfig
-from engine.train import lr_factor, make_optimizer, set_lr, train_step
+from engine.io.annotations import Annotations
+from engine.training.dataset import Augmentation, KeypointCropDataset
+from engine.training.detector import DetectorSamples, detector_samples, detector_step
+from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
+from engine.io.images import ImageError
+from engine.jobs.runner import JobCancelled
+from engine.analysis.ne import evaluate
+from engine.model.package import TwoStageModel
+from engine.training.retrain_config import RetrainConfig
+from engine.training.keypoints import lr_factor, make_optimizer, set_lr, train_step
 
 
 class RetrainError(Exception):
@@ -140,7 +140,7 @@ def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotation
     """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in RetrainConfig."""
     both = _concat(holdout, hard)
     if boxes == "detector":
-        from engine.pipeline import Pipeline
+        from engine.model.pipeline import Pipeline
 
         pred, _, errors = Pipeline(model, device=device, batch_size=batch_size).predict(root, both,
                                                                                          should_stop=should_stop)
@@ -169,9 +169,9 @@ def predict_annotated_boxes(model: TwoStageModel, root, annotations: Annotations
     """Keypoint-network predictions on crops at the annotated garment boxes (no detector).
 
     Images with fewer than two annotated keypoints have no box and get no prediction row."""
-    from engine.data import apply_affine, invert_affine
+    from engine.model.crops import apply_affine, invert_affine
     from engine.schema import CATEGORY_MASK
-    from engine.train import predict_crops
+    from engine.training.keypoints import predict_crops
 
     ds = KeypointCropDataset(root, annotations, model.preset, augment=None)
     net = prepare_model(model.keypoint_net, device)
@@ -373,7 +373,7 @@ def distill_targets(batch: dict[str, torch.Tensor], teacher: torch.nn.Module, re
 
 def save_retrained(result: RetrainResult, path, parent: str | None = None) -> Any:
     """Write the retrained model as a package (full precision) with the before/after figures."""
-    from engine.model_package import save_model
+    from engine.model.package import save_model
 
     m = result.model
     meta = {k: v for k, v in m.metadata.items() if k not in ("date", "retrain")}

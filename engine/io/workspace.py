@@ -94,7 +94,7 @@ class Workspace:
 
     def model_path(self, version: str) -> Path:
         """The model package file of a version."""
-        from engine.model_package import FILE_NAME
+        from engine.model.package import FILE_NAME
 
         return self.models_dir / _check_version(version) / FILE_NAME
 
@@ -121,7 +121,7 @@ class Workspace:
 
     def import_model(self, package: str | os.PathLike) -> str:
         """A copy of a model package file (or package directory) as the next version."""
-        from engine.model_package import FILE_NAME, package_file
+        from engine.model.package import FILE_NAME, package_file
 
         source = package_file(package)
         if not source.is_file():
@@ -147,7 +147,7 @@ class Workspace:
         return version if _VERSION.match(version) and self.model_path(version).is_file() else None
 
     def set_active_model(self, version: str) -> None:
-        from engine.files import atomic_write_text
+        from engine.io.files import atomic_write_text
 
         if not self.model_path(version).is_file():
             raise FileNotFoundError(f"{self.model_path(version)}: no such model version")
@@ -163,8 +163,8 @@ class Workspace:
                          scores: Any) -> Path:
         """Write predictions (`Annotations`) and their scores (N, 24); the scores go first, so a
         predictions file on disk always has matching scores beside it."""
-        from engine.annotations import save_annotations
-        from engine.pipeline import save_scores, scores_path
+        from engine.io.annotations import save_annotations
+        from engine.model.pipeline import save_scores, scores_path
 
         path = self.predictions_path(version, annotations_path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -178,8 +178,8 @@ class Workspace:
         Raises ValueError naming the file when the two files do not belong together."""
         import numpy as np
 
-        from engine.annotations import load_annotations
-        from engine.pipeline import load_scores, scores_path
+        from engine.io.annotations import load_annotations
+        from engine.model.pipeline import load_scores, scores_path
 
         path = self.predictions_path(version, annotations_path)
         if not path.is_file():
@@ -214,7 +214,7 @@ class Workspace:
         return out
 
     def save_hard_set(self, entries: dict[str, str]) -> None:
-        from engine.files import atomic_write_text
+        from engine.io.files import atomic_write_text
 
         bad = {r for r in entries.values() if r not in (*HARD_REASONS, REMOVED)}
         if bad:
@@ -240,7 +240,7 @@ class Workspace:
         return [str(i) for i in ids]
 
     def save_holdout(self, ids: list[str]) -> None:
-        from engine.files import atomic_write_text
+        from engine.io.files import atomic_write_text
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.holdout_path, json.dumps({"ids": sorted(ids)}, indent=0) + "\n")

@@ -22,14 +22,15 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from engine.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkpoint
-from engine.data import Augmentation, CropSubset, KeypointCropDataset, apply_affine, invert_affine
-from engine.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
-from engine.hourglass import KeypointNet, load_encoder_weights
-from engine.ohem import grouped_ohem_loss, ohem_loss
-from engine.presets import Preset
+from engine.model.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkpoint
+from engine.model.crops import apply_affine, invert_affine
+from engine.training.dataset import Augmentation, CropSubset, KeypointCropDataset
+from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
+from engine.model.hourglass import KeypointNet, load_encoder_weights
+from engine.training.ohem import grouped_ohem_loss, ohem_loss
+from engine.model.presets import Preset
 from engine.schema import CATEGORY_MASK
-from engine.targets import decode, instance_losses
+from engine.model.targets import decode, instance_losses
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +195,7 @@ def predict_dataset(model: torch.nn.Module, dataset: Dataset, preset: Preset, de
 def validate(model: torch.nn.Module, dataset: KeypointCropDataset, preset: Preset,
              device: torch.device | None = None, batch_size: int = 32, decoder: Callable | None = None) -> dict[str, float]:
     """NE (fraction, not percent) on ground-truth crops of `dataset` (built without augmentation)."""
-    from engine.metrics import normalized_errors
+    from engine.analysis.ne import normalized_errors
 
     idx, pred_coords, _ = predict_dataset(model, dataset, preset, device, batch_size, decoder)
     cats = dataset.categories[idx]
@@ -370,7 +371,7 @@ def train_keypoints(
             ckpt = keypoint_checkpoint(net, preset, epoch=epoch + 1, history=history,
                                        metrics={"val_ne": record["val_ne"]}, step=step,
                                        train_seconds=train_seconds, optimizer=optimizer.state_dict())
-            from engine.checkpoints import save_checkpoint
+            from engine.model.checkpoints import save_checkpoint
 
             save_checkpoint(out, ckpt)
             if record["val_ne"] < best:

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.files import atomic_write_bytes
+from engine.io.files import atomic_write_bytes
 from engine.schema import CATEGORIES, CATEGORY_INDEX, CATEGORY_MASK, CSV_HEADER, KEYPOINTS, NUM_KEYPOINTS
 
 TEST_HEADER: tuple[str, ...] = CSV_HEADER[:2]

@@ -7,7 +7,7 @@ from scratch on a 2-core CPU for the demo model.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 # Bottleneck block counts of the four encoder groups of the standard ResNets.
@@ -25,7 +25,7 @@ TORCHVISION_WIDTHS: tuple[tuple[int, int], ...] = ((256, 64), (512, 128), (1024,
 
 @dataclass(frozen=True)
 class NetConfig:
-    """Architecture of the stacked hourglass (see `engine.hourglass`)."""
+    """Architecture of the stacked hourglass (see `engine.model.hourglass`)."""
 
     blocks: tuple[int, int, int, int] = RESNET_BLOCKS["resnet50"]
     widths: tuple[tuple[int, int], ...] = SEED_WIDTHS

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
+from engine.model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 FORMAT = "fkp-model/1"
 FILE_NAME = "model.fkpmodel"
@@ -40,9 +40,9 @@ class ModelPackageError(CheckpointError):
 class TwoStageModel:
     """A loaded model package: the preset, both networks (in eval mode) and the metadata."""
 
-    preset: Any                          # engine.presets.Preset
+    preset: Any                          # engine.model.presets.Preset
     detector: nn.Module
-    detector_config: Any                 # engine.detector.DetectorConfig
+    detector_config: Any                 # engine.model.detector.DetectorConfig
     keypoint_net: nn.Module
     metadata: dict[str, Any] = field(default_factory=dict)
 
@@ -84,9 +84,9 @@ def save_model(
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> TwoStageModel:
     """Load a package written by `save_model`; raises `ModelPackageError` with a clear message."""
-    from engine.detector import detector_from_state
-    from engine.hourglass import KeypointNet
-    from engine.presets import NetConfig, Preset
+    from engine.model.detector import detector_from_state
+    from engine.model.hourglass import KeypointNet
+    from engine.model.presets import NetConfig, Preset
 
     file = package_file(path)
     pkg = _read(file)

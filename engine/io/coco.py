@@ -29,8 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from engine.annotations import Annotations
-from engine.files import atomic_write_text
+from engine.io.annotations import Annotations
+from engine.io.files import atomic_write_text
 from engine.schema import CATEGORIES, CATEGORY_MASK, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS, SKELETONS
 
 EXTENSION_KEY = "fashionai_csv"

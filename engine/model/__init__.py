@@ -1,0 +1,1 @@
+"""The two-stage model: presets, keypoint network, targets, crops, detector, checkpoints, the package, devices, the inference pipeline."""
