@@ -15,9 +15,10 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-# One worker per core (at most 4; the trained session fixtures are built once for all), the
-# 15 slowest tests printed in every run.
+# The import contracts (pyproject.toml), then the tests: one worker per core (at most 4; the
+# trained session fixtures are built once for all), the 15 slowest tests printed in every run.
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope --durations=15
 
 run: $(STAMP)

@@ -64,7 +64,7 @@ def demo_root() -> Path:
 
 def demo_model() -> Path | None:
     """The demo model package, when it is installed."""
-    from engine.model.package import package_file
+    from engine.io.model_files import package_file
 
     file = package_file(DEMO_MODEL_DIR)
     return file if file.is_file() else None

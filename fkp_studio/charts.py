@@ -12,9 +12,11 @@ from matplotlib.figure import Figure
 from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
+from engine.analysis.error_types import ERROR_TYPES
 from engine.schema import CATEGORIES, KEYPOINTS, NUM_KEYPOINTS
 from fkp_studio.document import AnnotationDocument
-from fkp_studio.palette import KEYPOINT_COLOURS
+from fkp_studio.error_index import ErrorTypeIndex, follow
+from fkp_studio.palette import KEYPOINT_COLOURS, TYPE_COLOURS
 
 _BG = "#2b2d31"
 _FG = "#d8d8d8"
@@ -165,3 +167,72 @@ class DatasetCharts(QWidget):
             self.keypointClicked.emit(what[1])
         elif what[0] == "category":
             self.categoryClicked.emit(what[1])
+
+
+class ErrorTypeChart(FigureCanvasQTAgg):
+    """Stacked bars of jitter, inversions and misses per keypoint; a click on a segment asks
+    for the images with that error type on that keypoint."""
+
+    segmentClicked = Signal(str, int)  # error type, keypoint
+
+    def __init__(self, parent: QWidget | None = None):
+        fig = Figure(figsize=(4, 2.4), dpi=100, facecolor=_BG, layout="constrained")
+        super().__init__(fig)
+        self.setParent(parent)
+        self.ax = fig.add_subplot()
+        self.setMinimumSize(200, 180)
+        self.index: ErrorTypeIndex | None = None
+        self.mpl_connect("pick_event", self._on_pick)
+
+    def set_index(self, index: ErrorTypeIndex | None) -> None:
+        self.index = index
+        follow(self, index)
+        self.refresh()
+
+    def counts(self) -> np.ndarray:
+        """(24, 4) points of each type per keypoint."""
+        t = self.index.types
+        return np.count_nonzero(t[:, :, None] == np.arange(len(ERROR_TYPES)), axis=0)
+
+    def refresh(self) -> None:
+        ax = self.ax
+        ax.clear()
+        ax.set_facecolor(_BG)
+        ax.tick_params(colors=_FG, labelsize=7)
+        for side, spine in ax.spines.items():
+            spine.set_color("#666" if side in ("left", "bottom") else _BG)
+        counts = self.counts() if self.index is not None else np.zeros((NUM_KEYPOINTS, len(ERROR_TYPES)), int)
+        ks = np.flatnonzero(counts.sum(axis=1))
+        if not len(ks):
+            ax.set_title("Error types per keypoint", color=_FG, fontsize=9, loc="left")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.text(0.5, 0.5, "no predictions yet", ha="center", va="center", color="#999", fontsize=9,
+                    transform=ax.transAxes)
+            self.draw_idle()
+            return
+        total = counts.sum()
+        good = counts[:, 0].sum()
+        ax.set_title(f"Error types per keypoint — {100 * good / total:.1f} % good "
+                     f"(t_good {self.index.t_good:g}, t_miss {self.index.t_miss:g})", color=_FG, fontsize=9, loc="left")
+        x = np.arange(len(ks))
+        bottom = np.zeros(len(ks))
+        for code, name in enumerate(ERROR_TYPES):
+            if name == "good":
+                continue  # good points dwarf the rest; the title gives their share
+            bars = ax.bar(x, counts[ks, code], bottom=bottom, color=TYPE_COLOURS[name].name(), label=name,
+                          edgecolor="#111", linewidth=0.3, picker=True)
+            for k, bar in zip(ks, bars):
+                bar.fkp_filter = (name, int(k))
+            bottom += counts[ks, code]
+        ax.set_xticks(x, [short_keypoint_name(int(k)) for k in ks], rotation=60, ha="right")
+        ax.set_ylabel("points", color=_FG, fontsize=7)
+        legend = ax.legend(fontsize=7, frameon=False, loc="upper right")
+        for text in legend.get_texts():
+            text.set_color(_FG)
+        self.draw_idle()
+
+    def _on_pick(self, event) -> None:
+        what = getattr(event.artist, "fkp_filter", None)
+        if what is not None:
+            self.segmentClicked.emit(*what)

@@ -98,6 +98,18 @@ def swap_left_right(doc: AnnotationDocument, row: int) -> SetKeypointsCommand:
                                "Swap left and right")
 
 
+def swap_twin(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand | None:
+    """Swap keypoint k of one image with its left/right twin (fixes one inverted pair in one
+    step); None when k has no twin."""
+    twin = int(FLIP_PERMUTATION[k])
+    if twin == k:
+        return None
+    ks = np.array([k, twin])
+    return SetKeypointsCommand(doc, row, ks, doc.ann.coords[row, ks[::-1]].copy(),
+                               doc.ann.visibility[row, ks[::-1]].copy(),
+                               f"Swap {keypoint_label(k)} with {keypoint_label(twin)}")
+
+
 class RestoreCommand(QUndoCommand):
     """One undo step that brings back the journal's unsaved edits (whole rows)."""
 

@@ -19,7 +19,7 @@ from engine.io.files import atomic_write_bytes
 from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
 from engine.schema import NUM_KEYPOINTS
 from engine.io.workspace import Workspace
-from fkp_studio.error_analysis import ErrorTypeIndex
+from fkp_studio.error_index import ErrorTypeIndex
 
 
 @dataclass
@@ -82,7 +82,7 @@ class AnnotationDocument(QObject):
         self.ne = np.full(n, np.nan)
         self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
         self.journal = Journal(workspace.journal_path(self.csv_path), make_base(self.csv_path))
-        # Error types and suspected label errors: connected before any view, so views read fresh values.
+        # Error types and suspected label errors: updated by this document before it emits.
         self.error_index = ErrorTypeIndex(self)
         if predictions is not None:
             self.set_predictions(predictions, errors)
@@ -99,6 +99,7 @@ class AnnotationDocument(QObject):
         """Show these predictions; `errors` (ne, per-keypoint) if already computed off the main thread."""
         self.predictions = predictions
         self.ne, self.errors = errors if errors is not None else compute_errors(self.ann, predictions)
+        self.error_index.recompute()
         self.predictionsChanged.emit()
 
     # --- editing ------------------------------------------------------------------------
@@ -124,6 +125,7 @@ class AnnotationDocument(QObject):
                              | (a.coords[rows] != self._baseline_coords[rows]).any(axis=(1, 2)))
         if self.predictions is not None:
             self.ne[rows], self.errors[rows] = compute_errors(a, self.predictions, rows)
+        self.error_index.update_rows(rows)
         self.rowsChanged.emit(rows)
 
     # --- journal: restoring unsaved edits ----------------------------------------------

@@ -175,7 +175,7 @@ class HardLoop(QObject):
         if doc is None:
             return
         ws = doc.workspace
-        from engine.model.package import package_file
+        from engine.io.model_files import package_file
 
         source = package_file(package)
         try:
@@ -502,7 +502,7 @@ def _copy_package(source: Path, fingerprint: str, directory: Path) -> None:
     """Fill a new version folder: the package and where it came from (so it is imported once)."""
     import shutil
 
-    from engine.model.package import FILE_NAME
+    from engine.io.model_files import PACKAGE_FILE_NAME
 
-    shutil.copyfile(source, directory / FILE_NAME)
+    shutil.copyfile(source, directory / PACKAGE_FILE_NAME)
     (directory / "source.txt").write_text(fingerprint + "\n", encoding="utf-8")

@@ -9,8 +9,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from engine.schema import category_keypoints
 from fkp_studio.document import AnnotationDocument
-from fkp_studio.error_analysis import TYPE_COLOURS
-from fkp_studio.palette import KEYPOINT_COLOURS, keypoint_label
+from fkp_studio.palette import KEYPOINT_COLOURS, TYPE_COLOURS, keypoint_label
 
 _VIS = {1: "visible", 0: "occluded", -1: "absent"}
 HEADERS = ("Keypoint", "Annotation", "Prediction", "NE %", "Visibility", "Error type")

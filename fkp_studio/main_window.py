@@ -20,16 +20,16 @@ from engine.schema import CATEGORIES, category_keypoints
 from engine.io.workspace import Workspace, dataset_root_of
 from fkp_studio import commands
 from fkp_studio.canvas import KeypointCanvas
-from fkp_studio.charts import DatasetCharts
+from fkp_studio.charts import DatasetCharts, ErrorTypeChart
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
 from fkp_studio.engine_thread import EngineThread
 from fkp_studio.hard_loop import HardLoop
-from fkp_studio.error_analysis import ERROR_FILTERS, CheckAnnotationPanel, ErrorTypeChart, swap_twin
 from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
 from fkp_studio.image_loader import ImageLoader
 from fkp_studio.keypoint_table import KeypointTable
+from fkp_studio.error_index import ERROR_FILTERS
 from fkp_studio.palette import keypoint_label
-from fkp_studio.problems_panel import ProblemsPanel
+from fkp_studio.panels import CheckAnnotationPanel, ProblemsPanel
 
 APP_TITLE = "FKP Studio"
 
@@ -668,7 +668,7 @@ class MainWindow(QMainWindow):
 
     def swap_twin(self) -> None:
         if self._editable() and self.selected_k is not None:
-            self._push(swap_twin(self.doc, self.current_row, self.selected_k))
+            self._push(commands.swap_twin(self.doc, self.current_row, self.selected_k))
 
     def _on_journal_failed(self, message: str) -> None:
         self.statusBar().showMessage(message, 15000)

@@ -37,3 +37,9 @@ SELECTION = QColor(255, 230, 0)
 def keypoint_label(k: int) -> str:
     """Human-readable keypoint name: `cuff_left_in` -> `cuff left in`."""
     return KEYPOINTS[k].replace("_", " ")
+
+# Error types (engine.analysis.error_types.ERROR_TYPES) in charts and the keypoint table.
+TYPE_COLOURS: dict[str, QColor] = {
+    "good": QColor(90, 180, 90), "jitter": QColor(230, 190, 60),
+    "inversion": QColor(200, 90, 220), "miss": QColor(225, 70, 60),
+}

@@ -162,7 +162,7 @@ def _error_analysis(gt, pred, args: argparse.Namespace):
     scores_file = Path(args.scores) if args.scores else Path(args.pred).with_name(Path(args.pred).stem + ".scores.csv")
     scores = None
     if args.scores or scores_file.is_file():
-        from engine.model.pipeline import load_scores  # imports torch: only when there are scores
+        from engine.io.scores import load_scores
 
         if not scores_file.is_file():
             raise ValueError(f"{scores_file}: scores file not found")
@@ -499,7 +499,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from engine.io.annotations import load_annotations, save_annotations
     from engine.model.checkpoints import CheckpointError
     from engine.model.package import load_model
-    from engine.model.pipeline import Pipeline, merge_batches, save_scores, scores_path
+    from engine.io.scores import save_scores, scores_path
+    from engine.model.pipeline import Pipeline, merge_batches
     from engine.cli.progress import ProgressBar
 
     if args.threads:
@@ -713,7 +714,7 @@ def _export_scores(ann, csv, scores_arg):
             raise ValueError(f"{path}: scores file not found")
         return None
     from engine.analysis.label_errors import align_scores
-    from engine.model.pipeline import load_scores  # imports torch: only when there are scores
+    from engine.io.scores import load_scores
 
     ids, values = load_scores(path)
     return align_scores(ann, ids, values)

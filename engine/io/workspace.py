@@ -26,6 +26,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from engine.io.annotations import load_annotations, save_annotations
+from engine.io.files import atomic_write_text
+from engine.io.model_files import PACKAGE_FILE_NAME, package_file
+from engine.io.scores import load_scores, save_scores, scores_path
+
 STATE_DIR_NAME = ".fkp"
 HARD_REASONS = ("worst-ne", "corrected", "manual")
 REMOVED = "removed"
@@ -94,9 +101,7 @@ class Workspace:
 
     def model_path(self, version: str) -> Path:
         """The model package file of a version."""
-        from engine.model.package import FILE_NAME
-
-        return self.models_dir / _check_version(version) / FILE_NAME
+        return self.models_dir / _check_version(version) / PACKAGE_FILE_NAME
 
     def add_model_version(self, write: Any) -> str:
         """Create the next version: `write(directory)` fills a temporary folder, which is then
@@ -121,12 +126,10 @@ class Workspace:
 
     def import_model(self, package: str | os.PathLike) -> str:
         """A copy of a model package file (or package directory) as the next version."""
-        from engine.model.package import FILE_NAME, package_file
-
         source = package_file(package)
         if not source.is_file():
             raise FileNotFoundError(f"{source}: model package not found")
-        return self.add_model_version(lambda d: shutil.copyfile(source, d / FILE_NAME))
+        return self.add_model_version(lambda d: shutil.copyfile(source, d / PACKAGE_FILE_NAME))
 
     def remove_model_version(self, version: str) -> None:
         """Delete a version that is not active (a discarded retrain)."""
@@ -147,8 +150,6 @@ class Workspace:
         return version if _VERSION.match(version) and self.model_path(version).is_file() else None
 
     def set_active_model(self, version: str) -> None:
-        from engine.io.files import atomic_write_text
-
         if not self.model_path(version).is_file():
             raise FileNotFoundError(f"{self.model_path(version)}: no such model version")
         atomic_write_text(self.models_dir / "active", version + "\n")
@@ -163,9 +164,6 @@ class Workspace:
                          scores: Any) -> Path:
         """Write predictions (`Annotations`) and their scores (N, 24); the scores go first, so a
         predictions file on disk always has matching scores beside it."""
-        from engine.io.annotations import save_annotations
-        from engine.model.pipeline import save_scores, scores_path
-
         path = self.predictions_path(version, annotations_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         save_scores(scores_path(path), list(predictions.image_ids), scores)
@@ -176,11 +174,6 @@ class Workspace:
         """(predictions `Annotations`, scores (N, 24)) saved for a version, or None when there are none.
 
         Raises ValueError naming the file when the two files do not belong together."""
-        import numpy as np
-
-        from engine.io.annotations import load_annotations
-        from engine.model.pipeline import load_scores, scores_path
-
         path = self.predictions_path(version, annotations_path)
         if not path.is_file():
             return None
@@ -214,8 +207,6 @@ class Workspace:
         return out
 
     def save_hard_set(self, entries: dict[str, str]) -> None:
-        from engine.io.files import atomic_write_text
-
         bad = {r for r in entries.values() if r not in (*HARD_REASONS, REMOVED)}
         if bad:
             raise ValueError(f"unknown hard-set reason(s): {', '.join(sorted(bad))}")
@@ -240,8 +231,6 @@ class Workspace:
         return [str(i) for i in ids]
 
     def save_holdout(self, ids: list[str]) -> None:
-        from engine.io.files import atomic_write_text
-
         self.state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.holdout_path, json.dumps({"ids": sorted(ids)}, indent=0) + "\n")
 

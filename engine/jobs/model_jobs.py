@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.io.annotations import Annotations
-from engine.jobs.runner import JobContext
+from engine.jobs.runner import JobCancelled, JobContext
 from engine.analysis.ne import evaluate, normalized_errors
 from engine.training.retrain_config import RetrainConfig
 from engine.io.workspace import Workspace
@@ -152,7 +152,7 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
-        from engine.training.retrain import choose_holdout, retrain, save_retrained
+        from engine.training.retrain import RetrainCancelled, choose_holdout, retrain, save_retrained
 
         base = base_version or workspace.active_model_version()
         if base is None:
@@ -164,10 +164,13 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
             holdout = choose_holdout([str(i) for i in annotations.image_ids], hard_ids, config.holdout_fraction,
                                      config.max_holdout)
         present = set(map(str, annotations.image_ids))
-        result = retrain(model, workspace.root, annotations, hard_ids, config,
-                         holdout_ids=[i for i in holdout if i in present],
-                         on_step=lambda s, n, loss: ctx.partial({"step": s, "steps": n, "loss": loss}),
-                         on_progress=ctx.progress, should_stop=ctx.should_stop)
+        try:
+            result = retrain(model, workspace.root, annotations, hard_ids, config,
+                             holdout_ids=[i for i in holdout if i in present],
+                             on_step=lambda s, n, loss: ctx.partial({"step": s, "steps": n, "loss": loss}),
+                             on_progress=ctx.progress, should_stop=ctx.should_stop)
+        except RetrainCancelled:
+            raise JobCancelled() from None
         ctx.check_cancelled()
         version = workspace.add_model_version(lambda d: save_retrained(result, d, parent=base))
         if first_holdout:  # kept from now on, so later retrains never train on these images

@@ -26,12 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 FORMAT = "fkp-model/1"
-FILE_NAME = "model.fkpmodel"
-
-
 class ModelPackageError(CheckpointError):
     """A model package is missing, corrupt, truncated, foreign, or does not fit its config."""
 
@@ -45,12 +43,6 @@ class TwoStageModel:
     detector_config: Any                 # engine.model.detector.DetectorConfig
     keypoint_net: nn.Module
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-def package_file(path: str | os.PathLike) -> Path:
-    """The file a package path names: the path itself, or `model.fkpmodel` inside a directory."""
-    path = Path(path)
-    return path / FILE_NAME if path.is_dir() else path
 
 
 def save_model(
@@ -70,7 +62,7 @@ def save_model(
     path = Path(path)
     if path.suffix != ".fkpmodel":
         path.mkdir(parents=True, exist_ok=True)
-        path = path / FILE_NAME
+        path = path / PACKAGE_FILE_NAME
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
     save_checkpoint(path, {
         "format": FORMAT,

@@ -14,7 +14,7 @@ unsure upright crop is also tried turned in 45-degree steps; a clearly better tu
 refinement crops rotate with the garment (upright along its top-to-bottom axis).
 
 Besides the coordinates every prediction carries a confidence per keypoint in [0, 1] (the
-share of Hough votes near the chosen peak), saved beside a predictions CSV by `save_scores`.
+share of Hough votes near the chosen peak), saved beside a predictions CSV by `engine.io.scores.save_scores`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from engine.model.crops import apply_affine, crop_affine, invert_affine, normali
 from engine.model.detector import Detections, detect, fuse_boxes, scale_for
 from engine.model.device import autocast_for, pick_device, prepare_input
 from engine.model.package import TwoStageModel
-from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
+from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
 from engine.model.targets import decode
 
 log = logging.getLogger(__name__)
@@ -458,33 +458,3 @@ def keypoint_squares(coords: np.ndarray, mask: np.ndarray, angles: np.ndarray, m
 
 
 # --- scores file ----------------------------------------------------------------------------
-
-
-def scores_path(predictions_csv: str | os.PathLike) -> Path:
-    """Where the confidences of a predictions CSV live: `pred.csv` -> `pred.scores.csv`."""
-    p = Path(predictions_csv)
-    return p.with_name(p.stem + ".scores.csv")
-
-
-def save_scores(path: str | os.PathLike, image_ids: Sequence[str], scores: np.ndarray) -> None:
-    """Write `image_id` + 24 confidences (3 decimals; -1 where the category lacks the keypoint)."""
-    import pandas as pd
-
-    from engine.io.files import atomic_write_text
-
-    frame = pd.DataFrame(np.round(np.asarray(scores, np.float64), 3), columns=list(KEYPOINTS))
-    frame.insert(0, "image_id", [str(i) for i in image_ids])
-    atomic_write_text(path, frame.to_csv(index=False, float_format="%.3f", lineterminator="\n"))
-
-
-def load_scores(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
-    """Read a scores file -> (image ids, (N, 24) float32); raises ValueError naming the file."""
-    import pandas as pd
-
-    try:
-        frame = pd.read_csv(path, dtype={"image_id": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise ValueError(f"{path}: cannot read scores file ({e})") from None
-    if list(frame.columns) != ["image_id", *KEYPOINTS]:
-        raise ValueError(f"{path}: not a scores file (expected columns image_id + the 24 keypoints)")
-    return frame["image_id"].tolist(), frame[list(KEYPOINTS)].to_numpy(np.float32)

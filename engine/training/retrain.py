@@ -36,7 +36,6 @@ from engine.training.dataset import Augmentation, KeypointCropDataset
 from engine.training.detector import DetectorSamples, detector_samples, detector_step
 from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
 from engine.io.images import ImageError
-from engine.jobs.runner import JobCancelled
 from engine.analysis.ne import evaluate
 from engine.model.package import TwoStageModel
 from engine.training.retrain_config import RetrainConfig
@@ -45,6 +44,10 @@ from engine.training.keypoints import lr_factor, make_optimizer, set_lr, train_s
 
 class RetrainError(Exception):
     """A retrain could not finish (NaN loss, out of memory, unreadable image, nothing to train on)."""
+
+
+class RetrainCancelled(Exception):
+    """`should_stop()` said stop: the retrain ended early and nothing was made of it."""
 
 
 @dataclass
@@ -150,7 +153,7 @@ def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotation
     else:
         pred = predict_annotated_boxes(model, root, both, device, batch_size)
     if should_stop is not None and should_stop():
-        raise JobCancelled()
+        raise RetrainCancelled()
     n, total = len(holdout), len(both)
     held = evaluate(holdout, _rows_for(pred, holdout), intersect=True) if n else None
     hard_eval = evaluate(hard, _rows_for(pred, hard), intersect=True) if len(hard) else None
@@ -219,7 +222,7 @@ def retrain(
 
     `annotations` is the snapshot trained on (ids relative to `root`); `holdout_ids` default to
     `choose_holdout(...)`. `on_step(step, steps, loss)` after each step; `should_stop()` polled
-    between steps raises `JobCancelled`. Raises `RetrainError` on NaN loss, out of memory or an
+    between steps raises `RetrainCancelled`. Raises `RetrainError` on NaN loss, out of memory or an
     unreadable image.
     """
     config.check()
@@ -269,7 +272,7 @@ def retrain(
     batch_iter = iter(loader)
     for step in range(config.steps):
         if stop():
-            raise JobCancelled()
+            raise RetrainCancelled()
         batch = _guarded(lambda: next(batch_iter))
         if teacher is not None:
             batch = distill_targets(batch, teacher, torch.from_numpy(batches[step] >= len(hard_ds)), device)
@@ -327,7 +330,7 @@ def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay:
         torch.manual_seed(config.seed)
         for step in range(steps):
             if should_stop is not None and should_stop():
-                raise JobCancelled()
+                raise RetrainCancelled()
             set_lr(optimizer, config.detector_lr * lr_factor(step, warmup, step / steps))
             images, targets = samples.augmented_batch(batches[step], rng)
             try:

@@ -153,7 +153,7 @@ def test_invalid_json_is_a_clear_cli_error(tmp_path, capsys) -> None:
 
 
 def test_results_export_with_scores_and_ids_from_the_ground_truth(tmp_path, capsys) -> None:
-    from engine.model.pipeline import save_scores
+    from engine.io.scores import save_scores
 
     gt = parse_annotations(synthetic())
     gt_json = tmp_path / "gt.json"

@@ -283,7 +283,7 @@ def test_cli_eval_errors_json_and_thresholds(tmp_path, capsys) -> None:
 
 
 def test_cli_eval_errors_uses_the_scores_file_beside_the_predictions(tmp_path, capsys) -> None:
-    from engine.model.pipeline import save_scores
+    from engine.io.scores import save_scores
 
     gt, pred = mixed_prediction()
     save_annotations(gt, tmp_path / "gt.csv")

@@ -9,7 +9,8 @@ import torch
 
 from engine.model.detector import DetectorConfig, build_detector
 from engine.model.hourglass import KeypointNet
-from engine.model.package import ModelPackageError, load_model, package_file, read_metadata, save_model
+from engine.io.model_files import package_file
+from engine.model.package import ModelPackageError, load_model, read_metadata, save_model
 from engine.model.presets import get_preset
 
 PRESET = get_preset("lite").with_(

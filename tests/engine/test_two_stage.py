@@ -17,7 +17,8 @@ from engine.cli import main
 from engine.io.images import read_image
 from engine.analysis.ne import evaluate
 from engine.model.package import load_model
-from engine.model.pipeline import Pipeline, load_scores, scores_path
+from engine.io.scores import load_scores, scores_path
+from engine.model.pipeline import Pipeline
 from engine.model.presets import get_preset
 from engine.schema import CATEGORY_MASK
 from engine.synth import generate_dataset
