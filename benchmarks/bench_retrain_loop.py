@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from engine.io.annotations import Annotations, load_annotations
-from engine.analysis.ne import evaluate
+from engine.analysis.ne import evaluate, pooled_ne
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
 from engine.training.retrain import RetrainConfig, retrain, save_retrained
@@ -62,11 +62,7 @@ def _scores(model: TwoStageModel, root: Path, ann: Annotations, kinds: dict[str,
     pred, seconds = _predict(model, root, ann)
     result = evaluate(ann, pred)
     kind_of = np.array([kinds.get(str(i), "ordinary") for i in ann.image_ids])
-    per_kind = {}
-    for kind in sorted(set(kind_of)):
-        errs = result.per_image_errors[kind_of == kind]
-        scored = np.isfinite(errs)
-        per_kind[kind] = float(errs[scored].mean()) if scored.any() else float("nan")
+    per_kind = {kind: pooled_ne(result.per_image_errors[kind_of == kind]) for kind in sorted(set(kind_of))}
     return {"ne": result.ne, "per_kind": per_kind, "images": len(ann), "images_per_s": len(ann) / seconds}
 
 

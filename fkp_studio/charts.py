@@ -13,6 +13,7 @@ from PySide6.QtCore import QTimer, Signal
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from engine.analysis.error_types import ERROR_TYPES
+from engine.analysis.ne import grouped_ne, pooled_ne
 from engine.schema import CATEGORIES, KEYPOINTS, NUM_KEYPOINTS
 from fkp_studio.document import AnnotationDocument
 from fkp_studio.error_index import ErrorTypeIndex, follow
@@ -31,18 +32,6 @@ def short_keypoint_name(k: int) -> str:
                         ("center_front", "ctr front"), ("bottom", "btm"), ("_left", " L"), ("_right", " R")):
         name = name.replace(long, short)
     return name.replace("_", " ")
-
-
-def category_means(errors: np.ndarray, categories: np.ndarray) -> np.ndarray:
-    """Mean normalized error over all visible keypoints of each category (NaN if none)."""
-    out = np.full(len(CATEGORIES), np.nan)
-    valid = ~np.isnan(errors)
-    for c in range(len(CATEGORIES)):
-        rows = categories == c
-        n = valid[rows].sum()
-        if n:
-            out[c] = np.nansum(errors[rows]) / n
-    return out
 
 
 class _Chart(FigureCanvasQTAgg):
@@ -116,7 +105,7 @@ class DatasetCharts(QWidget):
 
     def _draw_histogram(self, doc: AnnotationDocument) -> None:
         ne = doc.ne[~np.isnan(doc.ne)]
-        overall = np.nanmean(doc.errors) if (~np.isnan(doc.errors)).any() else np.nan
+        overall = pooled_ne(doc.errors)
         chart = self.hist
         chart.clear(f"Per-image NE ({len(ne)} images) — overall {overall * 100:.2f} %")
         top = max(float(np.percentile(ne, 99)), 1e-3)
@@ -132,10 +121,9 @@ class DatasetCharts(QWidget):
         chart.draw_idle()
 
     def _draw_per_keypoint(self, doc: AnnotationDocument) -> None:
-        valid = ~np.isnan(doc.errors)
-        counts = valid.sum(axis=0)
-        ks = np.flatnonzero(counts)
-        means = np.nansum(doc.errors[:, ks], axis=0) / counts[ks]
+        per_keypoint = pooled_ne(doc.errors, axis=0)
+        ks = np.flatnonzero(np.isfinite(per_keypoint))
+        means = per_keypoint[ks]
         chart = self.per_kp
         chart.clear("NE per keypoint, %")
         colours = [KEYPOINT_COLOURS[k].name() for k in ks]
@@ -147,7 +135,7 @@ class DatasetCharts(QWidget):
         chart.draw_idle()
 
     def _draw_per_category(self, doc: AnnotationDocument) -> None:
-        means = category_means(doc.errors, doc.categories)
+        means = grouped_ne(doc.errors, doc.categories, len(CATEGORIES))
         cs = np.flatnonzero(~np.isnan(means))
         chart = self.per_cat
         chart.clear("NE per category, %")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from engine.analysis.ne import normalized_errors, per_image_ne
 from engine.io.annotations import Annotations, save_annotations
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
@@ -47,16 +48,11 @@ def compute_errors(gt: Annotations, pred: Predictions, rows: np.ndarray | None =
     NaN where the image has no prediction or no scored point (images without a prediction
     row are not charged the missing penalty: they simply have not been predicted yet).
     """
-    from engine.analysis.ne import normalized_errors
-
     rows = np.arange(len(gt)) if rows is None else np.asarray(rows, dtype=np.int64)
     errors = normalized_errors(gt.coords[rows], gt.visibility[rows], gt.categories[rows].astype(np.int64),
                                pred.coords[rows], pred.visibility[rows]).errors
     errors[~pred.present[rows]] = np.nan
-    n = (~np.isnan(errors)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ne = np.nansum(errors, axis=1) / n
-    return ne, errors
+    return per_image_ne(errors), errors
 
 
 class AnnotationDocument(QObject):

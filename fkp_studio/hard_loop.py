@@ -19,6 +19,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.analysis.ne import pooled_ne
 from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
 from engine.training.retrain_config import RetrainConfig
@@ -362,9 +363,7 @@ class HardLoop(QObject):
         rows = self.member_rows()
         if self.doc is None or len(rows) == 0:
             return float("nan")
-        errs = self.doc.errors[rows]
-        ok = np.isfinite(errs)
-        return float(errs[ok].mean()) if ok.any() else float("nan")
+        return pooled_ne(self.doc.errors[rows])
 
     def _on_rows_changed(self, doc, rows) -> None:
         if doc is not self.doc:

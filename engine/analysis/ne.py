@@ -89,6 +89,31 @@ def normalized_errors(
     return PointErrors(errors, s, missing)
 
 
+def pooled_ne(errors: np.ndarray, axis: int | None = None) -> float | np.ndarray:
+    """NE of point errors (NaN: not scored): the mean over the scored points, of all of them or
+    along `axis` (NaN where none is scored). The one aggregation every NE figure is made with."""
+    scored = ~np.isnan(errors)
+    n = np.count_nonzero(scored, axis=axis)
+    total = np.where(scored, errors, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ne = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return float(ne) if axis is None else ne
+
+
+def per_image_ne(errors: np.ndarray) -> np.ndarray:
+    """(N,) NE of each image from its (N, 24) point errors (NaN where no point is scored)."""
+    return pooled_ne(errors, axis=1)
+
+
+def grouped_ne(errors: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """(n_groups,) NE of the images of each group (a category code per row, say); NaN if none scored."""
+    scored = ~np.isnan(errors)
+    n = np.bincount(groups, weights=np.count_nonzero(scored, axis=1), minlength=n_groups)
+    total = np.bincount(groups, weights=np.where(scored, errors, 0.0).sum(axis=1), minlength=n_groups)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+
 @dataclass
 class Evaluation:
     """NE of a prediction file against ground truth, with the breakdowns an analyst needs.
@@ -180,21 +205,18 @@ def evaluate(gt: Annotations, pred: Annotations, missing_penalty: float = 1.0,
         missing &= in_set[:, None]
 
     scored = ~np.isnan(errors)
-    filled = np.where(scored, errors, 0.0)
     per_point_n = np.count_nonzero(scored, axis=1)
-    per_point_sum = filled.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        per_image = per_point_sum / per_point_n
+    per_image = per_image_ne(errors)
     n_visible = int(per_point_n.sum())
-    ne = float(per_point_sum.sum() / n_visible) if n_visible else math.nan
+    ne = pooled_ne(errors)
 
     cat_n = np.bincount(cats, weights=per_point_n, minlength=len(CATEGORIES))
-    cat_sum = np.bincount(cats, weights=per_point_sum, minlength=len(CATEGORIES))
-    per_category = {CATEGORIES[c]: {"ne": float(cat_sum[c] / cat_n[c]), "n": int(cat_n[c])}
+    cat_ne = grouped_ne(errors, cats, len(CATEGORIES))
+    per_category = {CATEGORIES[c]: {"ne": float(cat_ne[c]), "n": int(cat_n[c])}
                     for c in range(len(CATEGORIES)) if cat_n[c] > 0}
     kp_n = np.count_nonzero(scored, axis=0)
-    kp_sum = filled.sum(axis=0)
-    per_keypoint = {KEYPOINTS[k]: {"ne": float(kp_sum[k] / kp_n[k]), "n": int(kp_n[k])}
+    kp_ne = pooled_ne(errors, axis=0)
+    per_keypoint = {KEYPOINTS[k]: {"ne": float(kp_ne[k]), "n": int(kp_n[k])}
                     for k in range(NUM_KEYPOINTS) if kp_n[k] > 0}
 
     return Evaluation(

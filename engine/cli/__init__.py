@@ -449,7 +449,7 @@ def _two_stage_val_ne(model, args: argparse.Namespace) -> tuple[float, int]:
     import numpy as np
 
     from engine.io.annotations import load_annotations
-    from engine.analysis.ne import normalized_errors
+    from engine.analysis.ne import normalized_errors, pooled_ne
     from engine.model.pipeline import Pipeline
 
     val_path = Path(args.data) / "Annotations" / f"{args.val_split}.csv"
@@ -461,8 +461,7 @@ def _two_stage_val_ne(model, args: argparse.Namespace) -> tuple[float, int]:
     ann = ann.subset(np.arange(min(len(ann), 200)))
     pred, _, _ = Pipeline(model, device=args.device).predict(args.data, ann)
     errors = normalized_errors(ann.coords, ann.visibility, ann.categories, pred.coords, pred.visibility).errors
-    scored = np.isfinite(errors)
-    return (float(errors[scored].mean()) if scored.any() else float("nan")), len(ann)
+    return pooled_ne(errors), len(ann)
 
 
 @_command

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.io.annotations import Annotations
 from engine.jobs.runner import JobCancelled, JobContext
-from engine.analysis.ne import evaluate, normalized_errors
+from engine.analysis.ne import evaluate, normalized_errors, per_image_ne, pooled_ne
 from engine.training.retrain_config import RetrainConfig
 from engine.io.workspace import Workspace
 
@@ -49,16 +49,12 @@ def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike
     return version
 
 
-def per_image_ne(gt: Annotations, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+def predicted_ne(gt: Annotations, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:
     """Mean NE of each predicted image against the ground-truth rows `rows` (NaN: nothing scored)."""
     if not gt.has_keypoints or len(rows) == 0:
         return np.full(len(rows), np.nan)
-    errors = normalized_errors(gt.coords[rows], gt.visibility[rows], np.asarray(gt.categories, np.int64)[rows],
-                               coords, visibility).errors
-    scored = np.isfinite(errors)
-    n = scored.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.where(scored, errors, 0.0).sum(axis=1) / n, np.nan)
+    return per_image_ne(normalized_errors(gt.coords[rows], gt.visibility[rows],
+                                          np.asarray(gt.categories, np.int64)[rows], coords, visibility).errors)
 
 
 def predict_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
@@ -82,7 +78,7 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                                            on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
             batch_rows = rows[batch.start:batch.start + len(batch)]
             part = PredictedBatch(version, batch_rows, batch.coords, batch.visibility, batch.scores,
-                                  per_image_ne(annotations, batch_rows, batch.coords, batch.visibility), batch.errors)
+                                  predicted_ne(annotations, batch_rows, batch.coords, batch.visibility), batch.errors)
             done.append(part)
             ctx.partial(part)
         path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None
@@ -132,9 +128,7 @@ def evaluate_job(workspace: Workspace, version: str, annotations_path: str | os.
         hard = math.nan
         if hard_ids:
             rows = np.flatnonzero(np.isin(np.asarray(annotations.image_ids, dtype=str), list(hard_ids)))
-            per_point = result.per_image_errors[rows]
-            scored = np.isfinite(per_point)
-            hard = float(per_point[scored].mean()) if scored.any() else math.nan
+            hard = pooled_ne(result.per_image_errors[rows])
         return {"version": version, "ne": result.ne, "hard": hard, "images": result.n_images,
                 "per_category": {k: v["ne"] for k, v in result.per_category.items()}}
 

@@ -195,15 +195,13 @@ def predict_dataset(model: torch.nn.Module, dataset: Dataset, preset: Preset, de
 def validate(model: torch.nn.Module, dataset: KeypointCropDataset, preset: Preset,
              device: torch.device | None = None, batch_size: int = 32, decoder: Callable | None = None) -> dict[str, float]:
     """NE (fraction, not percent) on ground-truth crops of `dataset` (built without augmentation)."""
-    from engine.analysis.ne import normalized_errors
+    from engine.analysis.ne import normalized_errors, pooled_ne
 
     idx, pred_coords, _ = predict_dataset(model, dataset, preset, device, batch_size, decoder)
     cats = dataset.categories[idx]
     pred_vis = np.where(CATEGORY_MASK[cats], 1, -1).astype(np.int8)
     errors = normalized_errors(dataset.coords[idx], dataset.visibility[idx], cats, pred_coords, pred_vis).errors
-    scored = np.isfinite(errors)
-    ne = float(errors[scored].mean()) if scored.any() else float("nan")
-    return {"ne": ne, "points": int(scored.sum()), "images": int(len(idx))}
+    return {"ne": pooled_ne(errors), "points": int(np.isfinite(errors).sum()), "images": int(len(idx))}
 
 
 # --- the training loop ---------------------------------------------------------------------
