@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
-from engine.analysis.ne import normalized_errors, per_image_ne
+from engine.analysis.label_errors import align_scores
+from engine.analysis.ne import align_predictions, normalized_errors, per_image_ne
 from engine.io.annotations import Annotations, save_annotations
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
@@ -31,15 +32,23 @@ class Predictions:
     visibility: np.ndarray  # (N, 24) int8
     present: np.ndarray  # (N,) bool: the image has a prediction row
     source: str  # what produced them: a CSV path or a model name
+    scores: np.ndarray  # (N, 24) float64 confidences in [0, 1]; NaN where unknown
+
+    @classmethod
+    def empty(cls, n: int, source: str) -> Predictions:
+        """No image predicted yet (a prediction run fills the rows in)."""
+        return cls(np.full((n, NUM_KEYPOINTS, 2), -1, np.float32), np.full((n, NUM_KEYPOINTS), -1, np.int8),
+                   np.zeros(n, bool), source, np.full((n, NUM_KEYPOINTS), np.nan))
 
 
-def align_to_annotations(gt: Annotations, pred: Annotations, source: str) -> Predictions:
-    """Reorder prediction rows to the annotation rows by image id."""
-    from engine.analysis.ne import align_predictions
-
+def align_to_annotations(gt: Annotations, pred: Annotations, source: str,
+                         scores: tuple[list[str], np.ndarray] | None = None) -> Predictions:
+    """Reorder prediction rows (and their `scores`, (ids, (M, 24)) as read from a scores file)
+    to the annotation rows by image id."""
     coords, vis, matched = align_predictions(gt, pred)
     coords = np.where(np.isfinite(coords), coords, -1).astype(np.float32)
-    return Predictions(coords, vis, matched, source)
+    aligned = align_scores(gt, *scores) if scores is not None else np.full((len(gt), NUM_KEYPOINTS), np.nan)
+    return Predictions(coords, vis, matched, source, aligned)
 
 
 def compute_errors(gt: Annotations, pred: Predictions, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -10,14 +10,11 @@ whatever order its signals were connected in.
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
-
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.analysis.error_types import DEFAULT_T_GOOD, DEFAULT_T_MISS, ERROR_TYPES, UNTYPED, classify_errors
-from engine.analysis.label_errors import Suspect, align_scores, suspected_label_errors
-from engine.io.scores import load_scores
+from engine.analysis.label_errors import Suspect, suspected_label_errors
 from engine.schema import KEYPOINTS, NUM_KEYPOINTS
 
 CHECK_ANNOTATION = "check_annotation"
@@ -34,22 +31,6 @@ ERROR_FILTERS: tuple[tuple[str, str | None], ...] = (
 def type_name(code: int) -> str:
     """`ERROR_TYPES` name of a type code; "" for UNTYPED."""
     return ERROR_TYPES[code] if 0 <= code < len(ERROR_TYPES) else ""
-
-
-def _scores_for(doc) -> np.ndarray | None:
-    """Confidences of the document's predictions, when a scores file lies beside their CSV."""
-    p = doc.predictions
-    source = Path(p.source) if p is not None and p.source else None
-    if source is None or source.suffix.lower() != ".csv":
-        return None
-    path = source.with_name(source.stem + ".scores.csv")
-    if not path.is_file():
-        return None
-    try:
-        ids, values = load_scores(path)
-        return align_scores(doc.ann, ids, values)
-    except ValueError:
-        return None  # an unreadable scores file only costs the confidence criterion
 
 
 class ErrorTypeIndex(QObject):
@@ -69,13 +50,10 @@ class ErrorTypeIndex(QObject):
 
     def recompute(self) -> None:
         """Recompute every row (new predictions or thresholds)."""
-        self._scores = _scores_for(self.doc)
+        p = self.doc.predictions
+        self._scores = p.scores if p is not None else None
         self._update(np.arange(len(self.doc)))
         self.changed.emit()
-
-    def set_thresholds(self, t_good: float, t_miss: float) -> None:
-        self.t_good, self.t_miss = float(t_good), float(t_miss)
-        self.recompute()
 
     def update_rows(self, rows: np.ndarray) -> None:
         """Recompute these rows after an edit (the document calls this before `rowsChanged`)."""

@@ -23,7 +23,6 @@ from engine.analysis.ne import pooled_ne
 from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
 from engine.training.retrain_config import RetrainConfig
-from engine.schema import NUM_KEYPOINTS
 from engine.io.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors
 
@@ -220,9 +219,7 @@ class HardLoop(QObject):
         snapshot = doc.ann.subset(np.arange(len(doc)))
         if not self._showing(version):
             n = len(doc)
-            doc.set_predictions(Predictions(np.full((n, NUM_KEYPOINTS, 2), -1, np.float32),
-                                            np.full((n, NUM_KEYPOINTS), -1, np.int8), np.zeros(n, bool),
-                                            f"model {version}"))
+            doc.set_predictions(Predictions.empty(n, f"model {version}"))
             self.version = version
         job = predict_job(doc.workspace, version, doc.csv_path, snapshot, rows=np.asarray(rows, np.int64))
 
@@ -269,6 +266,7 @@ class HardLoop(QObject):
             return
         p, rows = doc.predictions, part.rows
         p.coords[rows], p.visibility[rows] = part.coords, part.visibility
+        p.scores[rows] = np.where(part.scores >= 0, part.scores, np.nan)
         p.present[rows] = True
         # Scored against the current annotations: edits made meanwhile count.
         doc.ne[rows], doc.errors[rows] = compute_errors(doc.ann, p, rows)

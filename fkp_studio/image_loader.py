@@ -81,10 +81,6 @@ class ImageLoader(QObject):
         self._pool.start(_Decode(key, self._relay))
         return None
 
-    def forget_errors(self) -> None:
-        """Retry failed images on the next request (the user may have fixed the files)."""
-        self._errors.clear()
-
     def wait(self, msecs: int = -1) -> bool:
         """Wait for running decodes (tests, shut-down)."""
         return self._pool.waitForDone(msecs)

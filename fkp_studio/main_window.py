@@ -15,6 +15,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWid
                                QLabel, QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableView,
                                QVBoxLayout, QWidget)
 
+from engine.io.scores import load_scores, scores_path
 from engine.io.annotations import Annotations, load_annotations
 from engine.schema import CATEGORIES, category_keypoints
 from engine.io.workspace import Workspace, dataset_root_of
@@ -418,7 +419,7 @@ class MainWindow(QMainWindow):
         def job(ctx) -> tuple[Predictions, tuple[np.ndarray, np.ndarray]]:
             if not snapshot.has_keypoints:
                 raise ValueError(f"{doc.csv_path} has no keypoint columns, predictions cannot be compared with it")
-            aligned = align_to_annotations(snapshot, load_annotations(path), str(path))
+            aligned = align_to_annotations(snapshot, load_annotations(path), str(path), _scores_beside(path))
             return aligned, compute_errors(snapshot, aligned)
 
         def done(result) -> None:
@@ -798,3 +799,13 @@ def last_dataset() -> tuple[str | None, str | None]:
     ann = s.value("last/annotations") or None
     pred = s.value("last/predictions") or None
     return (ann if ann and Path(ann).is_file() else None), (pred if pred and Path(pred).is_file() else None)
+
+
+def _scores_beside(predictions_csv: Path) -> tuple[list[str], np.ndarray] | None:
+    """The confidences saved beside a predictions CSV; None when there are none or they cannot
+    be read (that only costs "Check annotation" its confidence criterion)."""
+    path = scores_path(predictions_csv)
+    try:
+        return load_scores(path) if path.is_file() else None
+    except ValueError:
+        return None

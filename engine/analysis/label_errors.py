@@ -128,7 +128,8 @@ def suspected_label_errors(
 
     `types` are the error types of a prediction against `gt` (rows aligned with `gt`);
     `scores` (N_gt, 24) the prediction's confidences aligned with `gt` (`align_scores`),
-    NaN where unknown. Without `types` only the annotation's own geometry is checked.
+    NaN where unknown (such points are judged by the image's other points, as without scores).
+    Without `types` only the annotation's own geometry is checked.
     """
     found: list[Suspect] = []
     ids = gt.image_ids
@@ -150,21 +151,22 @@ def _confident_far(gt: Annotations, types: ErrorTypes, scores: np.ndarray | None
     if t.shape != gt.visibility.shape:
         raise ValueError(f"error types cover {t.shape[0]} rows, the ground truth has {len(gt)}")
     miss = t == MISS
+    known = np.zeros(t.shape, bool)
     if scores is not None:
         scores = np.asarray(scores, dtype=np.float64)
         if scores.shape != t.shape:
             raise ValueError(f"scores have shape {scores.shape}, expected {t.shape}")
-        with np.errstate(invalid="ignore"):
-            flagged = miss & (scores >= min_score)
-    else:
-        good = np.count_nonzero(t == GOOD, axis=1)
-        typed = np.count_nonzero(t >= 0, axis=1)
-        # The image's only non-good point is this miss, and the model got the rest right.
-        flagged = miss & ((typed - good) == 1)[:, None] & (good >= min_good)[:, None]
+        known = np.isfinite(scores)
+    with np.errstate(invalid="ignore"):
+        by_score = miss & known & (scores >= min_score) if scores is not None else np.zeros(t.shape, bool)
+    good = np.count_nonzero(t == GOOD, axis=1)
+    typed = np.count_nonzero(t >= 0, axis=1)
+    # Without a score: the image's only non-good point is this miss, and the model got the rest right.
+    by_rest = miss & ~known & ((typed - good) == 1)[:, None] & (good >= min_good)[:, None]
     out = []
-    for r, k in zip(*np.nonzero(flagged)):
-        why = (f"model confident (score {scores[r, k]:.2f})" if scores is not None
-               else f"model's other {int(np.count_nonzero(t[r] == GOOD))} points are good")
+    for r, k in zip(*np.nonzero(by_score | by_rest)):
+        why = (f"model confident (score {scores[r, k]:.2f})" if known[r, k]
+               else f"model's other {int(good[r])} points are good")
         out.append(Suspect(int(r), str(gt.image_ids[r]), KEYPOINTS[k], "confident_far",
                            f"{why} but {types.errors[r, k]:.2f} normalizer lengths from the annotation"))
     return out

@@ -166,10 +166,6 @@ class Annotations:
             self._index_key = key
         return self._index
 
-    def invalidate_index(self) -> None:
-        """Call after changing image ids in place (the id -> row cache is rebuilt lazily)."""
-        self._index = None
-
     @property
     def unparsed_count(self) -> int:
         """Rows kept verbatim because they could not be parsed."""

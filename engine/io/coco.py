@@ -31,6 +31,7 @@ import numpy as np
 
 from engine.io.annotations import Annotations
 from engine.io.files import atomic_write_text
+from engine.io.images import ImageError, image_size
 from engine.schema import CATEGORIES, CATEGORY_MASK, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS, SKELETONS
 
 EXTENSION_KEY = "fashionai_csv"
@@ -53,17 +54,14 @@ def coco_categories() -> list[dict[str, Any]]:
 
 
 def image_sizes(image_ids: Sequence[str], root: str | os.PathLike) -> list[tuple[int, int] | None]:
-    """(width, height) of `root / image_id` read from each file's header; None where the file
-    is missing or not an image."""
-    from PIL import Image, UnidentifiedImageError
-
+    """(width, height) of `root / image_id` (`engine.io.images.image_size`: a JPEG's or PNG's
+    header); None where the file is missing or not an image."""
     root = Path(root)
     sizes: list[tuple[int, int] | None] = []
     for image_id in image_ids:
         try:
-            with Image.open(root / image_id) as im:  # reads the header only
-                sizes.append((int(im.size[0]), int(im.size[1])))
-        except (OSError, UnidentifiedImageError, ValueError):
+            sizes.append(image_size(root / image_id))
+        except ImageError:
             sizes.append(None)
     return sizes
 

@@ -20,23 +20,23 @@ import numpy as np
 
 from engine.io.annotations import Annotations
 from engine.jobs.runner import JobCancelled, JobContext
-from engine.analysis.ne import evaluate, normalized_errors, per_image_ne, pooled_ne
+from engine.analysis.ne import evaluate, pooled_ne
 from engine.training.retrain_config import RetrainConfig
 from engine.io.workspace import Workspace
 
 
 @dataclass
 class PredictedBatch:
-    """Partial result of a predict job: predictions of annotation rows `rows`, with per-image NE
-    (NaN where the image has no scored point) against the annotation snapshot."""
+    """Partial result of a predict job: the predictions of annotation rows `rows` exactly as the
+    version's predictions files will hold them (whole pixels, confidences to 3 decimals), so a
+    fresh run and a reopened one show the same points, NE and suspects."""
 
     version: str
     rows: np.ndarray
-    coords: np.ndarray
-    visibility: np.ndarray
-    scores: np.ndarray
-    ne: np.ndarray
-    errors: dict[str, str]
+    coords: np.ndarray      # (R, 24, 2) float32 whole pixels, -1 where absent
+    visibility: np.ndarray  # (R, 24) int8
+    scores: np.ndarray      # (R, 24) float32 in [0, 1], -1 where the category lacks the keypoint
+    errors: dict[str, str]  # image id -> why it could not be read
 
 
 def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike | None) -> str | None:
@@ -47,14 +47,6 @@ def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike
     version = workspace.import_model(default_package)
     workspace.set_active_model(version)
     return version
-
-
-def predicted_ne(gt: Annotations, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:
-    """Mean NE of each predicted image against the ground-truth rows `rows` (NaN: nothing scored)."""
-    if not gt.has_keypoints or len(rows) == 0:
-        return np.full(len(rows), np.nan)
-    return per_image_ne(normalized_errors(gt.coords[rows], gt.visibility[rows],
-                                          np.asarray(gt.categories, np.int64)[rows], coords, visibility).errors)
 
 
 def predict_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
@@ -77,8 +69,9 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
         for batch in pipeline.iter_predict(workspace.root, ids, cats, should_stop=ctx.should_stop,
                                            on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
             batch_rows = rows[batch.start:batch.start + len(batch)]
-            part = PredictedBatch(version, batch_rows, batch.coords, batch.visibility, batch.scores,
-                                  predicted_ne(annotations, batch_rows, batch.coords, batch.visibility), batch.errors)
+            coords = np.where(batch.visibility[..., None] >= 0, np.rint(batch.coords), -1).astype(np.float32)
+            scores = np.round(batch.scores.astype(np.float64), 3).astype(np.float32)
+            part = PredictedBatch(version, batch_rows, coords, batch.visibility, scores, batch.errors)
             done.append(part)
             ctx.partial(part)
         path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None

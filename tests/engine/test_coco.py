@@ -10,6 +10,7 @@ import pytest
 
 from engine.io.annotations import Annotations, format_annotations, load_annotations, parse_annotations
 from engine.cli import main
+from engine.io.images import write_jpeg
 from engine.io.coco import CocoError, from_coco, load_coco, to_coco, to_coco_results
 from engine.schema import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS, SKELETONS
 
@@ -84,12 +85,10 @@ def test_categories_list_all_24_keypoints_and_1_based_skeletons() -> None:
 
 
 def test_image_sizes_come_from_the_images(tmp_path, capsys) -> None:
-    from PIL import Image
-
     root = tmp_path / "ds"
     (root / "Annotations").mkdir(parents=True)
     (root / "Images" / "skirt").mkdir(parents=True)
-    Image.new("RGB", (64, 48)).save(root / "Images" / "skirt" / "a.jpg")
+    write_jpeg(root / "Images" / "skirt" / "a.jpg", np.zeros((48, 64, 3), np.uint8))
     (root / "Annotations" / "train.csv").write_bytes(synthetic())
     assert main(["export-coco", str(root / "Annotations" / "train.csv"), str(tmp_path / "out.json")]) == 0
     images = json.loads((tmp_path / "out.json").read_text())["images"]

@@ -13,6 +13,7 @@ from engine.io.annotations import load_annotations
 from engine.cli import main
 from engine.jobs.runner import JobRunner, JobState
 from engine.jobs.model_jobs import ensure_active_model, evaluate_job, predict_job, retrain_job
+from engine.analysis.ne import normalized_errors, per_image_ne
 from engine.model.package import load_model
 from engine.training.retrain import (
     RetrainConfig, RetrainError, choose_holdout, distill_targets, fine_tune_detector, mixed_batches, retrain,
@@ -170,7 +171,7 @@ def test_broken_hard_image_fails_naming_the_file(loop_model, tmp_path):
     assert ws.model_versions() == ["v001"] and _state_files(ws) == files
 
 
-def test_predict_job_sends_batches_with_ne_saves_and_merges_a_selection(workspace, loop_model):
+def test_predict_job_sends_what_it_saves_and_merges_a_selection(workspace, loop_model):
     data, _ = loop_model
     csv = data / "Annotations" / "train.csv"
     ann = load_annotations(csv)
@@ -179,18 +180,23 @@ def test_predict_job_sends_batches_with_ne_saves_and_merges_a_selection(workspac
     parts = [e.payload for e in events if e.kind == "partial"]
     assert [len(p.rows) for p in parts] == [8, 8, 4]
     assert np.concatenate([p.rows for p in parts]).tolist() == list(range(20))
-    assert all(np.isfinite(p.ne).all() and (p.ne > 0).all() for p in parts)
     pred, scores = workspace.load_predictions("v001", csv)
     assert list(pred.image_ids) == [str(i) for i in ann.image_ids[:20]] and scores.shape == (20, 24)
+    # The partials are what the files hold: the same whole pixels and the same confidences.
+    np.testing.assert_array_equal(np.concatenate([p.coords for p in parts]), pred.coords)
+    np.testing.assert_array_equal(np.concatenate([p.scores for p in parts]), scores)
     # Predicting a selection replaces those rows and adds the new ones, in file order.
-    handle, _ = _run(predict_job(workspace, "v001", csv, ann, rows=np.array([30, 5]), batch_size=8))
+    handle, events = _run(predict_job(workspace, "v001", csv, ann, rows=np.array([30, 5]), batch_size=8))
+    (part,) = [e.payload for e in events if e.kind == "partial"]
     pred2, _ = workspace.load_predictions("v001", csv)
     assert list(pred2.image_ids) == [str(i) for i in ann.image_ids[:20]] + [str(ann.image_ids[30])]
     np.testing.assert_allclose(pred2.coords[5], pred.coords[5], atol=1.01)
     handle, _ = _run(evaluate_job(workspace, "v001", csv, ann, hard_ids=[str(ann.image_ids[5])]))
-    ne5 = [p.ne[5] for p in parts if 5 in p.rows][0]
     assert handle.state is JobState.FINISHED and handle.result["images"] == 21
-    assert handle.result["hard"] == pytest.approx(ne5, rel=0.03)  # the CSV stores whole pixels
+    # The NE of the fresh prediction is the NE of the saved one.
+    fresh5 = normalized_errors(ann.coords[5:6], ann.visibility[5:6], ann.categories[5:6].astype(np.int64),
+                               part.coords[1:2], part.visibility[1:2]).errors
+    assert handle.result["hard"] == pytest.approx(per_image_ne(fresh5)[0], abs=1e-9)
 
 
 def test_workspace_versions_hard_set_and_refusals(tmp_path, loop_model):
