@@ -25,17 +25,15 @@ class SetKeypointsCommand(QUndoCommand):
                  merge_key: tuple | None = None):
         super().__init__(text)
         self.doc = doc
-        self.row = int(row)
-        self.keypoints = np.asarray(keypoints, dtype=np.int64)
-        self.before = (doc.ann.coords[self.row, self.keypoints].copy(), doc.ann.visibility[self.row, self.keypoints].copy())
-        self.after = (np.asarray(coords, np.float32).reshape(-1, 2), np.asarray(visibility, np.int8).reshape(-1))
+        self.before = doc.current(row, keypoints)
+        self.after = doc.edit_of(row, keypoints, coords, visibility)
         self.merge_key = merge_key
 
     def redo(self) -> None:
-        self.doc.apply(self.row, self.keypoints, *self.after)
+        self.doc.apply(self.after)
 
     def undo(self) -> None:
-        self.doc.apply(self.row, self.keypoints, *self.before)
+        self.doc.apply(self.before)
 
     def id(self) -> int:
         return _NUDGE_ID if self.merge_key is not None else -1

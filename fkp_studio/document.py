@@ -109,15 +109,22 @@ class AnnotationDocument(QObject):
 
     # --- editing ------------------------------------------------------------------------
 
-    def apply(self, row: int, keypoints: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> None:
+    def edit_of(self, row: int, keypoints, coords, visibility) -> Edit:
+        """The edit setting these keypoints of image `row`."""
+        return Edit(str(self.ann.image_ids[row]), keypoints, coords, visibility)
+
+    def current(self, row: int, keypoints) -> Edit:
+        """The edit that would put these keypoints of image `row` back as they are now."""
+        ks = np.asarray(keypoints, dtype=np.int64)
+        return self.edit_of(row, ks, self.ann.coords[row, ks], self.ann.visibility[row, ks])
+
+    def apply(self, edit: Edit) -> None:
         """Set keypoints of one image, journal the edit, update what depends on the row."""
-        keypoints = np.asarray(keypoints, dtype=np.int64)
-        coords = np.asarray(coords, dtype=np.float32).reshape(-1, 2)
-        visibility = np.asarray(visibility, dtype=np.int8)
-        self.ann.coords[row, keypoints] = coords
-        self.ann.visibility[row, keypoints] = visibility
+        row = self.ann.index_of(edit.image_id)
+        self.ann.coords[row, edit.keypoints] = edit.coords
+        self.ann.visibility[row, edit.keypoints] = edit.visibility
         try:
-            self.journal.append(Edit(str(self.ann.image_ids[row]), keypoints, coords, visibility))
+            self.journal.append(edit)
         except OSError as e:
             self.journalFailed.emit(f"{self.journal.path}: cannot write the edit journal ({e.strerror or e}); "
                                     "edits are kept in memory — save to keep them")
@@ -152,7 +159,7 @@ class AnnotationDocument(QObject):
         """What the journal's edits make of the rows they touch: (rows, coords, visibility, unknown ids)."""
         coords = self.ann.coords.copy()
         vis = self.ann.visibility.copy()
-        rows, unknown = replay(contents.edits, self.ann.image_ids, coords, vis)
+        rows, unknown = replay(contents.edits, self.ann.id_index(), coords, vis)
         return rows, coords[rows], vis[rows], unknown
 
     def discard_pending(self) -> Path:

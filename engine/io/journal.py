@@ -17,11 +17,14 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from engine.schema import NUM_KEYPOINTS
 
 JOURNAL_VERSION = 1
 
@@ -32,12 +35,30 @@ class JournalError(Exception):
 
 @dataclass(frozen=True)
 class Edit:
-    """Keypoints `keypoints` of image `image_id` become `coords` (K, 2) and `visibility` (K,)."""
+    """Keypoints `keypoints` of image `image_id` become `coords` (K, 2) and `visibility` (K,).
+
+    The one representation of an edit: the journal records it, an undo step keeps the one it
+    makes and the one it undoes, the document applies it. Types and shapes are checked here,
+    once, whatever the values came from (a drag, a key press, a journal line)."""
 
     image_id: str
     keypoints: np.ndarray  # (K,) int64 keypoint indices in CSV order
     coords: np.ndarray  # (K, 2) float32 image pixels
     visibility: np.ndarray  # (K,) int8 in {-1, 0, 1}
+
+    def __post_init__(self) -> None:
+        keypoints = np.asarray(self.keypoints, dtype=np.int64).reshape(-1)
+        coords = np.asarray(self.coords, dtype=np.float32).reshape(-1, 2)
+        visibility = np.asarray(self.visibility, dtype=np.int64).reshape(-1)
+        if not len(keypoints) == len(coords) == len(visibility):
+            raise ValueError("keypoint, coordinate and visibility lists differ in length")
+        if ((keypoints < 0) | (keypoints >= NUM_KEYPOINTS)).any():
+            raise ValueError(f"keypoint index out of range 0..{NUM_KEYPOINTS - 1}: {keypoints.tolist()}")
+        if not np.isin(visibility, (-1, 0, 1)).all():
+            raise ValueError(f"visibility must be -1, 0 or 1: {visibility.tolist()}")
+        for name, value in (("image_id", str(self.image_id)), ("keypoints", keypoints), ("coords", coords),
+                            ("visibility", visibility.astype(np.int8))):
+            object.__setattr__(self, name, value)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,12 +71,7 @@ class Edit:
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> Edit:
-        keypoints = np.asarray(obj["k"], dtype=np.int64)
-        coords = np.asarray(obj["xy"], dtype=np.float32).reshape(-1, 2)
-        visibility = np.asarray(obj["v"], dtype=np.int8)
-        if not (len(keypoints) == len(coords) == len(visibility)):
-            raise ValueError("keypoint, coordinate and visibility lists differ in length")
-        return Edit(str(obj["id"]), keypoints, coords, visibility)
+        return Edit(obj["id"], obj["k"], obj["xy"], obj["v"])
 
 
 @dataclass
@@ -184,13 +200,14 @@ def _cut_torn_tail(path: Path) -> None:
             os.fsync(f.fileno())
 
 
-def replay(edits: list[Edit], image_ids: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Apply `edits` in order to the arrays in place.
+def replay(edits: list[Edit], row_of: Mapping[str, int], coords: np.ndarray,
+           visibility: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Apply `edits` in order to the arrays in place; `row_of` maps image ids to rows (the
+    annotations' `id_index()`).
 
     Returns the sorted row indices that changed and the image ids of edits whose image is
     not in the data set (reported, never silently dropped).
     """
-    row_of = {str(image_id): i for i, image_id in enumerate(image_ids)}
     touched: set[int] = set()
     unknown: list[str] = []
     for edit in edits:

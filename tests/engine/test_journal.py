@@ -49,7 +49,7 @@ def test_replay_applies_in_order_and_reports_unknown_images():
         _edit("b", [3], [[12, 11]], [0]),  # later edit wins
         _edit("zzz", [0], [[1, 1]], [1]),
     ]
-    touched, unknown = replay(edits, ids, coords, vis)
+    touched, unknown = replay(edits, {str(i): r for r, i in enumerate(ids)}, coords, vis)
     assert touched.tolist() == [1]
     assert unknown == ["zzz"]
     assert coords[1, 3].tolist() == [12, 11] and vis[1, 3] == 0
@@ -112,3 +112,22 @@ def test_workspace_layout(tmp_path, csv):
     assert ws.journal_path(csv) != ws.journal_path(tmp_path / "other" / "train.csv")
     assert ws.image_path("Images/a.jpg") == tmp_path.resolve() / "Images" / "a.jpg"
     assert ws.is_writable()
+
+
+def test_an_edit_checks_its_values_once_whatever_they_came_from(tmp_path, csv):
+    e = Edit("a", [3], [[1, 2]], [0])
+    assert (e.keypoints.dtype, e.coords.dtype, e.visibility.dtype) == (np.int64, np.float32, np.int8)
+    assert e.coords.shape == (1, 2)
+    for keypoints, xy, v, reason in (([24], [[1, 2]], [0], "out of range"), ([3], [[1, 2]], [2], "visibility"),
+                                     ([3, 4], [[1, 2]], [0, 1], "differ in length")):
+        with pytest.raises(ValueError, match=reason):
+            Edit("a", keypoints, xy, v)
+    # The same check guards what a journal file says.
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, make_base(csv))
+    journal.append(e)
+    journal.close()
+    with open(path, "a") as f:
+        f.write('{"t": "set", "id": "a", "k": [99], "xy": [[1, 2]], "v": [1]}\n')
+    with pytest.raises(JournalError, match=r"line 3: malformed edit \(keypoint index out of range"):
+        read_journal(path)
