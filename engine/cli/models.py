@@ -1,0 +1,419 @@
+"""`fkp` commands on models: train (both stages into a package), train-detector, train-keypoints,
+model-info, predict and retrain."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from engine.cli.registry import command as _command
+
+
+@_command
+def _register_train_detector(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-detector", help="train the stage-1 garment detector (Faster R-CNN)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
+    p.add_argument("--out", required=True, help="detector checkpoint to write")
+    _add_detector_training_args(p)
+    p.set_defaults(func=_run_train_detector)
+
+
+def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default="train", help="training annotation file name (default train)")
+    p.add_argument("--val-split", default="val",
+                   help="held-out annotation file; when absent 10%% of the training images are held out")
+    p.add_argument("--detector-steps", type=int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--detector-batch", type=int, default=8, help="images per step (default 8)")
+    p.add_argument("--detector-lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--eval-every", type=int, default=250, help="steps between held-out box checks")
+    p.add_argument("--backbone-weights", help="ImageNet weights of the backbone (local torchvision state dict)")
+    p.add_argument("--detector-init", help="continue training from this detector checkpoint (same preset and size)")
+    p.add_argument("--detector-size", type=int,
+                   help="detector input size (shorter side; default: the preset's). Images smaller than the "
+                        "preset's size gain nothing from upscaling and train faster at their own size")
+    p.add_argument("--limit", type=int, help="use at most this many training images")
+    p.add_argument("--detector-images", type=int, default=4000,
+                   help="the detector holds its training images in memory, scaled: use at most this many (default 4000)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+@_command
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the two-stage model (detector + keypoint net) into a model package")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
+    p.add_argument("--out", required=True, help="model package: a .fkpmodel file or a directory")
+    p.add_argument("--preset-json", help="JSON file of preset fields to override (\"net\": {...} for the network)")
+    p.add_argument("--work", help="where the stage checkpoints go (default: <out>.work beside the package)")
+    p.add_argument("--detector", help="use this trained detector checkpoint instead of training one")
+    p.add_argument("--keypoints", help="use this trained keypoint-net checkpoint (and its preset) instead of training one")
+    p.add_argument("--epochs", type=int, help="keypoint-net epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=int, help="keypoint-net batch size (default: the preset's)")
+    p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="the package's default for mirrored test-time crops (default: the preset's)")
+    p.add_argument("--crops", type=int, help="the package's default number of crops per image (default: the preset's)")
+    p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="the package's default for trying rotated crops of garments the upright crop does not fit "
+                        "(default: the preset's)")
+    p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="the package's default for trying the detector's other boxes where the crop is unconvincing "
+                        "(default: the preset's)")
+    _add_detector_training_args(p)
+    p.set_defaults(func=_run_train)
+
+
+def _detector_stage(args: argparse.Namespace):
+    from engine.training.two_stage import DetectorStage
+
+    return DetectorStage(split=args.split, val_split=args.val_split, steps=args.detector_steps,
+                         batch_size=args.detector_batch, lr=args.detector_lr, eval_every=args.eval_every,
+                         backbone_weights=args.backbone_weights, init=args.detector_init, size=args.detector_size,
+                         limit=args.limit, max_images=args.detector_images, seed=args.seed, device=args.device)
+
+
+def _detector_reporting(steps: int):
+    """(on_data, on_progress, close) callbacks that report detector training on stderr."""
+    import logging
+
+    from engine.cli.progress import ProgressBar
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    bar = ProgressBar(steps, label="detector", log_every=60.0)
+
+    def on_data(config, n_train: int, n_val: int) -> None:
+        print(f"detector: {config.backbone}, {n_train} training / {n_val} held-out images", file=sys.stderr)
+
+    return on_data, lambda step, total, figures: bar.update(step, **figures), bar.close
+
+
+def _set_threads(args: argparse.Namespace) -> None:
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def _run_train_detector(args: argparse.Namespace) -> int:
+    from engine.model.presets import get_preset
+    from engine.training.two_stage import train_detector_stage
+
+    _set_threads(args)
+    on_data, on_progress, close = _detector_reporting(args.detector_steps)
+    _, quality, _ = train_detector_stage(args.data, get_preset(args.preset), args.out, _detector_stage(args),
+                                         on_data, on_progress)
+    close()
+    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.model.presets import get_preset
+    from engine.training.two_stage import KeypointStage, preset_with_overrides, train_two_stage
+
+    _set_threads(args)
+    preset = preset_with_overrides(get_preset(args.preset), args.preset_json)
+    work = Path(args.work) if args.work else Path(str(Path(args.out).with_suffix("")) + ".work")
+    keypoints = KeypointStage(epochs=args.epochs, batch_size=args.batch_size, keypoints=args.keypoints,
+                              detector=args.detector, half=args.half, flip_tta=args.flip_tta, crops=args.crops,
+                              rotation_search=args.rotation_search, box_search=args.box_search)
+    on_data, on_progress, close = _detector_reporting(args.detector_steps)
+    written, val_ne, val_images = train_two_stage(args.data, preset, args.out, work, _detector_stage(args), keypoints,
+                                                  on_data, on_progress)
+    close()
+    print(f"wrote {written}: two-stage validation NE {100 * val_ne:.2f} % on {val_images} images")
+    return 0
+
+
+@_command
+def _register_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="predict the keypoints of a split with a model package (submission CSV)")
+    p.add_argument("--model", required=True, help="model package (.fkpmodel file or its directory)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--split", default="test", help="annotation file to predict (default test)")
+    p.add_argument("--out", required=True, help="predictions CSV to write (confidences go to <out>.scores.csv)")
+    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="average with mirrored crops (default: the model preset's choice)")
+    p.add_argument("--crops", type=int, help="crops per image (default: the model preset's)")
+    p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="where the upright crop is unconvincing, try the garment rotated in 45-degree steps "
+                        "(default: the model preset's choice)")
+    p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
+                   help="where the crop is unconvincing, try the detector's other distinct boxes: a distractor can "
+                        "outrank a faint garment (default: the model preset's choice)")
+    p.add_argument("--refine", type=int, default=1,
+                   help="passes that re-crop around the predicted keypoints (default 1; 0: the detector's box only)")
+    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--limit", type=int, help="predict only the first N images")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.set_defaults(func=_run_predict)
+
+
+def _run_predict(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from engine.io.annotations import load_annotations, save_annotations
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.package import load_model
+    from engine.io.scores import save_scores, scores_path
+    from engine.model.pipeline import Pipeline, merge_batches
+    from engine.cli.progress import ProgressBar
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        model = load_model(args.model)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
+    if not split_path.is_file():
+        print(f"error: {split_path}: annotation file not found", file=sys.stderr)
+        return 2
+    ann = load_annotations(split_path)
+    if args.limit is not None:
+        ann = ann.subset(np.arange(min(args.limit, len(ann))))
+    for problem in ann.problems:
+        print(f"warning: {problem.describe(split_path)} (row not predicted)", file=sys.stderr)
+    pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops,
+                        batch_size=args.batch_size, refine_steps=args.refine,
+                        rotation_search=args.rotation_search, box_search=args.box_search)
+    bar = ProgressBar(len(ann), label="predict", log_every=10.0)
+    batches = []
+    for batch in pipeline.iter_predict(args.data, list(ann.image_ids), [int(c) for c in ann.categories],
+                                       on_progress=lambda done, total: bar.update(done)):
+        for image_id, message in batch.errors.items():
+            print(f"\nerror: image {image_id}: {message} (written as missing)", file=sys.stderr)
+        batches.append(batch)
+    bar.close()
+    pred, scores, errors = merge_batches(batches)
+    save_annotations(pred, args.out)
+    save_scores(scores_path(args.out), list(pred.image_ids), scores)
+    print(f"wrote {args.out} ({len(pred)} images, {len(errors)} unreadable) and {scores_path(args.out)}")
+    return 0
+
+
+@_command
+def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-keypoints", help="train the stage-2 keypoint network (stacked hourglass)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
+    p.add_argument("--out", required=True, help="checkpoint to write after every epoch (best also as <out>.best.pt)")
+    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    p.add_argument("--resume", help="continue from this checkpoint (its preset, optimizer and history)")
+    p.add_argument("--init", help="start a new run (new schedule, new history) from this checkpoint's weights and preset")
+    p.add_argument("--split", default="train", help="training annotation file name (default train)")
+    p.add_argument("--val-split", default="val", help="held-out annotation file (default val; absent: 5%% held out)")
+    p.add_argument("--val-data", help="root of the held-out split (default: --data)")
+    p.add_argument("--batch-size", type=int, help="crops per step and process (default: the preset's)")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: the preset's)")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--encoder-weights", help="ImageNet ResNet weights for the encoder (local file; needs --widths torchvision)")
+    p.add_argument("--widths", choices=("seed", "torchvision"), default=None,
+                   help="encoder widths: the seed's dilated plan or torchvision's (for --encoder-weights)")
+    p.add_argument("--limit", type=int, help="use at most this many training images")
+    p.add_argument("--val-limit", type=int, help="validate on at most this many images")
+    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
+    p.add_argument("--time-budget", type=float,
+                   help="minutes of training: the learning-rate schedule fits them and training stops when spent")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_train_keypoints)
+
+
+def _run_train_keypoints(args: argparse.Namespace) -> int:
+    import logging
+
+    import torch
+
+    from engine.model.presets import TORCHVISION_WIDTHS, SEED_WIDTHS, get_preset
+    from engine.cli.progress import ProgressBar
+    from engine.training.keypoints import train_keypoints
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    preset = get_preset(args.preset)
+    if args.widths:
+        preset = preset.with_(net={"widths": TORCHVISION_WIDTHS if args.widths == "torchvision" else SEED_WIDTHS})
+    bars: dict[int, ProgressBar] = {}
+
+    def progress(event: dict) -> None:
+        if "step" in event:
+            bar = bars.setdefault(event["epoch"], ProgressBar(event["steps"], f"epoch {event['epoch']}/{event['epochs']}"))
+            bar.update(event["step"], loss=event["loss"], img_s=event["images_per_s"])
+        elif "epoch_done" in event and event["epoch_done"] in bars:
+            bars.pop(event["epoch_done"]).close()
+
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.hourglass import EncoderWeightsError
+
+    try:
+        history = train_keypoints(
+            args.data, preset, args.out, epochs=args.epochs, resume=args.resume, init=args.init, train_split=args.split,
+            val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
+            lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
+            max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
+            time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
+        )
+    except (CheckpointError, EncoderWeightsError, OSError, ValueError) as e:
+        print(f"fkp train-keypoints: {e}", file=sys.stderr)
+        return 2
+    if history:
+        last = history[-1]
+        print(f"wrote {args.out}: epoch {last['epoch']}, val NE {100 * last['val_ne']:.2f} %")
+    return 0
+
+
+@_command
+def _register_model_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model-info", help="parameters and FLOPs of the keypoint network per preset")
+    p.add_argument("--preset", help="one preset (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_run_model_info)
+
+
+def _run_model_info(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.model.hourglass import KeypointNet, count_flops, count_parameters
+    from engine.model.presets import PRESETS, get_preset
+
+    names = [get_preset(args.preset).name] if args.preset else list(PRESETS)
+    rows = []
+    for name in names:
+        preset = PRESETS[name]
+        model = KeypointNet(preset.net)
+        rows.append({
+            "preset": name, "input": preset.input_size, "stages": preset.net.num_stages,
+            "blocks": list(preset.net.blocks), "params": count_parameters(model),
+            "flops": count_flops(model, preset.input_size),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"{'preset':<10}{'input':>6}{'stages':>7}  {'blocks':<14}{'params':>10}{'GFLOPs':>9}")
+        for r in rows:
+            print(f"{r['preset']:<10}{r['input']:>6}{r['stages']:>7}  {str(tuple(r['blocks'])):<14}"
+                  f"{r['params'] / 1e6:>9.2f}M{r['flops'] / 1e9:>9.2f}")
+        print("FLOPs: one forward pass of one crop, 2 FLOPs per multiply-add (torch.utils.flop_counter)")
+    return 0
+
+
+@_command
+def _register_retrain(sub: argparse._SubParsersAction) -> None:
+    from engine.training.retrain_config import RetrainConfig
+
+    p = sub.add_parser("retrain", help="fine-tune a model package's keypoint network and detector on hard samples")
+    p.add_argument("--model", required=True, help="model package to start from (.fkpmodel file or its directory)")
+    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--split", default="train", help="annotation file trained on (default train)")
+    p.add_argument("--hard", required=True,
+                   help="hard-set image ids: one per line, or a CSV whose first column is image_id")
+    p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
+    p.add_argument("--steps", type=int, default=RetrainConfig.steps,
+                   help=f"keypoint network training steps (default {RetrainConfig.steps})")
+    p.add_argument("--lr", type=float, default=RetrainConfig.lr,
+                   help=f"keypoint network peak learning rate (default {RetrainConfig.lr:g})")
+    p.add_argument("--batch-size", type=int, help="images per step (default: the model preset's)")
+    p.add_argument("--hard-share", type=float, default=RetrainConfig.hard_share,
+                   help=f"share of each batch from the hard set (default {RetrainConfig.hard_share:g})")
+    p.add_argument("--detector-steps", type=int, default=RetrainConfig.detector_steps,
+                   help=f"detector fine-tuning steps after the keypoint network's (default "
+                        f"{RetrainConfig.detector_steps}; 0 keeps the detector)")
+    p.add_argument("--detector-lr", type=float, default=RetrainConfig.detector_lr,
+                   help=f"detector peak learning rate (default {RetrainConfig.detector_lr:g})")
+    p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=RetrainConfig.distill_replay,
+                   help="replayed images learn the starting model's outputs (default) instead of their annotations")
+    p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
+    p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
+                   help="measure before/after with the detector's boxes (default) or the annotated ones")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the before/after figures as one JSON object last")
+    p.set_defaults(func=_run_retrain)
+
+
+def _read_id_list(path) -> list[str]:
+    """Image ids of a plain list (one per line) or of a CSV's first column (header `image_id` skipped)."""
+    ids = []
+    for line in open(path, encoding="utf-8").read().splitlines():
+        first = line.split(",", 1)[0].strip()
+        if first and first != "image_id":
+            ids.append(first)
+    return ids
+
+
+def _run_retrain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    import torch
+
+    from engine.io.annotations import load_annotations
+    from engine.model.checkpoints import CheckpointError
+    from engine.io.files import atomic_write_text
+    from engine.model.package import load_model
+    from engine.cli.progress import ProgressBar
+    from engine.training.retrain import RetrainConfig, RetrainError, choose_holdout, retrain, save_retrained
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
+    try:
+        model = load_model(args.model)
+        ann = load_annotations(split_path)
+        hard = _read_id_list(args.hard)
+        config = RetrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, hard_share=args.hard_share,
+                               detector_steps=args.detector_steps, detector_lr=args.detector_lr,
+                               distill_replay=args.distill_replay, boxes=args.boxes, device=args.device,
+                               seed=args.seed)
+        config.check()
+    except (CheckpointError, OSError, ValueError) as e:
+        print(f"fkp retrain: {e}", file=sys.stderr)
+        return 2
+    holdout = None
+    if args.holdout and Path(args.holdout).is_file():
+        holdout = _read_id_list(args.holdout)
+    elif args.holdout:
+        holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
+        atomic_write_text(args.holdout, "image_id\n" + "".join(f"{i}\n" for i in holdout))
+    bar = ProgressBar(config.steps + config.detector_steps, label="retrain", log_every=10.0)
+    try:
+        result = retrain(model, args.data, ann, hard, config, holdout_ids=holdout,
+                         on_step=lambda step, steps, loss: bar.update(step, loss=loss),
+                         on_progress=lambda done, total, message: bar.update(int(done))
+                         if done > config.steps else None)
+    except RetrainError as e:
+        print(f"\nfkp retrain: {e}", file=sys.stderr)
+        return 1
+    finally:
+        bar.close()
+    written = save_retrained(result, args.out, parent=str(Path(args.model).resolve()))
+    before, after = result.before, result.after
+    print(f"wrote {written}: {len(result.hard_ids)} hard + {result.replay_images} replay images, "
+          f"{len(result.holdout_ids)} held out")
+    rows = [("held-out NE", before.overall, after.overall), ("hard-set NE", before.hard, after.hard)]
+    rows += [(f"  {c}", before.per_category.get(c, float("nan")), after.per_category.get(c, float("nan")))
+             for c in sorted(set(before.per_category) | set(after.per_category))]
+    print(f"{'':16s} {'before':>9s} {'after':>9s}")
+    for name, b, a in rows:
+        print(f"{name:16s} {100 * b:8.2f}% {100 * a:8.2f}%")
+    if args.json:
+        report = result.report()
+        for side in ("before", "after"):
+            report[side].pop("hard_per_image", None)
+        print(json.dumps(report))
+    return 0
+
