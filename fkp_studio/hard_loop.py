@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QLabel, QPushButton, QSpinBox,
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
-from engine.analysis.ne import pooled_ne
+from engine.training.hard_set import HardSet
 from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
 from engine.training.retrain_config import RetrainConfig
@@ -27,11 +27,6 @@ from engine.io.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors
 
 REASON_LABELS = {"worst-ne": "worst NE", "corrected": "corrected", "manual": "added"}
-
-
-def _fingerprint(path: Path) -> str:
-    st = path.stat()
-    return f"{path.resolve()}|{st.st_size}|{int(st.st_mtime)}"
 
 
 class HardLoop(QObject):
@@ -47,7 +42,7 @@ class HardLoop(QObject):
         super().__init__(window)
         self.window = window
         self.doc = None
-        self.entries: dict[str, str] = {}          # image id -> reason (incl. "removed")
+        self.hard_set = HardSet()
         self.version: str | None = None            # model version shown in the list
         self.predict_handle: JobHandle | None = None
         self.retrain_handle: JobHandle | None = None
@@ -148,9 +143,9 @@ class HardLoop(QObject):
         self.doc = doc = self.window.doc
         self.version = None
         try:
-            self.entries = doc.workspace.load_hard_set()
+            self.hard_set = HardSet.load(doc.workspace)
         except (OSError, ValueError) as e:
-            self.entries = {}
+            self.hard_set = HardSet(workspace=doc.workspace)
             self.window._error("Cannot read the hard set", str(e))
         doc.rowsChanged.connect(lambda rows, doc=doc: self._on_rows_changed(doc, rows))
         self.refresh_table()
@@ -175,17 +170,11 @@ class HardLoop(QObject):
         if doc is None:
             return
         ws = doc.workspace
-        from engine.io.model_files import package_file
-
-        source = package_file(package)
         try:
-            fp = _fingerprint(source)
-            version = next((v for v in ws.model_versions() if _source_of(ws, v) == fp), None)
-            if version is None:
-                version = ws.add_model_version(lambda d: _copy_package(source, fp, d))
+            version = ws.import_model(package)
             ws.set_active_model(version)
         except (OSError, ValueError) as e:
-            self.window._error("Cannot use the model", f"{source}: {e}")
+            self.window._error("Cannot use the model", f"{package}: {e}")
             return
         if not self.show_saved_predictions(version):
             self.predict_all()
@@ -298,32 +287,26 @@ class HardLoop(QObject):
 
     def members(self) -> list[str]:
         """The hard set's image ids (removed ones excluded)."""
-        return sorted(i for i, r in self.entries.items() if r != REMOVED)
+        return self.hard_set.members()
 
     def member_rows(self) -> np.ndarray:
         if self.doc is None:
             return np.zeros(0, np.int64)
-        index = self.doc.ann.id_index()
-        return np.array(sorted(index[i] for i in self.members() if i in index), np.int64)
+        return self.hard_set.member_rows(self.doc.ann.id_index())
+
+    def _ids(self, rows) -> list[str]:
+        return [str(self.doc.ann.image_ids[r]) for r in np.asarray(rows, np.int64).tolist()]
 
     def add_rows(self, rows, reason: str = "manual") -> int:
         """Add images (data rows) to the hard set; returns how many joined."""
         if self.doc is None:
             return 0
-        ids = [str(self.doc.ann.image_ids[r]) for r in np.asarray(rows, np.int64).tolist()]
-        new = [i for i in ids if self.entries.get(i, REMOVED) == REMOVED]
-        for i in new:
-            self.entries[i] = reason
-        self._save()
-        return len(new)
+        return self._saving(lambda: self.hard_set.add(self._ids(rows), reason)) or 0
 
     def remove_rows(self, rows) -> None:
         """Take images out of the hard set; an edited image then stays out (not re-added as corrected)."""
-        if self.doc is None:
-            return
-        for r in np.asarray(rows, np.int64).tolist():
-            self.entries[str(self.doc.ann.image_ids[r])] = REMOVED
-        self._save()
+        if self.doc is not None:
+            self._saving(lambda: self.hard_set.remove(self._ids(rows)))
 
     def add_current(self) -> None:
         row = self.window.current_row
@@ -336,18 +319,8 @@ class HardLoop(QObject):
         if doc is None or not np.isfinite(doc.ne).any():
             self.window.statusBar().showMessage("No NE yet: predict first", 6000)
             return 0
-        member = np.isin(np.asarray(doc.ann.image_ids, dtype=str), self.members())
-        ne = np.where(np.isfinite(doc.ne) & ~member, doc.ne, -np.inf)
-        if per_category:
-            picks = []
-            for c in np.unique(doc.categories):
-                rows = np.flatnonzero(doc.categories == c)
-                picks.append(rows[np.argsort(-ne[rows], kind="stable")[:n]])
-            rows = np.concatenate(picks)
-        else:
-            rows = np.argsort(-ne, kind="stable")[:n]
-        rows = rows[np.isfinite(ne[rows])]
-        added = self.add_rows(rows, "worst-ne")
+        worst = self.hard_set.worst(doc.ann.image_ids, doc.ne, n, doc.categories if per_category else None)
+        added = self._saving(lambda: self.hard_set.add(worst, "worst-ne")) or 0
         self.window.statusBar().showMessage(f"Added {added} images to the hard set", 6000)
         return added
 
@@ -358,33 +331,32 @@ class HardLoop(QObject):
 
     def hard_ne(self) -> float:
         """Mean NE over the scored points of the hard set's images (NaN without predictions)."""
-        rows = self.member_rows()
-        if self.doc is None or len(rows) == 0:
+        if self.doc is None:
             return float("nan")
-        return pooled_ne(self.doc.errors[rows])
+        return self.hard_set.ne(self.doc.ann.id_index(), self.doc.errors)
 
     def _on_rows_changed(self, doc, rows) -> None:
         if doc is not self.doc:
             return
-        edited = [str(doc.ann.image_ids[r]) for r in np.asarray(rows).tolist() if doc.edited[r]]
-        new = [i for i in edited if i not in self.entries]
-        if new:
-            for i in new:
-                self.entries[i] = "corrected"
-            self._save()
+        edited = [r for r in np.asarray(rows).tolist() if doc.edited[r]]
+        if edited and not set(self._ids(edited)) <= set(self.hard_set.entries):
+            self._saving(lambda: self.hard_set.corrected(self._ids(edited)))
 
-    def _save(self) -> None:
+    def _saving(self, change):
+        """Run a change of the hard set (which saves it); a failed save is reported, the set kept."""
+        result = None
         try:
-            self.workspace.save_hard_set(self.entries)
+            result = change()
         except OSError as e:
             self.window.statusBar().showMessage(f"Cannot save the hard set: {e}", 15000)
         self.refresh_table()
         self.hardSetChanged.emit()
+        return result
 
     def refresh_table(self) -> None:
         doc = self.doc
         wanted = self.reason_box.currentData()
-        shown = [(i, r) for i, r in sorted(self.entries.items()) if r != REMOVED and (wanted is None or r == wanted)]
+        shown = [(i, r) for i, r in sorted(self.hard_set.entries.items()) if r != REMOVED and (wanted is None or r == wanted)]
         index = doc.ann.id_index() if doc is not None else {}
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(shown))
@@ -486,20 +458,3 @@ class HardLoop(QObject):
         return w.model_thread.submit(f"evaluate {version}",
                                      evaluate_job(doc.workspace, version, doc.csv_path, snapshot, self.members()),
                                      on_done=done, on_error=lambda msg: w._error("Evaluation failed", msg))
-
-
-def _source_of(ws, version: str) -> str | None:
-    try:
-        return (ws.models_dir / version / "source.txt").read_text(encoding="utf-8").strip()
-    except OSError:
-        return None
-
-
-def _copy_package(source: Path, fingerprint: str, directory: Path) -> None:
-    """Fill a new version folder: the package and where it came from (so it is imported once)."""
-    import shutil
-
-    from engine.io.model_files import PACKAGE_FILE_NAME
-
-    shutil.copyfile(source, directory / PACKAGE_FILE_NAME)
-    (directory / "source.txt").write_text(fingerprint + "\n", encoding="utf-8")

@@ -125,11 +125,25 @@ class Workspace:
         return version
 
     def import_model(self, package: str | os.PathLike) -> str:
-        """A copy of a model package file (or package directory) as the next version."""
+        """The version of a model package file (or package directory): a copy made on its first
+        import, found again by where it came from (path, size, time) on later ones."""
         source = package_file(package)
         if not source.is_file():
             raise FileNotFoundError(f"{source}: model package not found")
-        return self.add_model_version(lambda d: shutil.copyfile(source, d / PACKAGE_FILE_NAME))
+        st = source.stat()
+        origin = f"{source.resolve()}|{st.st_size}|{int(st.st_mtime)}"
+        for version in self.model_versions():
+            try:
+                if (self.models_dir / version / "source.txt").read_text(encoding="utf-8").strip() == origin:
+                    return version
+            except OSError:
+                continue  # a version of no recorded origin (a retrain)
+
+        def write(directory: Path) -> None:
+            shutil.copyfile(source, directory / PACKAGE_FILE_NAME)
+            (directory / "source.txt").write_text(origin + "\n", encoding="utf-8")
+
+        return self.add_model_version(write)
 
     def remove_model_version(self, version: str) -> None:
         """Delete a version that is not active (a discarded retrain)."""

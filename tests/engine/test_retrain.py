@@ -203,7 +203,9 @@ def test_workspace_versions_hard_set_and_refusals(tmp_path, loop_model):
     _, model_path = loop_model
     ws = Workspace(tmp_path / "root", state_dir=tmp_path / "state")
     assert ws.model_versions() == [] and ws.active_model_version() is None
-    assert ws.import_model(model_path) == "v001" and ws.import_model(model_path) == "v002"
+    assert ws.import_model(model_path) == "v001" and ws.import_model(model_path) == "v001", "imported once"
+    shutil.copyfile(model_path, tmp_path / "other.fkpmodel")
+    assert ws.import_model(tmp_path / "other.fkpmodel") == "v002"
     with pytest.raises(FileNotFoundError):
         ws.set_active_model("v003")
     with pytest.raises(ValueError, match="not a model version"):
