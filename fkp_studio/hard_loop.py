@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.training.hard_set import HardSet
+from fkp_studio.actions import make_actions
 from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
 from engine.training.retrain_config import RetrainConfig
@@ -106,19 +107,17 @@ class HardLoop(QObject):
     def _build_actions(self) -> None:
         w = self.window
         menu = w.menuBar().addMenu("&Model")
-        self.predict_all_action = w._action("Predict &all", self.predict_all, "Ctrl+R", menu,
-                                            "Predict every image with the active model version")
-        self.predict_selection_action = w._action("Predict &selection", self.predict_selection, "Ctrl+Shift+R", menu,
-                                                  "Predict the images on show in the list")
-        self.cancel_action = w._action("&Cancel prediction", self.cancel_predict, None, menu)
-        w._action("&Evaluate active model", self.evaluate, None, menu,
-                  "NE of the active version's saved predictions: overall, per category, hard set")
-        menu.addSeparator()
-        self.add_action = w._action("Add image to &hard set", self.add_current, "H", menu,
-                                    "Add the current image to the hard set")
-        w._action("Add &worst N by NE", lambda: self.add_worst(self.worst_n.value(), self.per_category.isChecked()),
-                  None, menu)
-        self.retrain_action = w._action("&Retrain on hard samples…", self.open_retrain_dialog, None, menu)
+        actions = make_actions(w, {
+            "model.predict_all": self.predict_all, "model.predict_selection": self.predict_selection,
+            "model.cancel_prediction": self.cancel_predict, "model.evaluate": self.evaluate,
+            "model.add_to_hard_set": self.add_current,
+            "model.add_worst": lambda: self.add_worst(self.worst_n.value(), self.per_category.isChecked()),
+            "model.retrain": self.open_retrain_dialog,
+        }, {"model": menu})
+        w.action_by_id.update(actions)
+        self.predict_all_action, self.predict_selection_action = actions["model.predict_all"], actions["model.predict_selection"]
+        self.cancel_action, self.add_action = actions["model.cancel_prediction"], actions["model.add_to_hard_set"]
+        self.retrain_action = actions["model.retrain"]
         menu.addAction(self.dock.toggleViewAction())
         self.predict_progress_cancel = QPushButton("Cancel", w)
         self.predict_progress_cancel.setVisible(False)

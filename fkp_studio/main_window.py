@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, QStandardPaths, Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
+from PySide6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWidget, QFileDialog, QHBoxLayout, QHeaderView,
                                QLabel, QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableView,
                                QVBoxLayout, QWidget)
@@ -20,6 +20,7 @@ from engine.io.annotations import Annotations, load_annotations
 from engine.schema import CATEGORIES, category_keypoints
 from engine.io.workspace import Workspace, dataset_root_of
 from fkp_studio import commands
+from fkp_studio.actions import TOOLBAR, make_actions
 from fkp_studio.canvas import KeypointCanvas
 from fkp_studio.charts import DatasetCharts, ErrorTypeChart
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
@@ -197,88 +198,50 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.hover_label)
         bar.addPermanentWidget(self.busy_bar)
 
-    def _action(self, text: str, slot, shortcut=None, menu=None, tip: str = "", widget: QWidget | None = None) -> QAction:
-        action = QAction(text, widget or self)
-        if shortcut is not None:
-            keys = shortcut if isinstance(shortcut, list) else [shortcut]
-            action.setShortcuts([QKeySequence(k) for k in keys])
-        if widget is not None:
-            # Arrow keys belong to the canvas only, so the list keeps its own arrow navigation.
-            action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
-            widget.addAction(action)
-        else:
-            self.addAction(action)
-        if tip:
-            action.setStatusTip(tip)
-        action.triggered.connect(slot)
-        if menu is not None:
-            menu.addAction(action)
-        return action
-
     def _build_actions(self) -> None:
-        menus = self.menuBar()
-        file_menu = menus.addMenu("&File")
-        self._action("&Open annotations…", self._choose_annotations, QKeySequence.Open, file_menu)
-        self._action("Open &predictions…", self._choose_predictions, "Ctrl+Shift+O", file_menu)
-        self._action("Predict with &model…", self._choose_model, None, file_menu)
-        file_menu.addSeparator()
-        self.save_action = self._action("&Save annotations", self.save, QKeySequence.Save, file_menu,
-                                        "Write the annotation file (the first version is kept as <name>.orig)")
-        file_menu.addSeparator()
-        self._action("&Quit", self.close, QKeySequence.Quit, file_menu)
-
-        edit = menus.addMenu("&Edit")
+        bar = self.menuBar()
+        menus = {key: bar.addMenu(title) for key, title in
+                 (("file", "&File"), ("edit", "&Edit"), ("view", "&View"), ("go", "&Go"))}
         undo = self.undo_stack.createUndoAction(self, "&Undo")
         undo.setShortcuts([QKeySequence("Ctrl+Z")])
         redo = self.undo_stack.createRedoAction(self, "&Redo")
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        self.undo_action, self.redo_action = undo, redo
         for a in (undo, redo):
             self.addAction(a)
-            edit.addAction(a)
-        edit.addSeparator()
-        self._action("&Next keypoint", self.next_keypoint, "N", edit, "Select the next keypoint; click to place it if absent")
-        self._action("Cycle &visibility", self.cycle_visibility, "V", edit, "Visible ↔ occluded")
-        self._action("&Remove point", self.remove_point, [QKeySequence.Delete, "Backspace"], edit, "Mark the point absent")
-        self._action("&Swap left/right", self.swap_left_right, "S", edit, "Swap every left keypoint with its right twin")
-        self._action("Swap with &twin", self.swap_twin, "Shift+S", edit,
-                     "Swap the selected keypoint with its left/right twin (fixes one inverted pair)")
-        self._action("Cancel", self.cancel_mode, "Escape")
-        for key, dx, dy in (("Left", -1, 0), ("Right", 1, 0), ("Up", 0, -1), ("Down", 0, 1)):
-            self._action(f"Nudge {key.lower()}", lambda _=False, dx=dx, dy=dy: self.nudge(dx, dy), key, widget=self.canvas)
-            self._action(f"Nudge {key.lower()} 10 px", lambda _=False, dx=dx, dy=dy: self.nudge(10 * dx, 10 * dy),
-                         f"Shift+{key}", widget=self.canvas)
-
-        view = menus.addMenu("&View")
-        self._action("&Fit image", self.canvas.zoom_fit, "F", view)
-        self._action("&Actual size (1:1)", self.canvas.zoom_actual, "1", view)
-        self._action("Zoom &in", lambda: self.canvas.zoom_by(1.25), ["+", "="], view)
-        self._action("Zoom &out", lambda: self.canvas.zoom_by(0.8), "-", view)
-        self.show_pred_action = self._action("Show &predictions", self.canvas.set_show_predictions, "P", view)
-        self.show_pred_action.setCheckable(True)
-        self.show_pred_action.setChecked(True)
-        view.addSeparator()
-        self._action("&Worst NE first", self.worst_first, "W", view)
-        self._action("&Clear filter", self.clear_filter, "Ctrl+Shift+F", view)
-        view.addSeparator()
+            menus["edit"].addAction(a)
+        menus["edit"].addSeparator()
+        canvas = self.canvas
+        slots = {
+            "file.open_annotations": self._choose_annotations, "file.open_predictions": self._choose_predictions,
+            "file.predict_with_model": self._choose_model, "file.save": self.save, "file.quit": self.close,
+            "edit.next_keypoint": self.next_keypoint, "edit.cycle_visibility": self.cycle_visibility,
+            "edit.remove_point": self.remove_point, "edit.swap_left_right": self.swap_left_right,
+            "edit.swap_twin": self.swap_twin, "edit.cancel": self.cancel_mode,
+            "view.fit": canvas.zoom_fit, "view.actual_size": canvas.zoom_actual,
+            "view.zoom_in": lambda: canvas.zoom_by(1.25), "view.zoom_out": lambda: canvas.zoom_by(0.8),
+            "view.show_predictions": canvas.set_show_predictions, "view.worst_first": self.worst_first,
+            "view.clear_filter": self.clear_filter,
+            "go.next_image": lambda: self.step_image(1), "go.previous_image": lambda: self.step_image(-1),
+        }
+        for key, dx, dy in (("left", -1, 0), ("right", 1, 0), ("up", 0, -1), ("down", 0, 1)):
+            slots[f"edit.nudge_{key}"] = lambda _=False, dx=dx, dy=dy: self.nudge(dx, dy)
+            slots[f"edit.nudge_{key}_10"] = lambda _=False, dx=dx, dy=dy: self.nudge(10 * dx, 10 * dy)
+        self.action_by_id = {**make_actions(self, slots, menus, canvas=canvas), "edit.undo": undo, "edit.redo": redo}
+        self.action_by_id["view.show_predictions"].setChecked(True)
+        self.save_action, self.show_pred_action = self.action_by_id["file.save"], self.action_by_id["view.show_predictions"]
+        self.undo_action, self.redo_action = undo, redo
+        menus["view"].addSeparator()
         for dock in (self.list_dock, self.keypoint_dock, self.charts_dock, self.problems_dock, self.check_dock):
-            view.addAction(dock.toggleViewAction())
-
-        go = menus.addMenu("&Go")
-        self._action("&Next image", lambda: self.step_image(1), ["PgDown", "D"], go)
-        self._action("&Previous image", lambda: self.step_image(-1), ["PgUp", "A"], go)
+            menus["view"].addAction(dock.toggleViewAction())
 
         tools = self.addToolBar("Main")
         tools.setObjectName("main_toolbar")
         tools.setMovable(False)
-        for a in (self.save_action, undo, redo):
-            tools.addAction(a)
-        tools.addSeparator()
-        for text in ("Fit image", "Actual size (1:1)", "Show predictions", "Swap left/right"):
-            tools.addAction(self._find_action(text))
-
-    def _find_action(self, text: str) -> QAction:
-        return next(a for a in self.findChildren(QAction) if a.text().replace("&", "") == text)
+        for action_id in TOOLBAR:
+            if action_id is None:
+                tools.addSeparator()
+            else:
+                tools.addAction(self.action_by_id[action_id])
 
     # --- opening ------------------------------------------------------------------------
 

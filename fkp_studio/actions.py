@@ -1,0 +1,101 @@
+"""The studio's actions as data: an id, the text, the shortcuts, the menu and the tip of each.
+
+The window and the hard-example loop make one `QAction` per entry (`make_actions`) and connect
+it to the slot its owner gives for that id; menus, the toolbar and tests find actions by id,
+never by their text.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import QMenu, QWidget
+
+Key = str | QKeySequence.StandardKey
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    id: str
+    text: str
+    shortcuts: tuple[Key, ...] = ()
+    menu: str | None = None        # the menu's id ("file", "edit", "view", "go", "model"), None: shortcut only
+    tip: str = ""
+    checkable: bool = False
+    canvas_only: bool = False      # the shortcut works while the canvas has focus (arrow keys)
+    separator_before: bool = False  # in its menu
+
+
+_NUDGES = tuple(
+    ActionSpec(f"edit.nudge_{key.lower()}{'_10' if big else ''}", f"Nudge {key.lower()}{' 10 px' if big else ''}",
+               (f"Shift+{key}" if big else key,), canvas_only=True)
+    for key in ("Left", "Right", "Up", "Down") for big in (False, True))
+
+ACTIONS: tuple[ActionSpec, ...] = (
+    ActionSpec("file.open_annotations", "&Open annotations…", (QKeySequence.Open,), "file"),
+    ActionSpec("file.open_predictions", "Open &predictions…", ("Ctrl+Shift+O",), "file"),
+    ActionSpec("file.predict_with_model", "Predict with &model…", (), "file"),
+    ActionSpec("file.save", "&Save annotations", (QKeySequence.Save,), "file",
+               "Write the annotation file (the first version is kept as <name>.orig)", separator_before=True),
+    ActionSpec("file.quit", "&Quit", (QKeySequence.Quit,), "file", separator_before=True),
+    ActionSpec("edit.next_keypoint", "&Next keypoint", ("N",), "edit", "Select the next keypoint; click to place it if absent"),
+    ActionSpec("edit.cycle_visibility", "Cycle &visibility", ("V",), "edit", "Visible ↔ occluded"),
+    ActionSpec("edit.remove_point", "&Remove point", (QKeySequence.Delete, "Backspace"), "edit", "Mark the point absent"),
+    ActionSpec("edit.swap_left_right", "&Swap left/right", ("S",), "edit", "Swap every left keypoint with its right twin"),
+    ActionSpec("edit.swap_twin", "Swap with &twin", ("Shift+S",), "edit",
+               "Swap the selected keypoint with its left/right twin (fixes one inverted pair)"),
+    ActionSpec("edit.cancel", "Cancel", ("Escape",)),
+    *_NUDGES,
+    ActionSpec("view.fit", "&Fit image", ("F",), "view"),
+    ActionSpec("view.actual_size", "&Actual size (1:1)", ("1",), "view"),
+    ActionSpec("view.zoom_in", "Zoom &in", ("+", "="), "view"),
+    ActionSpec("view.zoom_out", "Zoom &out", ("-",), "view"),
+    ActionSpec("view.show_predictions", "Show &predictions", ("P",), "view", checkable=True),
+    ActionSpec("view.worst_first", "&Worst NE first", ("W",), "view", separator_before=True),
+    ActionSpec("view.clear_filter", "&Clear filter", ("Ctrl+Shift+F",), "view"),
+    ActionSpec("go.next_image", "&Next image", ("PgDown", "D"), "go"),
+    ActionSpec("go.previous_image", "&Previous image", ("PgUp", "A"), "go"),
+    ActionSpec("model.predict_all", "Predict &all", ("Ctrl+R",), "model", "Predict every image with the active model version"),
+    ActionSpec("model.predict_selection", "Predict &selection", ("Ctrl+Shift+R",), "model",
+               "Predict the images on show in the list"),
+    ActionSpec("model.cancel_prediction", "&Cancel prediction", (), "model"),
+    ActionSpec("model.evaluate", "&Evaluate active model", (), "model",
+               "NE of the active version's saved predictions: overall, per category, hard set"),
+    ActionSpec("model.add_to_hard_set", "Add image to &hard set", ("H",), "model", "Add the current image to the hard set",
+               separator_before=True),
+    ActionSpec("model.add_worst", "Add &worst N by NE", (), "model"),
+    ActionSpec("model.retrain", "&Retrain on hard samples…", (), "model"),
+)
+SPECS: dict[str, ActionSpec] = {a.id: a for a in ACTIONS}
+TOOLBAR: tuple[str, ...] = ("file.save", "edit.undo", "edit.redo", None, "view.fit", "view.actual_size",
+                            "view.show_predictions", "edit.swap_left_right")
+
+
+def make_actions(owner: QWidget, slots: Mapping[str, Callable], menus: Mapping[str, QMenu],
+                 canvas: QWidget | None = None) -> dict[str, QAction]:
+    """One QAction per id of `slots`, from its spec: shortcuts, tip, checkable, in its menu (in
+    table order), connected to its slot; canvas-only actions belong to `canvas`."""
+    made = {}
+    for spec in ACTIONS:
+        if spec.id not in slots:
+            continue
+        widget = canvas if spec.canvas_only and canvas is not None else owner
+        action = QAction(spec.text, widget)
+        action.setShortcuts([QKeySequence(k) for k in spec.shortcuts])
+        if spec.canvas_only:
+            # Arrow keys belong to the canvas only, so the list keeps its own arrow navigation.
+            action.setShortcutContext(Qt.WidgetWithChildrenShortcut)
+        widget.addAction(action)
+        if spec.tip:
+            action.setStatusTip(spec.tip)
+        action.setCheckable(spec.checkable)
+        action.triggered.connect(slots[spec.id])
+        if spec.menu is not None and spec.menu in menus:
+            if spec.separator_before:
+                menus[spec.menu].addSeparator()
+            menus[spec.menu].addAction(action)
+        made[spec.id] = action
+    return made
