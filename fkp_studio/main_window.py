@@ -17,12 +17,13 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDockWid
 
 from engine.io.scores import load_scores, scores_path
 from engine.io.annotations import Annotations, load_annotations
-from engine.schema import CATEGORIES, category_keypoints
+from engine.schema import CATEGORIES
 from engine.io.workspace import Workspace, dataset_root_of
 from fkp_studio import commands
 from fkp_studio.actions import TOOLBAR, make_actions
 from fkp_studio.canvas import KeypointCanvas
 from fkp_studio.charts import DatasetCharts, ErrorTypeChart
+from fkp_studio.editing import EditingController
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
 from fkp_studio.engine_thread import EngineThread
 from fkp_studio.hard_loop import HardLoop
@@ -30,7 +31,6 @@ from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
 from fkp_studio.image_loader import ImageLoader
 from fkp_studio.keypoint_table import KeypointTable
 from fkp_studio.error_index import ERROR_FILTERS
-from fkp_studio.palette import keypoint_label
 from fkp_studio.panels import CheckAnnotationPanel, ProblemsPanel
 
 APP_TITLE = "FKP Studio"
@@ -70,7 +70,7 @@ class MainWindow(QMainWindow):
         self.doc: AnnotationDocument | None = None
         self.list_model: ImageListModel | None = None
         self.current_row: int | None = None
-        self.selected_k: int | None = None
+        self.editing = EditingController(self)
         # How to answer the "restore unsaved edits?" question: "ask", "restore" or "discard".
         self.restore_policy = "ask"
         self._journal_warned = False
@@ -87,7 +87,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(self.canvas)
         self._build_list_dock()
         self.keypoint_table = KeypointTable(self)
-        self.keypoint_table.keypointClicked.connect(self.select_keypoint)
+        self.keypoint_table.keypointClicked.connect(self.editing.select_keypoint)
         self.keypoint_dock = self._dock("Keypoints", self.keypoint_table, Qt.RightDockWidgetArea)
         self.charts = DatasetCharts(self)
         self.charts.neRangeClicked.connect(lambda lo, hi: self._filter_with(ne_range=(lo, hi), keypoint=None))
@@ -107,9 +107,9 @@ class MainWindow(QMainWindow):
         self.charts_dock.raise_()
         self._build_status_bar()
         self._build_actions()
-        self.canvas.pointDragged.connect(self._on_point_dragged)
-        self.canvas.pointClicked.connect(self.select_keypoint)
-        self.canvas.placeRequested.connect(self._on_place)
+        self.canvas.pointDragged.connect(self.editing.move)
+        self.canvas.pointClicked.connect(self.editing.select_keypoint)
+        self.canvas.placeRequested.connect(self.editing.place)
         self.canvas.hovered.connect(lambda name: self.hover_label.setText(name))
         self.io_thread.busyChanged.connect(self._update_busy)
         self.model_thread.busyChanged.connect(self._update_busy)
@@ -214,9 +214,9 @@ class MainWindow(QMainWindow):
         slots = {
             "file.open_annotations": self._choose_annotations, "file.open_predictions": self._choose_predictions,
             "file.predict_with_model": self._choose_model, "file.save": self.save, "file.quit": self.close,
-            "edit.next_keypoint": self.next_keypoint, "edit.cycle_visibility": self.cycle_visibility,
-            "edit.remove_point": self.remove_point, "edit.swap_left_right": self.swap_left_right,
-            "edit.swap_twin": self.swap_twin, "edit.cancel": self.cancel_mode,
+            "edit.next_keypoint": self.editing.next_keypoint, "edit.cycle_visibility": self.editing.cycle_visibility,
+            "edit.remove_point": self.editing.remove_point, "edit.swap_left_right": self.editing.swap_left_right,
+            "edit.swap_twin": self.editing.swap_twin, "edit.cancel": self.editing.cancel_mode,
             "view.fit": canvas.zoom_fit, "view.actual_size": canvas.zoom_actual,
             "view.zoom_in": lambda: canvas.zoom_by(1.25), "view.zoom_out": lambda: canvas.zoom_by(0.8),
             "view.show_predictions": canvas.set_show_predictions, "view.worst_first": self.worst_first,
@@ -224,8 +224,8 @@ class MainWindow(QMainWindow):
             "go.next_image": lambda: self.step_image(1), "go.previous_image": lambda: self.step_image(-1),
         }
         for key, dx, dy in (("left", -1, 0), ("right", 1, 0), ("up", 0, -1), ("down", 0, 1)):
-            slots[f"edit.nudge_{key}"] = lambda _=False, dx=dx, dy=dy: self.nudge(dx, dy)
-            slots[f"edit.nudge_{key}_10"] = lambda _=False, dx=dx, dy=dy: self.nudge(10 * dx, 10 * dy)
+            slots[f"edit.nudge_{key}"] = lambda _=False, dx=dx, dy=dy: self.editing.nudge(dx, dy)
+            slots[f"edit.nudge_{key}_10"] = lambda _=False, dx=dx, dy=dy: self.editing.nudge(10 * dx, 10 * dy)
         self.action_by_id = {**make_actions(self, slots, menus, canvas=canvas), "edit.undo": undo, "edit.redo": redo}
         self.action_by_id["view.show_predictions"].setChecked(True)
         self.save_action, self.show_pred_action = self.action_by_id["file.save"], self.action_by_id["view.show_predictions"]
@@ -275,7 +275,7 @@ class MainWindow(QMainWindow):
         self.undo_stack.clear()
         self.doc = doc
         self.current_row = None
-        self.selected_k = None
+        self.editing.selected_k = None
         self.canvas.set_place_mode(None)
         self.list_model = ImageListModel(doc)
         self.list_model.viewChanged.connect(self._after_view_changed)
@@ -444,7 +444,7 @@ class MainWindow(QMainWindow):
         self.list_view.selectRow(self.list_model.view_row(row))
         self.list_view.scrollTo(self.list_model.index(self.list_model.view_row(row), 0))
         if self.current_row == row:
-            self.select_keypoint(k)
+            self.editing.select_keypoint(k)
 
     def _update_check_title(self, _rows=None) -> None:
         n = self.doc.error_index.suspect_count() if self.doc is not None else 0
@@ -515,9 +515,9 @@ class MainWindow(QMainWindow):
         if row != self.current_row:
             self.current_row = row
             self.canvas.request_fit()
-            self.selected_k = None
+            self.editing.selected_k = None
             self.canvas.set_place_mode(None)
-        self._refresh_points()
+        self.refresh_points()
         path = str(doc.image_path(row))
         image = self.loader.request(path)
         if image is not None:
@@ -549,90 +549,25 @@ class MainWindow(QMainWindow):
             self.canvas.set_image(None, _unavailable(reason))
             self.imageShown.emit(self.current_row)
 
-    def _refresh_points(self) -> None:
+    def refresh_points(self) -> None:
         doc, row = self.doc, self.current_row
         p = doc.predictions
         has_pred = p is not None and p.present[row]
         self.canvas.set_points(doc.categories[row], doc.ann.coords[row], doc.ann.visibility[row],
                                p.coords[row] if has_pred else None, p.visibility[row] if has_pred else None)
-        self.canvas.set_selected(self.selected_k)
-        self.keypoint_table.show_row(doc, row, self.selected_k)
+        self.canvas.set_selected(self.editing.selected_k)
+        self.keypoint_table.show_row(doc, row, self.editing.selected_k)
 
     def _on_rows_changed(self, rows: np.ndarray) -> None:
         if self.current_row is not None and self.current_row in set(np.asarray(rows).tolist()):
-            self._refresh_points()
+            self.refresh_points()
 
     def _on_predictions_changed(self) -> None:
         if self.current_row is not None:
-            self._refresh_points()
+            self.refresh_points()
         self.worst_first()
 
     # --- editing ------------------------------------------------------------------------
-
-    def _push(self, command) -> None:
-        if command is not None:
-            self.undo_stack.push(command)
-
-    def _editable(self) -> bool:
-        return self.doc is not None and self.current_row is not None and self.doc.ann.has_keypoints
-
-    def select_keypoint(self, k: int) -> None:
-        """Select a keypoint of the current image; an absent one waits for a click to place it."""
-        if not self._editable():
-            return
-        self.selected_k = int(k)
-        absent = self.doc.ann.visibility[self.current_row, k] < 0
-        self.canvas.set_place_mode(self.selected_k if absent else None)
-        self.canvas.set_selected(self.selected_k)
-        self.keypoint_table.select_keypoint(self.selected_k)
-        # The arrow keys now nudge this point (they belong to the focused canvas, not the list).
-        self.canvas.setFocus()
-        name = keypoint_label(self.selected_k)
-        self.statusBar().showMessage(f"Click on the image to place {name} (Esc cancels)" if absent
-                                     else f"{name} selected: drag it, nudge with the arrow keys, V for visibility", 6000)
-
-    def next_keypoint(self) -> None:
-        if not self._editable():
-            return
-        ks = category_keypoints(int(self.doc.categories[self.current_row]))
-        i = ks.index(self.selected_k) + 1 if self.selected_k in ks else 0
-        self.select_keypoint(ks[i % len(ks)])
-
-    def cancel_mode(self) -> None:
-        self.canvas.set_place_mode(None)
-        self.selected_k = None
-        if self._editable():
-            self._refresh_points()
-
-    def _on_point_dragged(self, k: int, x: float, y: float) -> None:
-        if self._editable():
-            self._push(commands.move_point(self.doc, self.current_row, k, x, y))
-
-    def _on_place(self, k: int, x: float, y: float) -> None:
-        if self._editable():
-            self.canvas.set_place_mode(None)
-            self._push(commands.place_point(self.doc, self.current_row, k, x, y))
-            self.select_keypoint(k)
-
-    def nudge(self, dx: float, dy: float) -> None:
-        if self._editable() and self.selected_k is not None:
-            self._push(commands.nudge_point(self.doc, self.current_row, self.selected_k, dx, dy))
-
-    def cycle_visibility(self) -> None:
-        if self._editable() and self.selected_k is not None:
-            self._push(commands.cycle_visibility(self.doc, self.current_row, self.selected_k))
-
-    def remove_point(self) -> None:
-        if self._editable() and self.selected_k is not None:
-            self._push(commands.remove_point(self.doc, self.current_row, self.selected_k))
-
-    def swap_left_right(self) -> None:
-        if self._editable():
-            self._push(commands.swap_left_right(self.doc, self.current_row))
-
-    def swap_twin(self) -> None:
-        if self._editable() and self.selected_k is not None:
-            self._push(commands.swap_twin(self.doc, self.current_row, self.selected_k))
 
     def _on_journal_failed(self, message: str) -> None:
         self.statusBar().showMessage(message, 15000)

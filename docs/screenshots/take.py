@@ -112,11 +112,11 @@ def main() -> None:
     w.list_view.selectRow(typical)
     w.list_view.scrollTo(w.list_model.index(typical, 0), QAbstractItemView.PositionAtCenter)
     wait(800)
-    w.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 1))
+    w.editing.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 1))
     shot(w, "studio-demo.png")
 
     # Drag a point with the mouse, as a user would: the title shows the unsaved state.
-    row, k = w.current_row, w.selected_k
+    row, k = w.current_row, w.editing.selected_k
     x, y = w.doc.ann.coords[row, k]
     start = w.canvas.mapFromScene(float(x), float(y))
     vp = w.canvas.viewport()
@@ -140,7 +140,7 @@ def main() -> None:
     w.problems_dock.raise_()
     w.list_view.selectRow(1)
     wait(500)
-    w.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 0))
+    w.editing.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 0))
     shot(w, "studio-val.png")
     w.undo_stack.setClean()
     w.close()

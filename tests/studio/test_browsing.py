@@ -45,8 +45,8 @@ def test_worst_first_sort_and_filters(open_window, dataset, qtbot):
     window.clear_filter()
     assert model.rowCount() == 6
     # Edited only: the images changed in this session.
-    window.select_keypoint(int(np.flatnonzero(window.doc.ann.visibility[window.current_row] == 1)[0]))
-    window.nudge(1, 0)
+    window.editing.select_keypoint(int(np.flatnonzero(window.doc.ann.visibility[window.current_row] == 1)[0]))
+    window.editing.nudge(1, 0)
     window.edited_box.setChecked(True)
     assert model.order.tolist() == [window.current_row]
     window.clear_filter()
@@ -138,8 +138,8 @@ def test_real_val_csv_without_images(open_window, qtbot, tmp_path):
     assert window.problems.rowCount() == len(window.doc.ann.problems)
     window.step_image(1)
     qtbot.waitUntil(lambda: window.loader.error(str(window.doc.image_path(window.current_row))) is not None, timeout=3000)
-    window.next_keypoint()
-    window.nudge(1, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(1, 0)
     assert window.doc.edited[window.current_row]
 
 
@@ -173,7 +173,7 @@ def test_markers_name_themselves_and_show_visibility(open_window, dataset, qtbot
     # Selecting a point in the keypoint table hands the arrow keys to the canvas.
     window.list_view.setFocus()
     window.keypoint_table.keypointClicked.emit(0)
-    assert window.selected_k == 0
+    assert window.editing.selected_k == 0
     x0 = window.doc.ann.coords[row, 0, 0]
     qtbot.keyClick(window.canvas, Qt.Key_Left)
     assert window.doc.ann.coords[row, 0, 0] == x0 - 1

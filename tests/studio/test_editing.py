@@ -68,9 +68,9 @@ def test_every_edit_undo_and_redo(open_window, dataset, qtbot):
         states.append(_state(window, row))
 
     # N selects keypoints in order; nudge the first one by 1 px, then by 10 px.
-    window.next_keypoint()
+    window.editing.next_keypoint()
     k0 = category_keypoints("blouse")[0]
-    assert window.selected_k == k0
+    assert window.editing.selected_k == k0
     window.canvas.setFocus()
     qtbot.keyClick(window.canvas, Qt.Key_Right)
     qtbot.keyClick(window.canvas, Qt.Key_Down, Qt.ShiftModifier)
@@ -83,14 +83,14 @@ def test_every_edit_undo_and_redo(open_window, dataset, qtbot):
     record()
     # Remove the second keypoint, then N to it and a click places it again.
     k1 = category_keypoints("blouse")[1]
-    window.select_keypoint(k1)
-    window.remove_point()
+    window.editing.select_keypoint(k1)
+    window.editing.remove_point()
     assert window.doc.ann.visibility[row, k1] == -1
     assert (window.doc.ann.coords[row, k1] == -1).all()
     record()
-    window.select_keypoint(k0)
+    window.editing.select_keypoint(k0)
     qtbot.keyClick(window.canvas, Qt.Key_N)
-    assert window.selected_k == k1 and window.canvas.place_mode == k1
+    assert window.editing.selected_k == k1 and window.canvas.place_mode == k1
     where = window.canvas.mapFromScene(77.0, 66.0)
     qtbot.mouseClick(window.canvas.viewport(), Qt.LeftButton, pos=where)
     assert window.doc.ann.visibility[row, k1] == 1
@@ -98,7 +98,7 @@ def test_every_edit_undo_and_redo(open_window, dataset, qtbot):
     record()
     # Swap left and right for the whole garment.
     pre = _state(window, row)
-    window.swap_left_right()
+    window.editing.swap_left_right()
     ks = np.array(category_keypoints("blouse"))
     np.testing.assert_array_equal(window.doc.ann.coords[row, ks], pre[0][FLIP_PERMUTATION[ks]])
     np.testing.assert_array_equal(window.doc.ann.visibility[row, ks], pre[1][FLIP_PERMUTATION[ks]])
@@ -121,12 +121,12 @@ def test_crash_then_restore_from_journal(open_window, dataset, qtbot):
     window = open_window(dataset["csv"])
     row = 1  # trousers
     _show(window, qtbot, row)
-    window.next_keypoint()
-    window.nudge(5, 0)
-    window.swap_left_right()
+    window.editing.next_keypoint()
+    window.editing.nudge(5, 0)
+    window.editing.swap_left_right()
     window.undo_stack.undo()  # the undo is journaled too
-    window.next_keypoint()
-    window.cycle_visibility()
+    window.editing.next_keypoint()
+    window.editing.cycle_visibility()
     expected = _state(window, row)
     assert len(read_journal(window.doc.journal.path).edits) == 4
     # "Crash": the window goes away without saving or cleaning up anything.
@@ -149,8 +149,8 @@ def test_crash_then_restore_from_journal(open_window, dataset, qtbot):
 def test_restore_question_answered_by_the_user(open_window, dataset, qtbot, monkeypatch):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
-    window.next_keypoint()
-    window.nudge(3, 3)
+    window.editing.next_keypoint()
+    window.editing.nudge(3, 3)
     edited = _state(window, 0)
     window.doc.journal.close()
     window.undo_stack.clear()
@@ -162,8 +162,8 @@ def test_restore_question_answered_by_the_user(open_window, dataset, qtbot, monk
 def test_discarded_edits_are_set_aside_not_deleted(open_window, dataset, qtbot):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
-    window.next_keypoint()
-    window.nudge(3, 3)
+    window.editing.next_keypoint()
+    window.editing.nudge(3, 3)
     journal_dir = window.doc.journal.path.parent
     window.doc.journal.close()
     window.undo_stack.clear()
@@ -177,8 +177,8 @@ def test_discarded_edits_are_set_aside_not_deleted(open_window, dataset, qtbot):
 def test_failed_save_keeps_edits(open_window, dataset, qtbot, monkeypatch):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
-    window.next_keypoint()
-    window.nudge(4, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(4, 0)
     edited = _state(window, 0)
     errors = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
@@ -199,8 +199,8 @@ def test_failed_save_when_root_owns_the_files(open_window, dataset, qtbot, monke
     """The same guarantee with the failure injected (root ignores read-only folders)."""
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
-    window.next_keypoint()
-    window.nudge(4, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(4, 0)
     errors = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
 
@@ -219,21 +219,21 @@ def test_failed_save_when_root_owns_the_files(open_window, dataset, qtbot, monke
 def test_quitting_with_unsaved_edits_asks(open_window, dataset, qtbot, monkeypatch):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
-    window.next_keypoint()
-    window.nudge(1, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(1, 0)
     monkeypatch.setattr(window, "ask_unsaved", lambda: QMessageBox.Cancel)
     assert not window.close()
     assert window.isVisible()
     monkeypatch.setattr(window, "ask_unsaved", lambda: QMessageBox.Save)
     assert window.close()
-    assert load_annotations(dataset["csv"]).coords[0, window.selected_k, 0] == window.doc.ann.coords[0, window.selected_k, 0]
+    assert load_annotations(dataset["csv"]).coords[0, window.editing.selected_k, 0] == window.doc.ann.coords[0, window.editing.selected_k, 0]
 
 
 def test_edits_all_undone_before_a_crash_ask_nothing(open_window, dataset, qtbot, monkeypatch):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
-    window.next_keypoint()
-    window.nudge(2, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(2, 0)
     window.undo_stack.undo()
     window.doc.journal.close()
     window.undo_stack.clear()
@@ -270,14 +270,14 @@ def test_kill_9_mid_session_loses_nothing(open_window, dataset, qtbot, tmp_path)
         QTimer.singleShot(30000, loop.quit)
         loop.exec()
         w.show_row(2)
-        w.next_keypoint()
-        w.nudge(7, -3)
-        w.cycle_visibility()
-        w.swap_left_right()
+        w.editing.next_keypoint()
+        w.editing.nudge(7, -3)
+        w.editing.cycle_visibility()
+        w.editing.swap_left_right()
         w.undo_stack.undo()
         w.show_row(3)
-        w.next_keypoint()
-        w.remove_point()
+        w.editing.next_keypoint()
+        w.editing.remove_point()
         state = {{str(r): [w.doc.ann.coords[r].tolist(), w.doc.ann.visibility[r].tolist()] for r in (2, 3)}}
         open({str(expected)!r}, "w").write(json.dumps(state))
         os.kill(os.getpid(), signal.SIGKILL)

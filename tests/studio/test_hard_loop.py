@@ -159,8 +159,8 @@ def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window
         for row in (edited, removed_row):
             window.list_view.selectRow(window.list_model.view_row(row))
             k = int(np.flatnonzero(doc.ann.visibility[row] >= 0)[0])
-            window.select_keypoint(k)
-            window.nudge(7, 0)
+            window.editing.select_keypoint(k)
+            window.editing.nudge(7, 0)
         assert window.model_thread.busy, "the edits were made while the retrain ran"
     expected = doc.ann.coords[edited].copy()
     assert doc.edited[edited] and doc.edited[removed_row]

@@ -72,10 +72,10 @@ def test_check_annotation_filter_and_panel(open_window, error_dataset, qtbot):
     window.filter_error_type("inversion")  # hides row 2
     i = next(i for i, s in enumerate(panel.shown) if s.row == 2)
     panel.cellClicked.emit(i, 0)
-    assert window.current_row == 2 and window.selected_k == K["hemline_left"]
+    assert window.current_row == 2 and window.editing.selected_k == K["hemline_left"]
     assert window.list_model.filter.error_type is None, "the filter that hid the image was cleared"
     # Fixing the annotation takes the image off the list.
-    window.swap_twin()
+    window.editing.swap_twin()
     assert 2 not in window.doc.error_index.suspects
     assert window.check_dock.windowTitle() == "Check annotation (1)"
     qtbot.waitUntil(lambda: panel.rowCount() == 1, timeout=3000)  # edits refresh the panel lazily
@@ -103,7 +103,7 @@ def test_swap_left_right_fixes_a_mirrored_annotation_in_one_step(open_window, er
     paired = ks[FLIP_PERMUTATION[ks] != ks]
     assert (index.types[0, paired] == INVERSION).all()
     window.go_to_point(0, K["neckline_left"])
-    window.swap_left_right()
+    window.editing.swap_left_right()
     assert window.undo_stack.count() == 1
     scored = ks[window.doc.ann.visibility[0, ks] == 1]
     assert len(scored) == len(ks) - 1 and (index.types[0, scored] == GOOD).all()
@@ -119,12 +119,12 @@ def test_swap_with_twin_fixes_one_inverted_pair(open_window, error_dataset, qtbo
     cuffs = [K["cuff_left_out"], K["cuff_right_out"]]
     assert (index.types[5, cuffs] == INVERSION).all()
     window.go_to_point(5, K["cuff_right_out"])
-    window.swap_twin()
+    window.editing.swap_twin()
     assert window.undo_stack.count() == 1
     ks = np.flatnonzero(CATEGORY_MASK[category_code("blouse")])
     assert (index.types[5, ks] == GOOD).all(), "the other pairs stay as they were"
     window.go_to_point(5, K["center_front"])
-    window.swap_twin()  # no twin: nothing happens
+    window.editing.swap_twin()  # no twin: nothing happens
     assert window.undo_stack.count() == 1
 
 

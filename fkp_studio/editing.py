@@ -1,0 +1,85 @@
+"""Editing the current image's points: the selected keypoint, and each edit the user makes on it
+(drag, place, nudge, visibility, remove, swaps) pushed as an undo command (`commands.py`)."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject
+
+from engine.schema import category_keypoints
+from fkp_studio import commands
+from fkp_studio.palette import keypoint_label
+
+
+class EditingController(QObject):
+    """What the edit keys and the canvas's mouse do to the window's current image."""
+
+    def __init__(self, window):
+        super().__init__(window)
+        self.window = window
+        self.selected_k: int | None = None  # the selected keypoint of the current image
+
+    def push(self, command) -> None:
+        if command is not None:
+            self.window.undo_stack.push(command)
+
+    def editable(self) -> bool:
+        w = self.window
+        return w.doc is not None and w.current_row is not None and w.doc.ann.has_keypoints
+
+    def select_keypoint(self, k: int) -> None:
+        """Select a keypoint of the current image; an absent one waits for a click to place it."""
+        if not self.editable():
+            return
+        self.selected_k = int(k)
+        absent = self.window.doc.ann.visibility[self.window.current_row, k] < 0
+        self.window.canvas.set_place_mode(self.selected_k if absent else None)
+        self.window.canvas.set_selected(self.selected_k)
+        self.window.keypoint_table.select_keypoint(self.selected_k)
+        # The arrow keys now nudge this point (they belong to the focused canvas, not the list).
+        self.window.canvas.setFocus()
+        name = keypoint_label(self.selected_k)
+        self.window.statusBar().showMessage(f"Click on the image to place {name} (Esc cancels)" if absent
+                                     else f"{name} selected: drag it, nudge with the arrow keys, V for visibility", 6000)
+
+    def next_keypoint(self) -> None:
+        if not self.editable():
+            return
+        ks = category_keypoints(int(self.window.doc.categories[self.window.current_row]))
+        i = ks.index(self.selected_k) + 1 if self.selected_k in ks else 0
+        self.select_keypoint(ks[i % len(ks)])
+
+    def cancel_mode(self) -> None:
+        self.window.canvas.set_place_mode(None)
+        self.selected_k = None
+        if self.editable():
+            self.window.refresh_points()
+
+    def move(self, k: int, x: float, y: float) -> None:
+        if self.editable():
+            self.push(commands.move_point(self.window.doc, self.window.current_row, k, x, y))
+
+    def place(self, k: int, x: float, y: float) -> None:
+        if self.editable():
+            self.window.canvas.set_place_mode(None)
+            self.push(commands.place_point(self.window.doc, self.window.current_row, k, x, y))
+            self.select_keypoint(k)
+
+    def nudge(self, dx: float, dy: float) -> None:
+        if self.editable() and self.selected_k is not None:
+            self.push(commands.nudge_point(self.window.doc, self.window.current_row, self.selected_k, dx, dy))
+
+    def cycle_visibility(self) -> None:
+        if self.editable() and self.selected_k is not None:
+            self.push(commands.cycle_visibility(self.window.doc, self.window.current_row, self.selected_k))
+
+    def remove_point(self) -> None:
+        if self.editable() and self.selected_k is not None:
+            self.push(commands.remove_point(self.window.doc, self.window.current_row, self.selected_k))
+
+    def swap_left_right(self) -> None:
+        if self.editable():
+            self.push(commands.swap_left_right(self.window.doc, self.window.current_row))
+
+    def swap_twin(self) -> None:
+        if self.editable() and self.selected_k is not None:
+            self.push(commands.swap_twin(self.window.doc, self.window.current_row, self.selected_k))
