@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+from engine.metrics import normalizers
 from engine.workspace import Workspace
 
 
@@ -42,7 +43,8 @@ def _state(ws: Workspace) -> dict[str, bytes]:
             if p.is_file() and "journal" not in p.parts}
 
 
-def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qtbot, loop_data, record_property):
+def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qtbot, loop_data, figure):
+    """Hard-set NE after / before in the dialog: 0.44-0.62 over FKP_TEST_SEED 0-4 x 1-2 threads."""
     csv, model = loop_data
     window, batches = _predicted_window(open_window, qtbot, csv, model)
     loop, doc = window.hard_loop, window.doc
@@ -63,7 +65,7 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     with qtbot.waitSignal(loop.retrainFinished, timeout=300000):
         dialog.start()
     table = dialog.table_values()
-    record_property("hard_ratio", table["hard set"][1] / table["hard set"][0])
+    figure("hard_ratio", table["hard set"][1] / table["hard set"][0])
     assert table["hard set"][1] < table["hard set"][0]
     assert {"held-out, all", "held-out, blouse", "held-out, dress"} <= set(table)
     assert len(dialog.losses) == 300 and ws.model_versions() == ["v001", "v002"]
@@ -97,7 +99,11 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     assert again.hard_loop.version == "v002" and again.doc.predictions.present.all()
     assert again.hard_loop.predict_handle is None
     assert len(again.hard_loop.members()) == 10
-    np.testing.assert_allclose(np.nan_to_num(again.doc.ne), np.nan_to_num(doc.ne), rtol=0.03)  # whole pixels in the CSV
+    # The CSV stores whole pixels: rounding moves each point at most sqrt(2)/2 px, an image's
+    # NE at most that over its normalizer.
+    a = doc.ann
+    bound = np.nan_to_num(np.sqrt(0.5) / normalizers(a.coords, a.visibility, a.categories.astype(np.int64)), nan=np.inf)
+    assert (np.abs(np.nan_to_num(again.doc.ne) - np.nan_to_num(doc.ne)) <= bound + 1e-6).all()
 
 
 def test_cancel_mid_retrain_keeps_the_old_model(open_window, qtbot, loop_data):
