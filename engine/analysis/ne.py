@@ -93,11 +93,14 @@ def pooled_ne(errors: np.ndarray, axis: int | None = None) -> float | np.ndarray
     """NE of point errors (NaN: not scored): the mean over the scored points, of all of them or
     along `axis` (NaN where none is scored). The one aggregation every NE figure is made with."""
     scored = ~np.isnan(errors)
-    n = np.count_nonzero(scored, axis=axis)
-    total = np.where(scored, errors, 0.0).sum(axis=axis)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ne = np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    ne = _mean(np.where(scored, errors, 0.0).sum(axis=axis), np.count_nonzero(scored, axis=axis))
     return float(ne) if axis is None else ne
+
+
+def _mean(total, n):
+    """total / n, NaN where n is 0."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(np.asarray(n) > 0, total / np.maximum(n, 1), np.nan)
 
 
 def per_image_ne(errors: np.ndarray) -> np.ndarray:
@@ -109,9 +112,7 @@ def grouped_ne(errors: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndar
     """(n_groups,) NE of the images of each group (a category code per row, say); NaN if none scored."""
     scored = ~np.isnan(errors)
     n = np.bincount(groups, weights=np.count_nonzero(scored, axis=1), minlength=n_groups)
-    total = np.bincount(groups, weights=np.where(scored, errors, 0.0).sum(axis=1), minlength=n_groups)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+    return _mean(np.bincount(groups, weights=np.where(scored, errors, 0.0).sum(axis=1), minlength=n_groups), n)
 
 
 @dataclass
@@ -204,18 +205,20 @@ def evaluate(gt: Annotations, pred: Annotations, missing_penalty: float = 1.0,
         errors[~in_set] = np.nan
         missing &= in_set[:, None]
 
+    # One pass over the point errors; every figure below is a ratio of these sums (_mean).
     scored = ~np.isnan(errors)
-    per_point_n = np.count_nonzero(scored, axis=1)
-    per_image = per_image_ne(errors)
+    filled = np.where(scored, errors, 0.0)
+    per_point_n, per_point_sum = np.count_nonzero(scored, axis=1), filled.sum(axis=1)
+    per_image = _mean(per_point_sum, per_point_n)
     n_visible = int(per_point_n.sum())
-    ne = pooled_ne(errors)
+    ne = float(_mean(per_point_sum.sum(), n_visible))
 
     cat_n = np.bincount(cats, weights=per_point_n, minlength=len(CATEGORIES))
-    cat_ne = grouped_ne(errors, cats, len(CATEGORIES))
+    cat_ne = _mean(np.bincount(cats, weights=per_point_sum, minlength=len(CATEGORIES)), cat_n)
     per_category = {CATEGORIES[c]: {"ne": float(cat_ne[c]), "n": int(cat_n[c])}
                     for c in range(len(CATEGORIES)) if cat_n[c] > 0}
     kp_n = np.count_nonzero(scored, axis=0)
-    kp_ne = pooled_ne(errors, axis=0)
+    kp_ne = _mean(filled.sum(axis=0), kp_n)
     per_keypoint = {KEYPOINTS[k]: {"ne": float(kp_ne[k]), "n": int(kp_n[k])}
                     for k in range(NUM_KEYPOINTS) if kp_n[k] > 0}
 
