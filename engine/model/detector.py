@@ -11,7 +11,6 @@ checkpoints. Training lives in `engine.training.detector`.
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -32,8 +31,6 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from engine.schema import CATEGORIES
 
-
-log = logging.getLogger(__name__)
 
 NUM_CLASSES = len(CATEGORIES) + 1  # + background
 DETECTOR_BACKBONES: tuple[str, ...] = ("mobilenet_v3_large", "resnet18", "resnet34", "resnet50", "resnet101")
