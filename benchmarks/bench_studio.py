@@ -103,11 +103,11 @@ def main() -> None:
         t = time.perf_counter()
         window.open_dataset(csv, pred_csv)
         wait_for(window.datasetOpened)
-        window.list_view.viewport().repaint()
+        window.list_panel.list_view.viewport().repaint()
         opens.append(time.perf_counter() - t)
         assert window.list_model.rowCount() == args.n, window.list_model.rowCount()
         wait_for(window.predictionsReady)
-        window.list_view.viewport().repaint()
+        window.list_panel.list_view.viewport().repaint()
         scored.append(time.perf_counter() - t)
     open_s = statistics.median(opens)
     scored_s = statistics.median(scored)
@@ -115,13 +115,13 @@ def main() -> None:
     print(f"... + predictions read, scored, list re-sorted worst first: {scored_s:.2f} s")
 
     model = window.list_model
-    header = window.list_view.horizontalHeader()
+    header = window.list_panel.list_view.horizontalHeader()
     sorts = []
     for i in range(args.repeats):
         order = Qt.DescendingOrder if i % 2 == 0 else Qt.AscendingOrder
         t = time.perf_counter()
         header.setSortIndicator(COL_NE, order)  # what a header click does: sorts the model
-        window.list_view.viewport().repaint()
+        window.list_panel.list_view.viewport().repaint()
         sorts.append(time.perf_counter() - t)
     ne = window.doc.ne[model.order]
     finite = ne[~np.isnan(ne)]

@@ -19,7 +19,8 @@ from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
 from engine.io.workspace import find_annotation_files
-from fkp_studio.main_window import MainWindow, last_dataset
+from fkp_studio.main_window import MainWindow
+from fkp_studio.session import last_dataset
 
 ORGANIZATION = "fkp-studio"
 APPLICATION = "FKP Studio"

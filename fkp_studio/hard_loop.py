@@ -102,7 +102,7 @@ class HardLoop(QObject):
         self.retrain_button = QPushButton("Retrain on hard samples…", panel)
         self.retrain_button.clicked.connect(self.open_retrain_dialog)
         layout.addWidget(self.retrain_button)
-        self.dock = w._dock("Hard set", panel, Qt.RightDockWidgetArea)
+        self.dock = w.add_dock("Hard set", panel, Qt.RightDockWidgetArea)
 
     def _build_actions(self) -> None:
         w = self.window
@@ -145,7 +145,7 @@ class HardLoop(QObject):
             self.hard_set = HardSet.load(doc.workspace)
         except (OSError, ValueError) as e:
             self.hard_set = HardSet(workspace=doc.workspace)
-            self.window._error("Cannot read the hard set", str(e))
+            self.window.show_error("Cannot read the hard set", str(e))
         doc.rowsChanged.connect(lambda rows, doc=doc: self._on_rows_changed(doc, rows))
         self.refresh_table()
         version = doc.workspace.active_model_version()
@@ -173,7 +173,7 @@ class HardLoop(QObject):
             version = ws.import_model(package)
             ws.set_active_model(version)
         except (OSError, ValueError) as e:
-            self.window._error("Cannot use the model", f"{package}: {e}")
+            self.window.show_error("Cannot use the model", f"{package}: {e}")
             return
         if not self.show_saved_predictions(version):
             self.predict_all()
@@ -189,7 +189,7 @@ class HardLoop(QObject):
         w = self.window
         if self.doc is None:
             return
-        rows = np.asarray(w.list_model.order) if w.list_model is not None else np.array([], np.int64)
+        rows = w.list_panel.shown_rows()
         if len(rows) == len(self.doc) and w.current_row is not None:
             rows = np.array([w.current_row])
         self.predict_rows(rows)
@@ -200,7 +200,7 @@ class HardLoop(QObject):
             return None
         version = doc.workspace.active_model_version()
         if version is None:
-            w._error("No model", "This data set has no model yet: choose one with File › Predict with model….")
+            w.show_error("No model", "This data set has no model yet: choose one with File › Predict with model….")
             return None
         if self.predict_handle is not None and not self.predict_handle.done:
             self.predict_handle.cancel()
@@ -224,7 +224,7 @@ class HardLoop(QObject):
                 self.predictionsDone.emit(version)
 
         handle = w.model_thread.submit(f"predict {version}", job, on_done=done,
-                                       on_error=lambda msg: self._predict_failed(msg), on_progress=w._on_progress)
+                                       on_error=lambda msg: self._predict_failed(msg), on_progress=w.show_progress)
         self._partial_sinks[handle.id] = lambda part, doc=doc: self._fill(doc, part)
         self.predict_handle = handle
         self.predict_progress_cancel.setVisible(True)
@@ -240,7 +240,7 @@ class HardLoop(QObject):
 
     def _predict_failed(self, message: str) -> None:
         self.predict_progress_cancel.setVisible(False)
-        self.window._error("Prediction failed", message)
+        self.window.show_error("Prediction failed", message)
 
     def cancel_predict(self) -> None:
         if self.predict_handle is not None:
@@ -260,13 +260,7 @@ class HardLoop(QObject):
         doc.ne[rows], doc.errors[rows] = compute_errors(doc.ann, p, rows)
         # Only the list's cells are repainted per batch; charts and error types follow once at
         # the end (redrawing them per batch would stall the event loop for the whole run).
-        model = self.window.list_model
-        if model is not None:
-            last = model.columnCount() - 1
-            for r in rows.tolist():
-                v = model.view_row(r)
-                if v >= 0:
-                    model.dataChanged.emit(model.index(v, 0), model.index(v, last))
+        self.window.list_panel.refresh_rows(rows)
         self.batchShown.emit(rows)
         self._update_summary()
 
@@ -404,11 +398,11 @@ class HardLoop(QObject):
         doc, w = self.doc, self.window
         version = doc.workspace.active_model_version() if doc is not None else None
         if version is None:
-            w._error("No model", "This data set has no model to retrain: predict with a model first.")
+            w.show_error("No model", "This data set has no model to retrain: predict with a model first.")
             return None
         hard = [i for i in self.members() if i in doc.ann.id_index()]
         if not hard:
-            w._error("Empty hard set", "Add images to the hard set first (H, or Add worst N by NE).")
+            w.show_error("Empty hard set", "Add images to the hard set first (H, or Add worst N by NE).")
             return None
         snapshot = doc.ann.subset(np.arange(len(doc)))  # editing goes on meanwhile
         job = retrain_job(doc.workspace, snapshot, hard, config, base_version=version)
@@ -419,7 +413,7 @@ class HardLoop(QObject):
         return handle
 
     def _retrain_progress(self, done: float, total: float, message: str) -> None:
-        self.window._on_progress(done, total, message)
+        self.window.show_progress(done, total, message)
         if self.dialog is not None:
             self.dialog.on_progress(done, total, message)
 
@@ -437,7 +431,7 @@ class HardLoop(QObject):
         try:
             self.doc.workspace.remove_model_version(version)
         except (OSError, ValueError) as e:
-            self.window._error("Cannot discard the model", str(e))
+            self.window.show_error("Cannot discard the model", str(e))
 
     def evaluate(self) -> JobHandle | None:
         """Score the active version's saved predictions (overall, per category, hard set) in the
@@ -456,4 +450,4 @@ class HardLoop(QObject):
 
         return w.model_thread.submit(f"evaluate {version}",
                                      evaluate_job(doc.workspace, version, doc.csv_path, snapshot, self.members()),
-                                     on_done=done, on_error=lambda msg: w._error("Evaluation failed", msg))
+                                     on_done=done, on_error=lambda msg: w.show_error("Evaluation failed", msg))

@@ -1,5 +1,5 @@
-"""The studio's models (document, commands, list model, error index) import no widgets and no
-matplotlib, directly or through another module, so they run and are tested without a window.
+"""The studio's models (document, commands, list model, error index, data-set session) import no
+widgets and no matplotlib, directly or through another module, so they run and are tested without a window.
 The other layer rules are import-linter contracts in pyproject.toml, run by `make test`."""
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ from pathlib import Path
 import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ("fkp_studio.document", "fkp_studio.commands", "fkp_studio.image_list", "fkp_studio.error_index")
+MODELS = ("fkp_studio.document", "fkp_studio.commands", "fkp_studio.image_list", "fkp_studio.error_index",
+          "fkp_studio.session")
 FORBIDDEN = ("PySide6.QtWidgets", "matplotlib")
 
 

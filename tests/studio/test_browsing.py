@@ -35,27 +35,27 @@ def test_worst_first_sort_and_filters(open_window, dataset, qtbot):
     visible = [int(v) for v in _column(window, COL_VISIBLE)]
     assert visible == sorted(visible, reverse=True)
     # Category filter from the combo box.
-    window.category_box.setCurrentIndex(category_code("blouse") + 1)
+    window.list_panel.category_box.setCurrentIndex(category_code("blouse") + 1)
     assert _column(window, COL_CATEGORY) == ["blouse", "blouse"]
-    assert window.count_label.text() == "2 of 6 images"
+    assert window.list_panel.count_label.text() == "2 of 6 images"
     # Text search (debounced) on top of it.
-    window.search.setText("IMG5")
+    window.list_panel.search.setText("IMG5")
     qtbot.waitUntil(lambda: model.rowCount() == 1, timeout=2000)
     assert model.data_row(0) == 5
-    window.clear_filter()
+    window.list_panel.clear_filter()
     assert model.rowCount() == 6
     # Edited only: the images changed in this session.
     window.editing.select_keypoint(int(np.flatnonzero(window.doc.ann.visibility[window.current_row] == 1)[0]))
     window.editing.nudge(1, 0)
-    window.edited_box.setChecked(True)
+    window.list_panel.edited_box.setChecked(True)
     assert model.order.tolist() == [window.current_row]
-    window.clear_filter()
-    assert model.rowCount() == 6 and not window.edited_box.isChecked()
+    window.list_panel.clear_filter()
+    assert model.rowCount() == 6 and not window.list_panel.edited_box.isChecked()
     # The W shortcut.
     model.sort(COL_ID, Qt.AscendingOrder)
     window.activateWindow()
-    window.list_view.setFocus()
-    qtbot.keyClick(window.list_view, Qt.Key_W)
+    window.list_panel.list_view.setFocus()
+    qtbot.keyClick(window.list_panel.list_view, Qt.Key_W)
     assert model.order.tolist() == [5, 4, 3, 2, 1, 0]
 
 
@@ -88,7 +88,7 @@ def test_chart_clicks_filter_the_list(open_window, dataset, qtbot):
         artist = skirt
     charts._on_pick(Pick)
     assert _column(window, COL_CATEGORY) == ["skirt"]
-    window.clear_filter()
+    window.list_panel.clear_filter()
     hist_bars = [p for p in charts.hist.ax.patches if getattr(p, "fkp_filter", None)]
     last = hist_bars[-1]
     Pick.artist = last
@@ -96,13 +96,13 @@ def test_chart_clicks_filter_the_list(open_window, dataset, qtbot):
     lo = last.fkp_filter[1]
     assert window.list_model.rowCount() >= 1
     assert all(window.doc.ne[r] >= lo for r in window.list_model.order)
-    assert window.clear_filter_button.isVisible() or not window.isVisible()
+    assert window.list_panel.clear_filter_button.isVisible() or not window.isVisible()
 
 
 def test_missing_image_shows_placeholder_and_points(open_window, dataset, qtbot):
     window = open_window(dataset["csv"], dataset["pred"])
     row = 5  # its image file does not exist
-    window.list_view.selectRow(window.list_model.view_row(row))
+    window.list_panel.list_view.selectRow(window.list_model.view_row(row))
     qtbot.waitUntil(lambda: window.loader.error(str(window.doc.image_path(row))) is not None, timeout=3000)
     texts = [i.toPlainText() for i in window.canvas.scene().items() if hasattr(i, "toPlainText")]
     assert any("Image not available" in t and "img5.jpg" in t and "not found" in t for t in texts)
@@ -136,7 +136,7 @@ def test_real_val_csv_without_images(open_window, qtbot, tmp_path):
     window = open_window(csv)
     assert window.list_model.rowCount() == len(window.doc) > 6000
     assert window.problems.rowCount() == len(window.doc.ann.problems)
-    window.step_image(1)
+    window.list_panel.step(1)
     qtbot.waitUntil(lambda: window.loader.error(str(window.doc.image_path(window.current_row))) is not None, timeout=3000)
     window.editing.next_keypoint()
     window.editing.nudge(1, 0)
@@ -144,7 +144,8 @@ def test_real_val_csv_without_images(open_window, qtbot, tmp_path):
 
 
 def test_geometry_and_last_dataset_persist(open_window, dataset, qtbot):
-    from fkp_studio.main_window import MainWindow, last_dataset
+    from fkp_studio.main_window import MainWindow
+    from fkp_studio.session import last_dataset
 
     window = open_window(dataset["csv"], dataset["pred"])
     window.resize(760, 540)
@@ -162,7 +163,7 @@ def test_geometry_and_last_dataset_persist(open_window, dataset, qtbot):
 def test_markers_name_themselves_and_show_visibility(open_window, dataset, qtbot):
     window = open_window(dataset["csv"], dataset["pred"])
     row = 0  # a blouse with one occluded point
-    window.list_view.selectRow(window.list_model.view_row(row))
+    window.list_panel.list_view.selectRow(window.list_model.view_row(row))
     qtbot.waitUntil(lambda: window.current_row == row, timeout=3000)
     markers = [i for i in window.canvas.scene().items() if type(i).__name__ == "MarkerItem"]
     annotations = {m.k: m for m in markers if m.kind == "annotation"}
@@ -171,7 +172,7 @@ def test_markers_name_themselves_and_show_visibility(open_window, dataset, qtbot
     assert "neckline left — annotation, visible" in annotations[0].toolTip()
     assert any(m.kind == "prediction" and "prediction" in m.toolTip() for m in markers)
     # Selecting a point in the keypoint table hands the arrow keys to the canvas.
-    window.list_view.setFocus()
+    window.list_panel.list_view.setFocus()
     window.keypoint_table.keypointClicked.emit(0)
     assert window.editing.selected_k == 0
     x0 = window.doc.ann.coords[row, 0, 0]
@@ -195,4 +196,4 @@ def test_keypoint_bar_lists_images_with_that_error_worst_first(open_window, data
     assert sorted(rows) == [1, 2]
     errs = window.doc.errors[rows, k]
     assert errs[0] >= errs[1]
-    assert "waistband_left" in window.filter_label.text()
+    assert "waistband_left" in window.list_panel.filter_label.text()

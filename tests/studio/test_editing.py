@@ -16,7 +16,7 @@ from engine.schema import FLIP_PERMUTATION, KEYPOINT_INDEX, category_keypoints
 
 
 def _show(window, qtbot, data_row: int) -> None:
-    window.list_view.selectRow(window.list_model.view_row(data_row))
+    window.list_panel.list_view.selectRow(window.list_model.view_row(data_row))
     qtbot.waitUntil(lambda: window.current_row == data_row, timeout=3000)
 
 

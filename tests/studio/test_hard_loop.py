@@ -52,7 +52,7 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     assert ws.active_model_version() == "v001" and ws.predictions_path("v001", csv).is_file()
     assert "Device: CPU" in loop.device_label.text()
 
-    window.worst_first()
+    window.list_panel.worst_first()
     worst = window.list_model.order[:10]
     assert loop.add_worst(10) == 10
     assert sorted(loop.member_rows().tolist()) == sorted(worst.tolist())
@@ -158,7 +158,7 @@ def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window
         qtbot.waitUntil(lambda: len(dialog.losses) >= 2, timeout=120000)
         edited = [r for r in range(len(doc)) if r != removed_row and str(doc.ann.image_ids[r]) not in loop.members()][0]
         for row in (edited, removed_row):
-            window.list_view.selectRow(window.list_model.view_row(row))
+            window.list_panel.list_view.selectRow(window.list_model.view_row(row))
             k = int(np.flatnonzero(doc.ann.visibility[row] >= 0)[0])
             window.editing.select_keypoint(k)
             window.editing.nudge(7, 0)

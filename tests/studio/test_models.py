@@ -127,3 +127,35 @@ def test_the_error_index_types_points_and_lists_suspects_with_or_without_scores(
     doc.predictions.scores[2] = 0.1
     doc.set_predictions(doc.predictions)
     assert index.suspect_count() == 0
+
+
+def test_the_session_opens_off_the_main_thread_and_offers_only_edits_that_change_something(dataset, qtbot):
+    from fkp_studio.engine_thread import EngineThread
+    from fkp_studio.session import DatasetSession, last_dataset
+
+    thread = EngineThread("io")
+    session = DatasetSession(thread)
+    try:
+        with qtbot.waitSignal(session.opened, timeout=10000) as opened, \
+                qtbot.waitSignal(session.predictionsLoaded, timeout=10000):
+            session.open(dataset["csv"], dataset["pred"])
+        doc = opened.args[0]
+        assert session.doc is doc and len(doc) == 6 and doc.predictions.present.all()
+        assert last_dataset() == (str(dataset["csv"].resolve()), str(dataset["pred"].resolve()))
+        k = K["neckline_left"]
+        x, y = doc.ann.coords[2, k]
+        before = doc.current(2, [k])
+        doc.apply(doc.edit_of(2, [k], [[x + 9, y]], [1]))
+        with qtbot.waitSignal(session.opened, timeout=10000) as reopened:
+            session.open(dataset["csv"])  # the edit was never saved: it is offered
+        offer = session.restore_offer()
+        assert reopened.args[0] is session.doc is not doc
+        assert offer.rows.tolist() == [2] and offer.coords[0, k].tolist() == [x + 9, y]
+        assert "1 edits on 1 images" in offer.question("train.csv") and not offer.base_changed
+        session.doc.apply(before)
+        with qtbot.waitSignal(session.opened, timeout=10000):
+            session.open(dataset["csv"])  # an edit and its reversal change nothing: nothing is offered
+        assert session.restore_offer() is None
+    finally:
+        session.close()
+        thread.shutdown(timeout=2)

@@ -39,37 +39,37 @@ def _rows(window) -> list[int]:
 
 def test_filter_images_by_error_type(open_window, error_dataset, qtbot):
     window = open_window(error_dataset["csv"], error_dataset["pred"])
-    window.filter_error_type("inversion")
+    window.list_panel.filter_error_type("inversion")
     assert _rows(window) == [0, 5]
-    assert window.count_label.text() == "2 of 6 images"
-    box = window.error_box
+    assert window.list_panel.count_label.text() == "2 of 6 images"
+    box = window.list_panel.error_box
     box.setCurrentIndex(box.findData("miss"))  # the same through the combo box
     assert _rows(window) == [1]
     assert window.list_model.filter.error_type == "miss"
     box.setCurrentIndex(box.findData("jitter"))
     assert _rows(window) == []
-    assert window.count_label.text() == "0 of 6 images"
+    assert window.list_panel.count_label.text() == "0 of 6 images"
     # Combined with the category filter.
-    window.filter_error_type("inversion")
-    window.category_box.setCurrentIndex(category_code("blouse") + 1)
+    window.list_panel.filter_error_type("inversion")
+    window.list_panel.category_box.setCurrentIndex(category_code("blouse") + 1)
     assert _rows(window) == [0, 5]
-    window.category_box.setCurrentIndex(category_code("dress") + 1)
+    window.list_panel.category_box.setCurrentIndex(category_code("dress") + 1)
     assert _rows(window) == []
-    window.clear_filter()
-    assert _rows(window) == list(range(6)) and window.error_box.currentData() is None
+    window.list_panel.clear_filter()
+    assert _rows(window) == list(range(6)) and window.list_panel.error_box.currentData() is None
 
 
 def test_check_annotation_filter_and_panel(open_window, error_dataset, qtbot):
     window = open_window(error_dataset["csv"], error_dataset["pred"])
-    window.filter_error_type("check_annotation")
+    window.list_panel.filter_error_type("check_annotation")
     # The wrong-side skirt, and the trousers whose only bad point is a miss among good ones.
     assert _rows(window) == [1, 2]
     panel = window.check_panel
     kinds = {(s.row, s.keypoint, s.kind) for s in panel.shown}
     assert kinds == {(1, "crotch", "confident_far"), (2, "hemline_left", "wrong_side")}
     assert panel.rowCount() == 2 and window.check_dock.windowTitle() == "Check annotation (2)"
-    window.clear_filter()
-    window.filter_error_type("inversion")  # hides row 2
+    window.list_panel.clear_filter()
+    window.list_panel.filter_error_type("inversion")  # hides row 2
     i = next(i for i, s in enumerate(panel.shown) if s.row == 2)
     panel.cellClicked.emit(i, 0)
     assert window.current_row == 2 and window.editing.selected_k == K["hemline_left"]
@@ -135,7 +135,7 @@ def test_error_type_chart_counts_and_click_filters(open_window, error_dataset, q
     assert counts[K["cuff_left_out"], 2] == 2             # rows 0 and 5
     assert counts[K["center_front"], 2] == 0 and counts.sum() == (window.doc.error_index.types != UNTYPED).sum()
     window.error_chart.segmentClicked.emit("inversion", K["cuff_left_out"])
-    assert _rows(window) == [0, 5] and window.error_box.currentData() == "inversion"
+    assert _rows(window) == [0, 5] and window.list_panel.error_box.currentData() == "inversion"
     window.error_chart.segmentClicked.emit("inversion", K["neckline_left"])
     assert _rows(window) == [0]
 
@@ -143,7 +143,7 @@ def test_error_type_chart_counts_and_click_filters(open_window, error_dataset, q
 def test_without_predictions_nothing_is_typed(open_window, error_dataset, qtbot):
     window = open_window(error_dataset["csv"])
     assert (window.doc.error_index.types == UNTYPED).all()
-    window.filter_error_type("inversion")
+    window.list_panel.filter_error_type("inversion")
     assert _rows(window) == []
-    window.filter_error_type("check_annotation")
+    window.list_panel.filter_error_type("check_annotation")
     assert _rows(window) == [2], "the wrong-side annotation needs no predictions"

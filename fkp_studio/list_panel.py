@@ -1,0 +1,233 @@
+"""The image list panel: filters (category, error type, id search, edited only), "worst NE
+first", the list itself and going to an image.
+
+It owns the `ImageListModel` of the open document and tells the window which image the user
+picked (`rowActivated`); the window decides what showing an image means.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
+                               QPushButton, QTableView, QVBoxLayout, QWidget)
+
+from engine.schema import CATEGORIES
+from fkp_studio.document import AnnotationDocument
+from fkp_studio.error_index import ERROR_FILTERS
+from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
+
+COLUMN_WIDTHS = (150, 70, 56, 50, 64)
+
+
+class ImageListPanel(QWidget):
+    """Filter widgets above the image list; `set_document` gives it a new list model."""
+
+    rowActivated = Signal(int)  # data row the user moved to
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.model: ImageListModel | None = None
+        self.current_row: int | None = None  # data row last activated
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addLayout(self._build_filter_row())
+        layout.addLayout(self._build_sort_row())
+        self.list_view = self._build_view()
+        layout.addWidget(self.list_view, 1)
+        self.count_label = QLabel("", self)
+        layout.addWidget(self.count_label)
+
+    def _build_filter_row(self) -> QHBoxLayout:
+        self.category_box = QComboBox(self)
+        self.category_box.addItem("All categories", None)
+        for c, name in enumerate(CATEGORIES):
+            self.category_box.addItem(name, c)
+        self.category_box.currentIndexChanged.connect(lambda _i: self.filter_with(category=self.category_box.currentData()))
+        self.error_box = QComboBox(self)
+        for label, kind in ERROR_FILTERS:
+            self.error_box.addItem(label, kind)
+        self.error_box.setToolTip("Show only images with this error type (against the predictions), "
+                                  "or the suspected annotation mistakes")
+        self.error_box.currentIndexChanged.connect(lambda _i: self.filter_with(error_type=self.error_box.currentData()))
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Search image id…")
+        self.search.setClearButtonEnabled(True)
+        # Typing filters once the user pauses, not per key (a scan of 100k ids per key lags).
+        self._search_timer = QTimer(self, singleShot=True, interval=200)
+        self._search_timer.timeout.connect(lambda: self.filter_with(text=self.search.text().strip()))
+        self.search.textChanged.connect(lambda _t: self._search_timer.start())
+        row = QHBoxLayout()
+        row.addWidget(self.category_box)
+        row.addWidget(self.error_box)
+        row.addWidget(self.search, 1)
+        return row
+
+    def _build_sort_row(self) -> QHBoxLayout:
+        self.worst_button = QPushButton("Worst NE first", self)
+        self.worst_button.setToolTip("Sort the list by per-image normalized error, largest first (W)")
+        self.worst_button.clicked.connect(self.worst_first)
+        self.edited_box = QCheckBox("Edited only", self)
+        self.edited_box.setToolTip("List only the images changed in this session")
+        self.edited_box.toggled.connect(lambda on: self.filter_with(edited_only=on))
+        self.filter_label = QLabel("", self)
+        self.filter_label.setStyleSheet("color: #f0b040;")
+        self.clear_filter_button = QPushButton("Clear filter", self)
+        self.clear_filter_button.clicked.connect(self.clear_filter)
+        self.clear_filter_button.setVisible(False)
+        row = QHBoxLayout()
+        row.addWidget(self.worst_button)
+        row.addWidget(self.edited_box)
+        row.addWidget(self.filter_label, 1)
+        row.addWidget(self.clear_filter_button)
+        return row
+
+    def _build_view(self) -> QTableView:
+        view = QTableView(self)
+        view.setSelectionBehavior(QAbstractItemView.SelectRows)
+        view.setSelectionMode(QAbstractItemView.SingleSelection)
+        view.setSortingEnabled(True)
+        view.setWordWrap(False)
+        view.setAlternatingRowColors(True)
+        view.verticalHeader().setVisible(False)
+        view.verticalHeader().setDefaultSectionSize(22)
+        view.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)
+        view.horizontalHeader().setHighlightSections(False)
+        view.horizontalHeader().setStretchLastSection(True)
+        return view
+
+    # --- document -----------------------------------------------------------------------
+
+    def set_document(self, doc: AnnotationDocument) -> None:
+        """A new list model for `doc`, unfiltered, in file order."""
+        self.current_row = None
+        self.model = ImageListModel(doc)
+        self.model.viewChanged.connect(self._after_view_changed)
+        self.list_view.setModel(self.model)
+        self.list_view.selectionModel().currentRowChanged.connect(self._on_current)
+        header = self.list_view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.Interactive)
+        for col, width in enumerate(COLUMN_WIDTHS):
+            self.list_view.setColumnWidth(col, width)
+        header.setSortIndicatorShown(False)
+        self._reset_filter_widgets()
+        self._after_view_changed()
+
+    def refresh_rows(self, rows: np.ndarray) -> None:
+        """Repaint the cells of these data rows (new predictions or NE for them)."""
+        model = self.model
+        if model is None:
+            return
+        last = model.columnCount() - 1
+        for r in np.asarray(rows).tolist():
+            v = model.view_row(r)
+            if v >= 0:
+                model.dataChanged.emit(model.index(v, 0), model.index(v, last))
+
+    def shown_rows(self) -> np.ndarray:
+        """The data rows the list shows, in its order."""
+        return np.asarray(self.model.order) if self.model is not None else np.zeros(0, np.int64)
+
+    def neighbour_rows(self, offsets: tuple[int, ...] = (1, 2, -1)) -> list[int]:
+        """Data rows at these offsets from the current list position (for prefetching)."""
+        model = self.model
+        if model is None:
+            return []
+        here = self.list_view.currentIndex().row()
+        return [model.data_row(here + d) for d in offsets if 0 <= here + d < model.rowCount()]
+
+    # --- filters ------------------------------------------------------------------------
+
+    def filter_with(self, **changes) -> None:
+        """Change some fields of the list's filter (see `ListFilter`)."""
+        if self.model is None:
+            return
+        self.model.set_filter(ListFilter(**{**self.model.filter.__dict__, **changes}))
+
+    def filter_keypoint(self, k: int) -> None:
+        """Images where keypoint k is scored, worst first."""
+        self.filter_with(keypoint=k, ne_range=None)
+        self.worst_first()
+
+    def filter_category(self, c: int) -> None:
+        self.category_box.setCurrentIndex(c + 1)  # triggers the filter
+
+    def filter_error_type(self, kind: str | None) -> None:
+        """Show only images with this error type ("inversion", ..., "check_annotation"; None: all)."""
+        self.error_box.setCurrentIndex(self.error_box.findData(kind))  # triggers the filter
+
+    def filter_error_on_keypoint(self, kind: str, k: int) -> None:
+        """Images with this error type on keypoint k, worst first."""
+        self.error_box.blockSignals(True)
+        self.error_box.setCurrentIndex(max(self.error_box.findData(kind), 0))
+        self.error_box.blockSignals(False)
+        self.filter_with(error_type=kind, keypoint=k, ne_range=None)
+        self.worst_first()
+
+    def clear_filter(self) -> None:
+        self._reset_filter_widgets()
+        if self.model is not None:
+            self.model.set_filter(ListFilter())
+
+    def _reset_filter_widgets(self) -> None:
+        """Show "no filter" in every filter widget, without firing their change handlers."""
+        for widget, reset in ((self.category_box, lambda: self.category_box.setCurrentIndex(0)),
+                              (self.error_box, lambda: self.error_box.setCurrentIndex(0)),
+                              (self.search, self.search.clear),
+                              (self.edited_box, lambda: self.edited_box.setChecked(False))):
+            widget.blockSignals(True)
+            reset()
+            widget.blockSignals(False)
+
+    def worst_first(self) -> None:
+        """Sort by per-image NE, largest first, and go to the top."""
+        if self.model is None:
+            return
+        self.model.worst_first()
+        header = self.list_view.horizontalHeader()
+        header.setSortIndicator(COL_NE, Qt.DescendingOrder)
+        header.setSortIndicatorShown(True)
+        self._select_view_row(0)
+
+    # --- moving -------------------------------------------------------------------------
+
+    def go_to(self, row: int) -> None:
+        """Select image `row` (data row), clearing the filter if it hides it."""
+        if self.model is None:
+            return
+        if self.model.view_row(row) < 0:
+            self.clear_filter()
+        self._select_view_row(self.model.view_row(row))
+
+    def step(self, delta: int) -> None:
+        """Move `delta` places down the list (up when negative), stopping at its ends."""
+        if self.model is None or not self.model.rowCount():
+            return
+        row = self.list_view.currentIndex().row()
+        self._select_view_row(min(max(row + delta, 0), self.model.rowCount() - 1))
+
+    def _select_view_row(self, view_row: int) -> None:
+        self.list_view.selectRow(view_row)
+        self.list_view.scrollTo(self.model.index(view_row, 0))
+
+    def _on_current(self, current, _previous) -> None:
+        if current.isValid() and self.model is not None:
+            row = self.model.data_row(current.row())
+            if row != self.current_row:  # a re-sort moves the current image, it does not change it
+                self.current_row = row
+                self.rowActivated.emit(row)
+
+    def _after_view_changed(self) -> None:
+        model = self.model
+        flt = model.filter
+        extra = ListFilter(ne_range=flt.ne_range, keypoint=flt.keypoint).describe()
+        self.filter_label.setText(f"Filter: {extra}" if extra else "")
+        self.clear_filter_button.setVisible(bool(flt.describe()))
+        self.count_label.setText(f"{model.rowCount()} of {len(model.doc)} images")
+        row = model.view_row(self.current_row) if self.current_row is not None else -1
+        if row < 0 and model.rowCount():
+            row = 0
+        if row >= 0:
+            self._select_view_row(row)
+        elif not model.rowCount():
+            self.list_view.clearSelection()

@@ -1,0 +1,164 @@
+"""The data-set session: opening an annotation file off the main thread, its workspace, the
+unsaved edits of an earlier session, loading a predictions file, remembering what was open.
+
+`DatasetSession` holds the open `AnnotationDocument`; the window installs its widgets on
+`opened` and asks the user the questions (restore or not) that the session poses.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QObject, QSettings, QStandardPaths, Signal
+
+from engine.io.annotations import Annotations, load_annotations
+from engine.io.journal import JournalContents
+from engine.io.scores import load_scores, scores_path
+from engine.io.workspace import Workspace, dataset_root_of
+from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
+from fkp_studio.engine_thread import EngineThread
+
+
+def state_dir_for(root: Path) -> Path | None:
+    """Where the workspace state goes: `<root>/.fkp`, or a per-user folder if the root is read-only."""
+    if Workspace(root).is_writable():
+        return None
+    base = Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation)) / "workspaces"
+    return base / hashlib.sha1(str(root).encode()).hexdigest()[:12]
+
+
+@dataclass
+class RestoreOffer:
+    """Unsaved edits of an earlier session, replayed onto the file as it is now."""
+
+    contents: JournalContents
+    rows: np.ndarray
+    coords: np.ndarray
+    visibility: np.ndarray
+    unknown: list[str]      # edited image ids no longer in the file
+    base_changed: bool      # the file changed on disk since the edits were made
+
+    def question(self, file_name: str) -> str:
+        text = (f"{file_name} has unsaved edits from an earlier session "
+                f"({len(self.contents.edits)} edits on {len(self.rows)} images). Restore them?")
+        if self.base_changed:
+            text += "\n\nThe file has changed on disk since; the edits would be applied to the new version."
+        if self.unknown:
+            text += f"\n\n{len(set(self.unknown))} edited images are no longer in the file and will be skipped."
+        return text
+
+
+class DatasetSession(QObject):
+    """The open data set: `open` it, then `opened(doc)`; predictions follow with `load_predictions`."""
+
+    opened = Signal(object)             # the new AnnotationDocument
+    predictionsLoaded = Signal(str)     # the predictions file now shown
+    modelRequested = Signal(str)        # open() was given a model package to predict with
+    failed = Signal(str, str)           # title, message
+
+    def __init__(self, io_thread: EngineThread, parent: QObject | None = None):
+        super().__init__(parent)
+        self.io_thread = io_thread
+        self.doc: AnnotationDocument | None = None
+
+    def open(self, annotations: str | Path, predictions: str | Path | None = None,
+             model: str | Path | None = None) -> Path:
+        """Read an annotation file on the io thread; `opened`, then the predictions and model follow."""
+        csv_path = Path(annotations).resolve()
+        pred_path = Path(predictions).resolve() if predictions else None
+        # The list shows as soon as the annotations are read; predictions follow in a second job.
+        self.io_thread.submit(
+            f"load {csv_path.name}", lambda ctx: load_annotations(csv_path),
+            on_done=lambda ann: self._install(csv_path, ann, pred_path, model),
+            on_error=lambda msg: self.failed.emit("Cannot open the annotation file", msg))
+        return csv_path
+
+    def _install(self, csv_path: Path, annotations: Annotations, pred_path: Path | None, model) -> None:
+        if self.doc is not None:
+            self.doc.close()
+        root = dataset_root_of(csv_path)
+        self.doc = AnnotationDocument(annotations, csv_path, Workspace(root, state_dir_for(root)))
+        remember_dataset(csv_path, str(pred_path) if pred_path else None)
+        self.opened.emit(self.doc)
+        if pred_path is not None:
+            self.load_predictions(pred_path)
+        if model:
+            self.modelRequested.emit(str(model))
+
+    def close(self) -> None:
+        if self.doc is not None:
+            self.doc.close()
+
+    # --- unsaved edits of an earlier session ---------------------------------------------
+
+    def restore_offer(self) -> RestoreOffer | None:
+        """The earlier session's unsaved edits, or None when there are none that change anything
+        (edits that were all undone again are set aside without asking)."""
+        doc = self.doc
+        pending = doc.pending_edits() if doc is not None else None
+        if pending is None:
+            return None
+        rows, coords, vis, unknown = doc.replayed_rows(pending)
+        if np.array_equal(coords, doc.ann.coords[rows]) and np.array_equal(vis, doc.ann.visibility[rows]):
+            doc.discard_pending()
+            return None
+        return RestoreOffer(pending, rows, coords, vis, unknown, doc.base_changed(pending))
+
+    # --- predictions --------------------------------------------------------------------
+
+    def load_predictions(self, path: str | Path) -> None:
+        """Read and score a predictions CSV on the io thread; `predictionsLoaded` when shown."""
+        doc = self.doc
+        if doc is None:
+            return
+        path = Path(path).resolve()
+        snapshot = doc.ann.subset(np.arange(len(doc)))  # the user may edit while it loads
+
+        def job(ctx) -> tuple[Predictions, tuple[np.ndarray, np.ndarray]]:
+            if not snapshot.has_keypoints:
+                raise ValueError(f"{doc.csv_path} has no keypoint columns, predictions cannot be compared with it")
+            aligned = align_to_annotations(snapshot, load_annotations(path), str(path), scores_beside(path))
+            return aligned, compute_errors(snapshot, aligned)
+
+        def done(result) -> None:
+            if self.doc is not doc:
+                return
+            aligned, (ne, errors) = result
+            # Rows edited meanwhile were scored against old values: re-score just those.
+            changed = np.flatnonzero((snapshot.coords != doc.ann.coords).any(axis=(1, 2))
+                                     | (snapshot.visibility != doc.ann.visibility).any(axis=1))
+            if len(changed):
+                ne[changed], errors[changed] = compute_errors(doc.ann, aligned, changed)
+            doc.set_predictions(aligned, (ne, errors))
+            remember_dataset(doc.csv_path, aligned.source)
+            self.predictionsLoaded.emit(str(path))
+
+        self.io_thread.submit(f"load {path.name}", job, on_done=done,
+                              on_error=lambda msg: self.failed.emit("Cannot use the predictions", f"{path}: {msg}"))
+
+
+def scores_beside(predictions_csv: Path) -> tuple[list[str], np.ndarray] | None:
+    """The confidences saved beside a predictions CSV; None when there are none or they cannot
+    be read (that only costs "Check annotation" its confidence criterion)."""
+    path = scores_path(predictions_csv)
+    try:
+        return load_scores(path) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def remember_dataset(csv_path: Path, predictions: str | None) -> None:
+    s = QSettings()
+    s.setValue("last/annotations", str(csv_path))
+    s.setValue("last/predictions", predictions if predictions and Path(predictions).is_file() else "")
+
+
+def last_dataset() -> tuple[str | None, str | None]:
+    """The annotation and predictions files open when the studio last closed."""
+    s = QSettings()
+    ann = s.value("last/annotations") or None
+    pred = s.value("last/predictions") or None
+    return (ann if ann and Path(ann).is_file() else None), (pred if pred and Path(pred).is_file() else None)
