@@ -169,8 +169,28 @@ def start(window: MainWindow, args: argparse.Namespace) -> None:
         open_demo(window)
 
 
+# (PySide6 version, Python below which it is broken, why): README "Known bad versions".
+KNOWN_BAD_BINDINGS = (("6.12.0", (3, 12), "it drops a reference to None on every Qt call that returns nothing, "
+                       "and the studio aborts with 'Fatal Python error: none_dealloc' within minutes"),)
+
+
+def binding_problem(pyside_version: str, python: tuple[int, int]) -> str | None:
+    """Why this PySide6 cannot run the studio under this Python, or None."""
+    for version, below, why in KNOWN_BAD_BINDINGS:
+        if pyside_version == version and python < below:
+            return (f"PySide6 {version} cannot run FKP Studio on Python {python[0]}.{python[1]}: {why}. "
+                    f"Install another version, e.g. pip install 'PySide6-Essentials!={version}'.")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import PySide6
+
+    problem = binding_problem(PySide6.__version__, sys.version_info[:2])
+    if problem:
+        print(f"fkp-studio: {problem}", file=sys.stderr)
+        return 2
     app = init_application()
     window = MainWindow()
     window.show()
