@@ -101,7 +101,7 @@ def open_demo(window: MainWindow, root: Path | None = None, n: int = DEMO_IMAGES
         watcher.start()
         try:
             # Written to a temporary name first, so an interrupted generation is never taken for a demo.
-            path = generate_dataset(root, n, seed=0, split="generating", hard_fraction=0.15)
+            path = generate_dataset(root, n, seed=0, split="generating", hard_fraction=0.15, overwrite=True)
         finally:
             stop.set()
         final = path.with_name("train.csv")

@@ -23,14 +23,15 @@ class _Relay(QObject):
 
 
 class _Decode(QRunnable):
-    def __init__(self, key: str, relay: _Relay):
+    def __init__(self, key: str, root: Path | None, relay: _Relay):
         super().__init__()
         self.key = key
+        self.root = root
         self.relay = relay
 
     def run(self) -> None:
         try:
-            rgb = read_image(self.key)
+            rgb = read_image(self.key, self.root)
         except ImageError as e:
             self.relay.error.emit(self.key, str(e))
             return
@@ -43,7 +44,8 @@ class _Decode(QRunnable):
 
 
 class ImageLoader(QObject):
-    """Decodes images on a thread pool; caches up to `max_bytes` of them (least recently used out)."""
+    """Decodes images on a thread pool; caches up to `max_bytes` of them (least recently used out).
+    With `root` set, only files inside that folder are read (others fail with the reason)."""
 
     loaded = Signal(str, QImage)  # path, image
     failed = Signal(str, str)  # path, reason
@@ -51,6 +53,7 @@ class ImageLoader(QObject):
     def __init__(self, max_bytes: int = 384 << 20, threads: int = 2, parent: QObject | None = None):
         super().__init__(parent)
         self.max_bytes = max_bytes
+        self.root: Path | None = None
         self._cache: OrderedDict[str, QImage] = OrderedDict()
         self._errors: OrderedDict[str, str] = OrderedDict()
         self._bytes = 0
@@ -78,7 +81,7 @@ class ImageLoader(QObject):
         if image is not None or key in self._pending or key in self._errors:
             return image
         self._pending.add(key)
-        self._pool.start(_Decode(key, self._relay))
+        self._pool.start(_Decode(key, self.root, self._relay))
         return None
 
     def wait(self, msecs: int = -1) -> bool:
@@ -87,9 +90,10 @@ class ImageLoader(QObject):
 
     def _on_done(self, key: str, image: QImage) -> None:
         self._pending.discard(key)
-        self._cache[key] = image
-        self._bytes += image.sizeInBytes()
-        while self._bytes > self.max_bytes and len(self._cache) > 1:
+        if image.sizeInBytes() <= self.max_bytes:  # one image over the cap is shown, not kept
+            self._cache[key] = image
+            self._bytes += image.sizeInBytes()
+        while self._bytes > self.max_bytes:
             _, old = self._cache.popitem(last=False)
             self._bytes -= old.sizeInBytes()
         self.loaded.emit(key, image)

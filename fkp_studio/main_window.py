@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         doc.predictionsChanged.connect(self._on_predictions_changed)
         doc.journalFailed.connect(self._on_journal_failed)
         self.undo_stack.clear()
+        self.loader.root = doc.workspace.root
         self.current_row = None
         self.editing.selected_k = None
         self.canvas.set_place_mode(None)

@@ -175,9 +175,13 @@ def align_predictions(gt: Annotations, pred: Annotations, copy: bool = True) -> 
     get = index.get
     where = np.array([get(i, -1) for i in gt.image_ids.tolist()], dtype=np.int64)
     matched = where >= 0
-    take = np.where(matched, where, 0)
-    coords = np.take(pred.coords, take, axis=0)
-    vis = np.take(pred.visibility, take, axis=0)
+    if len(pred) == 0:  # nothing to take rows from: every row is unmatched
+        coords = np.empty((len(gt), NUM_KEYPOINTS, 2), np.float32)
+        vis = np.empty((len(gt), NUM_KEYPOINTS), np.int8)
+    else:
+        take = np.where(matched, where, 0)
+        coords = np.take(pred.coords, take, axis=0)
+        vis = np.take(pred.visibility, take, axis=0)
     if not matched.all():
         coords = coords.astype(np.float32, copy=False)
         coords[~matched] = np.nan

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 from engine.cli import data, models  # noqa: F401  (registers their sub-commands)
 from engine.cli.registry import REGISTRARS
+from engine.io.messages import describe_error, printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,10 +26,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableStream:
+    """A text stream that escapes control characters (ids come from files anyone may write)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(printable(text))
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What a command reports in one line (bad files, arguments, checkpoints), not as a traceback.
+    Imported only when something was raised: `fkp --help` needs no torch."""
+    from engine.io.images import ImageError
+    from engine.io.journal import JournalError
+    from engine.model.checkpoints import CheckpointError
+    from engine.model.hourglass import EncoderWeightsError
+    from engine.training.retrain import RetrainError
+
+    return OSError, ValueError, CheckpointError, EncoderWeightsError, RetrainError, ImageError, JournalError
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    stdout, stderr = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _PrintableStream(stdout), _PrintableStream(stderr)
+    command = ""
     try:
+        args = build_parser().parse_args(argv)
+        command = f" {args.command}"
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except _user_errors() as e:  # evaluated only when an exception is being matched
+        print(f"fkp{command}: {describe_error(e)}", file=sys.stderr)
+        return 2
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr

@@ -6,23 +6,27 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli.arguments import fraction, non_negative_float, positive_int
 from engine.cli.registry import command as _command
+from engine.io.messages import describe_error
 
 
 @_command
 def _register_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="render a synthetic FashionAI-format data set (images + CSV)")
     p.add_argument("out", nargs="?", help="data set root to write (Images/..., Annotations/<split>.csv)")
-    p.add_argument("--n", type=int, help="number of images")
+    p.add_argument("--n", type=positive_int, help="number of images")
     p.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical output (default 0)")
     p.add_argument("--split", default="train", help="annotation file name: train, test, ... (default train)")
-    p.add_argument("--size", type=int, default=512, help="longer image side in pixels (default 512)")
+    p.add_argument("--size", type=positive_int, default=512, help="longer image side in pixels (default 512)")
     p.add_argument("--categories", help="comma-separated subset of blouse,outwear,trousers,skirt,dress")
-    p.add_argument("--hard-fraction", type=float, default=0.1,
+    p.add_argument("--hard-fraction", type=fraction, default=0.1,
                    help="share of hard cases: crossed, rotation, cut, low_contrast (default 0.1)")
     p.add_argument("--annotations-only", action="store_true", help="write only the CSV (no images; fast)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace OUT/Annotations/<split>.csv when it exists (default: refuse)")
     p.add_argument("--layouts", metavar="REAL.csv", help="take garment geometry from a real FashionAI CSV")
-    p.add_argument("--workers", type=int, help="render processes (default: all cores)")
+    p.add_argument("--workers", type=positive_int, help="render processes (default: all cores)")
     p.add_argument("--contact-sheet", metavar="PNG",
                    help="also (or, without OUT, only) write a contact sheet of 20 samples with keypoints")
     p.set_defaults(func=_run_synth)
@@ -48,7 +52,8 @@ def _run_synth(args: argparse.Namespace) -> int:
             csv = generate_dataset(args.out, args.n, seed=args.seed, split=args.split, size=args.size,
                                    categories=args.categories, hard_fraction=args.hard_fraction,
                                    annotations_only=args.annotations_only, layouts=args.layouts,
-                                   workers=args.workers, progress=lambda done, n: bar.update(done))
+                                   workers=args.workers, progress=lambda done, n: bar.update(done),
+                                   overwrite=args.overwrite)
             bar.close()
             dt = time.perf_counter() - t0
             what = "rows" if args.annotations_only else "images"
@@ -57,7 +62,7 @@ def _run_synth(args: argparse.Namespace) -> int:
             contact_sheet(args.contact_sheet, seed=args.seed, layouts=args.layouts)
             print(f"wrote {args.contact_sheet}")
     except (OSError, ValueError) as e:
-        print(f"fkp synth: {e}", file=sys.stderr)
+        print(f"fkp synth: {describe_error(e)}", file=sys.stderr)
         return 2
     return 0
 
@@ -69,15 +74,15 @@ def _register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("gt", help="ground-truth annotation CSV")
     p.add_argument("pred", help="prediction CSV (FashionAI submission format)")
     p.add_argument("--intersect", action="store_true", help="score only images present in both files")
-    p.add_argument("--missing-penalty", type=float, default=1.0,
+    p.add_argument("--missing-penalty", type=non_negative_float, default=1.0,
                    help="normalized error of a visible point with no prediction (default 1.0)")
     p.add_argument("--json", action="store_true", help="print one JSON object (fractions, not percent)")
     p.add_argument("--errors", action="store_true",
                    help="also type every error (good, jitter, inversion, miss), the fix-what-if table and "
                         "suspected annotation errors (`errors`, `what_if`, `check_annotation` in --json)")
-    p.add_argument("--t-good", type=float, default=None,
+    p.add_argument("--t-good", type=non_negative_float, default=None,
                    help="--errors: normalized error up to which a point is good (default 0.05)")
-    p.add_argument("--t-miss", type=float, default=None,
+    p.add_argument("--t-miss", type=non_negative_float, default=None,
                    help="--errors: normalized error beyond which a point is a miss (default 0.20)")
     p.add_argument("--scores", help="--errors: per-keypoint confidences of the predictions "
                                     "(default: PRED.scores.csv when it exists)")
@@ -93,12 +98,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     try:
         gt = load_annotations(args.gt)
         pred = load_annotations(args.pred)
+        for path, ann, what in ((args.gt, gt, "annotation"), (args.pred, pred, "prediction")):
+            if len(ann) == 0:
+                why = f": {ann.problems[0].describe(path)}" if ann.problems else " (the file has only a header)"
+                raise ValueError(f"{path}: no {what} rows could be read{why}")
         result = evaluate(gt, pred, missing_penalty=args.missing_penalty, intersect=args.intersect)
         if (args.scores or args.t_good is not None or args.t_miss is not None) and not args.errors:
             raise ValueError("--scores, --t-good and --t-miss need --errors")
         analysis = _error_analysis(gt, pred, args) if args.errors else None
     except (OSError, ValueError) as e:
-        print(f"fkp eval: {e}", file=sys.stderr)
+        print(f"fkp eval: {describe_error(e)}", file=sys.stderr)
         return 2
     for path, ann in ((args.gt, gt), (args.pred, pred)):
         if ann.problems:
@@ -216,7 +225,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     try:
         ann = load_annotations(args.csv)
     except OSError as e:
-        print(f"fkp validate: {e}", file=sys.stderr)
+        print(f"fkp validate: {describe_error(e)}", file=sys.stderr)
         return 2
     # Every problem leaves a row (the header included) unparsed and kept verbatim.
     failed = bool(ann.problems)
@@ -274,7 +283,7 @@ def _run_export_coco(args: argparse.Namespace) -> int:
             obj = to_coco(ann, root, id_map)
         save_coco(obj, args.out)
     except (OSError, ValueError) as e:
-        print(f"fkp export-coco: {e}", file=sys.stderr)
+        print(f"fkp export-coco: {describe_error(e)}", file=sys.stderr)
         return 2
     if ann.problems:
         print(f"warning: {csv}: {len(ann.problems)} problems; {ann.unparsed_count} rows kept verbatim "
@@ -325,7 +334,7 @@ def _run_import_coco(args: argparse.Namespace) -> int:
         ann, warnings = load_coco(args.json)
         save_annotations(ann, args.out)
     except (OSError, ValueError) as e:
-        print(f"fkp import-coco: {e}", file=sys.stderr)
+        print(f"fkp import-coco: {describe_error(e)}", file=sys.stderr)
         return 2
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.cli.arguments import fraction, non_negative_int, positive_float, positive_int
 from engine.cli.registry import command as _command
+from engine.io.messages import describe_error
 
 
 @_command
@@ -23,19 +25,19 @@ def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="training annotation file name (default train)")
     p.add_argument("--val-split", default="val",
                    help="held-out annotation file; when absent 10%% of the training images are held out")
-    p.add_argument("--detector-steps", type=int, default=3000, help="training steps (default 3000)")
-    p.add_argument("--detector-batch", type=int, default=8, help="images per step (default 8)")
-    p.add_argument("--detector-lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
-    p.add_argument("--eval-every", type=int, default=250, help="steps between held-out box checks")
+    p.add_argument("--detector-steps", type=positive_int, default=3000, help="training steps (default 3000)")
+    p.add_argument("--detector-batch", type=positive_int, default=8, help="images per step (default 8)")
+    p.add_argument("--detector-lr", type=positive_float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
+    p.add_argument("--eval-every", type=positive_int, default=250, help="steps between held-out box checks")
     p.add_argument("--backbone-weights", help="ImageNet weights of the backbone (local torchvision state dict)")
     p.add_argument("--detector-init", help="continue training from this detector checkpoint (same preset and size)")
-    p.add_argument("--detector-size", type=int,
+    p.add_argument("--detector-size", type=positive_int,
                    help="detector input size (shorter side; default: the preset's). Images smaller than the "
                         "preset's size gain nothing from upscaling and train faster at their own size")
-    p.add_argument("--limit", type=int, help="use at most this many training images")
-    p.add_argument("--detector-images", type=int, default=4000,
+    p.add_argument("--limit", type=positive_int, help="use at most this many training images")
+    p.add_argument("--detector-images", type=positive_int, default=4000,
                    help="the detector holds its training images in memory, scaled: use at most this many (default 4000)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     p.add_argument("--seed", type=int, default=0)
 
@@ -50,12 +52,12 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--work", help="where the stage checkpoints go (default: <out>.work beside the package)")
     p.add_argument("--detector", help="use this trained detector checkpoint instead of training one")
     p.add_argument("--keypoints", help="use this trained keypoint-net checkpoint (and its preset) instead of training one")
-    p.add_argument("--epochs", type=int, help="keypoint-net epochs (default: the preset's)")
-    p.add_argument("--batch-size", type=int, help="keypoint-net batch size (default: the preset's)")
+    p.add_argument("--epochs", type=positive_int, help="keypoint-net epochs (default: the preset's)")
+    p.add_argument("--batch-size", type=positive_int, help="keypoint-net batch size (default: the preset's)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
                    help="the package's default for mirrored test-time crops (default: the preset's)")
-    p.add_argument("--crops", type=int, help="the package's default number of crops per image (default: the preset's)")
+    p.add_argument("--crops", type=positive_int, help="the package's default number of crops per image (default: the preset's)")
     p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
                    help="the package's default for trying rotated crops of garments the upright crop does not fit "
                         "(default: the preset's)")
@@ -139,19 +141,19 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="predictions CSV to write (confidences go to <out>.scores.csv)")
     p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
                    help="average with mirrored crops (default: the model preset's choice)")
-    p.add_argument("--crops", type=int, help="crops per image (default: the model preset's)")
+    p.add_argument("--crops", type=positive_int, help="crops per image (default: the model preset's)")
     p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
                    help="where the upright crop is unconvincing, try the garment rotated in 45-degree steps "
                         "(default: the model preset's choice)")
     p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
                    help="where the crop is unconvincing, try the detector's other distinct boxes: a distractor can "
                         "outrank a faint garment (default: the model preset's choice)")
-    p.add_argument("--refine", type=int, default=1,
+    p.add_argument("--refine", type=non_negative_int, default=1,
                    help="passes that re-crop around the predicted keypoints (default 1; 0: the detector's box only)")
-    p.add_argument("--batch-size", type=int, default=8, help="images per batch (default 8)")
-    p.add_argument("--limit", type=int, help="predict only the first N images")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default 8)")
+    p.add_argument("--limit", type=positive_int, help="predict only the first N images")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     p.set_defaults(func=_run_predict)
 
 
@@ -173,7 +175,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     try:
         model = load_model(args.model)
     except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"fkp predict: {describe_error(e)}", file=sys.stderr)
         return 2
     split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
     if not split_path.is_file():
@@ -208,24 +210,24 @@ def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
     p.add_argument("--preset", default="lite", help="lite, fast or accurate (default lite)")
     p.add_argument("--out", required=True, help="checkpoint to write after every epoch (best also as <out>.best.pt)")
-    p.add_argument("--epochs", type=int, help="epochs (default: the preset's)")
+    p.add_argument("--epochs", type=positive_int, help="epochs (default: the preset's)")
     p.add_argument("--resume", help="continue from this checkpoint (its preset, optimizer and history)")
     p.add_argument("--init", help="start a new run (new schedule, new history) from this checkpoint's weights and preset")
     p.add_argument("--split", default="train", help="training annotation file name (default train)")
     p.add_argument("--val-split", default="val", help="held-out annotation file (default val; absent: 5%% held out)")
     p.add_argument("--val-data", help="root of the held-out split (default: --data)")
-    p.add_argument("--batch-size", type=int, help="crops per step and process (default: the preset's)")
-    p.add_argument("--lr", type=float, help="peak AdamW learning rate (default: the preset's)")
-    p.add_argument("--workers", type=int, default=0, help="data loader worker processes (default 0)")
+    p.add_argument("--batch-size", type=positive_int, help="crops per step and process (default: the preset's)")
+    p.add_argument("--lr", type=positive_float, help="peak AdamW learning rate (default: the preset's)")
+    p.add_argument("--workers", type=non_negative_int, default=0, help="data loader worker processes (default 0)")
     p.add_argument("--encoder-weights", help="ImageNet ResNet weights for the encoder (local file; needs --widths torchvision)")
     p.add_argument("--widths", choices=("seed", "torchvision"), default=None,
                    help="encoder widths: the seed's dilated plan or torchvision's (for --encoder-weights)")
-    p.add_argument("--limit", type=int, help="use at most this many training images")
-    p.add_argument("--val-limit", type=int, help="validate on at most this many images")
-    p.add_argument("--max-steps", type=int, help="stop after this many steps (smoke tests)")
-    p.add_argument("--time-budget", type=float,
+    p.add_argument("--limit", type=positive_int, help="use at most this many training images")
+    p.add_argument("--val-limit", type=positive_int, help="validate on at most this many images")
+    p.add_argument("--max-steps", type=positive_int, help="stop after this many steps (smoke tests)")
+    p.add_argument("--time-budget", type=positive_float,
                    help="minutes of training: the learning-rate schedule fits them and training stops when spent")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_train_keypoints)
@@ -267,7 +269,7 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
             time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
         )
     except (CheckpointError, EncoderWeightsError, OSError, ValueError) as e:
-        print(f"fkp train-keypoints: {e}", file=sys.stderr)
+        print(f"fkp train-keypoints: {describe_error(e)}", file=sys.stderr)
         return 2
     if history:
         last = history[-1]
@@ -321,17 +323,17 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hard", required=True,
                    help="hard-set image ids: one per line, or a CSV whose first column is image_id")
     p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
-    p.add_argument("--steps", type=int, default=RetrainConfig.steps,
+    p.add_argument("--steps", type=positive_int, default=RetrainConfig.steps,
                    help=f"keypoint network training steps (default {RetrainConfig.steps})")
-    p.add_argument("--lr", type=float, default=RetrainConfig.lr,
+    p.add_argument("--lr", type=positive_float, default=RetrainConfig.lr,
                    help=f"keypoint network peak learning rate (default {RetrainConfig.lr:g})")
-    p.add_argument("--batch-size", type=int, help="images per step (default: the model preset's)")
-    p.add_argument("--hard-share", type=float, default=RetrainConfig.hard_share,
+    p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model preset's)")
+    p.add_argument("--hard-share", type=fraction, default=RetrainConfig.hard_share,
                    help=f"share of each batch from the hard set (default {RetrainConfig.hard_share:g})")
-    p.add_argument("--detector-steps", type=int, default=RetrainConfig.detector_steps,
+    p.add_argument("--detector-steps", type=non_negative_int, default=RetrainConfig.detector_steps,
                    help=f"detector fine-tuning steps after the keypoint network's (default "
                         f"{RetrainConfig.detector_steps}; 0 keeps the detector)")
-    p.add_argument("--detector-lr", type=float, default=RetrainConfig.detector_lr,
+    p.add_argument("--detector-lr", type=positive_float, default=RetrainConfig.detector_lr,
                    help=f"detector peak learning rate (default {RetrainConfig.detector_lr:g})")
     p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=RetrainConfig.distill_replay,
                    help="replayed images learn the starting model's outputs (default) instead of their annotations")
@@ -339,7 +341,7 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
                    help="measure before/after with the detector's boxes (default) or the annotated ones")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the before/after figures as one JSON object last")
     p.set_defaults(func=_run_retrain)
@@ -381,7 +383,7 @@ def _run_retrain(args: argparse.Namespace) -> int:
                                seed=args.seed)
         config.check()
     except (CheckpointError, OSError, ValueError) as e:
-        print(f"fkp retrain: {e}", file=sys.stderr)
+        print(f"fkp retrain: {describe_error(e)}", file=sys.stderr)
         return 2
     holdout = None
     if args.holdout and Path(args.holdout).is_file():
@@ -396,7 +398,7 @@ def _run_retrain(args: argparse.Namespace) -> int:
                          on_progress=lambda done, total, message: bar.update(int(done))
                          if done > config.steps else None)
     except RetrainError as e:
-        print(f"\nfkp retrain: {e}", file=sys.stderr)
+        print(f"\nfkp retrain: {describe_error(e)}", file=sys.stderr)
         return 1
     finally:
         bar.close()

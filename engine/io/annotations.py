@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import codecs
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -226,7 +227,14 @@ def parse_annotations(data: bytes, path: Path | None = None) -> Annotations:
         lines.pop()
 
     problems: list[RowProblem] = []
-    header, has_kp, usable, first_data = _read_header(lines, problems)
+    encoding = _foreign_encoding(body)
+    if encoding:
+        # Read as UTF-8 every cell of it is wrong; say why once, keep every line as it is.
+        problems.append(RowProblem(1, None, None, f"the file is {encoding} encoded; FashionAI CSVs are UTF-8 "
+                                                  f"(convert it, e.g. iconv -f {encoding} -t UTF-8)", ""))
+        header, has_kp, usable, first_data = None, True, False, 0
+    else:
+        header, has_kp, usable, first_data = _read_header(lines, problems)
     data_lines = lines[first_data:]
     first_lineno = first_data + 1
     ok = np.zeros(len(data_lines), dtype=bool)
@@ -236,9 +244,10 @@ def parse_annotations(data: bytes, path: Path | None = None) -> Annotations:
         ok[rows.line_index] = True
         ids, cats, coords, vis, index = rows.ids, rows.cats, rows.coords, rows.vis, rows.index
     else:
+        why = f"the file is {encoding} encoded" if encoding else "the file has no usable FashionAI header"
         for j, line in enumerate(data_lines):
-            problems.append(RowProblem(first_lineno + j, _guess_id(line), None,
-                                       "not parsed: the file has no usable FashionAI header", line))
+            problems.append(RowProblem(first_lineno + j, None if encoding else _guess_id(line), None,
+                                       f"not parsed: {why}", line))
         ids = np.empty(0, dtype=object)
         cats = np.empty(0, dtype=np.int8)
         coords = np.empty((0, NUM_KEYPOINTS, 2), dtype=np.float32)
@@ -253,6 +262,30 @@ def parse_annotations(data: bytes, path: Path | None = None) -> Annotations:
     if index is not None:
         ann._index, ann._index_key = index, (id(ann.image_ids), len(ann.image_ids))
     return ann
+
+
+_LEAVING_ROOT = re.compile(r"^(?:[/\\]|[A-Za-z]:|(?:.*[/\\])?\.\.(?:[/\\]|$))|\x00", re.MULTILINE)
+
+
+def _ids_leaving_root(ids: list[str]) -> list[int]:
+    """Indices of ids that are absolute (`/x`, `\\x`, `C:x`) or climb with `..`, or hold NUL."""
+    text = "\n".join(ids)
+    if _LEAVING_ROOT.search(text) is None:  # the usual case: one scan of all ids
+        return []
+    return [k for k, image_id in enumerate(ids) if _LEAVING_ROOT.search(image_id)]
+
+
+def _foreign_encoding(data: bytes) -> str | None:
+    """"UTF-16" or "UTF-32" when the bytes are text in that encoding (a byte-order mark, or NUL
+    bytes every other or fourth byte as ASCII text has in it), else None."""
+    if data.startswith((b"\xff\xfe\x00\x00", b"\x00\x00\xfe\xff")):
+        return "UTF-32"
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16"
+    head = data[:4096]
+    if len(head) >= 8 and head.count(0) >= len(head) // 2 - 2:
+        return "UTF-32" if head.count(0) >= 3 * len(head) // 4 - 4 else "UTF-16"
+    return None
 
 
 def _guess_id(line: str) -> str | None:
@@ -337,6 +370,13 @@ def _parse_rows(lines: list[str], first_lineno: int, has_kp: bool, newline: str,
             if good[k] and _has_surrogates(ids[k]):
                 good[k] = False
                 reasons.setdefault(cand[k], []).append(("image_id", "image id is not valid UTF-8"))
+
+    # An id is a path under the data root: one leading out is never loaded, so never opened.
+    for k in _ids_leaving_root(ids):
+        if good[k]:
+            good[k] = False
+            reasons.setdefault(cand[k], []).append(
+                ("image_id", "image id leads outside the data root (an absolute path or '..'); row kept as is, not loaded"))
 
     # Duplicates: the first row with an id loads; later rows with it are kept verbatim. The
     # id -> row dict built to find them is also the index `Annotations.index_of` uses.

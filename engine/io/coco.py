@@ -60,7 +60,7 @@ def image_sizes(image_ids: Sequence[str], root: str | os.PathLike) -> list[tuple
     sizes: list[tuple[int, int] | None] = []
     for image_id in image_ids:
         try:
-            sizes.append(image_size(root / image_id))
+            sizes.append(image_size(root / image_id, root))
         except ImageError:
             sizes.append(None)
     return sizes
@@ -79,7 +79,7 @@ def _coco_keypoints(coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:
     out = np.empty((len(vis), NUM_KEYPOINTS, 3), dtype=xy.dtype)
     out[:, :, :2] = xy
     out[:, :, 2] = _TO_COCO_V[vis + 1]
-    return out.reshape(len(vis), -1)
+    return out.reshape(len(vis), 3 * NUM_KEYPOINTS)
 
 
 def _boxes(coords: np.ndarray, visibility: np.ndarray) -> np.ndarray:

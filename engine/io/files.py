@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable
@@ -15,6 +16,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     On any error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
+    if path.exists() and not os.access(path, os.W_OK):
+        # Replacing the file would only need the folder's permission: respect the file's own.
+        raise PermissionError(errno.EACCES, "the file is write-protected", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -32,7 +36,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
         except FileNotFoundError:
             pass
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -43,8 +47,9 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     atomic_write_bytes(path, text.encode(encoding))
 
 
-def _fsync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry is on disk (POSIX only).
+def fsync_dir(directory: str | os.PathLike) -> None:
+    """Make a created, renamed or removed entry of `directory` durable (a no-op where folders
+    cannot be opened, as on Windows)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:

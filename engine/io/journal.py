@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.io.files import fsync_dir
 from engine.schema import NUM_KEYPOINTS
 
 JOURNAL_VERSION = 1
@@ -154,6 +155,7 @@ class Journal:
         else:
             self._file = open(self.path, "ab")
             self._write(self.base)
+            fsync_dir(self.path.parent)  # the new journal's entry, not only its bytes, survives a crash
 
     def _write(self, obj: dict[str, Any]) -> None:
         assert self._file is not None
@@ -181,6 +183,8 @@ class Journal:
             self.path.unlink()
         else:
             os.replace(self.path, keep_as)
+            fsync_dir(Path(keep_as).parent)
+        fsync_dir(self.path.parent)
 
     def restart(self, base: dict[str, Any]) -> None:
         """Start over from a new base (after the annotations were saved)."""

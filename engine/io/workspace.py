@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.io.annotations import load_annotations, save_annotations
-from engine.io.files import atomic_write_text
+from engine.io.files import atomic_write_text, fsync_dir
 from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.io.scores import load_scores, save_scores, scores_path
 
@@ -115,6 +115,7 @@ class Workspace:
                 version = f"v{(int(versions[-1][1:]) + 1) if versions else 1:03d}"
                 try:
                     os.rename(tmp, self.models_dir / version)  # fails if another writer took the name
+                    fsync_dir(self.models_dir)
                     break
                 except OSError:
                     if not (self.models_dir / version).exists():

@@ -11,12 +11,21 @@ log = logging.getLogger(__name__)
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
-    """`prefer` ("cpu", "cuda", "cuda:1") if usable, else CUDA when available, else the CPU."""
+    """`prefer` ("cpu", "cuda", "cuda:1") if usable, else CUDA when available, else the CPU.
+
+    A name that is no device, or a GPU index beyond those present, raises ValueError."""
     if prefer:
-        dev = torch.device(prefer)
+        try:
+            dev = torch.device(prefer)
+        except RuntimeError:
+            raise ValueError(f"{prefer!r} is not a device: use cpu, cuda or cuda:N") from None
+        if dev.type not in ("cpu", "cuda"):
+            raise ValueError(f"{prefer!r}: only cpu and cuda devices are supported")
         if dev.type == "cuda" and not torch.cuda.is_available():
             log.warning("CUDA requested but not available; using the CPU")
             return torch.device("cpu")
+        if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{prefer!r}: there are {torch.cuda.device_count()} CUDA devices")
         return dev
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 

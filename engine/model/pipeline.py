@@ -91,7 +91,7 @@ class Pipeline:
     ):
         self.model = model
         self.preset = model.preset
-        self.device = torch.device(device) if device is not None else pick_device()
+        self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.flip_tta = self.preset.flip_tta if flip_tta is None else flip_tta
         self.num_crops = max(1, self.preset.num_crops if num_crops is None else num_crops)
         self.batch_size = max(1, batch_size)
@@ -322,7 +322,7 @@ class Pipeline:
             images, ok_rows, errors = [], [], {}
             for j, image_id in enumerate(ids):
                 try:
-                    images.append(read_image(root / image_id))
+                    images.append(read_image(root / image_id, root))
                     ok_rows.append(j)
                 except ImageError as e:
                     errors[image_id] = str(e)

@@ -6,6 +6,7 @@ contact sheet shows samples with their keypoints.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import zlib
@@ -176,8 +177,12 @@ def _annotation_rows(n: int, seed: int, split: str, size: int, categories: tuple
 def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, split: str = "train", size: int = 512,
                      categories=None, hard_fraction: float = 0.1, annotations_only: bool = False,
                      layouts: str | os.PathLike | None = None, workers: int | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> Path:
+                     progress: Callable[[int, int], None] | None = None, overwrite: bool = False) -> Path:
     """Write a synthetic FashionAI split under `out`; returns the path of `Annotations/<split>.csv`.
+
+    An existing `Annotations/<split>.csv` (or its `_hard.csv`) is replaced only with `overwrite`:
+    otherwise FileExistsError, before anything is written. Other splits in `out` are left alone
+    (image ids depend on the seed and split, so they never collide).
 
     Images go to `out/Images/<category>/<id>.jpg`, the hard cases' ids and kinds to
     `Annotations/<split>_hard.csv`. With `annotations_only` no image is rendered: geometry comes
@@ -196,6 +201,11 @@ def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, split: str =
     if not split or any(ch in split for ch in "/\\") or split.startswith("."):
         raise ValueError(f"split {split!r} is not a plain file name")
     out = Path(out)
+    csv_path = out / "Annotations" / f"{split}.csv"
+    hard_path = out / "Annotations" / f"{split}_hard.csv"
+    existing = [p for p in (csv_path, hard_path) if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(errno.EEXIST, "exists already (pass --overwrite to replace it)", str(existing[0]))
     cats = _categories(categories)
     table = load_layouts(layouts) if layouts is not None else None
     if table is not None:
@@ -215,10 +225,9 @@ def generate_dataset(out: str | os.PathLike, n: int, seed: int = 0, split: str =
         coords = np.stack([r[2] for r in results]) if results else np.zeros((0, NUM_KEYPOINTS, 2), np.float32)
         vis = np.stack([r[3] for r in results]) if results else np.zeros((0, NUM_KEYPOINTS), np.int8)
         kinds = [r[4] for r in results]
-    csv_path = out / "Annotations" / f"{split}.csv"
     save_annotations(Annotations.from_arrays(ids, cat_arr, coords, vis), csv_path)
     hard_lines = ["image_id,hard_kind"] + [f"{i},{k}" for i, k in zip(ids, kinds) if k]
-    atomic_write_text(out / "Annotations" / f"{split}_hard.csv", "\n".join(hard_lines) + "\n")
+    atomic_write_text(hard_path, "\n".join(hard_lines) + "\n")
     return csv_path
 
 

@@ -119,7 +119,7 @@ class KeypointCropDataset(Dataset):
 
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        img = read_image(self.root / self.image_ids[i])
+        img = read_image(self.root / self.image_ids[i], self.root)
         if self._cache is not None:
             self._cache[i] = img
         return img

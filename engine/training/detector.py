@@ -125,7 +125,7 @@ def detector_samples(root: str | os.PathLike, ann: Any, config: DetectorConfig,
             log.warning("%s: %s has fewer than two annotated keypoints; skipped", source, image_id)
             continue
         try:
-            img = read_image(root / image_id)
+            img = read_image(root / image_id, root)
         except ImageError as e:
             if not skip_unreadable:
                 raise

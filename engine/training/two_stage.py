@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import errno
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -131,6 +132,9 @@ def train_two_stage(root: str | os.PathLike, preset: Preset, out: str | os.PathL
                     ) -> tuple[Path, float, int]:
     """Train (or reuse) both stages on `root` and write one model package to `out`, the stage
     checkpoints to `work` -> (the package file, its two-stage validation NE, images scored)."""
+    train_csv = Path(root) / "Annotations" / f"{detector_stage.split}.csv"
+    if not train_csv.is_file():  # before anything is created or trained
+        raise FileNotFoundError(errno.ENOENT, "training annotation file not found", str(train_csv))
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     d, k = detector_stage, keypoint_stage
