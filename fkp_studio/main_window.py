@@ -13,6 +13,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QWidget
 
+from engine.io.messages import describe_error
 from fkp_studio import commands
 from fkp_studio.actions import TOOLBAR, make_actions
 from fkp_studio.canvas import KeypointCanvas
@@ -357,8 +358,7 @@ class MainWindow(QMainWindow):
         try:
             self.doc.save()
         except (OSError, ValueError) as e:
-            reason = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else str(e)
-            self.show_error("Could not save", f"{self.doc.csv_path} was not saved ({reason}).\n\n"
+            self.show_error("Could not save", f"{self.doc.csv_path} was not saved ({describe_error(e)}).\n\n"
                         "Your edits are kept, in memory and in the edit journal.")
             return False
         self.undo_stack.setClean()

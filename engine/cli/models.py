@@ -164,6 +164,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     import torch
 
     from engine.io.annotations import load_annotations, save_annotations
+    from engine.io.files import check_writable
     from engine.model.checkpoints import CheckpointError
     from engine.model.package import load_model
     from engine.io.scores import save_scores, scores_path
@@ -184,6 +185,9 @@ def _run_predict(args: argparse.Namespace) -> int:
     ann = load_annotations(split_path)
     if args.limit is not None:
         ann = ann.subset(np.arange(min(args.limit, len(ann))))
+    # Before the work, not after it: a CSV row and its scores row take well under 1 KB.
+    check_writable(args.out, 1024 * len(ann))
+    check_writable(scores_path(args.out), 0)
     for problem in ann.problems:
         print(f"warning: {problem.describe(split_path)} (row not predicted)", file=sys.stderr)
     pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops,
@@ -349,8 +353,12 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
 
 def _read_id_list(path) -> list[str]:
     """Image ids of a plain list (one per line) or of a CSV's first column (header `image_id` skipped)."""
+    try:
+        text = open(path, encoding="utf-8").read()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file (one image id per line, or a CSV)") from None
     ids = []
-    for line in open(path, encoding="utf-8").read().splitlines():
+    for line in text.splitlines():
         first = line.split(",", 1)[0].strip()
         if first and first != "image_id":
             ids.append(first)
@@ -358,6 +366,7 @@ def _read_id_list(path) -> list[str]:
 
 
 def _run_retrain(args: argparse.Namespace) -> int:
+    import errno
     import json
     from pathlib import Path
 
@@ -382,15 +391,17 @@ def _run_retrain(args: argparse.Namespace) -> int:
                                distill_replay=args.distill_replay, boxes=args.boxes, device=args.device,
                                seed=args.seed)
         config.check()
+        holdout, new_holdout = None, False
+        if args.holdout and Path(args.holdout).is_file():
+            holdout = _read_id_list(args.holdout)
+        elif args.holdout:
+            if not Path(args.holdout).resolve().parent.is_dir():
+                raise FileNotFoundError(errno.ENOENT, "folder for the hold-out file not found", args.holdout)
+            holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
+            new_holdout = True
     except (CheckpointError, OSError, ValueError) as e:
         print(f"fkp retrain: {describe_error(e)}", file=sys.stderr)
         return 2
-    holdout = None
-    if args.holdout and Path(args.holdout).is_file():
-        holdout = _read_id_list(args.holdout)
-    elif args.holdout:
-        holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
-        atomic_write_text(args.holdout, "image_id\n" + "".join(f"{i}\n" for i in holdout))
     bar = ProgressBar(config.steps + config.detector_steps, label="retrain", log_every=10.0)
     try:
         result = retrain(model, args.data, ann, hard, config, holdout_ids=holdout,
@@ -403,6 +414,8 @@ def _run_retrain(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     written = save_retrained(result, args.out, parent=str(Path(args.model).resolve()))
+    if new_holdout:  # only a run that succeeded fixes its hold-out choice for the next
+        atomic_write_text(args.holdout, "image_id\n" + "".join(f"{i}\n" for i in holdout))
     before, after = result.before, result.after
     print(f"wrote {written}: {len(result.hard_ids)} hard + {result.replay_images} replay images, "
           f"{len(result.holdout_ids)} held out")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +17,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     On any error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    if path.exists() and not os.access(path, os.W_OK):
-        # Replacing the file would only need the folder's permission: respect the file's own.
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        # Replacing the file would only need the folder's permission: respect the file's own
+        # (no write bit for anyone: even root, as editors do).
         raise PermissionError(errno.EACCES, "the file is write-protected", str(path))
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -60,3 +62,25 @@ def fsync_dir(directory: str | os.PathLike) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable(path: str | os.PathLike, expected_bytes: int = 0) -> None:
+    """Raise OSError now, before long work, if `path` could not be written later: its folder is
+    missing, the file or folder is write-protected, or the disk lacks `expected_bytes` (twice
+    that, for the temporary copy an atomic write makes)."""
+    path = Path(path)
+    folder = path.resolve().parent
+    if not folder.is_dir():
+        raise FileNotFoundError(errno.ENOENT, "output folder not found", str(folder))
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        raise PermissionError(errno.EACCES, "the file is write-protected", str(path))
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+    except OSError as e:
+        raise type(e)(e.errno, e.strerror, str(folder)) from None
+    os.close(fd)
+    os.unlink(probe)
+    free = shutil.disk_usage(folder).free
+    if free < 2 * expected_bytes:
+        raise OSError(errno.ENOSPC, f"No space left on device (about {2 * expected_bytes >> 20} MB needed, "
+                                    f"{free >> 20} MB free)", str(folder))

@@ -39,7 +39,7 @@ from engine.io.images import ImageError
 from engine.analysis.ne import evaluate
 from engine.model.package import TwoStageModel
 from engine.training.retrain_config import RetrainConfig
-from engine.training.keypoints import lr_factor, make_optimizer, set_lr, train_step
+from engine.training.keypoints import batch_loss, lr_factor, make_optimizer, set_lr, train_step
 
 
 class RetrainError(Exception):
@@ -296,12 +296,37 @@ def retrain(
             on_step=lambda i, n, loss: progress(config.steps + i, total_steps,
                                                 f"detector: step {i}/{n}, loss {loss:.4f}"))
 
+    # Each loss above was computed before its update: the last update can still have broken the
+    # network (NaN or inf weights, or outputs that overflow). Check the result before it is used.
+    _check_finite(net, "keypoint network", config.lr)
+    if config.steps:
+        final = _guarded(lambda: _loss_without_update(net, batch, preset, device))
+        if not math.isfinite(final):
+            raise RetrainError(f"the retrained keypoint network's loss is {final} at learning rate {config.lr:g}; "
+                               "try a lower learning rate (nothing was written)")
+    _check_finite(detector, "detector", config.detector_lr)
     new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
                               keypoint_net=net, metadata=dict(model.metadata))
     progress(total_steps, total_steps, "measuring the retrained model")
     after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, should_stop=stop))
     return RetrainResult(new_model, losses, detector_losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
                          len(replay_ds), time.monotonic() - started)
+
+
+def _loss_without_update(net: torch.nn.Module, batch: dict[str, torch.Tensor], preset, device: torch.device) -> float:
+    """The plain loss of `net` as it is now on one training batch (eval mode, no gradient)."""
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    with torch.no_grad(), autocast_for(device):
+        outputs = net.eval()(prepare_input(batch["image"], device))
+    return batch_loss(outputs, batch, preset)[1]
+
+
+def _check_finite(module: torch.nn.Module, name: str, lr: float) -> None:
+    """RetrainError when a weight or buffer of `module` is NaN or infinite."""
+    for key, tensor in {**dict(module.named_parameters()), **dict(module.named_buffers())}.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RetrainError(f"the {name}'s weights became non-finite ({key}) at learning rate {lr:g}; "
+                               "try a lower learning rate (nothing was written)")
 
 
 def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay: DetectorSamples | None,

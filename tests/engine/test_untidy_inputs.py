@@ -196,8 +196,6 @@ def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
 
 
 def test_a_write_protected_file_is_not_replaced(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("root ignores file permissions")
     csv = tmp_path / "ro.csv"
     ann = Annotations.from_arrays(["Images/blouse/a.jpg"], [0], np.full((1, 24, 2), -1, np.float32),
                                   np.full((1, 24), -1, np.int8))
@@ -231,3 +229,32 @@ os.kill(os.getpid(), signal.SIGKILL)
     from engine.training.hard_set import HardSet
 
     assert HardSet.load(Workspace(tmp_path)).members() == ["Images/blouse/a.jpg", "Images/skirt/b.jpg"]
+
+
+def test_predict_checks_its_output_before_the_work(root, tmp_path, capsys):
+    common = ["predict", "--model", str(DEMO_MODEL), "--data", str(root), "--split", "train"]
+    assert main([*common, "--out", str(tmp_path / "nosuch" / "p.csv")]) == 2
+    assert "nosuch: output folder not found" in _one_line_error(capsys, "predict")
+    protected = tmp_path / "protected.csv"
+    protected.write_text("keep me\n")
+    protected.chmod(0o444)
+    assert main([*common, "--out", str(protected)]) == 2
+    assert "protected.csv: the file is write-protected" in _one_line_error(capsys, "predict")
+    assert protected.read_text() == "keep me\n"
+
+
+def test_a_retrain_that_breaks_the_model_writes_nothing(root, tmp_path, capsys):
+    hard = tmp_path / "hard.txt"
+    hard.write_text(load_annotations(root / "Annotations" / "train.csv").image_ids[0] + "\n")
+    out, holdout = tmp_path / "r.fkpmodel", tmp_path / "holdout.txt"
+    common = ["retrain", "--model", str(DEMO_MODEL), "--data", str(root), "--hard", str(hard), "--out", str(out),
+              "--steps", "1", "--detector-steps", "0"]
+    assert main([*common, "--lr", "1e6", "--holdout", str(holdout)]) == 1
+    assert "try a lower learning rate (nothing was written)" in _one_line_error(capsys, "retrain")
+    assert not out.exists() and not holdout.exists()  # the hold-out choice is kept only by a run that succeeded
+    utf16 = tmp_path / "utf16.txt"
+    utf16.write_text("image_id\n", encoding="utf-16")
+    assert main([*common, "--holdout", str(utf16)]) == 2
+    assert "utf16.txt: not a UTF-8 text file" in _one_line_error(capsys, "retrain")
+    assert main([*common, "--holdout", str(tmp_path / "nosuch" / "h.txt")]) == 2
+    assert "folder for the hold-out file not found" in _one_line_error(capsys, "retrain")

@@ -195,6 +195,22 @@ def test_failed_save_keeps_edits(open_window, dataset, qtbot, monkeypatch):
     np.testing.assert_array_equal(load_annotations(dataset["csv"]).coords[0], edited[0])
 
 
+def test_a_write_protected_file_is_not_saved_over(open_window, dataset, qtbot, monkeypatch):
+    window = open_window(dataset["csv"])
+    _show(window, qtbot, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(4, 0)
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
+    before = dataset["csv"].read_bytes()
+    dataset["csv"].chmod(0o444)
+    assert not window.save()
+    assert "not saved (" + str(dataset["csv"].resolve()) + ": the file is write-protected)" in errors[0]
+    assert dataset["csv"].read_bytes() == before and window.isWindowModified()
+    dataset["csv"].chmod(0o644)
+    assert window.save() and dataset["csv"].read_bytes() != before
+
+
 def test_failed_save_when_root_owns_the_files(open_window, dataset, qtbot, monkeypatch):
     """The same guarantee with the failure injected (root ignores read-only folders)."""
     window = open_window(dataset["csv"])
@@ -205,12 +221,12 @@ def test_failed_save_when_root_owns_the_files(open_window, dataset, qtbot, monke
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
 
     def disk_full(ann, path):
-        raise OSError(28, "No space left on device", str(path))
+        raise OSError(28, "No space left on device")  # as a failing write() raises it: no file name
 
     monkeypatch.setattr("fkp_studio.document.save_annotations", disk_full)
     before = dataset["csv"].read_bytes()
     assert not window.save()
-    assert "No space left on device" in errors[0]
+    assert "not saved (No space left on device)" in errors[0] and "None" not in errors[0]
     assert dataset["csv"].read_bytes() == before
     assert window.isWindowModified() and window.doc.edited[0]
     assert len(read_journal(window.doc.journal.path).edits) == 1
