@@ -16,9 +16,11 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.analysis.label_errors import align_scores
 from engine.analysis.ne import align_predictions, normalized_errors, per_image_ne
-from engine.io.annotations import Annotations, save_annotations
+from engine.io.annotations import Annotations, load_annotations, save_annotations
 from engine.io.files import atomic_write_bytes
-from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal, replay
+from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal
+from engine.io.merge import MergeResult, PointChanges, merge_changes
+from engine.io.messages import describe_error
 from engine.schema import NUM_KEYPOINTS
 from engine.io.workspace import Workspace
 from fkp_studio.error_index import ErrorTypeIndex
@@ -86,7 +88,8 @@ class AnnotationDocument(QObject):
         self.predictions: Predictions | None = None
         self.ne = np.full(n, np.nan)
         self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
-        self.journal = Journal(workspace.journal_path(self.csv_path), make_base(self.csv_path))
+        self.disk_base = make_base(self.csv_path)  # the version of the file that was read
+        self.journal = Journal(workspace.journal_path(self.csv_path), self.disk_base)
         # Error types and suspected label errors: updated by this document before it emits.
         self.error_index = ErrorTypeIndex(self)
         if predictions is not None:
@@ -121,12 +124,13 @@ class AnnotationDocument(QObject):
     def apply(self, edit: Edit) -> None:
         """Set keypoints of one image, journal the edit, update what depends on the row."""
         row = self.ann.index_of(edit.image_id)
+        before = self.current(row, edit.keypoints)
         self.ann.coords[row, edit.keypoints] = edit.coords
         self.ann.visibility[row, edit.keypoints] = edit.visibility
         try:
-            self.journal.append(edit)
+            self.journal.append(edit, before)
         except OSError as e:
-            self.journalFailed.emit(f"{self.journal.path}: cannot write the edit journal ({e.strerror or e}); "
+            self.journalFailed.emit(f"{self.journal.path}: cannot write the edit journal ({describe_error(e)}); "
                                     "edits are kept in memory — save to keep them")
         self._refresh_rows(np.array([row]))
 
@@ -155,12 +159,11 @@ class AnnotationDocument(QObject):
             return None
         return contents if contents.edits else None
 
-    def replayed_rows(self, contents: JournalContents) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        """What the journal's edits make of the rows they touch: (rows, coords, visibility, unknown ids)."""
-        coords = self.ann.coords.copy()
-        vis = self.ann.visibility.copy()
-        rows, unknown = replay(contents.edits, self.ann.id_index(), coords, vis)
-        return rows, coords[rows], vis[rows], unknown
+    def replayed(self, contents: JournalContents) -> MergeResult:
+        """The journal's net changes merged onto the file as it is now (see `engine.io.merge`):
+        an edit undone before the crash is not re-applied, a point the file changed since is a
+        conflict."""
+        return merge_changes(contents.net_changes(), self.ann)
 
     def discard_pending(self) -> Path:
         """Set the journal aside (renamed, never deleted) and start a new one."""
@@ -185,10 +188,46 @@ class AnnotationDocument(QObject):
 
         Raises OSError or ValueError with the reason; the edits stay in memory and journal.
         """
+        self._write(self.ann)
+
+    def _write(self, annotations: Annotations) -> None:
         if not self.backup_path.exists() and self.csv_path.exists():
             atomic_write_bytes(self.backup_path, self.csv_path.read_bytes())
-        save_annotations(self.ann, self.csv_path)
-        self.journal.restart(make_base(self.csv_path))
+        save_annotations(annotations, self.csv_path)
+        self.disk_base = make_base(self.csv_path)
+        self.journal.restart(self.disk_base)
+
+    def changed_on_disk(self) -> bool:
+        """Whether another program changed (or removed) the file since this document read or saved it."""
+        now = make_base(self.csv_path)
+        return (now.get("size"), now.get("sha256")) != (self.disk_base.get("size"), self.disk_base.get("sha256"))
+
+    def session_changes(self) -> PointChanges:
+        """The points this session changed, with their values as read and as they are now."""
+        return PointChanges.between(self.ann.image_ids, self._baseline_coords, self._baseline_vis,
+                                    self.ann.coords, self.ann.visibility)
+
+    def merge_and_save(self) -> tuple[MergeResult, list[Path]]:
+        """Re-read the file another program changed, apply this session's edits on top and save
+        -> (the merge, files kept aside). Where the merge could not keep everything (conflicts:
+        the other version's value; edited images the file no longer has: this session's), the
+        version that lost is written beside the file first, so nothing is lost."""
+        theirs = load_annotations(self.csv_path)
+        result = merge_changes(self.session_changes(), theirs)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = []
+        if result.conflicts:
+            kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.theirs-{stamp}{self.csv_path.suffix}"))
+            atomic_write_bytes(kept[-1], self.csv_path.read_bytes())
+        if result.missing:
+            kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.ours-{stamp}{self.csv_path.suffix}"))
+            save_annotations(self.ann, kept[-1])
+        self._write(result.annotations)
+        return result, kept
+
+    def save_copy(self, path: str | Path) -> None:
+        """Write this session's version to another file (atomically); this file is left as it is."""
+        save_annotations(self.ann, path)
 
     def close(self) -> None:
         self.journal.close()

@@ -228,7 +228,7 @@ class MainWindow(QMainWindow):
         if answer == "restore":
             self.undo_stack.push(commands.restore_command(doc, offer.rows, offer.coords, offer.visibility))
             self.statusBar().showMessage(
-                f"Restored {len(offer.contents.edits)} unsaved edits on {len(offer.rows)} images", 8000)
+                f"Restored {offer.merge.applied} unsaved edited points on {len(offer.rows)} images", 8000)
         else:
             kept = doc.discard_pending()
             self.statusBar().showMessage(f"Unsaved edits set aside in {kept}", 8000)

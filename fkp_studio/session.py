@@ -8,6 +8,7 @@ unsaved edits of an earlier session, loading a predictions file, remembering wha
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import numpy as np
 from PySide6.QtCore import QObject, QSettings, QStandardPaths, Signal
 
 from engine.io.annotations import Annotations, load_annotations
+from engine.io.files import atomic_write_bytes
 from engine.io.journal import JournalContents
+from engine.io.merge import MergeResult
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
@@ -32,22 +35,39 @@ def state_dir_for(root: Path) -> Path | None:
 
 @dataclass
 class RestoreOffer:
-    """Unsaved edits of an earlier session, replayed onto the file as it is now."""
+    """Unsaved edits of an earlier session, merged onto the file as it is now."""
 
     contents: JournalContents
-    rows: np.ndarray
-    coords: np.ndarray
-    visibility: np.ndarray
-    unknown: list[str]      # edited image ids no longer in the file
+    merge: MergeResult      # its rows are the ones to restore, with the merged values
     base_changed: bool      # the file changed on disk since the edits were made
+    damaged_copy: Path | None = None  # where the journal was copied when some lines were damaged
+
+    @property
+    def rows(self) -> np.ndarray:
+        return self.merge.rows
+
+    @property
+    def coords(self) -> np.ndarray:
+        return self.merge.annotations.coords[self.rows]
+
+    @property
+    def visibility(self) -> np.ndarray:
+        return self.merge.annotations.visibility[self.rows]
 
     def question(self, file_name: str) -> str:
+        m = self.merge
         text = (f"{file_name} has unsaved edits from an earlier session "
-                f"({len(self.contents.edits)} edits on {len(self.rows)} images). Restore them?")
+                f"({m.applied} edited points on {len(self.rows)} images). Restore them?")
         if self.base_changed:
-            text += "\n\nThe file has changed on disk since; the edits would be applied to the new version."
-        if self.unknown:
-            text += f"\n\n{len(set(self.unknown))} edited images are no longer in the file and will be skipped."
+            text += ("\n\nThe file has changed on disk since; the edits are merged onto the new version"
+                     + (f", and {len(m.conflicts)} points changed on both sides would take the earlier "
+                        f"session's value:\n" + "\n".join(c.describe() for c in m.conflicts[:10])
+                        if m.conflicts else "."))
+        if m.missing:
+            text += f"\n\n{len(m.missing)} edited images are no longer in the file and will be skipped."
+        if self.contents.bad_lines:
+            text += (f"\n\n{len(self.contents.bad_lines)} damaged journal lines were skipped "
+                     f"({self.contents.bad_lines[0]}); the journal is kept as {self.damaged_copy}.")
         return text
 
 
@@ -101,11 +121,15 @@ class DatasetSession(QObject):
         pending = doc.pending_edits() if doc is not None else None
         if pending is None:
             return None
-        rows, coords, vis, unknown = doc.replayed_rows(pending)
-        if np.array_equal(coords, doc.ann.coords[rows]) and np.array_equal(vis, doc.ann.visibility[rows]):
+        damaged = None
+        if pending.bad_lines:  # the good edits are offered; the file as it was is kept for inspection
+            damaged = doc.journal.path.with_name(f"{doc.journal.path.stem}.damaged-{int(time.time())}.jsonl")
+            atomic_write_bytes(damaged, doc.journal.path.read_bytes())
+        merge = doc.replayed(pending)
+        if not len(merge.rows) and not merge.missing:
             doc.discard_pending()
             return None
-        return RestoreOffer(pending, rows, coords, vis, unknown, doc.base_changed(pending))
+        return RestoreOffer(pending, merge, doc.base_changed(pending), damaged)
 
     # --- predictions --------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from engine.io.files import fsync_dir
+from engine.io.merge import PointChanges
 from engine.schema import NUM_KEYPOINTS
 
 JOURNAL_VERSION = 1
@@ -74,6 +74,15 @@ class Edit:
     def from_json(obj: dict[str, Any]) -> Edit:
         return Edit(obj["id"], obj["k"], obj["xy"], obj["v"])
 
+    def record(self, before: Edit | None = None) -> dict[str, Any]:
+        """The journal line: this edit and, when given, the values it replaced (`was_*`), which
+        let a restore tell an undone edit from a real one and merge onto a changed file."""
+        obj = self.to_json()
+        if before is not None:
+            obj["was_xy"] = [[float(x), float(y)] for x, y in before.coords]
+            obj["was_v"] = [int(v) for v in before.visibility]
+        return obj
+
 
 @dataclass
 class JournalContents:
@@ -81,7 +90,32 @@ class JournalContents:
 
     base: dict[str, Any]
     edits: list[Edit] = field(default_factory=list)
+    befores: list[Edit | None] = field(default_factory=list)  # what each edit replaced, when recorded
     torn_tail: bool = False  # the last line was incomplete (a crash mid-write) and was ignored
+    bad_lines: list[str] = field(default_factory=list)  # damaged edit lines, skipped: "line 7: ..."
+
+    def net_changes(self) -> PointChanges:
+        """Per image and keypoint, the value before the first edit and after the last; points an
+        edit and its undo brought back to where they were are left out."""
+        points: dict[tuple[str, int], list] = {}
+        for edit, before in zip(self.edits, self.befores):
+            for j, k in enumerate(edit.keypoints.tolist()):
+                key = (edit.image_id, k)
+                if key not in points:
+                    was = ((before.coords[j], before.visibility[j]) if before is not None
+                           else (np.full(2, np.nan, np.float32), np.int8(-1)))
+                    points[key] = [was[0], was[1], None, None]
+                points[key][2:] = edit.coords[j], edit.visibility[j]
+        kept = [(key, p) for key, p in points.items()
+                if not (p[1] == p[3] and np.array_equal(p[0], p[2]))]
+        n = len(kept)
+        ids = np.empty(n, dtype=object)
+        ids[:] = [key[0] for key, _ in kept]
+        return PointChanges(ids, np.array([key[1] for key, _ in kept], np.int64),
+                            np.array([p[0] for _, p in kept], np.float32).reshape(n, 2),
+                            np.array([p[1] for _, p in kept], np.int8),
+                            np.array([p[2] for _, p in kept], np.float32).reshape(n, 2),
+                            np.array([p[3] for _, p in kept], np.int8))
 
 
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -105,7 +139,8 @@ def make_base(annotations_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def read_journal(path: str | os.PathLike) -> JournalContents:
-    """Read a journal file; a torn last line is skipped, any other bad line raises JournalError."""
+    """Read a journal file; a torn last line is skipped, a damaged edit line is listed in
+    `bad_lines` and skipped; an unreadable file or one without its base record raises JournalError."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -114,24 +149,33 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
     lines = raw.split(b"\n")
     complete, tail = lines[:-1], lines[-1]
     torn = bool(tail.strip())  # bytes after the last newline: a write cut short
-    records = []
+    records, bad = [], []
     for number, line in enumerate(complete, start=1):
         if not line.strip():
             continue
         try:
             records.append((number, json.loads(line)))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise JournalError(f"{path}, line {number}: not a journal record ({e})") from None
-    if not records or records[0][1].get("t") != "base":
+            bad.append(f"line {number}: not a journal record ({e})")
+    if not records or records[0][0] != 1 or not isinstance(records[0][1], dict) or records[0][1].get("t") != "base":
         raise JournalError(f"{path}: the first record is not a journal base record")
-    contents = JournalContents(base=records[0][1], torn_tail=torn)
+    contents = JournalContents(base=records[0][1], torn_tail=torn, bad_lines=bad)
     for number, obj in records[1:]:
-        if obj.get("t") != "set":
-            raise JournalError(f"{path}, line {number}: unknown record type {obj.get('t')!r}")
+        # A damaged line (another program, a disk error) costs that edit only, never the rest.
+        if not isinstance(obj, dict) or obj.get("t") != "set":
+            kind = obj.get("t") if isinstance(obj, dict) else type(obj).__name__
+            contents.bad_lines.append(f"line {number}: unknown record type {kind!r}")
+            continue
         try:
-            contents.edits.append(Edit.from_json(obj))
+            edit = Edit.from_json(obj)
+            before = (Edit(edit.image_id, edit.keypoints, obj["was_xy"], obj["was_v"])
+                      if "was_xy" in obj or "was_v" in obj else None)
         except (KeyError, TypeError, ValueError) as e:
-            raise JournalError(f"{path}, line {number}: malformed edit ({e})") from None
+            contents.bad_lines.append(f"line {number}: malformed edit ({e})")
+            continue
+        contents.edits.append(edit)
+        contents.befores.append(before)
+    contents.bad_lines.sort(key=lambda line: int(line.split()[1].rstrip(":")))
     return contents
 
 
@@ -163,11 +207,11 @@ class Journal:
         self._file.flush()
         os.fsync(self._file.fileno())
 
-    def append(self, edit: Edit) -> None:
-        """Write one edit and fsync it."""
+    def append(self, edit: Edit, before: Edit | None = None) -> None:
+        """Write one edit (and the values it replaced) and fsync it."""
         if self._file is None:
             self._open()
-        self._write(edit.to_json())
+        self._write(edit.record(before))
 
     def close(self) -> None:
         if self._file is not None:
@@ -202,24 +246,3 @@ def _cut_torn_tail(path: Path) -> None:
             f.truncate(end)
             f.flush()
             os.fsync(f.fileno())
-
-
-def replay(edits: list[Edit], row_of: Mapping[str, int], coords: np.ndarray,
-           visibility: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Apply `edits` in order to the arrays in place; `row_of` maps image ids to rows (the
-    annotations' `id_index()`).
-
-    Returns the sorted row indices that changed and the image ids of edits whose image is
-    not in the data set (reported, never silently dropped).
-    """
-    touched: set[int] = set()
-    unknown: list[str] = []
-    for edit in edits:
-        row = row_of.get(edit.image_id)
-        if row is None:
-            unknown.append(edit.image_id)
-            continue
-        coords[row, edit.keypoints] = edit.coords
-        visibility[row, edit.keypoints] = edit.visibility
-        touched.add(row)
-    return np.array(sorted(touched), dtype=np.int64), unknown

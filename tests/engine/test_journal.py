@@ -1,4 +1,4 @@
-"""The edit journal: durable per edit, replayable, robust to a torn last line."""
+"""The edit journal: durable per edit, replayable, robust to a torn last line and damaged lines."""
 
 import json
 import os
@@ -9,7 +9,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from engine.io.journal import Edit, Journal, JournalError, make_base, read_journal, replay
+from engine.io.annotations import Annotations
+from engine.io.journal import Edit, Journal, JournalError, make_base, read_journal
+from engine.io.merge import merge_changes
 from engine.io.workspace import Workspace, dataset_root_of, find_annotation_files
 
 
@@ -40,20 +42,17 @@ def test_no_file_until_first_edit_then_base_and_edits_round_trip(tmp_path, csv):
     np.testing.assert_array_equal(contents.edits[1].visibility, [-1])
 
 
-def test_replay_applies_in_order_and_reports_unknown_images():
-    ids = np.array(["a", "b"], dtype=object)
-    coords = np.zeros((2, 24, 2), np.float32)
-    vis = np.ones((2, 24), np.int8)
-    edits = [
-        _edit("b", [3], [[10, 10]], [1]),
-        _edit("b", [3], [[12, 11]], [0]),  # later edit wins
-        _edit("zzz", [0], [[1, 1]], [1]),
-    ]
-    touched, unknown = replay(edits, {str(i): r for r, i in enumerate(ids)}, coords, vis)
-    assert touched.tolist() == [1]
-    assert unknown == ["zzz"]
-    assert coords[1, 3].tolist() == [12, 11] and vis[1, 3] == 0
-    assert (coords[0] == 0).all()
+def test_replay_applies_in_order_and_reports_unknown_images(tmp_path, csv):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, make_base(csv))
+    for edit in (_edit("b", [3], [[10, 10]], [1]), _edit("b", [3], [[12, 11]], [0]),  # later edit wins
+                 _edit("zzz", [0], [[1, 1]], [1])):
+        journal.append(edit)
+    ann = Annotations.from_arrays(["a", "b"], [0, 0], np.zeros((2, 24, 2), np.float32), np.ones((2, 24), np.int8))
+    result = merge_changes(read_journal(path).net_changes(), ann)
+    assert result.rows.tolist() == [1] and result.missing == ["zzz"]
+    assert result.annotations.coords[1, 3].tolist() == [12, 11] and result.annotations.visibility[1, 3] == 0
+    assert (result.annotations.coords[0] == 0).all()
 
 
 def test_torn_last_line_is_ignored_and_cut_before_next_append(tmp_path, csv):
@@ -72,10 +71,15 @@ def test_torn_last_line_is_ignored_and_cut_before_next_append(tmp_path, csv):
     assert [e.coords.tolist() for e in contents.edits] == [[[1, 1]], [[2, 2]]]
 
 
-def test_corrupt_middle_line_names_file_and_line(tmp_path, csv):
+def test_a_corrupt_middle_line_is_named_and_the_edits_around_it_kept(tmp_path, csv):
     path = tmp_path / "j.jsonl"
-    path.write_text(json.dumps(make_base(csv)) + "\nnot json\n" + json.dumps(_edit("a", [0], [[1, 1]], [1]).to_json()) + "\n")
-    with pytest.raises(JournalError, match=r"j\.jsonl, line 2"):
+    edit = json.dumps(_edit("a", [0], [[1, 1]], [1]).to_json())
+    path.write_text(json.dumps(make_base(csv)) + f"\n{edit}\nnot json\n[1, 2]\n{edit}\n")
+    contents = read_journal(path)
+    assert len(contents.edits) == 2
+    assert [line.split(":")[0] for line in contents.bad_lines] == ["line 3", "line 4"]
+    path.write_text("not json\n" + edit + "\n")
+    with pytest.raises(JournalError, match=r"j\.jsonl: the first record is not a journal base record"):
         read_journal(path)
 
 
@@ -129,5 +133,24 @@ def test_an_edit_checks_its_values_once_whatever_they_came_from(tmp_path, csv):
     journal.close()
     with open(path, "a") as f:
         f.write('{"t": "set", "id": "a", "k": [99], "xy": [[1, 2]], "v": [1]}\n')
-    with pytest.raises(JournalError, match=r"line 3: malformed edit \(keypoint index out of range"):
-        read_journal(path)
+        f.write('{"t": "set", "id": "a", "k": [5], "xy": [[1, 2]], "v": [1000]}\n')
+        f.write('{"t": "set", "id": "a", "k": [6], "xy": [[3, 4]], "v": [1]}\n')
+    contents = read_journal(path)
+    assert [int(e.keypoints[0]) for e in contents.edits] == [3, 6]  # the good edits, before and after
+    assert contents.bad_lines[0].startswith("line 3: malformed edit (keypoint index out of range")
+    assert contents.bad_lines[1].startswith("line 4: malformed edit (visibility must be -1, 0 or 1")
+
+
+def test_net_changes_leave_out_what_was_undone_and_keep_the_value_before(tmp_path, csv):
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path, make_base(csv))
+    journal.append(_edit("a", [0], [[5, 5]], [1]), before=_edit("a", [0], [[1, 1]], [1]))
+    journal.append(_edit("a", [0], [[1, 1]], [1]), before=_edit("a", [0], [[5, 5]], [1]))  # its undo
+    journal.append(_edit("b", [2], [[7, 8]], [0]), before=_edit("b", [2], [[-1, -1]], [-1]))
+    journal.append(_edit("b", [2], [[9, 8]], [0]), before=_edit("b", [2], [[7, 8]], [0]))
+    journal.append(_edit("c", [1], [[3, 3]], [1]))  # a journal line from before `was_*` was recorded
+    changes = read_journal(path).net_changes()
+    assert changes.image_ids.tolist() == ["b", "c"] and changes.keypoints.tolist() == [2, 1]
+    assert changes.before_xy[0].tolist() == [-1, -1] and changes.before_v.tolist()[0] == -1
+    assert changes.after_xy.tolist() == [[9, 8], [3, 3]] and changes.after_v.tolist() == [0, 1]
+    assert np.isnan(changes.before_xy[1]).all()

@@ -151,7 +151,7 @@ def test_the_session_opens_off_the_main_thread_and_offers_only_edits_that_change
         offer = session.restore_offer()
         assert reopened.args[0] is session.doc is not doc
         assert offer.rows.tolist() == [2] and offer.coords[0, k].tolist() == [x + 9, y]
-        assert "1 edits on 1 images" in offer.question("train.csv") and not offer.base_changed
+        assert "1 edited points on 1 images" in offer.question("train.csv") and not offer.base_changed
         session.doc.apply(before)
         with qtbot.waitSignal(session.opened, timeout=10000):
             session.open(dataset["csv"])  # an edit and its reversal change nothing: nothing is offered

@@ -1,0 +1,101 @@
+"""Three-way merge of a session's keypoint edits onto an annotation file that changed meanwhile.
+
+An edit is per image and keypoint, so the merge is exact: each point this session changed
+(from `before` to `after`) is set on the file as it is now ("theirs") when the file still
+holds `before` there, or already holds `after`. Where the file holds a third value both sides
+touched the point: a conflict, listed for the user; this session's value is kept (the save
+that merges is the user's), and the caller keeps the other version aside.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.io.annotations import Annotations
+from engine.schema import KEYPOINTS
+
+
+@dataclass
+class PointChanges:
+    """Keypoints a session changed: point p is keypoint `keypoints[p]` of image `image_ids[p]`,
+    from (`before_xy`, `before_v`) to (`after_xy`, `after_v`). A NaN `before_xy` means the
+    value before is unknown (a journal written before they were recorded)."""
+
+    image_ids: np.ndarray   # (P,) object
+    keypoints: np.ndarray   # (P,) int64
+    before_xy: np.ndarray   # (P, 2) float32
+    before_v: np.ndarray    # (P,) int8
+    after_xy: np.ndarray    # (P, 2) float32
+    after_v: np.ndarray     # (P,) int8
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    @classmethod
+    def between(cls, image_ids: np.ndarray, before_xy: np.ndarray, before_v: np.ndarray,
+                after_xy: np.ndarray, after_v: np.ndarray) -> PointChanges:
+        """The points that differ between two (N, 24) versions of the same rows."""
+        changed = (after_v != before_v) | (after_xy != before_xy).any(axis=2)
+        rows, ks = np.nonzero(changed)
+        return cls(np.asarray(image_ids, dtype=object)[rows], ks.astype(np.int64), before_xy[rows, ks],
+                   before_v[rows, ks], after_xy[rows, ks], after_v[rows, ks])
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A point both sides changed: `ours` was kept over `theirs`."""
+
+    image_id: str
+    keypoint: str
+    ours: tuple[float, float, int]
+    theirs: tuple[float, float, int]
+
+    def describe(self) -> str:
+        def fmt(p) -> str:
+            return f"{p[0]:g}_{p[1]:g}_{p[2]}"
+
+        return f"{self.image_id} {self.keypoint}: kept {fmt(self.ours)} (the file had {fmt(self.theirs)})"
+
+
+@dataclass
+class MergeResult:
+    annotations: Annotations        # the file as it is now, with this session's changes applied
+    rows: np.ndarray                # rows of `annotations` whose values the changes set
+    applied: int                    # points set from this session
+    conflicts: list[Conflict] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # edited images no longer in the file
+
+    def describe(self) -> str:
+        parts = [f"{self.applied} edited points applied to the file as it is now"]
+        if self.conflicts:
+            parts.append(f"{len(self.conflicts)} changed on both sides (this session's value kept)")
+        if self.missing:
+            parts.append(f"{len(set(self.missing))} edited images are no longer in the file")
+        return "; ".join(parts)
+
+
+def merge_changes(changes: PointChanges, theirs: Annotations) -> MergeResult:
+    """Apply `changes` onto a copy of `theirs` (see the module docstring)."""
+    merged = theirs.copy()
+    index = theirs.id_index()
+    rows = np.array([index.get(str(i), -1) for i in changes.image_ids.tolist()], dtype=np.int64)
+    found = rows >= 0
+    missing = sorted({str(i) for i in changes.image_ids[~found]})
+    r, k = rows[found], changes.keypoints[found]
+    before_xy, before_v = changes.before_xy[found], changes.before_v[found]
+    after_xy, after_v = changes.after_xy[found], changes.after_v[found]
+    now_xy, now_v = theirs.coords[r, k], theirs.visibility[r, k]
+    unknown_before = np.isnan(before_xy).any(axis=1)
+    same_as_before = (now_v == before_v) & (now_xy == before_xy).all(axis=1)
+    same_as_after = (now_v == after_v) & (now_xy == after_xy).all(axis=1)
+    conflict = ~unknown_before & ~same_as_before & ~same_as_after
+    merged.coords[r, k] = after_xy
+    merged.visibility[r, k] = after_v
+    conflicts = [Conflict(str(theirs.image_ids[row]), KEYPOINTS[kp], (float(a[0]), float(a[1]), int(av)),
+                          (float(t[0]), float(t[1]), int(tv)))
+                 for row, kp, a, av, t, tv in zip(r[conflict].tolist(), k[conflict].tolist(), after_xy[conflict],
+                                                  after_v[conflict].tolist(), now_xy[conflict],
+                                                  now_v[conflict].tolist())]
+    return MergeResult(merged, np.unique(r[~same_as_after]), int((~same_as_after).sum()), conflicts, missing)
