@@ -352,19 +352,79 @@ class MainWindow(QMainWindow):
     # --- saving -------------------------------------------------------------------------
 
     def save(self) -> bool:
-        """Save the annotation file; on failure say why and keep every edit."""
-        if self.doc is None:
+        """Save the annotation file; on failure say why and keep every edit. A file another
+        program changed since it was read is never overwritten silently: merge, save as, or cancel."""
+        doc = self.doc
+        if doc is None:
             return True
         try:
-            self.doc.save()
+            if doc.changed_on_disk():
+                return self._save_changed_file()
+            doc.save()
         except (OSError, ValueError) as e:
-            self.show_error("Could not save", f"{self.doc.csv_path} was not saved ({describe_error(e)}).\n\n"
-                        "Your edits are kept, in memory and in the edit journal.")
+            self._save_failed(e)
             return False
+        self._saved(f"Saved {doc.csv_path}")
+        return True
+
+    def _save_failed(self, error: BaseException) -> None:
+        self.show_error("Could not save", f"{self.doc.csv_path} was not saved ({describe_error(error)}).\n\n"
+                        "Your edits are kept, in memory and in the edit journal.")
+
+    def _saved(self, message: str) -> None:
         self.undo_stack.setClean()
         self.setWindowModified(False)
-        self.statusBar().showMessage(f"Saved {self.doc.csv_path}", 6000)
-        return True
+        self.statusBar().showMessage(message, 8000)
+
+    def ask_changed_on_disk(self) -> str:
+        """"merge", "save_as" or "cancel" for a file changed on disk (a method so tests can answer)."""
+        box = QMessageBox(QMessageBox.Warning, "File changed on disk",
+                          f"{self.doc.csv_path.name} was changed by another program since it was opened.\n\n"
+                          "Merge: read it again and apply this session's edits on top (points changed on both "
+                          "sides are listed, and the other version is kept beside the file).", parent=self)
+        merge = box.addButton("Merge", QMessageBox.AcceptRole)
+        save_as = box.addButton("Save as…", QMessageBox.ActionRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(merge)
+        box.exec()
+        return {merge: "merge", save_as: "save_as"}.get(box.clickedButton(), "cancel")
+
+    def ask_save_path(self) -> str:
+        """A file name to save a copy to ("" when cancelled; a method so tests can answer)."""
+        path, _ = QFileDialog.getSaveFileName(self, "Save annotations as", str(self.doc.csv_path.parent),
+                                              "FashionAI CSV (*.csv)")
+        return path
+
+    def _save_changed_file(self) -> bool:
+        doc = self.doc
+        answer = self.ask_changed_on_disk()
+        if answer == "merge":
+            result, kept = doc.merge_and_save()
+            text = result.describe() + "."
+            if result.conflicts:
+                text += "\n\n" + "\n".join(c.describe() for c in result.conflicts[:20])
+            if kept:
+                text += "\n\nKept beside the file: " + ", ".join(p.name for p in kept)
+            QMessageBox.information(self, "Merged", f"Saved {doc.csv_path.name}: {text}")
+            self._saved(f"Merged and saved {doc.csv_path}")
+            self._reopen(doc.csv_path)
+            return True
+        if answer == "save_as":
+            path = self.ask_save_path()
+            if not path:
+                return False
+            doc.save_copy(path)
+            doc.discard_pending()  # the edits live in the copy now; the journal is set aside, not lost
+            self._saved(f"Saved a copy as {path}")
+            self._reopen(Path(path))
+            return True
+        return False
+
+    def _reopen(self, csv_path: Path) -> None:
+        """Open a file again (after a merge or save-as) with the predictions it was shown with."""
+        p = self.doc.predictions
+        source = p.source if p is not None and Path(p.source).is_file() else None
+        self.session.open(csv_path, source)
 
     def has_unsaved_edits(self) -> bool:
         return self.doc is not None and not self.undo_stack.isClean()

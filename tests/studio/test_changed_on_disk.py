@@ -1,0 +1,113 @@
+"""A file another program changed while the studio had it open (a git pull, a script, a colleague)
+is never overwritten silently: the save merges, saves a copy or is cancelled; a restore after a
+crash merges onto the changed file and never re-applies an undone edit."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtWidgets import QMessageBox
+
+from engine.io.annotations import load_annotations, save_annotations
+from engine.schema import KEYPOINT_INDEX
+
+K = KEYPOINT_INDEX
+
+
+def _show(window, qtbot, data_row: int) -> None:
+    window.list_panel.list_view.selectRow(window.list_model.view_row(data_row))
+    qtbot.waitUntil(lambda: window.current_row == data_row, timeout=3000)
+
+
+def _select(window, name: str) -> None:
+    window.editing.select_keypoint(K[name])
+
+
+def _outside_change(csv, row: int, keypoint: str, xy) -> None:
+    """Another program rewrites the file with one point moved."""
+    ann = load_annotations(csv)
+    ann.coords[row, K[keypoint]] = xy
+    save_annotations(ann, csv)
+
+
+def _answer(window, monkeypatch, answer: str) -> list[str]:
+    shown = []
+    monkeypatch.setattr(window, "ask_changed_on_disk", lambda: answer)
+    monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text, *a: shown.append(text))
+    return shown
+
+
+def test_save_merges_onto_the_changed_file_and_lists_conflicts(open_window, dataset, qtbot, monkeypatch):
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    _select(window, "neckline_left")
+    window.editing.nudge(5, 0)
+    ours = window.doc.ann.coords[0, K["neckline_left"]].tolist()
+    _select(window, "shoulder_left")
+    window.editing.nudge(0, 3)
+    _outside_change(csv, 0, "shoulder_left", [1, 2])   # the same point: a conflict
+    _outside_change(csv, 2, "waistband_left", [7, 8])  # another point: simply kept
+    shown = _answer(window, monkeypatch, "merge")
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        assert window.save()
+    saved = load_annotations(csv)
+    assert saved.coords[0, K["neckline_left"]].tolist() == ours
+    assert saved.coords[2, K["waistband_left"]].tolist() == [7, 8]
+    assert saved.coords[0, K["shoulder_left"]].tolist() != [1, 2]  # this session's value won ...
+    assert "1 changed on both sides" in shown[0] and "shoulder_left: kept" in shown[0]
+    (theirs,) = csv.parent.glob("train.theirs-*.csv")             # ... and the other is kept
+    assert load_annotations(theirs).coords[0, K["shoulder_left"]].tolist() == [1, 2]
+    # The window shows the merged file, saved and clean.
+    assert window.doc.ann.coords[2, K["waistband_left"]].tolist() == [7, 8] and not window.isWindowModified()
+
+
+def test_cancel_keeps_the_other_version_and_the_edits(open_window, dataset, qtbot, monkeypatch):
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(5, 0)
+    _outside_change(csv, 2, "waistband_left", [7, 8])
+    outside = csv.read_bytes()
+    _answer(window, monkeypatch, "cancel")
+    assert not window.save()
+    assert csv.read_bytes() == outside and window.isWindowModified() and window.doc.edited[0]
+
+
+def test_save_as_writes_a_copy_and_leaves_the_changed_file(open_window, dataset, qtbot, monkeypatch, tmp_path):
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    window.editing.next_keypoint()
+    window.editing.nudge(5, 0)
+    ours = window.doc.ann.coords[0].copy()
+    _outside_change(csv, 2, "waistband_left", [7, 8])
+    outside = csv.read_bytes()
+    _answer(window, monkeypatch, "save_as")
+    copy = csv.parent / "mine.csv"
+    monkeypatch.setattr(window, "ask_save_path", lambda: str(copy))
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        assert window.save()
+    assert csv.read_bytes() == outside
+    np.testing.assert_array_equal(load_annotations(copy).coords[0], ours)
+    assert window.doc.csv_path == copy.resolve()
+
+
+def test_restore_after_a_crash_merges_onto_the_changed_file_without_undone_edits(open_window, dataset, qtbot):
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    _select(window, "neckline_left")
+    window.editing.nudge(4, 0)
+    kept = window.doc.ann.coords[0, K["neckline_left"]].tolist()
+    _select(window, "shoulder_left")
+    window.editing.nudge(9, 0)
+    window.undo_stack.undo()  # undone before the crash: must not come back
+    window.doc.journal.close()  # "crash"
+    window.undo_stack.clear()
+    _outside_change(csv, 0, "shoulder_left", [1, 2])
+    again = open_window(csv, restore_policy="restore")
+    a = again.doc.ann
+    assert a.coords[0, K["neckline_left"]].tolist() == kept
+    assert a.coords[0, K["shoulder_left"]].tolist() == [1, 2], "the undone edit was re-applied over the outside change"
+    assert again.isWindowModified()
