@@ -19,6 +19,7 @@ from engine.analysis.ne import align_predictions, normalized_errors, per_image_n
 from engine.io.annotations import Annotations, load_annotations, save_annotations
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal
+from engine.io.lock import AnnotationLock
 from engine.io.merge import MergeResult, PointChanges, merge_changes
 from engine.io.messages import describe_error
 from engine.schema import NUM_KEYPOINTS
@@ -89,6 +90,8 @@ class AnnotationDocument(QObject):
         self.ne = np.full(n, np.nan)
         self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
         self.disk_base = make_base(self.csv_path)  # the version of the file that was read
+        self.lock: AnnotationLock | None = None     # the editing lock, held while open
+        self.read_only: str | None = None           # why this document cannot be edited, if it cannot
         self.journal = Journal(workspace.journal_path(self.csv_path), self.disk_base)
         # Error types and suspected label errors: updated by this document before it emits.
         self.error_index = ErrorTypeIndex(self)
@@ -231,3 +234,6 @@ class AnnotationDocument(QObject):
 
     def close(self) -> None:
         self.journal.close()
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None

@@ -24,7 +24,8 @@ class EditingController(QObject):
 
     def editable(self) -> bool:
         w = self.window
-        return w.doc is not None and w.current_row is not None and w.doc.ann.has_keypoints
+        return (w.doc is not None and w.current_row is not None and w.doc.ann.has_keypoints
+                and not w.doc.read_only)
 
     def select_keypoint(self, k: int) -> None:
         """Select a keypoint of the current image; an absent one waits for a click to place it."""
@@ -57,6 +58,8 @@ class EditingController(QObject):
     def move(self, k: int, x: float, y: float) -> None:
         if self.editable():
             self.push(commands.move_point(self.window.doc, self.window.current_row, k, x, y))
+        elif self.window.doc is not None and self.window.current_row is not None:
+            self.window.refresh_points()  # a dragged marker of a read-only file goes back
 
     def place(self, k: int, x: float, y: float) -> None:
         if self.editable():

@@ -208,7 +208,11 @@ class MainWindow(QMainWindow):
         msg = f"Opened {doc.csv_path.name}: {len(doc)} images"
         if problems:
             msg += f", {len(problems)} rows with problems (see the Problems panel)"
-        self.statusBar().showMessage(msg, 8000)
+        if doc.read_only:
+            msg = f"{msg}; {doc.read_only}"
+        elif doc.lock is not None and doc.lock.took_over is not None:
+            msg += f"; took over the editing lock of {doc.lock.took_over.describe()}, which is gone"
+        self.statusBar().showMessage(msg, 15000)
         self._offer_restore()
         self.datasetOpened.emit()
 
@@ -357,6 +361,9 @@ class MainWindow(QMainWindow):
         doc = self.doc
         if doc is None:
             return True
+        if doc.read_only:
+            self.show_error("Cannot save", doc.read_only)
+            return False
         try:
             if doc.changed_on_disk():
                 return self._save_changed_file()
@@ -472,7 +479,8 @@ class MainWindow(QMainWindow):
         image = ""
         if self.current_row is not None:
             image = f" — {str(self.doc.ann.image_ids[self.current_row]).rsplit('/', 1)[-1]}"
-        self.setWindowTitle(f"{self.doc.csv_path.name}[*]{image} — {APP_TITLE}")
+        read_only = " (read-only)" if self.doc.read_only else ""
+        self.setWindowTitle(f"{self.doc.csv_path.name}[*]{read_only}{image} — {APP_TITLE}")
 
     def _update_busy(self, _busy: bool = False) -> None:
         busy = self.io_thread.busy or self.model_thread.busy

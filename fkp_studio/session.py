@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, QSettings, QStandardPaths, Signal
 from engine.io.annotations import Annotations, load_annotations
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import JournalContents
+from engine.io.lock import LockedError, acquire_lock
 from engine.io.merge import MergeResult
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
@@ -100,7 +101,16 @@ class DatasetSession(QObject):
         if self.doc is not None:
             self.doc.close()
         root = dataset_root_of(csv_path)
-        self.doc = AnnotationDocument(annotations, csv_path, Workspace(root, state_dir_for(root)))
+        workspace = Workspace(root, state_dir_for(root))
+        lock, read_only = None, None
+        try:
+            lock = acquire_lock(workspace.lock_path(csv_path))
+        except LockedError as e:  # another live session edits this file: look, do not touch
+            read_only = f"read-only: {csv_path.name} is open for editing by {e.holder.describe() if e.holder else 'another session'}"
+        except OSError:
+            pass  # no state folder to lock in: edit unlocked, as before locks existed
+        self.doc = AnnotationDocument(annotations, csv_path, workspace)
+        self.doc.lock, self.doc.read_only = lock, read_only
         remember_dataset(csv_path, str(pred_path) if pred_path else None)
         self.opened.emit(self.doc)
         if pred_path is not None:
@@ -118,7 +128,8 @@ class DatasetSession(QObject):
         """The earlier session's unsaved edits, or None when there are none that change anything
         (edits that were all undone again are set aside without asking)."""
         doc = self.doc
-        pending = doc.pending_edits() if doc is not None else None
+        # A read-only document's journal is the live session's that holds the lock, not a crash's.
+        pending = doc.pending_edits() if doc is not None and not doc.read_only else None
         if pending is None:
             return None
         damaged = None
