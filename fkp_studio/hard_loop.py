@@ -24,6 +24,7 @@ from fkp_studio.actions import make_actions
 from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
 from engine.training.retrain_config import RetrainConfig
+from engine.io.messages import shorten
 from engine.io.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors
 
@@ -354,9 +355,9 @@ class HardLoop(QObject):
         self.table.setSortingEnabled(False)
         self.table.setRowCount(len(shown))
         for n, (image_id, reason) in enumerate(shown):
-            name = QTableWidgetItem(image_id.rsplit("/", 1)[-1])
+            name = QTableWidgetItem(shorten(image_id.rsplit("/", 1)[-1]))
             name.setData(Qt.UserRole, image_id)
-            name.setToolTip(image_id)
+            name.setToolTip(shorten(image_id, 1000))
             ne_item = QTableWidgetItem()
             row = index.get(image_id)
             ne = doc.ne[row] if doc is not None and row is not None else np.nan

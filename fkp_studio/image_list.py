@@ -14,6 +14,7 @@ import numpy as np
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QColor
 
+from engine.io.messages import shorten
 from engine.schema import CATEGORIES, KEYPOINTS
 from fkp_studio.document import AnnotationDocument
 
@@ -105,7 +106,7 @@ class ImageListModel(QAbstractTableModel):
             if col == COL_EDITED:
                 return "✎ edited" if doc.edited[r] else ""
         elif role == Qt.ToolTipRole and col == COL_ID:
-            return str(doc.ann.image_ids[r])
+            return shorten(str(doc.ann.image_ids[r]), 1000)
         elif role == Qt.TextAlignmentRole and col in (COL_NE, COL_VISIBLE):
             return int(Qt.AlignRight | Qt.AlignVCenter)
         elif role == Qt.ForegroundRole and col == COL_NE:
@@ -122,7 +123,7 @@ class ImageListModel(QAbstractTableModel):
             self._names = [None] * len(self.doc)  # type: ignore[list-item]
         name = self._names[r]
         if name is None:
-            name = str(self.doc.ann.image_ids[r]).rsplit("/", 1)[-1]
+            name = shorten(str(self.doc.ann.image_ids[r]).rsplit("/", 1)[-1])
             self._names[r] = name
         return name
 

@@ -13,7 +13,7 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QWidget
 
-from engine.io.messages import describe_error
+from engine.io.messages import describe_error, shorten
 from fkp_studio import commands
 from fkp_studio.actions import TOOLBAR, make_actions
 from fkp_studio.canvas import KeypointCanvas
@@ -478,7 +478,7 @@ class MainWindow(QMainWindow):
             return
         image = ""
         if self.current_row is not None:
-            image = f" — {str(self.doc.ann.image_ids[self.current_row]).rsplit('/', 1)[-1]}"
+            image = f" — {shorten(str(self.doc.ann.image_ids[self.current_row]).rsplit('/', 1)[-1], 80)}"
         read_only = " (read-only)" if self.doc.read_only else ""
         self.setWindowTitle(f"{self.doc.csv_path.name}[*]{read_only}{image} — {APP_TITLE}")
 
@@ -497,7 +497,7 @@ class MainWindow(QMainWindow):
             self.busy_bar.setFormat(f"{message} %v/%m")
 
     def show_error(self, title: str, message: str) -> None:
-        self.statusBar().showMessage(message.splitlines()[0], 15000)
+        self.statusBar().showMessage(shorten(message.splitlines()[0] if message else title, 300), 15000)
         QMessageBox.critical(self, title, message)
 
     # --- settings -----------------------------------------------------------------------
@@ -524,4 +524,4 @@ class MainWindow(QMainWindow):
 
 
 def _unavailable(reason: str) -> str:
-    return f"Image not available — the points are still shown and editable.\n{reason}"
+    return f"Image not available — the points are still shown and editable.\n{shorten(reason, 300)}"

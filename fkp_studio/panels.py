@@ -8,6 +8,7 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from engine.analysis.label_errors import Suspect
 from engine.io.annotations import RowProblem
+from engine.io.messages import shorten
 from engine.schema import KEYPOINTS
 from fkp_studio.error_index import ErrorTypeIndex, follow
 
@@ -37,8 +38,9 @@ class ProblemsPanel(QTableWidget):
         problems = sorted(problems, key=lambda p: p.line)  # file order
         self.setRowCount(len(problems))
         for i, p in enumerate(problems):
-            cells = (QTableWidgetItem(str(p.line)), QTableWidgetItem(p.image_id or ""), QTableWidgetItem(p.column or ""),
-                     QTableWidgetItem(p.reason), QTableWidgetItem(p.raw[:500]))
+            cells = (QTableWidgetItem(str(p.line)), QTableWidgetItem(shorten(p.image_id or "")),
+                     QTableWidgetItem(shorten(p.column or "")), QTableWidgetItem(shorten(p.reason, 300)),
+                     QTableWidgetItem(shorten(p.raw, 500)))
             for col, item in enumerate(cells):
                 item.setToolTip(p.raw[:2000] if col == 4 else item.text())
                 self.setItem(i, col, item)
@@ -70,10 +72,10 @@ class CheckAnnotationPanel(QTableWidget):
         self.setRowCount(len(self.shown))
         for i, s in enumerate(self.shown):
             why = "left/right on the wrong side" if s.kind == "wrong_side" else "confident model, far"
-            cells = (s.image_id.rsplit("/", 1)[-1], s.keypoint, why, s.reason)
+            cells = (shorten(s.image_id.rsplit("/", 1)[-1]), s.keypoint, why, shorten(s.reason, 300))
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
-                item.setToolTip(s.image_id if col == 0 else text)
+                item.setToolTip(shorten(s.image_id, 1000) if col == 0 else text)
                 self.setItem(i, col, item)
         self.resizeColumnsToContents()
         self.setColumnWidth(0, min(self.columnWidth(0), 220))

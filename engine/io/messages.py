@@ -23,3 +23,12 @@ def describe_error(error: BaseException) -> str:
             where = f"{where} -> {error.filename2}"
         return printable(f"{where}: {error.strerror}" if where else error.strerror)
     return printable(str(error) or type(error).__name__)
+
+
+def shorten(text: str, limit: int = 120) -> str:
+    """`text` cut to about `limit` characters, keeping both ends ("Images/blo…92.jpg"): an id of
+    160,000 characters would otherwise take seconds to lay out in every label showing it."""
+    if len(text) <= limit:
+        return text
+    keep = max(limit - 1, 2) // 2
+    return f"{text[:keep]}…{text[-keep:]}"
