@@ -81,6 +81,8 @@ class DatasetCharts(QWidget):
             chart.mpl_connect("pick_event", self._on_pick)
         self._timer = QTimer(self, singleShot=True, interval=400)
         self._timer.timeout.connect(self.refresh)
+        self._throttle = QTimer(self, singleShot=True, interval=1000)
+        self._throttle.timeout.connect(self.refresh)
 
     def set_document(self, doc: AnnotationDocument | None) -> None:
         self.doc = doc
@@ -89,6 +91,12 @@ class DatasetCharts(QWidget):
             doc.predictionsChanged.connect(self._timer.start)
         # Drawn just after the list shows: opening a data set never waits for the charts.
         QTimer.singleShot(0, self.refresh)
+
+    def refresh_within_a_second(self) -> None:
+        """Redraw within a second, once however often it is asked (predictions arriving batch by
+        batch: a redraw per batch would stall the event loop)."""
+        if not self._throttle.isActive():
+            self._throttle.start()
 
     def refresh(self) -> None:
         doc = self.doc

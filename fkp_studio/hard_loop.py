@@ -259,9 +259,13 @@ class HardLoop(QObject):
         p.present[rows] = True
         # Scored against the current annotations: edits made meanwhile count.
         doc.ne[rows], doc.errors[rows] = compute_errors(doc.ann, p, rows)
-        # Only the list's cells are repainted per batch; charts and error types follow once at
-        # the end (redrawing them per batch would stall the event loop for the whole run).
-        self.window.list_panel.refresh_rows(rows)
+        # The list's cells and the current image at once, the charts at most once a second, the
+        # error types once at the end (they cost a pass over every point).
+        w = self.window
+        w.list_panel.refresh_rows(rows)
+        if w.current_row is not None and w.current_row in set(rows.tolist()):
+            w.refresh_points()
+        w.charts.refresh_within_a_second()
         self.batchShown.emit(rows)
         self._update_summary()
 

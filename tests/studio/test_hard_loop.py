@@ -20,10 +20,20 @@ def loop_data(loop_model, tmp_path):
 
 
 def _predicted_window(open_window, qtbot, csv, model):
+    """A window that predicted `csv` with `model` -> (window, per batch: (its rows' NE and
+    predictions are filled in, the keypoint table shows the current image's prediction when the
+    batch held it, else None))."""
     window = open_window(csv)
     batches = []
-    window.hard_loop.batchShown.connect(
-        lambda rows: batches.append(np.isfinite(window.doc.ne[rows]).all() and window.doc.predictions.present[rows].all()))
+
+    def on_batch(rows) -> None:
+        filled = np.isfinite(window.doc.ne[rows]).all() and window.doc.predictions.present[rows].all()
+        table = window.keypoint_table
+        current = (any(table.item(i, 2).text() != "—" for i in range(table.rowCount()))
+                   if window.current_row in set(rows.tolist()) else None)
+        batches.append((filled, current))
+
+    window.hard_loop.batchShown.connect(on_batch)
     with qtbot.waitSignal(window.hard_loop.predictionsDone, timeout=300000):
         window.predict_with_model(model)
     return window, batches
@@ -47,7 +57,9 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     csv, model = loop_data
     window, batches = _predicted_window(open_window, qtbot, csv, model)
     loop, doc = window.hard_loop, window.doc
-    assert len(batches) >= 6 and all(batches), "NE filled in batch by batch while predicting"
+    assert len(batches) >= 6 and all(filled for filled, _ in batches), "NE filled in batch by batch while predicting"
+    assert [current for _, current in batches if current is not None] == [True], \
+        "the current image's prediction is shown as soon as its batch arrives"
     ws = doc.workspace
     assert ws.active_model_version() == "v001" and ws.predictions_path("v001", csv).is_file()
     assert "Device: CPU" in loop.device_label.text()
