@@ -258,3 +258,18 @@ def test_a_retrain_that_breaks_the_model_writes_nothing(root, tmp_path, capsys):
     assert "utf16.txt: not a UTF-8 text file" in _one_line_error(capsys, "retrain")
     assert main([*common, "--holdout", str(tmp_path / "nosuch" / "h.txt")]) == 2
     assert "folder for the hold-out file not found" in _one_line_error(capsys, "retrain")
+
+
+def test_a_failed_write_leaves_the_file_as_it_was(tmp_path):
+    from engine.io.files import atomic_write, atomic_write_text
+
+    path = tmp_path / "a.csv"
+    atomic_write_text(path, "first\n")
+
+    def half_then_full_disk(f) -> None:
+        f.write(b"sec")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic_write(path, half_then_full_disk)
+    assert path.read_text() == "first\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
