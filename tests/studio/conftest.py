@@ -103,3 +103,16 @@ def open_window(qtbot):
 
     return _open
 
+
+
+@pytest.fixture
+def crash():
+    """A function that makes a window "crash": it goes away without saving or cleaning up, except
+    for what the operating system does for a dead process (its files closed, its locks freed)."""
+    def _crash(window) -> None:
+        window.doc.journal.close()
+        if window.doc.lock is not None:
+            window.doc.lock.release()
+        window.undo_stack.clear()
+
+    return _crash

@@ -93,7 +93,7 @@ def test_save_as_writes_a_copy_and_leaves_the_changed_file(open_window, dataset,
     assert window.doc.csv_path == copy.resolve()
 
 
-def test_restore_after_a_crash_merges_onto_the_changed_file_without_undone_edits(open_window, dataset, qtbot):
+def test_restore_after_a_crash_merges_onto_the_changed_file_without_undone_edits(open_window, dataset, qtbot, crash):
     csv = dataset["csv"]
     window = open_window(csv)
     _show(window, qtbot, 0)
@@ -103,8 +103,7 @@ def test_restore_after_a_crash_merges_onto_the_changed_file_without_undone_edits
     _select(window, "shoulder_left")
     window.editing.nudge(9, 0)
     window.undo_stack.undo()  # undone before the crash: must not come back
-    window.doc.journal.close()  # "crash"
-    window.undo_stack.clear()
+    crash(window)
     _outside_change(csv, 0, "shoulder_left", [1, 2])
     again = open_window(csv, restore_policy="restore")
     a = again.doc.ann

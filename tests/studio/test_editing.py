@@ -117,7 +117,7 @@ def test_every_edit_undo_and_redo(open_window, dataset, qtbot):
     assert window.isWindowModified()
 
 
-def test_crash_then_restore_from_journal(open_window, dataset, qtbot):
+def test_crash_then_restore_from_journal(open_window, dataset, qtbot, crash):
     window = open_window(dataset["csv"])
     row = 1  # trousers
     _show(window, qtbot, row)
@@ -130,8 +130,7 @@ def test_crash_then_restore_from_journal(open_window, dataset, qtbot):
     expected = _state(window, row)
     assert len(read_journal(window.doc.journal.path).edits) == 4
     # "Crash": the window goes away without saving or cleaning up anything.
-    window.doc.journal.close()
-    window.undo_stack.clear()
+    crash(window)
     assert load_annotations(dataset["csv"]).visibility[row].tolist() != expected[1].tolist()
 
     again = open_window(dataset["csv"], restore_policy="restore")
@@ -146,27 +145,25 @@ def test_crash_then_restore_from_journal(open_window, dataset, qtbot):
     assert not again.doc.journal.path.exists(), "a save starts a fresh journal"
 
 
-def test_restore_question_answered_by_the_user(open_window, dataset, qtbot, monkeypatch):
+def test_restore_question_answered_by_the_user(open_window, dataset, qtbot, monkeypatch, crash):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
     window.editing.next_keypoint()
     window.editing.nudge(3, 3)
     edited = _state(window, 0)
-    window.doc.journal.close()
-    window.undo_stack.clear()
+    crash(window)
     monkeypatch.setattr(QMessageBox, "exec", lambda self: QMessageBox.Yes)
     again = open_window(dataset["csv"], restore_policy="ask")
     np.testing.assert_array_equal(_state(again, 0)[0], edited[0])
 
 
-def test_discarded_edits_are_set_aside_not_deleted(open_window, dataset, qtbot):
+def test_discarded_edits_are_set_aside_not_deleted(open_window, dataset, qtbot, crash):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
     window.editing.next_keypoint()
     window.editing.nudge(3, 3)
     journal_dir = window.doc.journal.path.parent
-    window.doc.journal.close()
-    window.undo_stack.clear()
+    crash(window)
     again = open_window(dataset["csv"], restore_policy="discard")
     assert not again.isWindowModified()
     kept = list(journal_dir.glob("*.discarded-*.jsonl"))
@@ -245,14 +242,13 @@ def test_quitting_with_unsaved_edits_asks(open_window, dataset, qtbot, monkeypat
     assert load_annotations(dataset["csv"]).coords[0, window.editing.selected_k, 0] == window.doc.ann.coords[0, window.editing.selected_k, 0]
 
 
-def test_edits_all_undone_before_a_crash_ask_nothing(open_window, dataset, qtbot, monkeypatch):
+def test_edits_all_undone_before_a_crash_ask_nothing(open_window, dataset, qtbot, monkeypatch, crash):
     window = open_window(dataset["csv"])
     _show(window, qtbot, 0)
     window.editing.next_keypoint()
     window.editing.nudge(2, 0)
     window.undo_stack.undo()
-    window.doc.journal.close()
-    window.undo_stack.clear()
+    crash(window)
 
     def no_question(_box):
         raise AssertionError("nothing to restore: the user must not be asked")
