@@ -273,3 +273,15 @@ def test_a_failed_write_leaves_the_file_as_it_was(tmp_path):
     with pytest.raises(OSError):
         atomic_write(path, half_then_full_disk)
     assert path.read_text() == "first\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+
+
+def test_an_opencv_error_is_the_images_own_error(tmp_path, monkeypatch):
+    # With the limit raised, a PNG claiming 40000 x 40000 reaches OpenCV, which refuses it
+    # (over its own 2^30 pixels): an ImageError naming the file, not a cv2.error traceback.
+    monkeypatch.setenv("FKP_MAX_IMAGE_PIXELS", str(10**10))
+    data = bytearray(cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
+    data[16:24] = (40000).to_bytes(4, "big") + (40000).to_bytes(4, "big")
+    path = tmp_path / "huge.png"
+    path.write_bytes(bytes(data))
+    with pytest.raises(ImageError, match="huge.png: (cannot decode image|not a decodable image)"):
+        read_image(path)
