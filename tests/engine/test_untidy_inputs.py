@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import threading
+import zlib
 from pathlib import Path
 
 import cv2
@@ -281,7 +282,8 @@ def test_an_opencv_error_is_the_images_own_error(tmp_path, monkeypatch):
     monkeypatch.setenv("FKP_MAX_IMAGE_PIXELS", str(10**10))
     data = bytearray(cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes())
     data[16:24] = (40000).to_bytes(4, "big") + (40000).to_bytes(4, "big")
+    data[29:33] = zlib.crc32(bytes(data[12:29])).to_bytes(4, "big")  # a valid header chunk
     path = tmp_path / "huge.png"
     path.write_bytes(bytes(data))
-    with pytest.raises(ImageError, match="huge.png: (cannot decode image|not a decodable image)"):
+    with pytest.raises(ImageError, match="huge.png: cannot decode image"):
         read_image(path)
