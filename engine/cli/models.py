@@ -55,17 +55,22 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=positive_int, help="keypoint-net epochs (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, help="keypoint-net batch size (default: the preset's)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
-    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="the package's default for mirrored test-time crops (default: the preset's)")
-    p.add_argument("--crops", type=positive_int, help="the package's default number of crops per image (default: the preset's)")
-    p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
-                   help="the package's default for trying rotated crops of garments the upright crop does not fit "
-                        "(default: the preset's)")
-    p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
-                   help="the package's default for trying the detector's other boxes where the crop is unconvincing "
-                        "(default: the preset's)")
+    _add_test_time_args(p, "the package's default: ", "the preset's")
     _add_detector_training_args(p)
     p.set_defaults(func=_run_train)
+
+
+def _add_test_time_args(p: argparse.ArgumentParser, prefix: str, default: str) -> None:
+    """The test-time choices: `fkp predict` sets them for a run, `fkp train` stores the package's defaults."""
+    flag = argparse.BooleanOptionalAction
+    p.add_argument("--flip-tta", action=flag, default=None, help=f"{prefix}average with mirrored crops (default: {default})")
+    p.add_argument("--crops", type=positive_int, help=f"{prefix}crops per image (default: {default})")
+    p.add_argument("--rotation-search", action=flag, default=None,
+                   help=f"{prefix}where the upright crop is unconvincing, try the garment rotated in 45-degree steps "
+                        f"(default: {default})")
+    p.add_argument("--box-search", action=flag, default=None,
+                   help=f"{prefix}where the crop is unconvincing, try the detector's other distinct boxes: a distractor "
+                        f"can outrank a faint garment (default: {default})")
 
 
 def _detector_stage(args: argparse.Namespace):
@@ -139,15 +144,7 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
     p.add_argument("--split", default="test", help="annotation file to predict (default test)")
     p.add_argument("--out", required=True, help="predictions CSV to write (confidences go to <out>.scores.csv)")
-    p.add_argument("--flip-tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="average with mirrored crops (default: the model preset's choice)")
-    p.add_argument("--crops", type=positive_int, help="crops per image (default: the model preset's)")
-    p.add_argument("--rotation-search", action=argparse.BooleanOptionalAction, default=None,
-                   help="where the upright crop is unconvincing, try the garment rotated in 45-degree steps "
-                        "(default: the model preset's choice)")
-    p.add_argument("--box-search", action=argparse.BooleanOptionalAction, default=None,
-                   help="where the crop is unconvincing, try the detector's other distinct boxes: a distractor can "
-                        "outrank a faint garment (default: the model preset's choice)")
+    _add_test_time_args(p, "", "the model preset's choice")
     p.add_argument("--refine", type=non_negative_int, default=1,
                    help="passes that re-crop around the predicted keypoints (default 1; 0: the detector's box only)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default 8)")
