@@ -22,7 +22,7 @@ class ActionSpec:
     id: str
     text: str
     shortcuts: tuple[Key, ...] = ()
-    menu: str | None = None        # the menu's id ("file", "edit", "view", "go", "model"), None: shortcut only
+    menu: str | None = None        # the menu's id ("file", "edit", "review", "view", "go", "model"); None: shortcut only
     tip: str = ""
     checkable: bool = False
     canvas_only: bool = False      # the shortcut works while the canvas has focus (arrow keys)
@@ -48,6 +48,11 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("edit.swap_twin", "Swap with &twin", ("Shift+S",), "edit",
                "Swap the selected keypoint with its left/right twin (fixes one inverted pair)"),
     ActionSpec("edit.cancel", "Cancel", ("Escape",)),
+    ActionSpec("review.accept", "&Accept prediction and next", ("Return", "Enter"), "review",
+               "The prediction becomes the annotation of every point not placed yet; mark the image reviewed"),
+    ActionSpec("review.skip", "&Skip image", ("K",), "review", "Mark the image skipped and go to the next unreviewed one"),
+    ActionSpec("review.next_unreviewed", "&Next unreviewed image", ("Space",), "review",
+               "The review queue: unreviewed images, least confident prediction first"),
     *_NUDGES,
     ActionSpec("view.fit", "&Fit image", ("F",), "view"),
     ActionSpec("view.actual_size", "&Actual size (1:1)", ("1",), "view"),

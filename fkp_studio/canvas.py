@@ -88,6 +88,7 @@ class KeypointCanvas(QGraphicsView):
     pointClicked = Signal(int)
     placeRequested = Signal(int, float, float)  # keypoint to place, x, y
     hovered = Signal(str)
+    predictionAccepted = Signal(int)  # keypoint whose predicted point was double-clicked
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -353,6 +354,15 @@ class KeypointCanvas(QGraphicsView):
                 event.accept()
                 return
         super().mousePressEvent(event)
+
+    def mouseDoubleClickEvent(self, event) -> None:
+        if event.button() == Qt.LeftButton and self.place_mode is None:
+            k = self.pick(event.position(), "prediction")
+            if k is not None:
+                self.predictionAccepted.emit(k)
+                event.accept()
+                return
+        super().mouseDoubleClickEvent(event)
 
     def mouseMoveEvent(self, event) -> None:
         if self._drag is not None:

@@ -45,6 +45,20 @@ class SetKeypointsCommand(QUndoCommand):
         return True
 
 
+class ReviewCommand(QUndoCommand):
+    """Image `row`'s review state becomes `state` (undo brings the one before back)."""
+
+    def __init__(self, doc: AnnotationDocument, row: int, state: str):
+        super().__init__(f"Mark {state}")
+        self.doc, self.row, self.state, self.before = doc, row, state, doc.review_state(row)
+
+    def redo(self) -> None:
+        self.doc.set_review([self.row], self.state)
+
+    def undo(self) -> None:
+        self.doc.set_review([self.row], self.before)
+
+
 def _pixel(x: float, y: float) -> tuple[float, float]:
     # FashionAI stores integer pixels >= 0; (-1, -1) would read back as "absent".
     return float(max(0, round(x))), float(max(0, round(y)))
@@ -86,6 +100,25 @@ def remove_point(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsComma
     if int(doc.ann.visibility[row, k]) < 0:
         return None
     return SetKeypointsCommand(doc, row, [k], [(-1.0, -1.0)], [-1], f"Remove {keypoint_label(k)}")
+
+
+def accept_prediction(doc: AnnotationDocument, row: int, keypoints=None) -> SetKeypointsCommand | None:
+    """The prediction becomes the annotation (visible, whole pixels): of `keypoints`, or of every
+    point of the garment not annotated yet (a point placed by hand is kept). None: nothing to accept."""
+    p = doc.predictions
+    if p is None or not p.present[row]:
+        return None
+    if keypoints is None:
+        ks = np.array(category_keypoints(int(doc.categories[row])), dtype=np.int64)
+        ks = ks[doc.ann.visibility[row, ks] < 0]
+    else:
+        ks = np.asarray(keypoints, dtype=np.int64)
+    ks = ks[p.visibility[row, ks] >= 0]
+    if not len(ks):
+        return None
+    vis = np.where(doc.ann.visibility[row, ks] >= 0, doc.ann.visibility[row, ks], 1)
+    what = keypoint_label(int(ks[0])) if len(ks) == 1 else f"{len(ks)} points"
+    return SetKeypointsCommand(doc, row, ks, np.rint(p.coords[row, ks]), vis, f"Accept prediction: {what}")
 
 
 def swap_left_right(doc: AnnotationDocument, row: int) -> SetKeypointsCommand:

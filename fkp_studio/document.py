@@ -8,6 +8,7 @@ it returns) and updates what depends on the row: visible count, edited flag and 
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from engine.io.annotations import Annotations, load_annotations, save_annotation
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal
 from engine.io.lock import AnnotationLock
+from engine.io.review import REVIEW_STATES, ReviewLog
 from engine.io.merge import MergeResult, PointChanges, merge_changes
 from engine.io.messages import describe_error
 from engine.schema import NUM_KEYPOINTS
@@ -90,6 +92,9 @@ class AnnotationDocument(QObject):
         self.ne = np.full(n, np.nan)
         self.errors = np.full((n, NUM_KEYPOINTS), np.nan)
         self.disk_base = make_base(self.csv_path)  # the version of the file that was read
+        self.review = np.zeros(n, np.int8)          # per image: index into REVIEW_STATES
+        self.review_log = ReviewLog(workspace.review_path(self.csv_path))
+        self.review_problems = self._load_review()
         self.lock: AnnotationLock | None = None     # the editing lock, held while open
         self.read_only: str | None = None           # why this document cannot be edited, if it cannot
         self.journal = Journal(workspace.journal_path(self.csv_path), self.disk_base)
@@ -127,6 +132,7 @@ class AnnotationDocument(QObject):
     def apply(self, edit: Edit) -> None:
         """Set keypoints of one image, journal the edit, update what depends on the row."""
         row = self.ann.index_of(edit.image_id)
+        self.ann.add_keypoint_columns()  # a test split's first point makes it an annotation file
         before = self.current(row, edit.keypoints)
         self.ann.coords[row, edit.keypoints] = edit.coords
         self.ann.visibility[row, edit.keypoints] = edit.visibility
@@ -146,6 +152,50 @@ class AnnotationDocument(QObject):
             self.ne[rows], self.errors[rows] = compute_errors(a, self.predictions, rows)
         self.error_index.update_rows(rows)
         self.rowsChanged.emit(rows)
+
+    # --- review state -----------------------------------------------------------------
+
+    def _load_review(self) -> list[str]:
+        try:
+            states, bad = self.review_log.load()
+        except OSError as e:
+            return [f"{self.review_log.path}: {describe_error(e)}"]
+        index = self.ann.id_index()
+        for image_id, state in states.items():
+            row = index.get(image_id)
+            if row is not None:
+                self.review[row] = REVIEW_STATES.index(state)
+        return [f"{self.review_log.path}, {line}" for line in bad]
+
+    def set_review(self, rows, state: str) -> None:
+        """Mark images reviewed, skipped or unreviewed; durable before it returns."""
+        rows = np.atleast_1d(np.asarray(rows, dtype=np.int64))
+        if self.read_only or not len(rows):
+            return
+        self.review[rows] = REVIEW_STATES.index(state)
+        try:
+            self.review_log.append({str(self.ann.image_ids[r]): state for r in rows.tolist()})
+        except OSError as e:
+            self.journalFailed.emit(f"{self.review_log.path}: cannot record the review state ({describe_error(e)})")
+        self.rowsChanged.emit(rows)
+
+    def review_state(self, row: int) -> str:
+        return REVIEW_STATES[int(self.review[row])]
+
+    def review_queue(self) -> np.ndarray:
+        """Unreviewed images, least confident prediction first (the mean confidence of the
+        garment's predicted points), then those without a prediction, in file order."""
+        rows = np.flatnonzero(self.review == 0)
+        p = self.predictions
+        if p is None:
+            return rows
+        scores = np.where(p.visibility[rows] >= 0, p.scores[rows], np.nan)
+        with np.errstate(invalid="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no prediction
+            confidence = np.nanmean(scores, axis=1)
+        confidence[~p.present[rows]] = np.inf
+        confidence[np.isnan(confidence)] = np.inf
+        return rows[np.argsort(confidence, kind="stable")]
 
     # --- journal: restoring unsaved edits ----------------------------------------------
 
@@ -199,6 +249,11 @@ class AnnotationDocument(QObject):
         save_annotations(annotations, self.csv_path)
         self.disk_base = make_base(self.csv_path)
         self.journal.restart(self.disk_base)
+        rows = np.flatnonzero(self.review)
+        try:  # the review log grows by a line per change; a save is a good time to compact it
+            self.review_log.compact({str(self.ann.image_ids[r]): REVIEW_STATES[self.review[r]] for r in rows.tolist()})
+        except OSError:
+            pass  # the appended log stays valid
 
     def changed_on_disk(self) -> bool:
         """Whether another program changed (or removed) the file since this document read or saved it."""
@@ -234,6 +289,7 @@ class AnnotationDocument(QObject):
 
     def close(self) -> None:
         self.journal.close()
+        self.review_log.close()
         if self.lock is not None:
             self.lock.release()
             self.lock = None

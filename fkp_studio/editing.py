@@ -1,10 +1,12 @@
 """Editing the current image's points: the selected keypoint, and each edit the user makes on it
-(drag, place, nudge, visibility, remove, swaps) pushed as an undo command (`commands.py`)."""
+(drag, place, nudge, visibility, remove, swaps, accepting the prediction) pushed as an undo
+command (`commands.py`); the review of images (accept, skip, the next unreviewed one)."""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QObject
 
+from engine.io.review import REVIEWED, SKIPPED
 from engine.schema import category_keypoints
 from fkp_studio import commands
 from fkp_studio.palette import keypoint_label
@@ -24,8 +26,7 @@ class EditingController(QObject):
 
     def editable(self) -> bool:
         w = self.window
-        return (w.doc is not None and w.current_row is not None and w.doc.ann.has_keypoints
-                and not w.doc.read_only)
+        return w.doc is not None and w.current_row is not None and not w.doc.read_only
 
     def select_keypoint(self, k: int) -> None:
         """Select a keypoint of the current image; an absent one waits for a click to place it."""
@@ -86,3 +87,47 @@ class EditingController(QObject):
     def swap_twin(self) -> None:
         if self.editable() and self.selected_k is not None:
             self.push(commands.swap_twin(self.window.doc, self.window.current_row, self.selected_k))
+
+    # --- review: accept the prediction, skip, go to the next unreviewed image ------------
+
+    def accept_image(self) -> None:
+        """The prediction becomes the annotation of every point not placed yet, the image is
+        marked reviewed (one undo step), and the next unreviewed image is shown."""
+        if not self.editable():
+            return
+        w = self.window
+        doc, row = w.doc, w.current_row
+        stack = w.undo_stack
+        stack.beginMacro("Accept image")
+        self.push(commands.accept_prediction(doc, row))
+        if doc.review_state(row) != REVIEWED:
+            self.push(commands.ReviewCommand(doc, row, REVIEWED))
+        stack.endMacro()
+        self.next_unreviewed()
+
+    def accept_point(self, k: int) -> None:
+        """The prediction of keypoint k becomes its annotation."""
+        if self.editable():
+            self.push(commands.accept_prediction(self.window.doc, self.window.current_row, [k]))
+            self.select_keypoint(k)
+
+    def skip_image(self) -> None:
+        """Mark the image skipped (it leaves the review queue) and show the next unreviewed one."""
+        if self.editable():
+            self.push(commands.ReviewCommand(self.window.doc, self.window.current_row, SKIPPED))
+            self.next_unreviewed()
+
+    def next_unreviewed(self) -> None:
+        """Show the next image of the review queue (least confident prediction first): the one
+        after the current image when it is unreviewed itself, else the queue's first."""
+        w = self.window
+        if w.doc is None:
+            return
+        queue = w.doc.review_queue().tolist()
+        if w.current_row in queue:
+            i = queue.index(w.current_row)
+            queue = queue[i + 1:] + queue[:i]
+        if queue:
+            w.list_panel.go_to(queue[0])
+        else:
+            w.statusBar().showMessage("Every image is reviewed or skipped", 6000)

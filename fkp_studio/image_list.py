@@ -15,11 +15,13 @@ from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelInd
 from PySide6.QtGui import QColor
 
 from engine.io.messages import shorten
+from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES, KEYPOINTS
 from fkp_studio.document import AnnotationDocument
 
-COL_ID, COL_CATEGORY, COL_NE, COL_VISIBLE, COL_EDITED = range(5)
-HEADERS = ("Image", "Category", "NE %", "Visible", "Edited")
+COL_ID, COL_CATEGORY, COL_NE, COL_VISIBLE, COL_EDITED, COL_REVIEW = range(6)
+HEADERS = ("Image", "Category", "NE %", "Visible", "Edited", "Review")
+_REVIEW_TEXT = ("", "✓ reviewed", "skipped")
 
 
 @dataclass
@@ -34,6 +36,7 @@ class ListFilter:
     # An error type ("inversion", "miss", "jitter", "good") or "check_annotation": images with
     # one (on `keypoint` when that is set too).
     error_type: str | None = None
+    review: str | None = None  # "unreviewed", "reviewed" or "skipped"
 
     def describe(self) -> str:
         parts = []
@@ -50,6 +53,8 @@ class ListFilter:
             parts.append("edited")
         if self.error_type is not None:
             parts.append("check annotation" if self.error_type == "check_annotation" else f"with {self.error_type}")
+        if self.review is not None:
+            parts.append(self.review)
         return ", ".join(parts)
 
 
@@ -84,7 +89,8 @@ class ImageListModel(QAbstractTableModel):
             return HEADERS[section]
         if orientation == Qt.Horizontal and role == Qt.ToolTipRole:
             return ("Image id (file name)", "Garment category", "Per-image normalized error, percent",
-                    "Visible annotated keypoints", "Changed in this session")[section]
+                    "Visible annotated keypoints", "Changed in this session",
+                    "Reviewed or skipped (Enter accepts and marks reviewed, K skips)")[section]
         return None
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role=Qt.DisplayRole):
@@ -105,6 +111,8 @@ class ImageListModel(QAbstractTableModel):
                 return str(int(doc.visible_count[r]))
             if col == COL_EDITED:
                 return "✎ edited" if doc.edited[r] else ""
+            if col == COL_REVIEW:
+                return _REVIEW_TEXT[int(doc.review[r])]
         elif role == Qt.ToolTipRole and col == COL_ID:
             return shorten(str(doc.ann.image_ids[r]), 1000)
         elif role == Qt.TextAlignmentRole and col in (COL_NE, COL_VISIBLE):
@@ -163,6 +171,8 @@ class ImageListModel(QAbstractTableModel):
             mask &= ~np.isnan(doc.errors[:, f.keypoint])
         if f.edited_only:
             mask &= doc.edited
+        if f.review is not None:
+            mask &= doc.review == REVIEW_STATES.index(f.review)
         if f.error_type is not None:
             mask &= doc.error_index.rows_with(f.error_type, f.keypoint)
         if f.text:
@@ -191,8 +201,10 @@ class ImageListModel(QAbstractTableModel):
                 key = doc.errors[rows, self.filter.keypoint].copy()
         elif col == COL_VISIBLE:
             key = doc.visible_count[rows].astype(np.float64)
-        else:
+        elif col == COL_EDITED:
             key = doc.edited[rows].astype(np.float64)
+        else:
+            key = doc.review[rows].astype(np.float64)
         if descending:
             key = -key
         key[np.isnan(key)] = np.inf

@@ -12,12 +12,13 @@ from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QPushButton, QTableView, QVBoxLayout, QWidget)
 
+from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES
 from fkp_studio.document import AnnotationDocument
 from fkp_studio.error_index import ERROR_FILTERS
 from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
 
-COLUMN_WIDTHS = (150, 70, 56, 50, 64)
+COLUMN_WIDTHS = (150, 70, 56, 50, 64, 72)
 
 
 class ImageListPanel(QWidget):
@@ -70,6 +71,12 @@ class ImageListPanel(QWidget):
         self.edited_box = QCheckBox("Edited only", self)
         self.edited_box.setToolTip("List only the images changed in this session")
         self.edited_box.toggled.connect(lambda on: self.filter_with(edited_only=on))
+        self.review_box = QComboBox(self)
+        self.review_box.addItem("Any review state", None)
+        for state in REVIEW_STATES:
+            self.review_box.addItem(state.capitalize(), state)
+        self.review_box.setToolTip("Show only unreviewed, reviewed or skipped images")
+        self.review_box.currentIndexChanged.connect(lambda _i: self.filter_with(review=self.review_box.currentData()))
         self.filter_label = QLabel("", self)
         self.filter_label.setStyleSheet("color: #f0b040;")
         self.clear_filter_button = QPushButton("Clear filter", self)
@@ -78,6 +85,7 @@ class ImageListPanel(QWidget):
         row = QHBoxLayout()
         row.addWidget(self.worst_button)
         row.addWidget(self.edited_box)
+        row.addWidget(self.review_box)
         row.addWidget(self.filter_label, 1)
         row.addWidget(self.clear_filter_button)
         return row
@@ -174,7 +182,8 @@ class ImageListPanel(QWidget):
         for widget, reset in ((self.category_box, lambda: self.category_box.setCurrentIndex(0)),
                               (self.error_box, lambda: self.error_box.setCurrentIndex(0)),
                               (self.search, self.search.clear),
-                              (self.edited_box, lambda: self.edited_box.setChecked(False))):
+                              (self.edited_box, lambda: self.edited_box.setChecked(False)),
+                              (self.review_box, lambda: self.review_box.setCurrentIndex(0))):
             widget.blockSignals(True)
             reset()
             widget.blockSignals(False)

@@ -72,6 +72,7 @@ class MainWindow(QMainWindow):
         self.canvas.pointDragged.connect(self.editing.move)
         self.canvas.pointClicked.connect(self.editing.select_keypoint)
         self.canvas.placeRequested.connect(self.editing.place)
+        self.canvas.predictionAccepted.connect(self.editing.accept_point)
         self.canvas.hovered.connect(lambda name: self.hover_label.setText(name))
         self.io_thread.busyChanged.connect(self._update_busy)
         self.model_thread.busyChanged.connect(self._update_busy)
@@ -121,17 +122,20 @@ class MainWindow(QMainWindow):
     def _build_status_bar(self) -> None:
         bar = self.statusBar()
         self.hover_label = QLabel("", self)
+        self.review_label = QLabel("", self)
+        self.review_label.setToolTip("Images reviewed (Enter accepts the prediction, Space goes to the next unreviewed)")
         self.busy_bar = QProgressBar(self)
         self.busy_bar.setMaximumWidth(220)
         self.busy_bar.setVisible(False)
         self.busy_bar.setTextVisible(True)
         bar.addPermanentWidget(self.hover_label)
+        bar.addPermanentWidget(self.review_label)
         bar.addPermanentWidget(self.busy_bar)
 
     def _build_actions(self) -> None:
         bar = self.menuBar()
         menus = {key: bar.addMenu(title) for key, title in
-                 (("file", "&File"), ("edit", "&Edit"), ("view", "&View"), ("go", "&Go"))}
+                 (("file", "&File"), ("edit", "&Edit"), ("review", "&Review"), ("view", "&View"), ("go", "&Go"))}
         undo = self.undo_stack.createUndoAction(self, "&Undo")
         undo.setShortcuts([QKeySequence("Ctrl+Z")])
         redo = self.undo_stack.createRedoAction(self, "&Redo")
@@ -147,6 +151,8 @@ class MainWindow(QMainWindow):
             "edit.next_keypoint": self.editing.next_keypoint, "edit.cycle_visibility": self.editing.cycle_visibility,
             "edit.remove_point": self.editing.remove_point, "edit.swap_left_right": self.editing.swap_left_right,
             "edit.swap_twin": self.editing.swap_twin, "edit.cancel": self.editing.cancel_mode,
+            "review.accept": self.editing.accept_image, "review.skip": self.editing.skip_image,
+            "review.next_unreviewed": self.editing.next_unreviewed,
             "view.fit": canvas.zoom_fit, "view.actual_size": canvas.zoom_actual,
             "view.zoom_in": lambda: canvas.zoom_by(1.25), "view.zoom_out": lambda: canvas.zoom_by(0.8),
             "view.show_predictions": canvas.set_show_predictions, "view.worst_first": panel.worst_first,
@@ -204,6 +210,7 @@ class MainWindow(QMainWindow):
         doc.error_index.changed.connect(self._update_check_title)
         doc.error_index.rowsUpdated.connect(self._update_check_title)
         self._update_check_title()
+        self._update_review_label()
         self._update_title()
         msg = f"Opened {doc.csv_path.name}: {len(doc)} images"
         if problems:
@@ -248,13 +255,8 @@ class MainWindow(QMainWindow):
     def predict_with_model(self, model_path: str | Path) -> None:
         """Make a model package the data set's active model version and show its predictions: the
         saved ones when this version predicted before, else a fresh run that fills the list in."""
-        doc = self.doc
-        if doc is None:
-            return
-        if not doc.ann.has_keypoints:
-            self.show_error("Cannot compare predictions", f"{doc.csv_path} has no keypoint columns.")
-            return
-        self.hard_loop.use_model_package(model_path)
+        if self.doc is not None:
+            self.hard_loop.use_model_package(model_path)
 
     def _choose_annotations(self) -> None:
         start = str(self.doc.csv_path.parent) if self.doc else ""
@@ -338,7 +340,13 @@ class MainWindow(QMainWindow):
         self.canvas.set_selected(self.editing.selected_k)
         self.keypoint_table.show_row(doc, row, self.editing.selected_k)
 
+    def _update_review_label(self) -> None:
+        doc = self.doc
+        done = int(np.count_nonzero(doc.review == 1)) if doc is not None else 0
+        self.review_label.setText(f"{done:,} / {len(doc):,} reviewed" if doc is not None else "")
+
     def _on_rows_changed(self, rows: np.ndarray) -> None:
+        self._update_review_label()
         if self.current_row is not None and self.current_row in set(np.asarray(rows).tolist()):
             self.refresh_points()
 

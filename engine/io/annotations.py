@@ -186,6 +186,15 @@ class Annotations:
             newline=self.newline, bom=self.bom, final_newline=True,
         )
 
+    def add_keypoint_columns(self) -> None:
+        """Make a test split (`image_id,image_category`) an annotation file: the 24 keypoint
+        columns, every point absent until placed; written with the full FashionAI header."""
+        if self.has_keypoints:
+            return
+        self.has_keypoints = True
+        if self.header is not None:
+            self.header = _canonical_header(True)
+
     def copy(self) -> Annotations:
         return Annotations(
             self.image_ids.copy(), self.categories.copy(), self.coords.copy(),

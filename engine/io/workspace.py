@@ -75,6 +75,10 @@ class Workspace:
         tag = hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:10]
         return self.journal_dir / f"{path.stem}-{tag}.jsonl"
 
+    def review_path(self, annotations_path: str | os.PathLike) -> Path:
+        """The review states of one annotation file's images (`engine.io.review`)."""
+        return self.journal_path(annotations_path).with_suffix(".review.jsonl")
+
     def lock_path(self, annotations_path: str | os.PathLike) -> Path:
         """The editing lock of one annotation file (`engine.io.lock`), beside its journal."""
         return self.journal_path(annotations_path).with_suffix(".lock")

@@ -1,0 +1,133 @@
+"""Annotating images that have no keypoints yet: a FashionAI test split (`image_id,image_category`)
+opens editable, and nothing placed is ever dropped on save."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPoint, Qt
+
+from engine.cli import main
+from engine.io.annotations import TEST_HEADER, load_annotations
+from engine.schema import CSV_HEADER, category_keypoints
+
+
+def test_a_test_split_opens_editable_and_its_first_save_writes_the_full_layout(open_window, qtbot, tmp_path):
+    # The issue's repro: synth a test split, cut it to its first two columns, place a point, save.
+    assert main(["synth", str(tmp_path / "D"), "--n", "3", "--split", "test", "--size", "128", "--workers", "1"]) == 0
+    csv = tmp_path / "D" / "Annotations" / "test.csv"
+    two_columns = "".join(",".join(line.split(",")[:2]) + "\n" for line in csv.read_text().splitlines())
+    csv.write_text(two_columns)
+    assert not load_annotations(csv).has_keypoints
+    window = open_window(csv)
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    canvas = window.canvas
+    qtbot.waitUntil(lambda: canvas.image_size() is not None, timeout=5000)
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_N)  # the garment's first keypoint: absent, so a click places it
+    first = category_keypoints(int(window.doc.categories[0]))[0]
+    assert window.editing.selected_k == first
+    w, h = canvas.image_size()
+    target = canvas.mapFromScene(w / 2, h / 2)
+    qtbot.mouseClick(canvas.viewport(), Qt.LeftButton, pos=target)
+    assert window.doc.ann.visibility[0, first] == 1
+    placed = window.doc.ann.coords[0, first].tolist()
+    assert abs(placed[0] - w / 2) <= 1 and abs(placed[1] - h / 2) <= 1
+    qtbot.keyClick(canvas, Qt.Key_S, Qt.ControlModifier)
+    assert not window.isWindowModified()
+    saved = load_annotations(csv)
+    assert saved.has_keypoints and csv.read_text().splitlines()[0] == ",".join(CSV_HEADER)
+    assert saved.image_ids.tolist() == [line.split(",")[0] for line in two_columns.splitlines()[1:]]
+    assert saved.coords[0, first].tolist() == placed and saved.visibility[0, first] == 1
+    assert (saved.visibility[1:] == -1).all() and (saved.visibility[0] == -1).sum() == 23
+    # The first version is kept as it was.
+    assert csv.with_name("test.csv.orig").read_text() == two_columns
+    assert two_columns.splitlines()[0] == ",".join(TEST_HEADER)
+
+
+def _test_split_of(dataset, tmp_path):
+    """The 6-image data set as a test split (ids and categories only), with the predictions."""
+    csv = dataset["csv"].with_name("test.csv")
+    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
+    return csv
+
+
+def _scores(dataset, confidence_per_row) -> None:
+    """A scores file beside the predictions: every point of row i scored confidence_per_row[i]."""
+    from engine.io.scores import save_scores, scores_path
+
+    pred = load_annotations(dataset["pred"])
+    scores = np.where(pred.visibility >= 0, np.asarray(confidence_per_row)[:, None], -1.0)
+    save_scores(scores_path(dataset["pred"]), list(pred.image_ids), scores)
+
+
+def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_step(open_window, dataset, qtbot,
+                                                                                   tmp_path):
+    csv = _test_split_of(dataset, tmp_path)
+    window = open_window(csv, dataset["pred"])
+    doc, canvas = window.doc, window.canvas
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    pred = load_annotations(dataset["pred"])
+    canvas.setFocus()
+    # One point placed by hand first: Enter keeps it, and fills in every other point.
+    qtbot.keyClick(canvas, Qt.Key_N)
+    first = window.editing.selected_k
+    qtbot.mouseClick(canvas.viewport(), Qt.LeftButton, pos=canvas.mapFromScene(20, 30))
+    hand = doc.ann.coords[0, first].tolist()
+    qtbot.keyClick(canvas, Qt.Key_Return)
+    garment = category_keypoints(int(doc.categories[0]))
+    others = [k for k in garment if k != first]
+    np.testing.assert_array_equal(doc.ann.coords[0, others], pred.coords[0, others])
+    assert (doc.ann.visibility[0, others] == 1).all() and doc.ann.coords[0, first].tolist() == hand
+    assert doc.review_state(0) == "reviewed" and window.current_row != 0
+    assert window.review_label.text() == "1 / 6 reviewed"
+    assert window.list_model.data(window.list_model.index(window.list_model.view_row(0), 5)) == "✓ reviewed"
+    window.undo_stack.undo()  # accept and review are one step
+    assert (doc.ann.visibility[0, others] == -1).all() and doc.review_state(0) == "unreviewed"
+    window.undo_stack.redo()
+    assert window.save()
+    saved = load_annotations(csv)
+    np.testing.assert_array_equal(saved.coords[0, others], pred.coords[0, others])
+
+
+def test_space_follows_the_review_queue_least_confident_first_and_states_survive_a_crash(
+        open_window, dataset, qtbot, crash):
+    _scores(dataset, [0.9, 0.5, 0.8, 0.2, 0.7, 0.95])
+    window = open_window(dataset["csv"], dataset["pred"])
+    qtbot.waitUntil(lambda: window.doc.predictions is not None and np.isfinite(window.doc.predictions.scores).any(),
+                    timeout=5000)
+    canvas = window.canvas
+    canvas.setFocus()
+    visited = []
+    for _ in range(3):
+        qtbot.keyClick(canvas, Qt.Key_Space)
+        visited.append(window.current_row)
+    # The queue skips the image on show; row 3 (0.2) first, then 1 (0.5), then 4 (0.7).
+    assert visited[0] == 3 and visited[1] == 1 and visited[2] == 4
+    qtbot.keyClick(canvas, Qt.Key_K)  # skip row 4: the queue moves on to the next least confident
+    assert window.doc.review_state(4) == "skipped" and window.current_row == 3
+    qtbot.keyClick(canvas, Qt.Key_Return)  # row 3: accepted (nothing to fill in), reviewed
+    assert window.doc.review_state(3) == "reviewed" and window.current_row == 1
+    window.list_panel.review_box.setCurrentIndex(window.list_panel.review_box.findData("skipped"))
+    assert window.list_model.order.tolist() == [4]
+    crash(window)
+    again = open_window(dataset["csv"])
+    assert [again.doc.review_state(r) for r in range(6)] == [
+        "unreviewed", "unreviewed", "unreviewed", "reviewed", "skipped", "unreviewed"]
+    assert again.review_label.text() == "1 / 6 reviewed"
+
+
+def test_a_double_click_on_a_prediction_accepts_that_point(open_window, dataset, qtbot):
+    window = open_window(dataset["csv"], dataset["pred"])
+    qtbot.waitUntil(lambda: window.doc.predictions is not None, timeout=5000)
+    window.list_panel.go_to(2)
+    qtbot.waitUntil(lambda: window.current_row == 2, timeout=3000)
+    canvas = window.canvas
+    qtbot.waitUntil(lambda: canvas.image_size() is not None, timeout=5000)
+    doc = window.doc
+    k = category_keypoints(int(doc.categories[2]))[0]
+    px, py = doc.predictions.coords[2, k]
+    assert doc.ann.coords[2, k, 0] == px - 6  # row 2 is predicted 6 px to the right
+    qtbot.mouseDClick(canvas.viewport(), Qt.LeftButton, pos=canvas.mapFromScene(float(px), float(py)))
+    assert doc.ann.coords[2, k].tolist() == [px, py]
+    window.undo_stack.undo()
+    assert doc.ann.coords[2, k, 0] == px - 6
