@@ -13,7 +13,9 @@ from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
 from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QWidget
 
+from engine.io.annotations import append_annotations
 from engine.io.messages import describe_error, shorten
+from engine.io.review import REVIEW_STATES, REVIEWED
 from fkp_studio import commands
 from fkp_studio.actions import TOOLBAR, make_actions
 from fkp_studio.canvas import KeypointCanvas
@@ -153,6 +155,7 @@ class MainWindow(QMainWindow):
             "edit.swap_twin": self.editing.swap_twin, "edit.cancel": self.editing.cancel_mode,
             "review.accept": self.editing.accept_image, "review.skip": self.editing.skip_image,
             "review.next_unreviewed": self.editing.next_unreviewed,
+            "review.add_to_training_file": self.add_reviewed_to_training_file,
             "view.fit": canvas.zoom_fit, "view.actual_size": canvas.zoom_actual,
             "view.zoom_in": lambda: canvas.zoom_by(1.25), "view.zoom_out": lambda: canvas.zoom_by(0.8),
             "view.show_predictions": canvas.set_show_predictions, "view.worst_first": panel.worst_first,
@@ -278,6 +281,35 @@ class MainWindow(QMainWindow):
         path, _ = QFileDialog.getOpenFileName(self, "Predict with model", "", "FKP model (*.fkpmodel);;All files (*)")
         if path:
             self.predict_with_model(path)
+
+    def ask_training_file(self) -> str:
+        """The FashionAI CSV to append reviewed images to ("" when cancelled; tests answer it)."""
+        path, _ = QFileDialog.getSaveFileName(self, "Add reviewed images to", str(self.doc.csv_path.parent),
+                                              "FashionAI CSV (*.csv)", options=QFileDialog.DontConfirmOverwrite)
+        return path
+
+    def add_reviewed_to_training_file(self) -> None:
+        """Append the reviewed images (their annotations as they are now) to a training CSV, off
+        the main thread; its existing bytes stay as they are, ids already there are refused."""
+        doc = self.doc
+        if doc is None:
+            return
+        rows = np.flatnonzero(doc.review == REVIEW_STATES.index(REVIEWED))
+        if not len(rows):
+            self.statusBar().showMessage("No image is reviewed yet (Enter accepts and marks reviewed)", 6000)
+            return
+        target = self.ask_training_file()
+        if not target:
+            return
+        if Path(target).resolve() == doc.csv_path:
+            self.show_error("Cannot add", "The reviewed images are in this file already: choose another one.")
+            return
+        snapshot = doc.ann.subset(rows)
+        snapshot.add_keypoint_columns()
+        self.io_thread.submit(
+            f"append to {Path(target).name}", lambda ctx: append_annotations(target, snapshot),
+            on_done=lambda n: self.statusBar().showMessage(f"Added {n} reviewed images to {target}", 8000),
+            on_error=lambda msg: self.show_error("Cannot add the reviewed images", msg))
 
     # --- going to an image --------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """`fkp` commands on data: synth, validate, eval (NE, error types, suspected label errors),
-export-coco and import-coco."""
+merge, export-coco and import-coco."""
 
 from __future__ import annotations
 
@@ -316,6 +316,39 @@ def _export_scores(ann, csv, scores_arg):
 
     ids, values = load_scores(path)
     return align_scores(ann, ids, values)
+
+
+@_command
+def _register_merge(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("merge", help="append the rows of annotation files to another (e.g. reviewed images to train.csv)")
+    p.add_argument("base", help="FashionAI CSV whose bytes are kept as they are")
+    p.add_argument("more", nargs="+", help="FashionAI CSVs whose rows are appended, in order")
+    p.add_argument("--out", required=True, help="file to write (BASE itself appends in place)")
+    p.set_defaults(func=_run_merge)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.io.annotations import append_annotations, load_annotations
+    from engine.io.files import atomic_write_bytes
+
+    out, base = Path(args.out), Path(args.base)
+    parts = [load_annotations(p) for p in args.more]
+    for path, ann in zip(args.more, parts):
+        if ann.problems:
+            raise ValueError(f"{ann.problems[0].describe(path)} ({len(ann.problems)} problems: "
+                             f"fix them first, `fkp validate {path}`)")
+    if out.resolve() != base.resolve():
+        atomic_write_bytes(out, base.read_bytes())
+    try:
+        added = sum(append_annotations(out, ann) for ann in parts)
+    except ValueError:
+        if out.resolve() != base.resolve():
+            out.unlink()
+        raise
+    print(f"wrote {out}: {added} rows appended to the {len(load_annotations(out)) - added} of {base}")
+    return 0
 
 
 @_command

@@ -626,6 +626,41 @@ def save_annotations(annotations: Annotations, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, format_annotations(annotations))
 
 
+def append_annotations(path: str | os.PathLike, rows: Annotations) -> int:
+    """Append `rows` to the FashionAI file at `path` (created when missing): its bytes stay as
+    they are, the new rows follow in its line ending. Refused with ValueError, before anything
+    is written, when an id is in the file already or twice in `rows`, or when keypoint rows
+    would go into a test split. Returns how many rows were appended."""
+    path = Path(path)
+    if not path.exists():
+        save_annotations(rows, path)
+        return len(rows)
+    data = path.read_bytes()
+    target = parse_annotations(data, path)
+    if rows.has_keypoints and not target.has_keypoints and (len(target) or target.header is not None):
+        raise ValueError(f"{path}: a test split (no keypoint columns) cannot take annotated rows")
+    ids = [str(i) for i in rows.image_ids]
+    present = set(map(str, target.image_ids)) | {p.image_id for p in target.problems if p.image_id}
+    clash = sorted({i for i in ids if i in present} | _duplicated(ids))
+    if clash:
+        more = f" and {len(clash) - 5} more" if len(clash) > 5 else ""
+        raise ValueError(f"{path}: {len(clash)} image ids are in the file already or given twice, nothing "
+                         f"appended: {', '.join(clash[:5])}{more}")
+    new = rows.subset(np.arange(len(rows)))
+    new.header, new.bom, new.newline, new.final_newline = None, False, target.newline, True
+    nl = target.newline.encode("ascii")
+    joint = b"" if not data or data.endswith(nl) else nl
+    atomic_write_bytes(path, data + joint + format_annotations(new))
+    return len(rows)
+
+
+def _duplicated(ids: list[str]) -> set[str]:
+    seen, twice = set(), set()
+    for i in ids:
+        (twice if i in seen else seen).add(i)
+    return twice
+
+
 def format_annotations(annotations: Annotations) -> bytes:
     """The file bytes `save_annotations` writes."""
     a = annotations

@@ -131,3 +131,34 @@ def test_a_double_click_on_a_prediction_accepts_that_point(open_window, dataset,
     assert doc.ann.coords[2, k].tolist() == [px, py]
     window.undo_stack.undo()
     assert doc.ann.coords[2, k, 0] == px - 6
+
+
+def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(open_window, dataset, qtbot, monkeypatch,
+                                                                     tmp_path):
+    csv = _test_split_of(dataset, tmp_path)
+    window = open_window(csv, dataset["pred"])
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    window.canvas.setFocus()
+    for _ in range(2):
+        qtbot.keyClick(window.canvas, Qt.Key_Return)
+    reviewed = np.flatnonzero(window.doc.review == 1).tolist()
+    assert len(reviewed) == 2
+    train = dataset["csv"]
+    before = train.read_bytes()
+    # An id already in the training file is refused, naming it; nothing is appended.
+    monkeypatch.setattr(window, "ask_training_file", lambda: str(train))
+    errors = []
+    monkeypatch.setattr(window, "show_error", lambda title, text: errors.append(text))
+    window.add_reviewed_to_training_file()
+    qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+    assert "in the file already" in errors[0] and dataset["ids"][reviewed[0]] in errors[0]
+    assert train.read_bytes() == before
+    fresh = tmp_path / "reviewed.csv"
+    fresh.write_bytes(before[:before.index(b"\n") + 1])  # a header-only training file
+    monkeypatch.setattr(window, "ask_training_file", lambda: str(fresh))
+    with qtbot.waitSignal(window.io_thread.busyChanged, timeout=5000, check_params_cb=lambda busy: not busy):
+        window.add_reviewed_to_training_file()
+    added = load_annotations(fresh)
+    assert fresh.read_bytes().startswith(before[:before.index(b"\n") + 1])
+    assert added.image_ids.tolist() == [dataset["ids"][r] for r in reviewed]
+    np.testing.assert_array_equal(added.coords, window.doc.ann.coords[reviewed])
