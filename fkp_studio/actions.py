@@ -36,6 +36,8 @@ _NUDGES = tuple(
 
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open_annotations", "&Open annotations…", (QKeySequence.Open,), "file"),
+    ActionSpec("file.new_from_images", "&New annotations from images…", (QKeySequence.New,), "file",
+               "Start an annotation file for a folder of images (ROOT/Images/<category>/...); created on the first save"),
     ActionSpec("file.open_predictions", "Open &predictions…", ("Ctrl+Shift+O",), "file"),
     ActionSpec("file.predict_with_model", "Predict with &model…", (), "file"),
     ActionSpec("file.save", "&Save annotations", (QKeySequence.Save,), "file",

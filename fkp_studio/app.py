@@ -32,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="fkp-studio", description="Browse, compare and correct FashionAI keypoints.")
     p.add_argument("root", nargs="?", help="data set root (Annotations/*.csv, Images/...) or an annotation CSV")
     p.add_argument("--annotations", help="annotation CSV to open (default: the root's train.csv or first CSV)")
+    p.add_argument("--images", metavar="DIR",
+                   help="new annotations for a folder of images (no CSV yet); ROOT with Images/ and no CSV does the same")
     p.add_argument("--predictions", help="predictions CSV (FashionAI format) to compare with")
     p.add_argument("--model", help="model package to predict with (runs in the background)")
     p.add_argument("--demo", action="store_true", help="open the demo workspace even if another data set was open last")
@@ -54,9 +56,16 @@ def resolve_annotations(root: str | None, annotations: str | None) -> Path:
         raise ValueError(f"{path}: no such data set folder or annotation file")
     found = find_annotation_files(path)
     if not found:
-        raise ValueError(f"{path}: no annotation CSV in {path / 'Annotations'} or {path}")
+        raise ValueError(f"{path}: no annotation CSV in {path / 'Annotations'} or {path}, and no Images/ folder")
     preferred = [p for p in found if p.name == "train.csv"]
     return (preferred or found)[0]
+
+
+def _images_without_annotations(root: Path) -> Path | None:
+    """`root/Images` when the folder has images but no annotation file yet."""
+    if root.is_dir() and (root / "Images").is_dir() and not find_annotation_files(root):
+        return root / "Images"
+    return None
 
 
 def demo_root() -> Path:
@@ -153,6 +162,10 @@ def init_application(argv: Sequence[str] | None = None) -> QApplication:
 
 def start(window: MainWindow, args: argparse.Namespace) -> None:
     """Open what the arguments ask for (after the window is shown)."""
+    images = args.images or (args.root and not args.annotations and _images_without_annotations(Path(args.root)))
+    if images:
+        window.open_images(images, args.model)
+        return
     if args.root or args.annotations:
         try:
             csv = resolve_annotations(args.root, args.annotations)

@@ -246,6 +246,7 @@ class AnnotationDocument(QObject):
     def _write(self, annotations: Annotations) -> None:
         if not self.backup_path.exists() and self.csv_path.exists():
             atomic_write_bytes(self.backup_path, self.csv_path.read_bytes())
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)  # new annotations: Annotations/ too
         save_annotations(annotations, self.csv_path)
         self.disk_base = make_base(self.csv_path)
         self.journal.restart(self.disk_base)

@@ -149,6 +149,7 @@ class MainWindow(QMainWindow):
         canvas, panel = self.canvas, self.list_panel
         slots = {
             "file.open_annotations": self._choose_annotations, "file.open_predictions": self._choose_predictions,
+            "file.new_from_images": self._choose_images,
             "file.predict_with_model": self._choose_model, "file.save": self.save, "file.quit": self.close,
             "edit.next_keypoint": self.editing.next_keypoint, "edit.cycle_visibility": self.editing.cycle_visibility,
             "edit.remove_point": self.editing.remove_point, "edit.swap_left_right": self.editing.swap_left_right,
@@ -190,6 +191,19 @@ class MainWindow(QMainWindow):
         csv_path = self.session.open(annotations, predictions, model)
         self.statusBar().showMessage(f"Loading {csv_path.name}…")
         return True
+
+    def open_images(self, images_dir: str | Path, model: str | Path | None = None) -> bool:
+        """New annotations for a folder of images (listed off the main thread); False if cancelled."""
+        if not self.maybe_save():
+            return False
+        csv_path = self.session.open_images(images_dir, model)
+        self.statusBar().showMessage(f"Listing the images of {Path(images_dir).name} for {csv_path.name}…")
+        return True
+
+    def _choose_images(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "New annotations from images (a folder, e.g. ROOT/Images)")
+        if folder:
+            self.open_images(folder)
 
     def _install(self, doc: AnnotationDocument) -> None:
         """The session opened a document: point every panel at it."""

@@ -15,13 +15,15 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QSettings, QStandardPaths, Signal
 
-from engine.io.annotations import Annotations, load_annotations
+from engine.io.annotations import Annotations, RowProblem, load_annotations
+from engine.io.image_scan import ScannedImages, images_root, scan_images
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import JournalContents
 from engine.io.lock import LockedError, acquire_lock
 from engine.io.merge import MergeResult
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
+from engine.schema import NUM_KEYPOINTS
 from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
 from fkp_studio.engine_thread import EngineThread
 
@@ -95,6 +97,23 @@ class DatasetSession(QObject):
             f"load {csv_path.name}", lambda ctx: load_annotations(csv_path),
             on_done=lambda ann: self._install(csv_path, ann, pred_path, model),
             on_error=lambda msg: self.failed.emit("Cannot open the annotation file", msg))
+        return csv_path
+
+    def open_images(self, images_dir: str | Path, model: str | Path | None = None) -> Path:
+        """Start new annotations for a folder of images with no annotation file: the folder is
+        scanned on the io thread; the file, `<root>/Annotations/<root name>.csv`, is created on
+        the first save. Returns that file's path."""
+        root = images_root(images_dir)
+        csv_path = root / "Annotations" / f"{root.name}.csv"
+
+        def job(ctx) -> Annotations:
+            scanned = scan_images(images_dir, progress=lambda n: ctx.progress(n, 0, "listing images"),
+                                  should_stop=ctx.should_stop)
+            return new_annotations(scanned, csv_path)
+
+        self.io_thread.submit(f"list {Path(images_dir).name}", job,
+                              on_done=lambda ann: self._install(csv_path, ann, None, model),
+                              on_error=lambda msg: self.failed.emit("Cannot list the images", msg))
         return csv_path
 
     def _install(self, csv_path: Path, annotations: Annotations, pred_path: Path | None, model) -> None:
@@ -172,6 +191,21 @@ class DatasetSession(QObject):
 
         self.io_thread.submit(f"load {path.name}", job, on_done=done,
                               on_error=lambda msg: self.failed.emit("Cannot use the predictions", f"{path}: {msg}"))
+
+
+def new_annotations(scanned: ScannedImages, csv_path: Path) -> Annotations:
+    """Annotations with every point absent for the scanned images whose folder names their
+    category; the others are listed as problems (nothing can be written for them yet)."""
+    known = [i for i, c in enumerate(scanned.categories) if c is not None]
+    n = len(known)
+    ann = Annotations.from_arrays([scanned.image_ids[i] for i in known], [scanned.categories[i] for i in known],
+                                  np.full((n, NUM_KEYPOINTS, 2), -1, np.float32), np.full((n, NUM_KEYPOINTS), -1, np.int8))
+    ann.path = csv_path
+    ann.problems = [RowProblem(0, scanned.image_ids[i], "image_category",
+                               "no category: its folder is not named after one (blouse, outwear, trousers, skirt, "
+                               "dress); `fkp predict --images` lets the detector choose", "")
+                    for i, c in enumerate(scanned.categories) if c is None]
+    return ann
 
 
 def scores_beside(predictions_csv: Path) -> tuple[list[str], np.ndarray] | None:

@@ -141,8 +141,11 @@ def _run_train(args: argparse.Namespace) -> int:
 def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict the keypoints of a split with a model package (submission CSV)")
     p.add_argument("--model", required=True, help="model package (.fkpmodel file or its directory)")
-    p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
+    p.add_argument("--data", help="data set root (Annotations/<split>.csv, Images/...)")
     p.add_argument("--split", default="test", help="annotation file to predict (default test)")
+    p.add_argument("--images", metavar="DIR",
+                   help="instead of --data: every image under DIR, with no annotation file (ids relative to the "
+                        "folder above Images/; the category from the folder name, else the detector's)")
     p.add_argument("--out", required=True, help="predictions CSV to write (confidences go to <out>.scores.csv)")
     _add_test_time_args(p, "", "the model preset's choice")
     p.add_argument("--refine", type=non_negative_int, default=1,
@@ -162,6 +165,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from engine.io.annotations import load_annotations, save_annotations
     from engine.io.files import check_writable
+    from engine.io.image_scan import scan_images
     from engine.model.checkpoints import CheckpointError
     from engine.model.package import load_model
     from engine.io.scores import save_scores, scores_path
@@ -175,30 +179,44 @@ def _run_predict(args: argparse.Namespace) -> int:
     except CheckpointError as e:
         print(f"fkp predict: {describe_error(e)}", file=sys.stderr)
         return 2
-    split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
-    if not split_path.is_file():
-        print(f"error: {split_path}: annotation file not found", file=sys.stderr)
-        return 2
-    ann = load_annotations(split_path)
+    if (args.data is None) == (args.images is None):
+        raise ValueError("give --data ROOT (with --split) or --images DIR")
+    if args.images is not None:
+        scanned = scan_images(args.images)
+        root, ids, cats, problems = scanned.root, scanned.image_ids, scanned.categories, []
+        where = args.images
+    else:
+        split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
+        if not split_path.is_file():
+            raise FileNotFoundError(2, "annotation file not found", str(split_path))
+        ann = load_annotations(split_path)
+        root, ids, cats, problems = args.data, list(ann.image_ids), [int(c) for c in ann.categories], ann.problems
+        where = split_path
     if args.limit is not None:
-        ann = ann.subset(np.arange(min(args.limit, len(ann))))
+        ids, cats = ids[:args.limit], cats[:args.limit]
     # Before the work, not after it: a CSV row and its scores row take well under 1 KB.
-    check_writable(args.out, 1024 * len(ann))
+    check_writable(args.out, 1024 * len(ids))
     check_writable(scores_path(args.out), 0)
-    for problem in ann.problems:
-        print(f"warning: {problem.describe(split_path)} (row not predicted)", file=sys.stderr)
+    for problem in problems:
+        print(f"warning: {problem.describe(where)} (row not predicted)", file=sys.stderr)
     pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops,
                         batch_size=args.batch_size, refine_steps=args.refine,
                         rotation_search=args.rotation_search, box_search=args.box_search)
-    bar = ProgressBar(len(ann), label="predict", log_every=10.0)
+    bar = ProgressBar(len(ids), label="predict", log_every=10.0)
     batches = []
-    for batch in pipeline.iter_predict(args.data, list(ann.image_ids), [int(c) for c in ann.categories],
-                                       on_progress=lambda done, total: bar.update(done)):
+    # An image without a known category (a folder that names none) takes the detector's.
+    for batch in pipeline.iter_predict(root, ids, cats, on_progress=lambda done, total: bar.update(done)):
         for image_id, message in batch.errors.items():
             print(f"\nerror: image {image_id}: {message} (written as missing)", file=sys.stderr)
         batches.append(batch)
     bar.close()
     pred, scores, errors = merge_batches(batches)
+    unknown = np.flatnonzero(pred.categories < 0)
+    if len(unknown):  # unreadable, and no folder to tell the category: no row can be written
+        print(f"warning: {len(unknown)} unreadable images of unknown category left out, e.g. "
+              f"{pred.image_ids[unknown[0]]}", file=sys.stderr)
+        keep = np.flatnonzero(pred.categories >= 0)
+        pred, scores = pred.subset(keep), scores[keep]
     save_annotations(pred, args.out)
     save_scores(scores_path(args.out), list(pred.image_ids), scores)
     print(f"wrote {args.out} ({len(pred)} images, {len(errors)} unreadable) and {scores_path(args.out)}")

@@ -162,3 +162,36 @@ def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(open_windo
     assert fresh.read_bytes().startswith(before[:before.index(b"\n") + 1])
     assert added.image_ids.tolist() == [dataset["ids"][r] for r in reviewed]
     np.testing.assert_array_equal(added.coords, window.doc.ann.coords[reviewed])
+
+
+def test_a_folder_of_images_without_a_csv_becomes_new_annotations_on_the_first_save(qtbot, tmp_path):
+    from PySide6.QtWidgets import QMessageBox
+
+    from engine.io.images import write_jpeg
+    from fkp_studio.main_window import MainWindow
+
+    root = tmp_path / "shoot"
+    for name in ("Images/skirt/a.jpg", "Images/skirt/b.jpg", "Images/dress/c.jpg", "Images/misc/d.jpg"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        write_jpeg(root / name, np.full((120, 100, 3), 90, np.uint8))
+    window = MainWindow()
+    window.ask_unsaved = lambda: QMessageBox.Discard
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        window.open_images(root / "Images")
+    doc = window.doc
+    assert doc.csv_path == (root / "Annotations" / "shoot.csv").resolve() and not doc.csv_path.exists()
+    assert doc.ann.image_ids.tolist() == ["Images/dress/c.jpg", "Images/skirt/a.jpg", "Images/skirt/b.jpg"]
+    assert [p.image_id for p in doc.ann.problems] == ["Images/misc/d.jpg"]  # no category: listed, not lost
+    assert window.problems.rowCount() == 1
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    canvas = window.canvas
+    qtbot.waitUntil(lambda: canvas.image_size() == (100, 120), timeout=5000)
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_N)
+    qtbot.mouseClick(canvas.viewport(), Qt.LeftButton, pos=canvas.mapFromScene(50, 60))
+    qtbot.keyClick(canvas, Qt.Key_S, Qt.ControlModifier)
+    saved = load_annotations(root / "Annotations" / "shoot.csv")
+    assert saved.has_keypoints and saved.image_ids.tolist() == doc.ann.image_ids.tolist()
+    assert (saved.visibility[0] == 1).sum() == 1 and (saved.visibility[1:] == -1).all()
