@@ -20,8 +20,8 @@ from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPixmapItem, QGraphicsRect
                                QGraphicsSimpleTextItem, QGraphicsTextItem, QGraphicsView, QStyleOptionGraphicsItem, QWidget)
 
 from engine.schema import SKELETONS
-from fkp_studio.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_COLOURS, PREDICTION_OUTLINE, SELECTION,
-                                SKELETON, keypoint_label)
+from fkp_studio.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_COLOURS, LOW_CONFIDENCE,
+                                LOW_CONFIDENCE_RING, PREDICTION_OUTLINE, SELECTION, SKELETON, keypoint_label)
 
 GRAB_RADIUS = 14.0  # screen pixels
 MARKER_RADIUS = 6.0
@@ -32,14 +32,15 @@ _VIS_TEXT = {1: "visible", 0: "occluded", -1: "absent"}
 class MarkerItem(QGraphicsItem):
     """One keypoint marker, constant size on screen: an annotation disc or a prediction cross."""
 
-    def __init__(self, k: int, kind: str, visibility: int, selected: bool = False):
+    def __init__(self, k: int, kind: str, visibility: int, selected: bool = False, unsure: bool = False):
         super().__init__()
         self.k, self.kind, self.visibility, self.selected = k, kind, visibility, selected
+        self.unsure = unsure  # a prediction of low confidence: ringed, so the eye goes to it first
         self.setFlag(QGraphicsItem.ItemIgnoresTransformations)
         self.setAcceptHoverEvents(True)
         self.setZValue(20 if kind == "annotation" else 15)
         what = "annotation" if kind == "annotation" else "prediction"
-        state = f", {_VIS_TEXT[visibility]}" if kind == "annotation" else ""
+        state = f", {_VIS_TEXT[visibility]}" if kind == "annotation" else (", low confidence" if unsure else "")
         self.setToolTip(f"{keypoint_label(k)} — {what}{state}")
 
     def boundingRect(self) -> QRectF:
@@ -60,6 +61,10 @@ class MarkerItem(QGraphicsItem):
             painter.setBrush(Qt.NoBrush)
             painter.drawEllipse(QPointF(0, 0), r + 5, r + 5)
         if self.kind == "prediction":
+            if self.unsure:
+                painter.setPen(QPen(LOW_CONFIDENCE_RING, 2.0, Qt.DotLine))
+                painter.setBrush(Qt.NoBrush)
+                painter.drawEllipse(QPointF(0, 0), r + 6, r + 6)
             # A cross: dark halo under a coloured stroke, readable on any background.
             for pen in (QPen(PREDICTION_OUTLINE.darker(400), 4.5), QPen(colour, 2.2)):
                 pen.setCapStyle(Qt.RoundCap)
@@ -112,6 +117,7 @@ class KeypointCanvas(QGraphicsView):
         self.visibility = np.full(24, -1, np.int8)
         self.pred_coords: np.ndarray | None = None
         self.pred_visibility: np.ndarray | None = None
+        self.pred_unsure = np.zeros(24, bool)
         self.selected: int | None = None
         self.place_mode: int | None = None
         self.show_predictions = True
@@ -182,8 +188,12 @@ class KeypointCanvas(QGraphicsView):
         return QRectF(float(x0), float(y0), float(max(x1, 512) - x0), float(max(y1, 512) - y0))
 
     def set_points(self, category: int, coords: np.ndarray, visibility: np.ndarray,
-                   pred_coords: np.ndarray | None = None, pred_visibility: np.ndarray | None = None) -> None:
-        """Show an image's annotated (and predicted) points."""
+                   pred_coords: np.ndarray | None = None, pred_visibility: np.ndarray | None = None,
+                   pred_scores: np.ndarray | None = None) -> None:
+        """Show an image's annotated (and predicted) points; predictions scored below
+        LOW_CONFIDENCE are ringed."""
+        self.pred_unsure = (np.zeros(24, bool) if pred_scores is None
+                            else np.nan_to_num(np.asarray(pred_scores, np.float64), nan=1.0) < LOW_CONFIDENCE)
         self.category = int(category)
         self.coords = np.array(coords, np.float32)
         self.visibility = np.array(visibility, np.int8)
@@ -242,7 +252,7 @@ class KeypointCanvas(QGraphicsView):
             for k in np.flatnonzero(ann & pred):
                 self._line(self.coords[k], self.pred_coords[k], error_pen, 6)
             for k in np.flatnonzero(pred):
-                self._marker(int(k), "prediction", 1, self.pred_coords[k])
+                self._marker(int(k), "prediction", 1, self.pred_coords[k], unsure=bool(self.pred_unsure[k]))
         for k in np.flatnonzero(ann):
             self._marker(int(k), "annotation", int(self.visibility[k]), self.coords[k])
         if self.selected is not None:
@@ -253,8 +263,8 @@ class KeypointCanvas(QGraphicsView):
         item.setZValue(z)
         self._overlay.append(item)
 
-    def _marker(self, k: int, kind: str, visibility: int, xy) -> None:
-        item = MarkerItem(k, kind, visibility, selected=(kind == "annotation" and k == self.selected))
+    def _marker(self, k: int, kind: str, visibility: int, xy, unsure: bool = False) -> None:
+        item = MarkerItem(k, kind, visibility, selected=(kind == "annotation" and k == self.selected), unsure=unsure)
         item.setPos(float(xy[0]), float(xy[1]))
         self.scene().addItem(item)
         self._overlay.append(item)

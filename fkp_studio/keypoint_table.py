@@ -1,4 +1,5 @@
-"""The per-image keypoint table: annotation, prediction, error and visibility of each point."""
+"""The per-image keypoint table: annotation, prediction and its confidence, error and visibility
+of each point."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTab
 
 from engine.schema import category_keypoints
 from fkp_studio.document import AnnotationDocument
-from fkp_studio.palette import KEYPOINT_COLOURS, TYPE_COLOURS, keypoint_label
+from fkp_studio.palette import KEYPOINT_COLOURS, LOW_CONFIDENCE, LOW_CONFIDENCE_RING, TYPE_COLOURS, keypoint_label
 
 _VIS = {1: "visible", 0: "occluded", -1: "absent"}
-HEADERS = ("Keypoint", "Annotation", "Prediction", "NE %", "Visibility", "Error type")
+HEADERS = ("Keypoint", "Annotation", "Prediction", "Conf.", "NE %", "Visibility", "Error type")
+COL_CONFIDENCE, COL_NE, COL_VISIBILITY, COL_TYPE = 3, 4, 5, 6
 
 
 def _swatch(colour: QColor) -> QIcon:
@@ -37,7 +39,7 @@ class KeypointTable(QTableWidget):
         # Fixed widths: ResizeToContents re-measures every cell on every change (slow).
         self.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate((124, 68, 68, 48, 66)):
+        for col, width in enumerate((124, 68, 68, 40, 48, 66)):
             self.setColumnWidth(col, width)
         self.setFocusPolicy(Qt.NoFocus)  # keys belong to the canvas and the list
         self.keypoints: list[int] = []
@@ -52,24 +54,31 @@ class KeypointTable(QTableWidget):
         for i, k in enumerate(self.keypoints):
             v = int(a.visibility[row, k])
             ann = "—" if v < 0 else "%d, %d" % tuple(a.coords[row, k])
+            score = np.nan
             if p is not None and p.present[row] and p.visibility[row, k] >= 0:
                 pred = "%d, %d" % tuple(p.coords[row, k])
+                score = p.scores[row, k]
             else:
                 pred = "—"
             err = doc.errors[row, k]
             kind = doc.error_index.type_of(row, k)
-            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(err) else f"{err * 100:.1f}", _VIS[v], kind)
+            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(score) else f"{score:.2f}",
+                     "—" if np.isnan(err) else f"{err * 100:.1f}", _VIS[v], kind)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if col == 0:
                     item.setIcon(_swatch(KEYPOINT_COLOURS[k]))
-                if col == 3:
+                if col == COL_CONFIDENCE:
+                    item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
+                    if score < LOW_CONFIDENCE:
+                        item.setForeground(LOW_CONFIDENCE_RING)
+                if col == COL_NE:
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                     if not np.isnan(err) and err > 0.10:
                         item.setForeground(QColor(220, 70, 60))
-                if col == 4 and v < 0:
+                if col == COL_VISIBILITY and v < 0:
                     item.setForeground(QColor(140, 140, 140))
-                if col == 5 and kind:
+                if col == COL_TYPE and kind:
                     item.setForeground(TYPE_COLOURS[kind])
                 self.setItem(i, col, item)
         self.setUpdatesEnabled(True)

@@ -382,7 +382,8 @@ class MainWindow(QMainWindow):
         p = doc.predictions
         has_pred = p is not None and p.present[row]
         self.canvas.set_points(doc.categories[row], doc.ann.coords[row], doc.ann.visibility[row],
-                               p.coords[row] if has_pred else None, p.visibility[row] if has_pred else None)
+                               p.coords[row] if has_pred else None, p.visibility[row] if has_pred else None,
+                               p.scores[row] if has_pred else None)
         self.canvas.set_selected(self.editing.selected_k)
         self.keypoint_table.show_row(doc, row, self.editing.selected_k)
 

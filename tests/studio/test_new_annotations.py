@@ -195,3 +195,24 @@ def test_a_folder_of_images_without_a_csv_becomes_new_annotations_on_the_first_s
     saved = load_annotations(root / "Annotations" / "shoot.csv")
     assert saved.has_keypoints and saved.image_ids.tolist() == doc.ann.image_ids.tolist()
     assert (saved.visibility[0] == 1).sum() == 1 and (saved.visibility[1:] == -1).all()
+
+
+def test_each_points_confidence_is_shown_and_unsure_predictions_are_ringed(open_window, dataset, qtbot):
+    from fkp_studio.canvas import MarkerItem
+    from fkp_studio.keypoint_table import COL_CONFIDENCE
+
+    _scores(dataset, [0.3, 0.9, 0.9, 0.9, 0.9, 0.9])
+    window = open_window(dataset["csv"], dataset["pred"])
+    qtbot.waitUntil(lambda: window.doc.predictions is not None, timeout=5000)
+    window.list_panel.go_to(1)
+    window.list_panel.go_to(0)
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    table = window.keypoint_table
+    assert {table.item(i, COL_CONFIDENCE).text() for i in range(table.rowCount())} == {"0.30"}
+    unsure = [item.unsure for item in window.canvas.scene().items()
+              if isinstance(item, MarkerItem) and item.kind == "prediction"]
+    assert unsure and all(unsure)
+    window.list_panel.go_to(1)
+    unsure = [item.unsure for item in window.canvas.scene().items()
+              if isinstance(item, MarkerItem) and item.kind == "prediction"]
+    assert unsure and not any(unsure)

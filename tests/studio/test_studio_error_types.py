@@ -9,6 +9,7 @@ import pytest
 from engine.io.annotations import load_annotations, save_annotations
 from engine.analysis.error_types import GOOD, INVERSION, UNTYPED
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINT_INDEX, category_code
+from fkp_studio.keypoint_table import COL_TYPE
 
 K = KEYPOINT_INDEX
 
@@ -86,13 +87,13 @@ def test_keypoint_table_shows_each_points_type(open_window, error_dataset, qtbot
     window = open_window(error_dataset["csv"], error_dataset["pred"])
     window.go_to_point(0, K["neckline_left"])
     table = window.keypoint_table
-    assert table.horizontalHeaderItem(5).text() == "Error type"
-    types = {table.keypoints[i]: table.item(i, 5).text() for i in range(table.rowCount())}
+    assert table.horizontalHeaderItem(COL_TYPE).text() == "Error type"
+    types = {table.keypoints[i]: table.item(i, COL_TYPE).text() for i in range(table.rowCount())}
     assert types[K["neckline_left"]] == types[K["cuff_right_out"]] == "inversion"
     assert types[K["center_front"]] == ""  # occluded in the annotation: not scored, no type
     assert types[K["shoulder_left"]] == "inversion"
     window.go_to_point(1, K["crotch"])
-    types = {table.keypoints[i]: table.item(i, 5).text() for i in range(table.rowCount())}
+    types = {table.keypoints[i]: table.item(i, COL_TYPE).text() for i in range(table.rowCount())}
     assert types[K["crotch"]] == "miss" and types[K["waistband_left"]] == "good"
 
 
@@ -108,7 +109,7 @@ def test_swap_left_right_fixes_a_mirrored_annotation_in_one_step(open_window, er
     scored = ks[window.doc.ann.visibility[0, ks] == 1]
     assert len(scored) == len(ks) - 1 and (index.types[0, scored] == GOOD).all()
     assert not index.rows_with("inversion")[0]
-    assert window.keypoint_table.item(0, 5).text() == "good"
+    assert window.keypoint_table.item(0, COL_TYPE).text() == "good"
     window.undo_stack.undo()
     assert (index.types[0, paired] == INVERSION).all()
 
