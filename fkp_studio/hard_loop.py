@@ -25,6 +25,7 @@ from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
 from engine.training.retrain_config import RetrainConfig
 from engine.io.messages import shorten
+from engine.io.review import REVIEW_STATES, REVIEWED
 from engine.io.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors
 
@@ -398,18 +399,34 @@ class HardLoop(QObject):
         self.dialog.raise_()
         return self.dialog
 
-    def start_retrain(self, config: RetrainConfig) -> JobHandle | None:
-        """Retrain the active version on the hard set of a snapshot of the annotations."""
+    def training_ids(self, source: str = "hard") -> list[str]:
+        """The images a retrain oversamples: the hard set's ("hard") or every reviewed one ("reviewed")."""
+        if self.doc is None:
+            return []
+        if source == "reviewed":
+            return self._ids(np.flatnonzero(self.doc.review == REVIEW_STATES.index(REVIEWED)))
+        index = self.doc.ann.id_index()
+        return [i for i in self.members() if i in index]
+
+    def start_retrain(self, config: RetrainConfig, source: str = "hard") -> JobHandle | None:
+        """Retrain the active version on the hard set (or the reviewed images) of a snapshot of
+        the annotations."""
         doc, w = self.doc, self.window
         version = doc.workspace.active_model_version() if doc is not None else None
         if version is None:
             w.show_error("No model", "This data set has no model to retrain: predict with a model first.")
             return None
-        hard = [i for i in self.members() if i in doc.ann.id_index()]
+        hard = self.training_ids(source)
         if not hard:
-            w.show_error("Empty hard set", "Add images to the hard set first (H, or Add worst N by NE).")
+            w.show_error("Nothing to train on", "Add images to the hard set first (H, or Add worst N by NE)."
+                         if source == "hard" else "Review images first (Enter accepts and marks reviewed).")
             return None
-        snapshot = doc.ann.subset(np.arange(len(doc)))  # editing goes on meanwhile
+        # Editing goes on meanwhile: a snapshot, of the images with at least one point (an image
+        # of new annotations that nobody has touched yet teaches nothing).
+        snapshot = doc.ann.subset(np.flatnonzero((doc.ann.visibility >= 0).any(axis=1)))
+        snapshot.add_keypoint_columns()
+        index = snapshot.id_index()
+        hard = [i for i in hard if i in index]
         job = retrain_job(doc.workspace, snapshot, hard, config, base_version=version)
         handle = w.model_thread.submit(f"retrain {version}", job, on_done=self.retrainFinished.emit,
                                        on_error=self.retrainFailed.emit, on_progress=self._retrain_progress)

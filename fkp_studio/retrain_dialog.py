@@ -121,6 +121,12 @@ class RetrainDialog(QDialog):
         self.boxes = QComboBox(self)
         self.boxes.addItem("detector boxes (what predictions use)", "detector")
         self.boxes.addItem("annotated boxes (keypoint network alone)", "annotated")
+        self.source = QComboBox(self)
+        self.source.addItem("the hard set", "hard")
+        self.source.addItem("all reviewed images", "reviewed")
+        self.source.setToolTip("What the batches oversample: the hard set, or every image reviewed in this file")
+        self.source.currentIndexChanged.connect(lambda _i: self._update_info())
+        form.addRow("Train on", self.source)
         form.addRow("Keypoint network steps", self.steps)
         form.addRow("Learning rate", self.lr)
         form.addRow("Hard share of each batch", self.hard_share)
@@ -202,11 +208,13 @@ class RetrainDialog(QDialog):
         self.discard_button.setEnabled(have_result)
 
     def _update_info(self) -> None:
-        n = len(self.loop.members())
-        ne = self.loop.hard_ne()
-        self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {n} hard "
-                          "images, replaying the other images; a held-out subset that is never trained on "
-                          "measures the rest. "
+        source = self.source.currentData()
+        n = len(self.loop.training_ids(source))
+        ne = self.loop.hard_ne() if source == "hard" else math.nan
+        what = "hard" if source == "hard" else "reviewed"
+        self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {n} {what} "
+                          "images, replaying the other annotated images; a held-out subset that is never trained "
+                          "on measures the rest. "
                           + (f"Hard-set NE now: {100 * ne:.2f} %." if math.isfinite(ne) else ""))
 
     def config(self) -> RetrainConfig:
@@ -219,7 +227,7 @@ class RetrainDialog(QDialog):
     def start(self):
         self.losses = []
         self.table.setRowCount(0)
-        handle = self.loop.start_retrain(self.config())
+        handle = self.loop.start_retrain(self.config(), self.source.currentData())
         if handle is not None:
             self._set_running(True, have_result=False)
             self.progress.setRange(0, self.steps.value() + self.detector_steps.value())

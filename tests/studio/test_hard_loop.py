@@ -6,6 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from engine.io.workspace import Workspace
 
@@ -190,3 +191,21 @@ def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window
     from engine.io.annotations import load_annotations
 
     np.testing.assert_allclose(load_annotations(csv).coords[edited], expected, atol=0.5)
+
+
+def test_the_retrain_dialog_can_train_on_every_reviewed_image(open_window, qtbot, loop_data):
+    csv, model = loop_data
+    window, _ = _predicted_window(open_window, qtbot, csv, model)
+    doc, loop = window.doc, window.hard_loop
+    window.canvas.setFocus()
+    for _ in range(4):  # accept (nothing is missing: the rows are annotated) and mark reviewed
+        qtbot.keyClick(window.canvas, Qt.Key_Return)
+    reviewed = loop.training_ids("reviewed")
+    assert len(reviewed) == 4 and not loop.members()
+    dialog = loop.open_retrain_dialog()
+    dialog.source.setCurrentIndex(dialog.source.findData("reviewed"))
+    assert "on 4 reviewed images" in dialog.info.text()
+    _small_retrain(dialog, 5, detector_steps=0)
+    with qtbot.waitSignal(loop.retrainFinished, timeout=300000) as done:
+        dialog.start()
+    assert done.args[0]["report"]["hard_images"] == 4  # the hold-out is chosen among the other images
