@@ -102,7 +102,8 @@ class DatasetCharts(QWidget):
         doc = self.doc
         titles = ("Per-image NE", "NE per keypoint", "NE per category")
         if doc is None or doc.predictions is None or np.isnan(doc.errors).all():
-            why = "no predictions yet" if doc is not None else "no data set"
+            why = ("no data set" if doc is None else "no predictions yet" if doc.predictions is None
+                   else "no annotated point to compare yet")
             hint = "\n\nFile ▸ Open predictions… or\nFile ▸ Predict with model…" if doc is not None else ""
             for chart, title in zip((self.hist, self.per_kp, self.per_cat), titles):
                 chart.message(title, why + (hint if chart is self.hist else ""))
@@ -115,7 +116,7 @@ class DatasetCharts(QWidget):
         ne = doc.ne[~np.isnan(doc.ne)]
         overall = pooled_ne(doc.errors)
         chart = self.hist
-        chart.clear(f"Per-image NE ({len(ne)} images) — overall {overall * 100:.2f} %")
+        chart.clear(f"Per-image NE, overall {overall * 100:.2f} %")
         top = max(float(np.percentile(ne, 99)), 1e-3)
         edges = np.linspace(0.0, top, 25)
         counts, _ = np.histogram(np.clip(ne, 0, top), bins=edges)
@@ -125,7 +126,7 @@ class DatasetCharts(QWidget):
             hi = np.inf if i == len(bars) - 1 else edges[i + 1]  # the last bar holds the tail
             bar.fkp_filter = ("ne", float(edges[i]), float(hi))
         chart.ax.set_xlabel("NE % (click a bar to list those images)", color=_FG, fontsize=7)
-        chart.ax.set_ylabel("images", color=_FG, fontsize=7)
+        chart.ax.set_ylabel(f"images (of {len(ne)})", color=_FG, fontsize=7)
         chart.draw_idle()
 
     def _draw_per_keypoint(self, doc: AnnotationDocument) -> None:
@@ -179,6 +180,7 @@ class ErrorTypeChart(FigureCanvasQTAgg):
         self.setMinimumSize(200, 180)
         self.index: ErrorTypeIndex | None = None
         self.mpl_connect("pick_event", self._on_pick)
+        self.refresh()  # the empty chart in the theme, not matplotlib's white default
 
     def set_index(self, index: ErrorTypeIndex | None) -> None:
         self.index = index
@@ -209,8 +211,8 @@ class ErrorTypeChart(FigureCanvasQTAgg):
             return
         total = counts.sum()
         good = counts[:, 0].sum()
-        ax.set_title(f"Error types per keypoint — {100 * good / total:.1f} % good "
-                     f"(t_good {self.index.t_good:g}, t_miss {self.index.t_miss:g})", color=_FG, fontsize=9, loc="left")
+        ax.set_title(f"Error types per keypoint — {100 * good / total:.1f} % good\n"
+                     f"t_good {self.index.t_good:g}, t_miss {self.index.t_miss:g}", color=_FG, fontsize=9, loc="left")
         x = np.arange(len(ks))
         bottom = np.zeros(len(ks))
         for code, name in enumerate(ERROR_TYPES):

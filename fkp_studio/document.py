@@ -86,6 +86,7 @@ class AnnotationDocument(QObject):
         self.categories = annotations.categories.astype(np.int64)
         self._baseline_coords = annotations.coords.copy()
         self._baseline_vis = annotations.visibility.copy()
+        self.had_points = (self._baseline_vis >= 0).any(axis=1)  # per image: annotated when read
         self.edited = np.zeros(n, bool)
         self.visible_count = (annotations.visibility == 1).sum(axis=1).astype(np.int64)
         self.predictions: Predictions | None = None

@@ -29,6 +29,12 @@ from engine.io.review import REVIEW_STATES, REVIEWED
 from engine.io.workspace import HARD_REASONS, REMOVED
 from fkp_studio.document import Predictions, compute_errors
 
+def _describe_device() -> str:
+    from engine.model.device import describe_device, pick_device
+
+    return describe_device(pick_device())
+
+
 REASON_LABELS = {"worst-ne": "worst NE", "corrected": "corrected", "manual": "added"}
 
 
@@ -127,11 +133,14 @@ class HardLoop(QObject):
         w.statusBar().addPermanentWidget(self.predict_progress_cancel)
 
     def _build_status(self) -> None:
-        from engine.model.device import describe_device, pick_device
-
-        self.device_label = QLabel(f"Device: {describe_device(pick_device())}", self.window)
+        self.device_label = QLabel("Device: …", self.window)
         self.device_label.setToolTip("Where predict and retrain run (CUDA with mixed precision when present)")
         self.window.statusBar().addPermanentWidget(self.device_label)
+        # Importing torch and asking CUDA take seconds: on the model thread (which owns the CUDA
+        # context from then on), never before the window is first drawn.
+        self.window.model_thread.submit("find the device", lambda ctx: _describe_device(),
+                                        on_done=lambda text: self.device_label.setText(f"Device: {text}"),
+                                        on_error=lambda msg: self.device_label.setText("Device: unknown"))
 
     # --- data set -----------------------------------------------------------------------
 
@@ -337,7 +346,9 @@ class HardLoop(QObject):
     def _on_rows_changed(self, doc, rows) -> None:
         if doc is not self.doc:
             return
-        edited = [r for r in np.asarray(rows).tolist() if doc.edited[r]]
+        # A correction of an annotation joins; the first points of a new image (placed or accepted
+        # from the prediction) are annotating, not correcting.
+        edited = [r for r in np.asarray(rows).tolist() if doc.edited[r] and doc.had_points[r]]
         if edited and not set(self._ids(edited)) <= set(self.hard_set.entries):
             self._saving(lambda: self.hard_set.corrected(self._ids(edited)))
 

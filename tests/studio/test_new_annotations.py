@@ -79,6 +79,7 @@ def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_st
     np.testing.assert_array_equal(doc.ann.coords[0, others], pred.coords[0, others])
     assert (doc.ann.visibility[0, others] == 1).all() and doc.ann.coords[0, first].tolist() == hand
     assert doc.review_state(0) == "reviewed" and window.current_row != 0
+    assert not window.hard_loop.members(), "annotating a new image is not correcting one: not in the hard set"
     assert window.review_label.text() == "1 / 6 reviewed"
     assert window.list_model.data(window.list_model.index(window.list_model.view_row(0), 5)) == "✓ reviewed"
     window.undo_stack.undo()  # accept and review are one step
