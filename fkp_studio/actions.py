@@ -49,6 +49,8 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("edit.swap_left_right", "&Swap left/right", ("S",), "edit", "Swap every left keypoint with its right twin"),
     ActionSpec("edit.swap_twin", "Swap with &twin", ("Shift+S",), "edit",
                "Swap the selected keypoint with its left/right twin (fixes one inverted pair)"),
+    ActionSpec("edit.cycle_category", "Change &category", ("C",), "edit",
+               "The next garment category; points the new category has no place for are cleared (undo brings them back)"),
     ActionSpec("edit.cancel", "Cancel", ("Escape",)),
     ActionSpec("review.accept", "&Accept prediction and next", ("Return", "Enter"), "review",
                "The prediction becomes the annotation of every point not placed yet; mark the image reviewed"),

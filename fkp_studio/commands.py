@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtGui import QUndoCommand
 
-from engine.schema import FLIP_PERMUTATION, category_keypoints
+from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PERMUTATION, category_keypoints
 from fkp_studio.document import AnnotationDocument
 from fkp_studio.palette import keypoint_label
 
@@ -22,11 +22,11 @@ class SetKeypointsCommand(QUndoCommand):
     """Keypoints `keypoints` of image `row` become `coords`/`visibility`."""
 
     def __init__(self, doc: AnnotationDocument, row: int, keypoints, coords, visibility, text: str,
-                 merge_key: tuple | None = None):
+                 merge_key: tuple | None = None, category: int | None = None):
         super().__init__(text)
         self.doc = doc
-        self.before = doc.current(row, keypoints)
-        self.after = doc.edit_of(row, keypoints, coords, visibility)
+        self.before = doc.current(row, keypoints, with_category=category is not None)
+        self.after = doc.edit_of(row, keypoints, coords, visibility, category)
         self.merge_key = merge_key
 
     def redo(self) -> None:
@@ -144,11 +144,14 @@ def swap_twin(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand 
 class RestoreCommand(QUndoCommand):
     """One undo step that brings back the journal's unsaved edits (whole rows)."""
 
-    def __init__(self, doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray):
+    def __init__(self, doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray,
+                 categories: np.ndarray | None = None):
         super().__init__(f"Restore unsaved edits ({len(rows)} images)")
         all_k = np.arange(coords.shape[1])
         # Plain Python list, not Qt children: the Python objects must outlive the C++ ones.
-        self.parts = [SetKeypointsCommand(doc, int(row), all_k, coords[i], visibility[i], "Restore")
+        self.parts = [SetKeypointsCommand(doc, int(row), all_k, coords[i], visibility[i], "Restore",
+                                          category=None if categories is None or categories[i] == doc.categories[row]
+                                          else int(categories[i]))
                       for i, row in enumerate(rows)]
 
     def redo(self) -> None:
@@ -160,5 +163,16 @@ class RestoreCommand(QUndoCommand):
             part.undo()
 
 
-def restore_command(doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray) -> RestoreCommand:
-    return RestoreCommand(doc, rows, coords, visibility)
+def restore_command(doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray,
+                    categories: np.ndarray | None = None) -> RestoreCommand:
+    return RestoreCommand(doc, rows, coords, visibility, categories)
+
+
+def change_category(doc: AnnotationDocument, row: int, category: int) -> SetKeypointsCommand | None:
+    """Image `row` becomes a `category` garment: the points that category has no place for are
+    cleared (undo brings them and the category back). None when it is that category already."""
+    if int(doc.categories[row]) == category:
+        return None
+    lost = np.flatnonzero(~CATEGORY_MASK[category] & (doc.ann.visibility[row] >= 0))
+    return SetKeypointsCommand(doc, row, lost, np.full((len(lost), 2), -1.0), np.full(len(lost), -1),
+                               f"Category: {CATEGORIES[category]}", category=category)

@@ -86,6 +86,7 @@ class AnnotationDocument(QObject):
         self.categories = annotations.categories.astype(np.int64)
         self._baseline_coords = annotations.coords.copy()
         self._baseline_vis = annotations.visibility.copy()
+        self._baseline_categories = annotations.categories.copy()
         self.had_points = (self._baseline_vis >= 0).any(axis=1)  # per image: annotated when read
         self.edited = np.zeros(n, bool)
         self.visible_count = (annotations.visibility == 1).sum(axis=1).astype(np.int64)
@@ -121,20 +122,23 @@ class AnnotationDocument(QObject):
 
     # --- editing ------------------------------------------------------------------------
 
-    def edit_of(self, row: int, keypoints, coords, visibility) -> Edit:
-        """The edit setting these keypoints of image `row`."""
-        return Edit(str(self.ann.image_ids[row]), keypoints, coords, visibility)
+    def edit_of(self, row: int, keypoints, coords, visibility, category: int | None = None) -> Edit:
+        """The edit setting these keypoints (and with `category`, the category) of image `row`."""
+        return Edit(str(self.ann.image_ids[row]), keypoints, coords, visibility, category)
 
-    def current(self, row: int, keypoints) -> Edit:
-        """The edit that would put these keypoints of image `row` back as they are now."""
+    def current(self, row: int, keypoints, with_category: bool = False) -> Edit:
+        """The edit that would put these keypoints (and the category) of image `row` back as they are now."""
         ks = np.asarray(keypoints, dtype=np.int64)
-        return self.edit_of(row, ks, self.ann.coords[row, ks], self.ann.visibility[row, ks])
+        return self.edit_of(row, ks, self.ann.coords[row, ks], self.ann.visibility[row, ks],
+                            int(self.categories[row]) if with_category else None)
 
     def apply(self, edit: Edit) -> None:
         """Set keypoints of one image, journal the edit, update what depends on the row."""
         row = self.ann.index_of(edit.image_id)
         self.ann.add_keypoint_columns()  # a test split's first point makes it an annotation file
-        before = self.current(row, edit.keypoints)
+        before = self.current(row, edit.keypoints, with_category=edit.category is not None)
+        if edit.category is not None:
+            self.ann.categories[row] = self.categories[row] = edit.category
         self.ann.coords[row, edit.keypoints] = edit.coords
         self.ann.visibility[row, edit.keypoints] = edit.visibility
         try:
@@ -148,6 +152,7 @@ class AnnotationDocument(QObject):
         a = self.ann
         self.visible_count[rows] = (a.visibility[rows] == 1).sum(axis=1)
         self.edited[rows] = ((a.visibility[rows] != self._baseline_vis[rows]).any(axis=1)
+                             | (a.categories[rows] != self._baseline_categories[rows])
                              | (a.coords[rows] != self._baseline_coords[rows]).any(axis=(1, 2)))
         if self.predictions is not None:
             self.ne[rows], self.errors[rows] = compute_errors(a, self.predictions, rows)
@@ -265,7 +270,8 @@ class AnnotationDocument(QObject):
     def session_changes(self) -> PointChanges:
         """The points this session changed, with their values as read and as they are now."""
         return PointChanges.between(self.ann.image_ids, self._baseline_coords, self._baseline_vis,
-                                    self.ann.coords, self.ann.visibility)
+                                    self.ann.coords, self.ann.visibility, self._baseline_categories,
+                                    self.ann.categories)
 
     def merge_and_save(self) -> tuple[MergeResult, list[Path]]:
         """Re-read the file another program changed, apply this session's edits on top and save

@@ -7,7 +7,7 @@ from __future__ import annotations
 from PySide6.QtCore import QObject
 
 from engine.io.review import REVIEWED, SKIPPED
-from engine.schema import category_keypoints
+from engine.schema import CATEGORIES, category_keypoints
 from fkp_studio import commands
 from fkp_studio.palette import keypoint_label
 
@@ -131,3 +131,16 @@ class EditingController(QObject):
             w.list_panel.go_to(queue[0])
         else:
             w.statusBar().showMessage("Every image is reviewed or skipped", 6000)
+
+    # --- category -------------------------------------------------------------------------
+
+    def set_category(self, category: int) -> None:
+        """The current image becomes a `category` garment (points it has no place for are cleared;
+        one undo step)."""
+        if self.editable():
+            self.push(commands.change_category(self.window.doc, self.window.current_row, int(category)))
+
+    def cycle_category(self) -> None:
+        """The next category, in FashionAI's order."""
+        if self.editable():
+            self.set_category((int(self.window.doc.categories[self.window.current_row]) + 1) % len(CATEGORIES))

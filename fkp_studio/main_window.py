@@ -11,11 +11,13 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
 from PySide6.QtGui import QCloseEvent, QImage, QKeySequence, QPixmap, QUndoStack
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar, QWidget
+from PySide6.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QProgressBar,
+                               QWidget)
 
 from engine.io.annotations import append_annotations
 from engine.io.messages import describe_error, shorten
 from engine.io.review import REVIEW_STATES, REVIEWED
+from engine.schema import CATEGORIES
 from fkp_studio import commands
 from fkp_studio.actions import TOOLBAR, make_actions
 from fkp_studio.canvas import KeypointCanvas
@@ -154,6 +156,7 @@ class MainWindow(QMainWindow):
             "edit.next_keypoint": self.editing.next_keypoint, "edit.cycle_visibility": self.editing.cycle_visibility,
             "edit.remove_point": self.editing.remove_point, "edit.swap_left_right": self.editing.swap_left_right,
             "edit.swap_twin": self.editing.swap_twin, "edit.cancel": self.editing.cancel_mode,
+            "edit.cycle_category": self.editing.cycle_category,
             "review.accept": self.editing.accept_image, "review.skip": self.editing.skip_image,
             "review.next_unreviewed": self.editing.next_unreviewed,
             "review.add_to_training_file": self.add_reviewed_to_training_file,
@@ -180,6 +183,13 @@ class MainWindow(QMainWindow):
                 tools.addSeparator()
             else:
                 tools.addAction(self.action_by_id[action_id])
+        tools.addSeparator()
+        self.category_combo = QComboBox(self)
+        self.category_combo.addItems(list(CATEGORIES))
+        self.category_combo.setToolTip("The current image's garment category (C: the next one)")
+        self.category_combo.setFocusPolicy(Qt.NoFocus)  # keys stay with the canvas and the list
+        self.category_combo.activated.connect(self.editing.set_category)
+        tools.addWidget(self.category_combo)
 
     # --- opening ------------------------------------------------------------------------
 
@@ -254,7 +264,8 @@ class MainWindow(QMainWindow):
             box.setDefaultButton(QMessageBox.Yes)
             answer = "restore" if box.exec() == QMessageBox.Yes else "discard"
         if answer == "restore":
-            self.undo_stack.push(commands.restore_command(doc, offer.rows, offer.coords, offer.visibility))
+            self.undo_stack.push(commands.restore_command(doc, offer.rows, offer.coords, offer.visibility,
+                                                          offer.categories))
             self.statusBar().showMessage(
                 f"Restored {offer.merge.applied} unsaved edited points on {len(offer.rows)} images", 8000)
         else:
@@ -379,6 +390,7 @@ class MainWindow(QMainWindow):
 
     def refresh_points(self) -> None:
         doc, row = self.doc, self.current_row
+        self.category_combo.setCurrentIndex(int(doc.categories[row]))
         p = doc.predictions
         has_pred = p is not None and p.present[row]
         self.canvas.set_points(doc.categories[row], doc.ann.coords[row], doc.ann.visibility[row],

@@ -57,6 +57,10 @@ class RestoreOffer:
     def visibility(self) -> np.ndarray:
         return self.merge.annotations.visibility[self.rows]
 
+    @property
+    def categories(self) -> np.ndarray:
+        return self.merge.annotations.categories[self.rows]
+
     def question(self, file_name: str) -> str:
         m = self.merge
         text = (f"{file_name} has unsaved edits from an earlier session "

@@ -25,7 +25,7 @@ import numpy as np
 
 from engine.io.files import fsync_dir
 from engine.io.merge import PointChanges
-from engine.schema import NUM_KEYPOINTS
+from engine.schema import CATEGORIES, NUM_KEYPOINTS
 
 JOURNAL_VERSION = 1
 
@@ -36,7 +36,8 @@ class JournalError(Exception):
 
 @dataclass(frozen=True)
 class Edit:
-    """Keypoints `keypoints` of image `image_id` become `coords` (K, 2) and `visibility` (K,).
+    """Keypoints `keypoints` of image `image_id` become `coords` (K, 2) and `visibility` (K,),
+    and with `category` the image's category becomes that code.
 
     The one representation of an edit: the journal records it, an undo step keeps the one it
     makes and the one it undoes, the document applies it. Types and shapes are checked here,
@@ -46,6 +47,7 @@ class Edit:
     keypoints: np.ndarray  # (K,) int64 keypoint indices in CSV order
     coords: np.ndarray  # (K, 2) float32 image pixels
     visibility: np.ndarray  # (K,) int8 in {-1, 0, 1}
+    category: int | None = None  # a category code (0..4), or None: the category stays
 
     def __post_init__(self) -> None:
         keypoints = np.asarray(self.keypoints, dtype=np.int64).reshape(-1)
@@ -57,6 +59,10 @@ class Edit:
             raise ValueError(f"keypoint index out of range 0..{NUM_KEYPOINTS - 1}: {keypoints.tolist()}")
         if not np.isin(visibility, (-1, 0, 1)).all():
             raise ValueError(f"visibility must be -1, 0 or 1: {visibility.tolist()}")
+        if self.category is not None:
+            if not 0 <= int(self.category) < len(CATEGORIES):
+                raise ValueError(f"category code out of range 0..{len(CATEGORIES) - 1}: {self.category}")
+            object.__setattr__(self, "category", int(self.category))
         for name, value in (("image_id", str(self.image_id)), ("keypoints", keypoints), ("coords", coords),
                             ("visibility", visibility.astype(np.int8))):
             object.__setattr__(self, name, value)
@@ -68,11 +74,12 @@ class Edit:
             "k": [int(k) for k in self.keypoints],
             "xy": [[float(x), float(y)] for x, y in self.coords],
             "v": [int(v) for v in self.visibility],
+            **({"c": self.category} if self.category is not None else {}),
         }
 
     @staticmethod
     def from_json(obj: dict[str, Any]) -> Edit:
-        return Edit(obj["id"], obj["k"], obj["xy"], obj["v"])
+        return Edit(obj["id"], obj["k"], obj["xy"], obj["v"], obj.get("c"))
 
     def record(self, before: Edit | None = None) -> dict[str, Any]:
         """The journal line: this edit and, when given, the values it replaced (`was_*`), which
@@ -81,6 +88,8 @@ class Edit:
         if before is not None:
             obj["was_xy"] = [[float(x), float(y)] for x, y in before.coords]
             obj["was_v"] = [int(v) for v in before.visibility]
+            if before.category is not None:
+                obj["was_c"] = before.category
         return obj
 
 
@@ -98,7 +107,11 @@ class JournalContents:
         """Per image and keypoint, the value before the first edit and after the last; points an
         edit and its undo brought back to where they were are left out."""
         points: dict[tuple[str, int], list] = {}
+        categories: dict[str, list] = {}
         for edit, before in zip(self.edits, self.befores):
+            if edit.category is not None:
+                was = before.category if before is not None and before.category is not None else -1
+                categories.setdefault(edit.image_id, [was, None])[1] = edit.category
             for j, k in enumerate(edit.keypoints.tolist()):
                 key = (edit.image_id, k)
                 if key not in points:
@@ -115,7 +128,8 @@ class JournalContents:
                             np.array([p[0] for _, p in kept], np.float32).reshape(n, 2),
                             np.array([p[1] for _, p in kept], np.int8),
                             np.array([p[2] for _, p in kept], np.float32).reshape(n, 2),
-                            np.array([p[3] for _, p in kept], np.int8))
+                            np.array([p[3] for _, p in kept], np.int8),
+                            {i: (b, a) for i, (b, a) in categories.items() if b != a})
 
 
 def file_fingerprint(path: str | os.PathLike) -> dict[str, Any]:
@@ -168,7 +182,7 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
             continue
         try:
             edit = Edit.from_json(obj)
-            before = (Edit(edit.image_id, edit.keypoints, obj["was_xy"], obj["was_v"])
+            before = (Edit(edit.image_id, edit.keypoints, obj["was_xy"], obj["was_v"], obj.get("was_c"))
                       if "was_xy" in obj or "was_v" in obj else None)
         except (KeyError, TypeError, ValueError) as e:
             contents.bad_lines.append(f"line {number}: malformed edit ({e})")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine.io.annotations import Annotations
-from engine.schema import KEYPOINTS
+from engine.schema import CATEGORIES, KEYPOINTS
 
 
 @dataclass
@@ -29,18 +29,26 @@ class PointChanges:
     before_v: np.ndarray    # (P,) int8
     after_xy: np.ndarray    # (P, 2) float32
     after_v: np.ndarray     # (P,) int8
+    # Image id -> (category before, after) for images whose category changed (before -1: unknown).
+    categories: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.keypoints)
 
     @classmethod
     def between(cls, image_ids: np.ndarray, before_xy: np.ndarray, before_v: np.ndarray,
-                after_xy: np.ndarray, after_v: np.ndarray) -> PointChanges:
-        """The points that differ between two (N, 24) versions of the same rows."""
+                after_xy: np.ndarray, after_v: np.ndarray, before_categories: np.ndarray | None = None,
+                after_categories: np.ndarray | None = None) -> PointChanges:
+        """The points (and categories) that differ between two (N, 24) versions of the same rows."""
         changed = (after_v != before_v) | (after_xy != before_xy).any(axis=2)
         rows, ks = np.nonzero(changed)
-        return cls(np.asarray(image_ids, dtype=object)[rows], ks.astype(np.int64), before_xy[rows, ks],
-                   before_v[rows, ks], after_xy[rows, ks], after_v[rows, ks])
+        ids = np.asarray(image_ids, dtype=object)
+        categories = {}
+        if before_categories is not None and after_categories is not None:
+            moved = np.flatnonzero(np.asarray(before_categories) != np.asarray(after_categories))
+            categories = {str(ids[r]): (int(before_categories[r]), int(after_categories[r])) for r in moved.tolist()}
+        return cls(ids[rows], ks.astype(np.int64), before_xy[rows, ks], before_v[rows, ks], after_xy[rows, ks],
+                   after_v[rows, ks], categories)
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,9 @@ class Conflict:
         def fmt(p) -> str:
             return f"{p[0]:g}_{p[1]:g}_{p[2]}"
 
+        if self.keypoint == "image_category":
+            return (f"{self.image_id} category: kept {CATEGORIES[self.ours[2]]} "
+                    f"(the file had {CATEGORIES[self.theirs[2]]})")
         return f"{self.image_id} {self.keypoint}: kept {fmt(self.ours)} (the file had {fmt(self.theirs)})"
 
 
@@ -80,6 +91,18 @@ def merge_changes(changes: PointChanges, theirs: Annotations) -> MergeResult:
     """Apply `changes` onto a copy of `theirs` (see the module docstring)."""
     merged = theirs.copy()
     index = theirs.id_index()
+    # Categories first: the points below are checked against the category they end up in.
+    category_rows, category_conflicts = [], []
+    for image_id, (before, after) in changes.categories.items():
+        row = index.get(image_id)
+        if row is None:
+            continue
+        now = int(theirs.categories[row])
+        if now != after:
+            if before >= 0 and now != before:
+                category_conflicts.append(Conflict(image_id, "image_category", (0.0, 0.0, after), (0.0, 0.0, now)))
+            merged.categories[row] = after
+            category_rows.append(row)
     rows = np.array([index.get(str(i), -1) for i in changes.image_ids.tolist()], dtype=np.int64)
     found = rows >= 0
     missing = sorted({str(i) for i in changes.image_ids[~found]})
@@ -98,4 +121,7 @@ def merge_changes(changes: PointChanges, theirs: Annotations) -> MergeResult:
                  for row, kp, a, av, t, tv in zip(r[conflict].tolist(), k[conflict].tolist(), after_xy[conflict],
                                                   after_v[conflict].tolist(), now_xy[conflict],
                                                   now_v[conflict].tolist())]
-    return MergeResult(merged, np.unique(r[~same_as_after]), int((~same_as_after).sum()), conflicts, missing)
+    missing = sorted(set(missing) | {i for i in changes.categories if i not in index})
+    rows = np.unique(np.concatenate([r[~same_as_after], np.asarray(category_rows, np.int64)]))
+    return MergeResult(merged, rows, int((~same_as_after).sum()) + len(category_rows),
+                       category_conflicts + conflicts, missing)

@@ -217,3 +217,29 @@ def test_each_points_confidence_is_shown_and_unsure_predictions_are_ringed(open_
     unsure = [item.unsure for item in window.canvas.scene().items()
               if isinstance(item, MarkerItem) and item.kind == "prediction"]
     assert unsure and not any(unsure)
+
+
+def test_changing_the_category_is_one_undo_step_and_survives_a_crash(open_window, dataset, qtbot, crash):
+    from engine.schema import CATEGORIES, CATEGORY_MASK
+
+    window = open_window(dataset["csv"])
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    doc = window.doc
+    assert CATEGORIES[doc.categories[0]] == "blouse"
+    before_coords, before_vis = doc.ann.coords[0].copy(), doc.ann.visibility[0].copy()
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_C)  # blouse -> outwear
+    assert CATEGORIES[doc.categories[0]] == "outwear" and window.category_combo.currentText() == "outwear"
+    assert (doc.ann.visibility[0][~CATEGORY_MASK[1]] == -1).all() and doc.edited[0]
+    window.category_combo.activated.emit(4)  # the combo box: dress
+    assert CATEGORIES[doc.categories[0]] == "dress" and window.list_model.data(window.list_model.index(0, 1)) == "dress"
+    window.undo_stack.undo()
+    window.undo_stack.undo()
+    assert CATEGORIES[doc.categories[0]] == "blouse"
+    assert (doc.ann.visibility[0] == before_vis).all() and (doc.ann.coords[0] == before_coords).all()
+    window.undo_stack.redo()  # outwear again
+    crash(window)
+    again = open_window(dataset["csv"], restore_policy="restore")
+    assert CATEGORIES[again.doc.categories[0]] == "outwear"
+    assert again.save()
+    assert CATEGORIES[load_annotations(dataset["csv"]).categories[0]] == "outwear"
