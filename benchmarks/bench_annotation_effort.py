@@ -1,0 +1,141 @@
+"""Does the model save the reviewer work? A simulated reviewer (`engine.analysis.review_effort`)
+with the demo model on two fresh batches, in one run:
+
+(i)  ordinary synthetic images of a seed the model never saw;
+(ii) a new domain: `fkp synth --layouts` with the real FashionAI `val.csv` (real garment geometry).
+
+Figures, each batch: (a) seconds from scratch, (b) seconds pre-labelled by the model (goal:
+b <= 20 % of a on (i), <= 40 % on (ii)); the review queue's head (least confident first 20 %)
+against random order, in images that need a fix (goal >= 2x). Then (c), the loop on (ii): the
+first half, reviewed in queue order (so it becomes the truth), joins the training data (with an
+ordinary replay set standing in for the model's own training data), the model is retrained with
+`RetrainConfig()`'s defaults, and the other half is pre-labelled again: goal c <= 60 % of (b)'s
+seconds on that half. The last line printed is one JSON object of the figures.
+
+    python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--n-new 200]
+        [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--steps N] [--detector-steps N]
+        [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.analysis.ne import align_predictions
+from engine.analysis.review_effort import (ReviewCosts, from_scratch, image_confidence, prelabelled,
+                                           queue_gain)
+from engine.io.annotations import Annotations, load_annotations
+from engine.model.package import TwoStageModel, load_model
+from engine.model.pipeline import Pipeline
+from engine.synth import generate_dataset
+from engine.training.retrain import RetrainConfig, retrain
+
+REPO = Path(__file__).resolve().parents[1]
+VAL_CSV = REPO / "tests" / "data" / "fashionai" / "val.csv"
+
+
+def _predict(model: TwoStageModel, root: Path, truth: Annotations) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(coords, visibility, scores) aligned with `truth`'s rows, its categories given (a test split)."""
+    pred, scores, errors = Pipeline(model).predict(root, truth)
+    if errors:
+        raise RuntimeError(f"unreadable images: {sorted(errors)[:3]}")
+    coords, vis, matched = align_predictions(truth, pred)
+    assert matched.all()
+    return coords, vis, np.asarray(scores, np.float64)
+
+
+def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts) -> dict:
+    coords, vis, scores = _predict(model, root, truth)
+    scratch, pre = from_scratch(truth, costs), prelabelled(truth, coords, vis, costs)
+    confidence = image_confidence(scores, vis)
+    figures = {
+        "images": len(truth), "scratch_s": round(scratch.total, 1), "prelabelled_s": round(pre.total, 1),
+        "prelabelled_share": round(pre.total / scratch.total, 4),
+        "queue_gain_first_20pct": round(queue_gain(pre.needs_fix, confidence), 3),
+        "need_fix_share": round(float(pre.needs_fix.mean()), 4), "actions": pre.counts(),
+    }
+    print(f"{name}: {len(truth)} images, from scratch {scratch.total:.0f} s, pre-labelled {pre.total:.0f} s "
+          f"({100 * figures['prelabelled_share']:.1f} %); {100 * figures['need_fix_share']:.0f} % need a fix; "
+          f"queue head x{figures['queue_gain_first_20pct']:.2f} of random; actions {pre.counts()}")
+    return {**figures, "_confidence": confidence, "_effort": pre}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default=str(REPO / "resources" / "models" / "demo"))
+    p.add_argument("--n", type=int, default=100, help="images of batch (i)")
+    p.add_argument("--n-new", type=int, default=200, help="images of batch (ii), the new domain")
+    p.add_argument("--replay", type=int, default=200, help="ordinary images standing in for the training data")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=20261202)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, help="retrain steps (default: RetrainConfig's)")
+    p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: RetrainConfig's)")
+    for field in dataclasses.fields(ReviewCosts):
+        p.add_argument(f"--{field.name}", type=float, default=field.default, help=f"seconds (default {field.default})")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    costs = ReviewCosts(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ReviewCosts)})
+    model = load_model(args.model)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        # One root, three splits: their ids never collide (they depend on seed and split).
+        ordinary = load_annotations(generate_dataset(root, args.n, seed=args.seed, split="ordinary", size=args.size))
+        new = load_annotations(generate_dataset(root, args.n_new, seed=args.seed + 1, split="new", size=args.size,
+                                                layouts=VAL_CSV))
+        replay = load_annotations(generate_dataset(root, args.replay, seed=args.seed + 2, split="replay",
+                                                   size=args.size))
+        print(f"data: {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at {args.size} px "
+              f"({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
+        i = _batch("(i) ordinary", model, root, ordinary, costs)
+        ii = _batch("(ii) new domain", model, root, new, costs)
+
+        # (c): the first half of (ii) in queue order is reviewed (it is the truth now) and trained on.
+        queue = np.argsort(ii["_confidence"], kind="stable")
+        reviewed, rest = np.sort(queue[: len(queue) // 2]), np.sort(queue[len(queue) // 2:])
+        training = _concat(replay, new.subset(reviewed))
+        config = dataclasses.replace(RetrainConfig(), **{k: v for k, v in (("steps", args.steps),
+                                                                             ("detector_steps", args.detector_steps))
+                                                         if v is not None})
+        t0 = time.perf_counter()
+        result = retrain(model, root, training, [str(x) for x in new.image_ids[reviewed]], config)
+        retrain_s = time.perf_counter() - t0
+        other = new.subset(rest)
+        coords, vis, _ = _predict(result.model, root, other)
+        before_half = ii["_effort"].subset(rest).total
+        after_half = prelabelled(other, coords, vis, costs).total
+    loop = {"reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
+            "before_s": round(before_half, 1), "after_s": round(after_half, 1),
+            "after_share": round(after_half / before_half, 4), "retrain_s": round(retrain_s, 1),
+            "steps": config.steps, "detector_steps": config.detector_steps}
+    print(f"(c) the loop on (ii): reviewed {len(reviewed)} in queue order, retrained ({config.steps} + "
+          f"{config.detector_steps} steps, {retrain_s:.0f} s); the other {len(rest)}: {before_half:.0f} s -> "
+          f"{after_half:.0f} s ({100 * loop['after_share']:.1f} %)")
+    goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
+             "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
+             "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
+             "loop_le_60pct": loop["after_share"] <= 0.60}
+    print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
+    clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}
+    print(json.dumps({**clean, "loop": loop, "goals": goals, "costs": dataclasses.asdict(costs),
+                      "threads": args.threads, "load_average": round(os.getloadavg()[0], 2),
+                      "seconds": round(time.perf_counter() - started, 1)}))
+
+
+def _concat(a: Annotations, b: Annotations) -> Annotations:
+    return Annotations.from_arrays(list(a.image_ids) + list(b.image_ids), np.concatenate([a.categories, b.categories]),
+                                   np.concatenate([a.coords, b.coords]), np.concatenate([a.visibility, b.visibility]))
+
+
+if __name__ == "__main__":
+    main()

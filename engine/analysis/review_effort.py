@@ -1,0 +1,115 @@
+"""What reviewing costs a person: a simulated reviewer's actions, converted to seconds.
+
+The reviewer knows the truth. Annotating from scratch, every point the garment shows is placed
+(and toggled to occluded when it is). Reviewing a pre-labelled image, a predicted point within
+`t_good` of the truth (normalized by the image's NE normalizer) is accepted as it is, a farther
+one is dragged, a missing one placed, one the truth does not have removed; accepted points are
+visible, so an occluded one is toggled. Either way the image is then accepted (Enter). The
+costs per action are stated and adjustable (`ReviewCosts`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from engine.analysis.error_types import DEFAULT_T_GOOD
+from engine.analysis.ne import normalizers
+from engine.io.annotations import Annotations
+from engine.schema import CATEGORY_MASK
+
+ACTIONS = ("place", "drag", "toggle", "remove", "accept")
+
+
+@dataclass(frozen=True)
+class ReviewCosts:
+    """Seconds per action."""
+
+    place: float = 3.0
+    drag: float = 2.0
+    toggle: float = 0.5
+    remove: float = 0.5
+    accept: float = 0.5
+
+
+@dataclass
+class Effort:
+    """Per image: the count of each action (N, 5 in `ACTIONS` order) and its seconds."""
+
+    actions: np.ndarray
+    seconds: np.ndarray
+
+    @property
+    def total(self) -> float:
+        return float(self.seconds.sum())
+
+    @property
+    def needs_fix(self) -> np.ndarray:
+        """(N,) the image needed more than its accept: a point placed, dragged, toggled or removed."""
+        return self.actions[:, :4].sum(axis=1) > 0
+
+    def counts(self) -> dict[str, int]:
+        return {name: int(n) for name, n in zip(ACTIONS, self.actions.sum(axis=0))}
+
+    def subset(self, rows: np.ndarray) -> Effort:
+        return Effort(self.actions[rows], self.seconds[rows])
+
+
+def _effort(actions: np.ndarray, costs: ReviewCosts) -> Effort:
+    prices = np.array([asdict(costs)[a] for a in ACTIONS])
+    return Effort(actions, actions @ prices)
+
+
+def from_scratch(truth: Annotations, costs: ReviewCosts = ReviewCosts()) -> Effort:
+    """Every point the truth has is placed; occluded ones are toggled too; then the accept."""
+    v = truth.visibility
+    actions = np.zeros((len(truth), len(ACTIONS)), np.int64)
+    actions[:, 0] = (v >= 0).sum(axis=1)
+    actions[:, 2] = (v == 0).sum(axis=1)
+    actions[:, 4] = 1
+    return _effort(actions, costs)
+
+
+def prelabelled(truth: Annotations, pred_coords: np.ndarray, pred_visibility: np.ndarray,
+                costs: ReviewCosts = ReviewCosts(), t_good: float = DEFAULT_T_GOOD) -> Effort:
+    """The actions to turn predictions (aligned with `truth`'s rows) into the truth."""
+    v, cats = truth.visibility, truth.categories.astype(np.int64)
+    garment = CATEGORY_MASK[cats]
+    scale = normalizers(truth.coords, v, cats)
+    # Without a normalizer (one of its points absent), the garment's extent stands in for it.
+    present = v >= 0
+    xy = np.where(present[..., None], truth.coords, np.nan)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an image with no point: no extent
+        extent = np.hypot(*(np.nanmax(xy, axis=1) - np.nanmin(xy, axis=1)).T)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, extent)
+    predicted = (np.asarray(pred_visibility) >= 0) & garment
+    distance = np.hypot(*(np.asarray(pred_coords, np.float64) - truth.coords).transpose(2, 0, 1))
+    good = predicted & present & (distance <= t_good * scale[:, None])
+    actions = np.zeros((len(truth), len(ACTIONS)), np.int64)
+    actions[:, 0] = (present & ~predicted).sum(axis=1)
+    actions[:, 1] = (present & predicted & ~good).sum(axis=1)
+    actions[:, 2] = (v == 0).sum(axis=1)
+    actions[:, 3] = (~present & predicted).sum(axis=1)
+    actions[:, 4] = 1
+    return _effort(actions, costs)
+
+
+def queue_gain(needs_fix: np.ndarray, confidence: np.ndarray, share: float = 0.2) -> float:
+    """How many times more of the images that need a fix the first `share` of the review queue
+    (least confident first) holds than random order would (its rate over the overall rate)."""
+    needs_fix = np.asarray(needs_fix, bool)
+    first = np.argsort(np.asarray(confidence, np.float64), kind="stable")[:max(1, int(round(share * len(needs_fix))))]
+    overall = needs_fix.mean()
+    return float(needs_fix[first].mean() / overall) if overall > 0 else float("nan")
+
+
+def image_confidence(scores: np.ndarray, pred_visibility: np.ndarray) -> np.ndarray:
+    """(N,) the mean confidence of each image's predicted points (the review queue's key)."""
+    s = np.where(np.asarray(pred_visibility) >= 0, np.asarray(scores, np.float64), np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nothing predicted: NaN
+        mean = np.nanmean(s, axis=1)
+    return np.where(np.isnan(mean), -np.inf, mean)  # nothing predicted: first in the queue
