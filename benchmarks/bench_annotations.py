@@ -39,7 +39,7 @@ def random_annotations(n: int, seed: int = 0) -> Annotations:
     cats = rng.integers(0, len(CATEGORIES), size=n)
     hexes = rng.integers(0, 16, size=(n, 32)).astype(np.uint8)
     digits = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[hexes]
-    names = digits.view(f"S32").ravel().astype(str)
+    names = digits.view("S32").ravel().astype(str)
     ids = [f"Images/{CATEGORIES[c]}/{h}.jpg" for c, h in zip(cats, names)]
     vis = np.where(rng.random((n, NUM_KEYPOINTS)) < 0.8, 1, 0).astype(np.int8)
     vis[~CATEGORY_MASK[cats]] = -1

@@ -47,7 +47,7 @@ def load_checkpoint(path: str | os.PathLike, expected_format: str | None = None)
         raise CheckpointError(f"{path}: corrupt or truncated checkpoint, or a foreign file (not a PyTorch archive)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
+    except pickle.UnpicklingError:
         # Deliberately not echoing PyTorch's hint to retry with weights_only=False: that would run the file's code.
         raise CheckpointError(f"{path}: refused to load: it holds objects other than tensors and plain "
                               f"values (possibly code); only plain checkpoints are loaded") from None

@@ -154,7 +154,7 @@ def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotation
         pred = predict_annotated_boxes(model, root, both, device, batch_size)
     if should_stop is not None and should_stop():
         raise RetrainCancelled()
-    n, total = len(holdout), len(both)
+    n = len(holdout)
     held = evaluate(holdout, _rows_for(pred, holdout), intersect=True) if n else None
     hard_eval = evaluate(hard, _rows_for(pred, hard), intersect=True) if len(hard) else None
     return NESummary(

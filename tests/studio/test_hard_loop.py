@@ -196,7 +196,7 @@ def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window
 def test_the_retrain_dialog_can_train_on_every_reviewed_image(open_window, qtbot, loop_data):
     csv, model = loop_data
     window, _ = _predicted_window(open_window, qtbot, csv, model)
-    doc, loop = window.doc, window.hard_loop
+    loop = window.hard_loop
     window.canvas.setFocus()
     for _ in range(4):  # accept (nothing is missing: the rows are annotated) and mark reviewed
         qtbot.keyClick(window.canvas, Qt.Key_Return)

@@ -4,7 +4,7 @@ opens editable, and nothing placed is ever dropped on save."""
 from __future__ import annotations
 
 import numpy as np
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import Qt
 
 from engine.cli import main
 from engine.io.annotations import TEST_HEADER, load_annotations
