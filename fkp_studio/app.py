@@ -164,7 +164,7 @@ def start(window: MainWindow, args: argparse.Namespace) -> None:
     """Open what the arguments ask for (after the window is shown)."""
     images = args.images or (args.root and not args.annotations and _images_without_annotations(Path(args.root)))
     if images:
-        window.open_images(images, args.model)
+        window.open_images(images, args.model, args.predictions)
         return
     if args.root or args.annotations:
         try:

@@ -202,11 +202,13 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Loading {csv_path.name}…")
         return True
 
-    def open_images(self, images_dir: str | Path, model: str | Path | None = None) -> bool:
-        """New annotations for a folder of images (listed off the main thread); False if cancelled."""
+    def open_images(self, images_dir: str | Path, model: str | Path | None = None,
+                    predictions: str | Path | None = None) -> bool:
+        """New annotations for a folder of images (listed off the main thread), with the
+        categories and predictions of `predictions` where given; False if cancelled."""
         if not self.maybe_save():
             return False
-        csv_path = self.session.open_images(images_dir, model)
+        csv_path = self.session.open_images(images_dir, model, predictions)
         self.statusBar().showMessage(f"Listing the images of {Path(images_dir).name} for {csv_path.name}…")
         return True
 

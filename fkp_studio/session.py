@@ -103,20 +103,29 @@ class DatasetSession(QObject):
             on_error=lambda msg: self.failed.emit("Cannot open the annotation file", msg))
         return csv_path
 
-    def open_images(self, images_dir: str | Path, model: str | Path | None = None) -> Path:
+    def open_images(self, images_dir: str | Path, model: str | Path | None = None,
+                    predictions: str | Path | None = None) -> Path:
         """Start new annotations for a folder of images with no annotation file: the folder is
         scanned on the io thread; the file, `<root>/Annotations/<root name>.csv`, is created on
-        the first save. Returns that file's path."""
+        the first save. An image whose folder names no category takes the one of its row in
+        `predictions` (e.g. `fkp predict --images`: the detector's), which are then shown.
+        Returns the new file's path."""
         root = images_root(images_dir)
         csv_path = root / "Annotations" / f"{root.name}.csv"
+        pred_path = Path(predictions).resolve() if predictions else None
 
         def job(ctx) -> Annotations:
             scanned = scan_images(images_dir, progress=lambda n: ctx.progress(n, 0, "listing images"),
                                   should_stop=ctx.should_stop)
+            if pred_path is not None:
+                predicted = load_annotations(pred_path)
+                index = predicted.id_index()
+                scanned.categories = [c if c is not None or i not in index else int(predicted.categories[index[i]])
+                                      for i, c in zip(scanned.image_ids, scanned.categories)]
             return new_annotations(scanned, csv_path)
 
         self.io_thread.submit(f"list {Path(images_dir).name}", job,
-                              on_done=lambda ann: self._install(csv_path, ann, None, model),
+                              on_done=lambda ann: self._install(csv_path, ann, pred_path, model),
                               on_error=lambda msg: self.failed.emit("Cannot list the images", msg))
         return csv_path
 
@@ -207,7 +216,8 @@ def new_annotations(scanned: ScannedImages, csv_path: Path) -> Annotations:
     ann.path = csv_path
     ann.problems = [RowProblem(0, scanned.image_ids[i], "image_category",
                                "no category: its folder is not named after one (blouse, outwear, trousers, skirt, "
-                               "dress); `fkp predict --images` lets the detector choose", "")
+                               "dress); `fkp predict --images` lets the detector choose, then open the folder with "
+                               "those predictions", "")
                     for i, c in enumerate(scanned.categories) if c is None]
     return ann
 

@@ -243,3 +243,36 @@ def test_changing_the_category_is_one_undo_step_and_survives_a_crash(open_window
     assert CATEGORIES[again.doc.categories[0]] == "outwear"
     assert again.save()
     assert CATEGORIES[load_annotations(dataset["csv"]).categories[0]] == "outwear"
+
+
+def test_a_folder_of_photos_takes_the_categories_of_its_predictions(qtbot, tmp_path):
+    """`fkp predict --images` then the studio: photos outside category folders get the detector's
+    category from the predictions file, and the predictions are shown to accept."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from engine.io.annotations import Annotations, save_annotations
+    from engine.io.images import write_jpeg
+    from fkp_studio.main_window import MainWindow
+
+    root = tmp_path / "photos"
+    ids = ["Images/new/a.jpg", "Images/new/b.jpg"]
+    for image_id in ids:
+        (root / image_id).parent.mkdir(parents=True, exist_ok=True)
+        write_jpeg(root / image_id, np.full((100, 100, 3), 90, np.uint8))
+    coords = np.full((2, 24, 2), -1, np.float32)
+    vis = np.full((2, 24), -1, np.int8)
+    coords[:, 15:17], vis[:, 15:17] = 50, 1  # skirt waistbands
+    save_annotations(Annotations.from_arrays(ids, [3, 3], coords, vis), tmp_path / "pred.csv")
+    window = MainWindow()
+    window.ask_unsaved = lambda: QMessageBox.Discard
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignals([window.datasetOpened, window.predictionsReady], timeout=10000):
+        window.open_images(root / "Images", predictions=tmp_path / "pred.csv")
+    doc = window.doc
+    assert doc.ann.image_ids.tolist() == ids and doc.categories.tolist() == [3, 3] and not doc.ann.problems
+    assert doc.predictions.present.all()
+    qtbot.waitUntil(lambda: window.current_row is not None, timeout=3000)
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_Return)
+    assert (doc.ann.visibility[0, 15:17] == 1).all() and doc.review_state(0) == "reviewed"
