@@ -61,11 +61,15 @@ def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts)
         "images": len(truth), "scratch_s": round(scratch.total, 1), "prelabelled_s": round(pre.total, 1),
         "prelabelled_share": round(pre.total / scratch.total, 4),
         "queue_gain_first_20pct": round(queue_gain(pre.needs_fix, confidence), 3),
-        "need_fix_share": round(float(pre.needs_fix.mean()), 4), "actions": pre.counts(),
+        "need_fix_share": round(float(pre.needs_fix.mean()), 4),
+        "queue_gain_moves_first_20pct": round(queue_gain(pre.needs_moving, confidence), 3),
+        "need_moving_share": round(float(pre.needs_moving.mean()), 4), "actions": pre.counts(),
     }
     print(f"{name}: {len(truth)} images, from scratch {scratch.total:.0f} s, pre-labelled {pre.total:.0f} s "
-          f"({100 * figures['prelabelled_share']:.1f} %); {100 * figures['need_fix_share']:.0f} % need a fix; "
-          f"queue head x{figures['queue_gain_first_20pct']:.2f} of random; actions {pre.counts()}")
+          f"({100 * figures['prelabelled_share']:.1f} %); {100 * figures['need_fix_share']:.0f} % need a fix, "
+          f"{100 * figures['need_moving_share']:.0f} % a point moved; the queue's first 20 % holds "
+          f"x{figures['queue_gain_first_20pct']:.2f} (fixes) / x{figures['queue_gain_moves_first_20pct']:.2f} "
+          f"(moves) of random order's share; actions {pre.counts()}")
     return {**figures, "_confidence": confidence, "_effort": pre}
 
 
@@ -124,6 +128,8 @@ def main() -> None:
     goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
              "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
              "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
+             "queue_moves_ge_2x_i": i["queue_gain_moves_first_20pct"] >= 2,
+             "queue_moves_ge_2x_ii": ii["queue_gain_moves_first_20pct"] >= 2,
              "loop_le_60pct": loop["after_share"] <= 0.60}
     print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
     clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}

@@ -50,6 +50,13 @@ class Effort:
         """(N,) the image needed more than its accept: a point placed, dragged, toggled or removed."""
         return self.actions[:, :4].sum(axis=1) > 0
 
+    @property
+    def needs_moving(self) -> np.ndarray:
+        """(N,) a point had to be placed, dragged or removed: the model got a position wrong (a
+        toggle alone is not that: the model predicts every point visible, so each occluded point
+        costs a toggle however sure it is)."""
+        return self.actions[:, [0, 1, 3]].sum(axis=1) > 0
+
     def counts(self) -> dict[str, int]:
         return {name: int(n) for name, n in zip(ACTIONS, self.actions.sum(axis=0))}
 

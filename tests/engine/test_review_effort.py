@@ -50,3 +50,9 @@ def test_queue_gain_compares_the_queues_head_with_the_overall_rate():
     confidence = np.array([0.1, 0.2, 0.9, 0.8, 0.7, 0.6, 0.95, 0.85, 0.75, 0.65])
     assert queue_gain(needs_fix, confidence, share=0.2) == 5.0  # 2 of 2 vs 2 of 10
     assert queue_gain(needs_fix, -confidence, share=0.2) == 0.0
+
+
+def test_a_toggle_alone_is_a_fix_but_not_a_move():
+    truth = _blouse()
+    effort = prelabelled(truth, truth.coords, np.where(truth.visibility >= 0, 1, -1))  # occluded point predicted visible
+    assert effort.needs_fix.tolist() == [True] and effort.needs_moving.tolist() == [False]
