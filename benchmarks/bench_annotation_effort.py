@@ -84,6 +84,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, help="retrain steps (default: RetrainConfig's)")
     p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: RetrainConfig's)")
+    p.add_argument("--no-loop", action="store_true", help="only (a), (b) and the queue: no retrain (c)")
     for field in dataclasses.fields(ReviewCosts):
         p.add_argument(f"--{field.name}", type=float, default=field.default, help=f"seconds (default {field.default})")
     args = p.parse_args()
@@ -103,21 +104,36 @@ def main() -> None:
               f"({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
         i = _batch("(i) ordinary", model, root, ordinary, costs)
         ii = _batch("(ii) new domain", model, root, new, costs)
+        loop = _loop(args, model, root, new, replay, ii, costs) if not args.no_loop else {}
+    goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
+             "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
+             "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
+             "queue_moves_ge_2x_i": i["queue_gain_moves_first_20pct"] >= 2,
+             "queue_moves_ge_2x_ii": ii["queue_gain_moves_first_20pct"] >= 2,
+             **({"loop_le_60pct": loop["after_share"] <= 0.60} if loop else {})}
+    print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
+    clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}
+    print(json.dumps({**clean, "loop": loop, "goals": goals, "costs": dataclasses.asdict(costs),
+                      "threads": args.threads, "load_average": round(os.getloadavg()[0], 2),
+                      "seconds": round(time.perf_counter() - started, 1)}))
 
-        # (c): the first half of (ii) in queue order is reviewed (it is the truth now) and trained on.
-        queue = np.argsort(ii["_confidence"], kind="stable")
-        reviewed, rest = np.sort(queue[: len(queue) // 2]), np.sort(queue[len(queue) // 2:])
-        training = _concat(replay, new.subset(reviewed))
-        config = dataclasses.replace(RetrainConfig(), **{k: v for k, v in (("steps", args.steps),
-                                                                             ("detector_steps", args.detector_steps))
-                                                         if v is not None})
-        t0 = time.perf_counter()
-        result = retrain(model, root, training, [str(x) for x in new.image_ids[reviewed]], config)
-        retrain_s = time.perf_counter() - t0
-        other = new.subset(rest)
-        coords, vis, _ = _predict(result.model, root, other)
-        before_half = ii["_effort"].subset(rest).total
-        after_half = prelabelled(other, coords, vis, costs).total
+
+def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: dict, costs: ReviewCosts) -> dict:
+    """(c): the first half of (ii) in queue order is reviewed (it is the truth now) and trained on,
+    then the other half is pre-labelled by the retrained model."""
+    queue = np.argsort(ii["_confidence"], kind="stable")
+    reviewed, rest = np.sort(queue[: len(queue) // 2]), np.sort(queue[len(queue) // 2:])
+    training = _concat(replay, new.subset(reviewed))
+    config = dataclasses.replace(RetrainConfig(), **{k: v for k, v in (("steps", args.steps),
+                                                                         ("detector_steps", args.detector_steps))
+                                                     if v is not None})
+    t0 = time.perf_counter()
+    result = retrain(model, root, training, [str(x) for x in new.image_ids[reviewed]], config)
+    retrain_s = time.perf_counter() - t0
+    other = new.subset(rest)
+    coords, vis, _ = _predict(result.model, root, other)
+    before_half = ii["_effort"].subset(rest).total
+    after_half = prelabelled(other, coords, vis, costs).total
     loop = {"reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
             "before_s": round(before_half, 1), "after_s": round(after_half, 1),
             "after_share": round(after_half / before_half, 4), "retrain_s": round(retrain_s, 1),
@@ -125,17 +141,7 @@ def main() -> None:
     print(f"(c) the loop on (ii): reviewed {len(reviewed)} in queue order, retrained ({config.steps} + "
           f"{config.detector_steps} steps, {retrain_s:.0f} s); the other {len(rest)}: {before_half:.0f} s -> "
           f"{after_half:.0f} s ({100 * loop['after_share']:.1f} %)")
-    goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
-             "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
-             "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
-             "queue_moves_ge_2x_i": i["queue_gain_moves_first_20pct"] >= 2,
-             "queue_moves_ge_2x_ii": ii["queue_gain_moves_first_20pct"] >= 2,
-             "loop_le_60pct": loop["after_share"] <= 0.60}
-    print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
-    clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}
-    print(json.dumps({**clean, "loop": loop, "goals": goals, "costs": dataclasses.asdict(costs),
-                      "threads": args.threads, "load_average": round(os.getloadavg()[0], 2),
-                      "seconds": round(time.perf_counter() - started, 1)}))
+    return loop
 
 
 def _concat(a: Annotations, b: Annotations) -> Annotations:
