@@ -8,7 +8,6 @@ it returns) and updates what depends on the row: visible count, edited flag and 
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from PySide6.QtCore import QObject, Signal
 
 from engine.analysis.label_errors import align_scores
 from engine.analysis.ne import align_predictions, normalized_errors, per_image_ne
+from engine.analysis.review_effort import image_confidence
 from engine.io.annotations import Annotations, load_annotations, save_annotations
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal
@@ -195,12 +195,8 @@ class AnnotationDocument(QObject):
         p = self.predictions
         if p is None:
             return rows
-        scores = np.where(p.visibility[rows] >= 0, p.scores[rows], np.nan)
-        with np.errstate(invalid="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no prediction
-            confidence = np.nanmean(scores, axis=1)
+        confidence = image_confidence(p.scores[rows], p.visibility[rows])
         confidence[~p.present[rows]] = np.inf
-        confidence[np.isnan(confidence)] = np.inf
         return rows[np.argsort(confidence, kind="stable")]
 
     # --- journal: restoring unsaved edits ----------------------------------------------

@@ -244,6 +244,8 @@ class MainWindow(QMainWindow):
         msg = f"Opened {doc.csv_path.name}: {len(doc)} images"
         if problems:
             msg += f", {len(problems)} rows with problems (see the Problems panel)"
+        if doc.review_problems:
+            msg += f"; review states: {len(doc.review_problems)} damaged lines skipped ({doc.review_problems[0]})"
         if doc.read_only:
             msg = f"{msg}; {doc.read_only}"
         elif doc.lock is not None and doc.lock.took_over is not None:

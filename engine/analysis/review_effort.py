@@ -114,9 +114,10 @@ def queue_gain(needs_fix: np.ndarray, confidence: np.ndarray, share: float = 0.2
 
 
 def image_confidence(scores: np.ndarray, pred_visibility: np.ndarray) -> np.ndarray:
-    """(N,) the mean confidence of each image's predicted points (the review queue's key)."""
+    """(N,) the mean confidence of each image's predicted points: the review queue's key, least
+    confident first (an image with nothing predicted, +inf, comes last: there is nothing to check)."""
     s = np.where(np.asarray(pred_visibility) >= 0, np.asarray(scores, np.float64), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nothing predicted: NaN
         mean = np.nanmean(s, axis=1)
-    return np.where(np.isnan(mean), -np.inf, mean)  # nothing predicted: first in the queue
+    return np.where(np.isnan(mean), np.inf, mean)
