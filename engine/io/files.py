@@ -17,10 +17,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     On any error the temporary file is removed and `path` is left as it was.
     """
     path = Path(path)
-    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
-        # Replacing the file would only need the folder's permission: respect the file's own
-        # (no write bit for anyone: even root, as editors do).
-        raise PermissionError(errno.EACCES, "the file is write-protected", str(path))
+    _refuse_write_protected(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -49,6 +46,13 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
     atomic_write_bytes(path, text.encode(encoding))
 
 
+def _refuse_write_protected(path: Path) -> None:
+    # Replacing a file needs only its folder's permission: respect the file's own (no write bit
+    # for anyone refuses even root, as editors do).
+    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
+        raise PermissionError(errno.EACCES, "the file is write-protected", str(path))
+
+
 def fsync_dir(directory: str | os.PathLike) -> None:
     """Make a created, renamed or removed entry of `directory` durable (a no-op where folders
     cannot be opened, as on Windows)."""
@@ -72,8 +76,7 @@ def check_writable(path: str | os.PathLike, expected_bytes: int = 0) -> None:
     folder = path.resolve().parent
     if not folder.is_dir():
         raise FileNotFoundError(errno.ENOENT, "output folder not found", str(folder))
-    if path.exists() and (not os.access(path, os.W_OK) or not path.stat().st_mode & 0o222):
-        raise PermissionError(errno.EACCES, "the file is write-protected", str(path))
+    _refuse_write_protected(path)
     try:
         fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
     except OSError as e:
