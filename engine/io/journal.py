@@ -170,26 +170,26 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
         try:
             records.append((number, json.loads(line)))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            bad.append(f"line {number}: not a journal record ({e})")
+            bad.append((number, f"not a journal record ({e})"))
     if not records or records[0][0] != 1 or not isinstance(records[0][1], dict) or records[0][1].get("t") != "base":
         raise JournalError(f"{path}: the first record is not a journal base record")
-    contents = JournalContents(base=records[0][1], torn_tail=torn, bad_lines=bad)
+    contents = JournalContents(base=records[0][1], torn_tail=torn)
     for number, obj in records[1:]:
         # A damaged line (another program, a disk error) costs that edit only, never the rest.
         if not isinstance(obj, dict) or obj.get("t") != "set":
             kind = obj.get("t") if isinstance(obj, dict) else type(obj).__name__
-            contents.bad_lines.append(f"line {number}: unknown record type {kind!r}")
+            bad.append((number, f"unknown record type {kind!r}"))
             continue
         try:
             edit = Edit.from_json(obj)
             before = (Edit(edit.image_id, edit.keypoints, obj["was_xy"], obj["was_v"], obj.get("was_c"))
                       if "was_xy" in obj or "was_v" in obj else None)
         except (KeyError, TypeError, ValueError) as e:
-            contents.bad_lines.append(f"line {number}: malformed edit ({e})")
+            bad.append((number, f"malformed edit ({e})"))
             continue
         contents.edits.append(edit)
         contents.befores.append(before)
-    contents.bad_lines.sort(key=lambda line: int(line.split()[1].rstrip(":")))
+    contents.bad_lines = [f"line {number}: {why}" for number, why in sorted(bad)]
     return contents
 
 
