@@ -272,7 +272,8 @@ class HardLoop(QObject):
         # The list's cells and the current image at once, the charts at most once a second, the
         # error types once at the end (they cost a pass over every point).
         w = self.window
-        w.list_panel.refresh_rows(rows)
+        if w.list_model is not None:
+            w.list_model.refresh_rows(rows)
         if w.current_row is not None and w.current_row in set(rows.tolist()):
             w.refresh_points()
         w.charts.refresh_within_a_second()

@@ -73,7 +73,7 @@ class ImageListModel(QAbstractTableModel):
         self._ids_lower: np.ndarray | None = None  # built on the first text search
         self._id_rank: np.ndarray | None = None  # built on the first sort by id
         self._names: list[str] | None = None
-        doc.rowsChanged.connect(self._on_rows_changed)
+        doc.rowsChanged.connect(self.refresh_rows)
         doc.predictionsChanged.connect(self._on_predictions_changed)
 
     # --- Qt model interface ---------------------------------------------------------------
@@ -222,9 +222,9 @@ class ImageListModel(QAbstractTableModel):
 
     # --- document changes ---------------------------------------------------------------
 
-    def _on_rows_changed(self, rows: np.ndarray) -> None:
-        # Values change in place; the order stays put so the row under the user's
-        # cursor does not jump away mid-edit.
+    def refresh_rows(self, rows: np.ndarray) -> None:
+        """Repaint the cells of these data rows. Values change in place; the order stays put so
+        the row under the user's cursor does not jump away mid-edit."""
         for r in np.asarray(rows).tolist():
             v = self.view_row(r)
             if v >= 0:

@@ -121,17 +121,6 @@ class ImageListPanel(QWidget):
         self._reset_filter_widgets()
         self._after_view_changed()
 
-    def refresh_rows(self, rows: np.ndarray) -> None:
-        """Repaint the cells of these data rows (new predictions or NE for them)."""
-        model = self.model
-        if model is None:
-            return
-        last = model.columnCount() - 1
-        for r in np.asarray(rows).tolist():
-            v = model.view_row(r)
-            if v >= 0:
-                model.dataChanged.emit(model.index(v, 0), model.index(v, last))
-
     def shown_rows(self) -> np.ndarray:
         """The data rows the list shows, in its order."""
         return np.asarray(self.model.order) if self.model is not None else np.zeros(0, np.int64)
