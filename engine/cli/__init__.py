@@ -2,7 +2,9 @@
 
 The sub-commands live by group in `data.py` and `models.py`, each registered by one
 `_register_<name>(subparsers)` function (`registry.command`) that adds its parser and sets
-`func` to the function that runs it; `func(args)` returns the exit code. Heavy imports (torch,
+`func` to the function that runs it; `func(args)` returns the exit code. A bad file, argument
+or checkpoint it raises (OSError, ValueError, CheckpointError, ...) is reported by `main` in one
+line, `fkp <command>: <reason>`, with exit code 2. Heavy imports (torch,
 cv2) happen inside the command functions so `fkp --help` stays fast; the workflows themselves
 are library functions (`engine.training.two_stage` for `fkp train`).
 """

@@ -8,7 +8,6 @@ import sys
 
 from engine.cli.arguments import fraction, non_negative_float, positive_int
 from engine.cli.registry import command as _command
-from engine.io.messages import describe_error
 
 
 @_command
@@ -40,30 +39,26 @@ def _run_synth(args: argparse.Namespace) -> int:
     if args.out is None and args.contact_sheet is None:
         print("fkp synth: give OUT and --n, or --contact-sheet PNG", file=sys.stderr)
         return 2
-    try:
-        if args.out is not None:
-            if args.n is None:
-                print("fkp synth: --n is required with OUT", file=sys.stderr)
-                return 2
-            from engine.cli.progress import ProgressBar
+    if args.out is not None:
+        if args.n is None:
+            print("fkp synth: --n is required with OUT", file=sys.stderr)
+            return 2
+        from engine.cli.progress import ProgressBar
 
-            bar = ProgressBar(args.n, label="synth", log_every=10.0)
-            t0 = time.perf_counter()
-            csv = generate_dataset(args.out, args.n, seed=args.seed, split=args.split, size=args.size,
-                                   categories=args.categories, hard_fraction=args.hard_fraction,
-                                   annotations_only=args.annotations_only, layouts=args.layouts,
-                                   workers=args.workers, progress=lambda done, n: bar.update(done),
-                                   overwrite=args.overwrite)
-            bar.close()
-            dt = time.perf_counter() - t0
-            what = "rows" if args.annotations_only else "images"
-            print(f"wrote {csv} ({args.n} {what} in {dt:.1f} s, {args.n / max(dt, 1e-9):.0f}/s)")
-        if args.contact_sheet is not None:
-            contact_sheet(args.contact_sheet, seed=args.seed, layouts=args.layouts)
-            print(f"wrote {args.contact_sheet}")
-    except (OSError, ValueError) as e:
-        print(f"fkp synth: {describe_error(e)}", file=sys.stderr)
-        return 2
+        bar = ProgressBar(args.n, label="synth", log_every=10.0)
+        t0 = time.perf_counter()
+        csv = generate_dataset(args.out, args.n, seed=args.seed, split=args.split, size=args.size,
+                               categories=args.categories, hard_fraction=args.hard_fraction,
+                               annotations_only=args.annotations_only, layouts=args.layouts,
+                               workers=args.workers, progress=lambda done, n: bar.update(done),
+                               overwrite=args.overwrite)
+        bar.close()
+        dt = time.perf_counter() - t0
+        what = "rows" if args.annotations_only else "images"
+        print(f"wrote {csv} ({args.n} {what} in {dt:.1f} s, {args.n / max(dt, 1e-9):.0f}/s)")
+    if args.contact_sheet is not None:
+        contact_sheet(args.contact_sheet, seed=args.seed, layouts=args.layouts)
+        print(f"wrote {args.contact_sheet}")
     return 0
 
 
@@ -95,20 +90,16 @@ def _run_eval(args: argparse.Namespace) -> int:
     from engine.io.annotations import load_annotations
     from engine.analysis.ne import evaluate
 
-    try:
-        gt = load_annotations(args.gt)
-        pred = load_annotations(args.pred)
-        for path, ann, what in ((args.gt, gt, "annotation"), (args.pred, pred, "prediction")):
-            if len(ann) == 0:
-                why = f": {ann.problems[0].describe(path)}" if ann.problems else " (the file has only a header)"
-                raise ValueError(f"{path}: no {what} rows could be read{why}")
-        result = evaluate(gt, pred, missing_penalty=args.missing_penalty, intersect=args.intersect)
-        if (args.scores or args.t_good is not None or args.t_miss is not None) and not args.errors:
-            raise ValueError("--scores, --t-good and --t-miss need --errors")
-        analysis = _error_analysis(gt, pred, args) if args.errors else None
-    except (OSError, ValueError) as e:
-        print(f"fkp eval: {describe_error(e)}", file=sys.stderr)
-        return 2
+    gt = load_annotations(args.gt)
+    pred = load_annotations(args.pred)
+    for path, ann, what in ((args.gt, gt, "annotation"), (args.pred, pred, "prediction")):
+        if len(ann) == 0:
+            why = f": {ann.problems[0].describe(path)}" if ann.problems else " (the file has only a header)"
+            raise ValueError(f"{path}: no {what} rows could be read{why}")
+    result = evaluate(gt, pred, missing_penalty=args.missing_penalty, intersect=args.intersect)
+    if (args.scores or args.t_good is not None or args.t_miss is not None) and not args.errors:
+        raise ValueError("--scores, --t-good and --t-miss need --errors")
+    analysis = _error_analysis(gt, pred, args) if args.errors else None
     for path, ann in ((args.gt, gt), (args.pred, pred)):
         if ann.problems:
             print(f"warning: {path}: {len(ann.problems)} problems, {ann.unparsed_count} rows not loaded "
@@ -222,11 +213,7 @@ def _run_validate(args: argparse.Namespace) -> int:
 
     from engine.io.annotations import load_annotations
 
-    try:
-        ann = load_annotations(args.csv)
-    except OSError as e:
-        print(f"fkp validate: {describe_error(e)}", file=sys.stderr)
-        return 2
+    ann = load_annotations(args.csv)
     # Every problem leaves a row (the header included) unparsed and kept verbatim.
     failed = bool(ann.problems)
     if args.json:
@@ -267,24 +254,20 @@ def _run_export_coco(args: argparse.Namespace) -> int:
     from engine.io.coco import image_id_map, read_coco, save_coco, to_coco, to_coco_results
 
     csv = Path(args.csv)
-    try:
-        if args.scores and not args.results:
-            raise ValueError("--scores needs --results (COCO annotations carry no scores)")
-        ann = load_annotations(csv)
-        if not ann.has_keypoints and args.results:
-            raise ValueError(f"{csv}: a test split (no keypoint columns) has no predictions to export")
-        id_map = image_id_map(read_coco(args.ids_from), args.ids_from) if args.ids_from else None
-        if args.results:
-            obj = to_coco_results(ann, _export_scores(ann, csv, args.scores), id_map)
-        else:
-            root = Path(args.images) if args.images else _dataset_root(csv)
-            if args.images and not root.is_dir():
-                raise ValueError(f"{root}: images root is not a folder")
-            obj = to_coco(ann, root, id_map)
-        save_coco(obj, args.out)
-    except (OSError, ValueError) as e:
-        print(f"fkp export-coco: {describe_error(e)}", file=sys.stderr)
-        return 2
+    if args.scores and not args.results:
+        raise ValueError("--scores needs --results (COCO annotations carry no scores)")
+    ann = load_annotations(csv)
+    if not ann.has_keypoints and args.results:
+        raise ValueError(f"{csv}: a test split (no keypoint columns) has no predictions to export")
+    id_map = image_id_map(read_coco(args.ids_from), args.ids_from) if args.ids_from else None
+    if args.results:
+        obj = to_coco_results(ann, _export_scores(ann, csv, args.scores), id_map)
+    else:
+        root = Path(args.images) if args.images else _dataset_root(csv)
+        if args.images and not root.is_dir():
+            raise ValueError(f"{root}: images root is not a folder")
+        obj = to_coco(ann, root, id_map)
+    save_coco(obj, args.out)
     if ann.problems:
         print(f"warning: {csv}: {len(ann.problems)} problems; {ann.unparsed_count} rows kept verbatim "
               + ("(not in the results)" if args.results else "in the 'fashionai_csv' key"), file=sys.stderr)
@@ -363,12 +346,8 @@ def _run_import_coco(args: argparse.Namespace) -> int:
     from engine.io.annotations import save_annotations
     from engine.io.coco import load_coco
 
-    try:
-        ann, warnings = load_coco(args.json)
-        save_annotations(ann, args.out)
-    except (OSError, ValueError) as e:
-        print(f"fkp import-coco: {describe_error(e)}", file=sys.stderr)
-        return 2
+    ann, warnings = load_coco(args.json)
+    save_annotations(ann, args.out)
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {args.out}: {len(ann)} rows" + (f", {len(ann.verbatim)} kept verbatim" if ann.verbatim else ""))

@@ -166,7 +166,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     from engine.io.annotations import load_annotations, save_annotations
     from engine.io.files import check_writable
     from engine.io.image_scan import scan_images
-    from engine.model.checkpoints import CheckpointError
     from engine.model.package import load_model
     from engine.io.scores import save_scores, scores_path
     from engine.model.pipeline import Pipeline, merge_batches
@@ -174,11 +173,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    try:
-        model = load_model(args.model)
-    except CheckpointError as e:
-        print(f"fkp predict: {describe_error(e)}", file=sys.stderr)
-        return 2
+    model = load_model(args.model)
     if (args.data is None) == (args.images is None):
         raise ValueError("give --data ROOT (with --split) or --images DIR")
     if args.images is not None:
@@ -276,20 +271,13 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
         elif "epoch_done" in event and event["epoch_done"] in bars:
             bars.pop(event["epoch_done"]).close()
 
-    from engine.model.checkpoints import CheckpointError
-    from engine.model.hourglass import EncoderWeightsError
-
-    try:
-        history = train_keypoints(
-            args.data, preset, args.out, epochs=args.epochs, resume=args.resume, init=args.init, train_split=args.split,
-            val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
-            lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
-            max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
-            time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
-        )
-    except (CheckpointError, EncoderWeightsError, OSError, ValueError) as e:
-        print(f"fkp train-keypoints: {describe_error(e)}", file=sys.stderr)
-        return 2
+    history = train_keypoints(
+        args.data, preset, args.out, epochs=args.epochs, resume=args.resume, init=args.init, train_split=args.split,
+        val_split=args.val_split, val_root=args.val_data, device=args.device, batch_size=args.batch_size,
+        lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
+        max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
+        time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
+    )
     if history:
         last = history[-1]
         print(f"wrote {args.out}: epoch {last['epoch']}, val NE {100 * last['val_ne']:.2f} %")
@@ -388,7 +376,6 @@ def _run_retrain(args: argparse.Namespace) -> int:
     import torch
 
     from engine.io.annotations import load_annotations
-    from engine.model.checkpoints import CheckpointError
     from engine.io.files import atomic_write_text
     from engine.model.package import load_model
     from engine.cli.progress import ProgressBar
@@ -397,26 +384,22 @@ def _run_retrain(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
-    try:
-        model = load_model(args.model)
-        ann = load_annotations(split_path)
-        hard = _read_id_list(args.hard)
-        config = RetrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, hard_share=args.hard_share,
-                               detector_steps=args.detector_steps, detector_lr=args.detector_lr,
-                               distill_replay=args.distill_replay, boxes=args.boxes, device=args.device,
-                               seed=args.seed)
-        config.check()
-        holdout, new_holdout = None, False
-        if args.holdout and Path(args.holdout).is_file():
-            holdout = _read_id_list(args.holdout)
-        elif args.holdout:
-            if not Path(args.holdout).resolve().parent.is_dir():
-                raise FileNotFoundError(errno.ENOENT, "folder for the hold-out file not found", args.holdout)
-            holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
-            new_holdout = True
-    except (CheckpointError, OSError, ValueError) as e:
-        print(f"fkp retrain: {describe_error(e)}", file=sys.stderr)
-        return 2
+    model = load_model(args.model)
+    ann = load_annotations(split_path)
+    hard = _read_id_list(args.hard)
+    config = RetrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, hard_share=args.hard_share,
+                           detector_steps=args.detector_steps, detector_lr=args.detector_lr,
+                           distill_replay=args.distill_replay, boxes=args.boxes, device=args.device,
+                           seed=args.seed)
+    config.check()
+    holdout, new_holdout = None, False
+    if args.holdout and Path(args.holdout).is_file():
+        holdout = _read_id_list(args.holdout)
+    elif args.holdout:
+        if not Path(args.holdout).resolve().parent.is_dir():
+            raise FileNotFoundError(errno.ENOENT, "folder for the hold-out file not found", args.holdout)
+        holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
+        new_holdout = True
     bar = ProgressBar(config.steps + config.detector_steps, label="retrain", log_every=10.0)
     try:
         result = retrain(model, args.data, ann, hard, config, holdout_ids=holdout,
