@@ -140,7 +140,9 @@ def _run_train(args: argparse.Namespace) -> int:
 @_command
 def _register_predict(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="predict the keypoints of a split with a model package (submission CSV)")
-    p.add_argument("--model", required=True, help="model package (.fkpmodel file or its directory)")
+    p.add_argument("--model", required=True,
+                   help="model package (.fkpmodel file or its directory), or a folder written by fkp export-onnx "
+                        "(run by ONNX Runtime)")
     p.add_argument("--data", help="data set root (Annotations/<split>.csv, Images/...)")
     p.add_argument("--split", default="test", help="annotation file to predict (default test)")
     p.add_argument("--images", metavar="DIR",
@@ -173,7 +175,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
+    model = _load_for_predict(args) if _is_onnx_model(args.model) else load_model(args.model)
     if (args.data is None) == (args.images is None):
         raise ValueError("give --data ROOT (with --split) or --images DIR")
     if args.images is not None:
@@ -215,6 +217,54 @@ def _run_predict(args: argparse.Namespace) -> int:
     save_annotations(pred, args.out)
     save_scores(scores_path(args.out), list(pred.image_ids), scores)
     print(f"wrote {args.out} ({len(pred)} images, {len(errors)} unreadable) and {scores_path(args.out)}")
+    return 0
+
+
+def _is_onnx_model(path: str) -> bool:
+    """Whether `--model` names a folder written by `fkp export-onnx` (it holds the JSON)."""
+    from engine.model.onnx_runtime import is_onnx_model
+
+    return is_onnx_model(path)
+
+
+def _load_for_predict(args: argparse.Namespace):
+    """The exported ONNX model as a `TwoStageModel` for the pipeline (networks on ONNX Runtime)."""
+    from engine.model.onnx_runtime import load_onnx_model
+
+    model = load_onnx_model(args.model, threads=args.threads)
+    # ONNX Runtime picks its own device (CUDA first when it has it); torch only moves the
+    # tensors between the networks, which the CPU does best unless told otherwise.
+    args.device = args.device or "cpu"
+    print(f"ONNX Runtime: {', '.join(model.metadata['onnx']['providers'])}", file=sys.stderr)
+    return model
+
+
+@_command
+def _register_export_onnx(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-onnx", help="write a model package as ONNX files (detector, keypoint net) + JSON")
+    p.add_argument("--model", required=True, help="model package (.fkpmodel file or its directory)")
+    p.add_argument("--out", required=True,
+                   help="folder to write detector.onnx, keypoints.onnx and fkp_onnx.json into (fkp predict --model OUT)")
+    p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17; at least 11)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    p.set_defaults(func=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.io.model_files import package_file
+    from engine.model.onnx_export import export_onnx, require
+    from engine.model.package import load_model
+
+    if args.opset < 11:
+        raise ValueError(f"--opset {args.opset}: torchvision's detector needs opset 11 or later")
+    require("onnx", "ONNX export")     # before loading the model: say what is missing first
+    _set_threads(args)
+    model = load_model(args.model)
+    manifest = export_onnx(model, args.out, source=str(package_file(args.model)), opset=args.opset)
+    sizes = ", ".join(f"{f.name} {f.stat().st_size / 1e6:.1f} MB" for f in sorted(Path(args.out).glob("*.onnx")))
+    print(f"wrote {manifest} ({sizes}); the detector takes one image per call, the keypoint net any batch")
     return 0
 
 

@@ -1,0 +1,168 @@
+"""An exported ONNX model folder (`engine.model.onnx_export`) run by ONNX Runtime inside the
+usual `Pipeline` (`fkp predict --model DIR`).
+
+`load_onnx_model(dir)` returns a `TwoStageModel` whose two networks are stand-ins: torch
+modules without parameters whose `forward` hands numpy arrays to an ONNX Runtime session and
+returns torch tensors, with the call conventions of the modules they replace (the torchvision
+detector in eval mode, `KeypointNet`). Everything around the networks (crops, test-time
+options, decoding) is the pipeline's own code, so an ONNX model predicts exactly as its
+package does, up to float rounding. `.to()`, `.eval()`, `.half()` are harmless no-ops.
+
+Sessions use `CUDAExecutionProvider` when ONNX Runtime offers it, else the CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.model.onnx_export import (
+    DETECTOR_FILE, FORMAT, FORMAT_VERSION, KEYPOINTS_FILE, MANIFEST_NAME, OnnxModelError, require,
+)
+from engine.model.package import TwoStageModel
+from engine.schema import CATEGORIES, KEYPOINTS
+
+# A manifest is a few kilobytes; anything far larger is not one (and is not read into memory).
+_MAX_MANIFEST_BYTES = 1 << 20
+
+
+def is_onnx_model(path: str | os.PathLike) -> bool:
+    """Whether `path` is an exported ONNX model: a folder holding `fkp_onnx.json`, or that file."""
+    path = Path(path)
+    return (path / MANIFEST_NAME).is_file() if path.is_dir() else path.name == MANIFEST_NAME
+
+
+def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """(the model folder, its checked `fkp_onnx.json`); raises `OnnxModelError` naming the file."""
+    path = Path(path)
+    file = path / MANIFEST_NAME if path.is_dir() or path.name != MANIFEST_NAME else path
+    if not file.is_file():
+        raise OnnxModelError(f"{file}: ONNX model description not found (fkp export-onnx writes it)")
+    if file.stat().st_size > _MAX_MANIFEST_BYTES:
+        raise OnnxModelError(f"{file}: too large for an ONNX model description ({file.stat().st_size} bytes)")
+    try:
+        manifest = json.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError:
+        raise OnnxModelError(f"{file}: not a UTF-8 text file") from None
+    except json.JSONDecodeError as e:
+        raise OnnxModelError(f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+        raise OnnxModelError(f"{file}: not an FKP ONNX model description (format {found!r}, expected {FORMAT!r})")
+    version = manifest.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise OnnxModelError(f"{file}: unsupported version {version!r} of {FORMAT!r} (this fkp reads 1 to {FORMAT_VERSION})")
+    if list(manifest.get("categories", [])) != list(CATEGORIES) or list(manifest.get("keypoints", [])) != list(KEYPOINTS):
+        raise OnnxModelError(f"{file}: its category or keypoint order is not this fkp's")
+    for key in ("preset", "detector_config", "files"):
+        if not isinstance(manifest.get(key), dict):
+            raise OnnxModelError(f"{file}: has no {key!r} section")
+    return file.parent, manifest
+
+
+def ort_providers() -> list[str]:
+    """CUDA first when this ONNX Runtime offers it, then the CPU."""
+    ort = require("onnxruntime", "running an ONNX model")
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available] or ["CPUExecutionProvider"]
+
+
+def load_onnx_model(path: str | os.PathLike, threads: int | None = None,
+                    providers: list[str] | None = None) -> TwoStageModel:
+    """The exported model at `path` (folder or its JSON) as a `TwoStageModel` for `Pipeline`.
+
+    `threads`: ONNX Runtime's intra-op threads (default: torch's thread count). Raises
+    `OnnxUnavailableError` without onnxruntime, `OnnxModelError` naming the bad file.
+    """
+    from engine.model.detector import DetectorConfig
+    from engine.model.presets import Preset
+
+    ort = require("onnxruntime", "running an ONNX model")
+    folder, manifest = read_manifest(path)
+    file = folder / MANIFEST_NAME
+    try:
+        preset = Preset.from_dict(manifest["preset"])
+        config = DetectorConfig.from_dict(manifest["detector_config"])
+    except (TypeError, KeyError, ValueError) as e:
+        raise OnnxModelError(f"{file}: the stored preset or detector config is not valid ({e})") from None
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    providers = providers or ort_providers()
+    detector = OnnxDetector(_session(ort, folder, manifest, "detector", DETECTOR_FILE, options, providers))
+    net = OnnxKeypointNet(_session(ort, folder, manifest, "keypoint_net", KEYPOINTS_FILE, options, providers))
+    if len(net.session.get_outputs()) != preset.net.num_stages:
+        raise OnnxModelError(f"{folder / KEYPOINTS_FILE}: has {len(net.session.get_outputs())} outputs, "
+                             f"{file.name} says {preset.net.num_stages} stages")
+    metadata = dict(manifest.get("metadata") or {})
+    metadata["onnx"] = {"folder": str(folder), "providers": detector.session.get_providers()}
+    return TwoStageModel(preset=preset, detector=detector, detector_config=config, keypoint_net=net, metadata=metadata)
+
+
+def _session(ort: Any, folder: Path, manifest: dict[str, Any], role: str, default_name: str,
+             options: Any, providers: list[str]) -> Any:
+    """The ONNX Runtime session of one network, after checking its file against the JSON."""
+    entry = manifest["files"].get(role)
+    if not isinstance(entry, dict):
+        raise OnnxModelError(f"{folder / MANIFEST_NAME}: names no {role!r} file")
+    name = entry.get("name", default_name)
+    # The JSON names a file in its own folder, never a path elsewhere.
+    if not isinstance(name, str) or not name.endswith(".onnx") or Path(name).name != name:
+        raise OnnxModelError(f"{folder / MANIFEST_NAME}: {role} file {name!r} is not a plain .onnx file name")
+    file = folder / name
+    if not file.is_file():
+        raise OnnxModelError(f"{file}: ONNX file not found")
+    data = file.read_bytes()
+    expected = entry.get("sha256")
+    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
+        raise OnnxModelError(f"{file}: damaged or replaced (its SHA-256 is not the one in {MANIFEST_NAME})")
+    try:
+        return ort.InferenceSession(data, options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own exception types for bad models
+        raise OnnxModelError(f"{file}: ONNX Runtime cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    """A C-contiguous float32 array (the pipeline may hand channels-last or autocast tensors)."""
+    return np.ascontiguousarray(x.detach().float().cpu().numpy())
+
+
+class _OnnxModule(nn.Module):
+    """A parameterless torch module around an ONNX Runtime session (device and dtype calls are no-ops)."""
+
+    def __init__(self, session: Any):
+        super().__init__()
+        self.session = session
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.eval()
+
+
+class OnnxDetector(_OnnxModule):
+    """Stands in for the torchvision detector in eval mode: images (3, H, W) -> [{boxes, labels, scores}]."""
+
+    def forward(self, images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        results = []
+        # One call per image: the exported graph takes a single image (see onnx_export).
+        for image in images:
+            boxes, labels, scores = self.session.run(None, {self.input_names[0]: _numpy(image)})
+            results.append({
+                "boxes": torch.from_numpy(boxes).to(image.device),
+                "labels": torch.from_numpy(labels.astype(np.int64)).to(image.device),
+                "scores": torch.from_numpy(scores).to(image.device),
+            })
+        return results
+
+
+class OnnxKeypointNet(_OnnxModule):
+    """Stands in for `KeypointNet`: crops (B, 3, S, S) -> the list of stage outputs (B, 3K, S/4, S/4)."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs = self.session.run(None, {self.input_names[0]: _numpy(x)})
+        return [torch.from_numpy(o).to(x.device) for o in outputs]
