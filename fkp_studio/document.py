@@ -3,6 +3,12 @@
 Everything the studio shows is read from this object's numpy arrays; every edit goes
 through `apply`, which changes the arrays, appends the edit to the journal (durable before
 it returns) and updates what depends on the row: visible count, edited flag and NE.
+
+An image without a category (a photo outside the category folders, not predicted) is a row
+like the others, flagged in `uncategorized` and carrying `NO_CATEGORY_PLACEHOLDER` as its code
+until the user chooses one (one undo step, journaled). No FashionAI row can hold it: a save
+writes every other row and keeps these, with their points, in the workspace
+(`Workspace.save_uncategorized`), where the next opening finds them.
 """
 
 from __future__ import annotations
@@ -27,6 +33,17 @@ from engine.io.messages import describe_error
 from engine.schema import NUM_KEYPOINTS
 from engine.io.workspace import Workspace
 from fkp_studio.error_index import ErrorTypeIndex
+
+# The code an image without a category carries in the arrays, so that everything indexing by
+# category still works; `AnnotationDocument.uncategorized` says it is not a choice.
+NO_CATEGORY_PLACEHOLDER = 0
+
+
+@dataclass(frozen=True)
+class NoCategoryEdit(Edit):
+    """An edit that puts an image back to having no category (the undo of its first category):
+    applied, the image is uncategorized again. Journaled as the plain edit it is (its category is
+    the placeholder): the workspace's list of uncategorized images says which have none."""
 
 
 @dataclass
@@ -77,12 +94,17 @@ class AnnotationDocument(QObject):
     journalFailed = Signal(str)  # an edit could not be journaled (it is still in memory)
 
     def __init__(self, annotations: Annotations, csv_path: str | Path, workspace: Workspace,
-                 predictions: Predictions | None = None, errors: tuple[np.ndarray, np.ndarray] | None = None):
+                 predictions: Predictions | None = None, errors: tuple[np.ndarray, np.ndarray] | None = None,
+                 uncategorized: np.ndarray | None = None):
         super().__init__()
         self.ann = annotations
         self.csv_path = Path(csv_path).resolve()
         self.workspace = workspace
         n = len(annotations)
+        # Per image: it has no category yet (its code is the placeholder); never written to the CSV.
+        self.uncategorized = (np.zeros(n, bool) if uncategorized is None
+                              else np.asarray(uncategorized, bool).copy())
+        self._baseline_uncategorized = self.uncategorized.copy()
         self.categories = annotations.categories.astype(np.int64)
         self._baseline_coords = annotations.coords.copy()
         self._baseline_vis = annotations.visibility.copy()
@@ -129,6 +151,9 @@ class AnnotationDocument(QObject):
     def current(self, row: int, keypoints, with_category: bool = False) -> Edit:
         """The edit that would put these keypoints (and the category) of image `row` back as they are now."""
         ks = np.asarray(keypoints, dtype=np.int64)
+        if with_category and self.uncategorized[row]:
+            return NoCategoryEdit(str(self.ann.image_ids[row]), ks, self.ann.coords[row, ks],
+                                  self.ann.visibility[row, ks], int(self.categories[row]))
         return self.edit_of(row, ks, self.ann.coords[row, ks], self.ann.visibility[row, ks],
                             int(self.categories[row]) if with_category else None)
 
@@ -139,6 +164,7 @@ class AnnotationDocument(QObject):
         before = self.current(row, edit.keypoints, with_category=edit.category is not None)
         if edit.category is not None:
             self.ann.categories[row] = self.categories[row] = edit.category
+            self.uncategorized[row] = isinstance(edit, NoCategoryEdit)
         self.ann.coords[row, edit.keypoints] = edit.coords
         self.ann.visibility[row, edit.keypoints] = edit.visibility
         try:
@@ -153,6 +179,7 @@ class AnnotationDocument(QObject):
         self.visible_count[rows] = (a.visibility[rows] == 1).sum(axis=1)
         self.edited[rows] = ((a.visibility[rows] != self._baseline_vis[rows]).any(axis=1)
                              | (a.categories[rows] != self._baseline_categories[rows])
+                             | (self.uncategorized[rows] != self._baseline_uncategorized[rows])
                              | (a.coords[rows] != self._baseline_coords[rows]).any(axis=(1, 2)))
         if self.predictions is not None:
             self.ne[rows], self.errors[rows] = compute_errors(a, self.predictions, rows)
@@ -239,16 +266,30 @@ class AnnotationDocument(QObject):
         return self.csv_path.with_name(self.csv_path.name + ".orig")
 
     def save(self) -> None:
-        """Write the annotation file atomically, keeping `<name>.orig` of the first version.
+        """Write the annotation file atomically, keeping `<name>.orig` of the first version; the
+        images without a category are left out of it and kept in the workspace (`left_out_note`).
 
         Raises OSError or ValueError with the reason; the edits stay in memory and journal.
         """
-        self._write(self.ann)
+        self._write(without_rows(self.ann, self.uncategorized))
+
+    def left_out_note(self) -> str:
+        """What a save left out, for its message ("" when nothing)."""
+        n = int(self.uncategorized.sum())
+        if not n:
+            return ""
+        return (f"; {n:,} image{'s' if n != 1 else ''} without a category {'were' if n != 1 else 'was'} "
+                "left out (kept in the workspace)")
 
     def _write(self, annotations: Annotations) -> None:
         if not self.backup_path.exists() and self.csv_path.exists():
             atomic_write_bytes(self.backup_path, self.csv_path.read_bytes())
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)  # new annotations: Annotations/ too
+        # The uncategorized images first: the journal restarts below, and from then on only this
+        # file and the CSV hold what they hold.
+        rows = np.flatnonzero(self.uncategorized)
+        self.workspace.save_uncategorized(self.csv_path, [str(i) for i in self.ann.image_ids[rows]],
+                                          self.ann.coords[rows], self.ann.visibility[rows])
         save_annotations(annotations, self.csv_path)
         self.disk_base = make_base(self.csv_path)
         self.journal.restart(self.disk_base)
@@ -264,10 +305,12 @@ class AnnotationDocument(QObject):
         return (now.get("size"), now.get("sha256")) != (self.disk_base.get("size"), self.disk_base.get("sha256"))
 
     def session_changes(self) -> PointChanges:
-        """The points this session changed, with their values as read and as they are now."""
-        return PointChanges.between(self.ann.image_ids, self._baseline_coords, self._baseline_vis,
-                                    self.ann.coords, self.ann.visibility, self._baseline_categories,
-                                    self.ann.categories)
+        """The points this session changed, with their values as read and as they are now, on the
+        images the file had when read (those without a category then were not in it)."""
+        rows = np.flatnonzero(~self._baseline_uncategorized & ~self.uncategorized)
+        return PointChanges.between(self.ann.image_ids[rows], self._baseline_coords[rows], self._baseline_vis[rows],
+                                    self.ann.coords[rows], self.ann.visibility[rows], self._baseline_categories[rows],
+                                    self.ann.categories[rows])
 
     def merge_and_save(self) -> tuple[MergeResult, list[Path]]:
         """Re-read the file another program changed, apply this session's edits on top and save
@@ -283,13 +326,21 @@ class AnnotationDocument(QObject):
             atomic_write_bytes(kept[-1], self.csv_path.read_bytes())
         if result.missing:
             kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.ours-{stamp}{self.csv_path.suffix}"))
-            save_annotations(self.ann, kept[-1])
-        self._write(result.annotations)
+            save_annotations(without_rows(self.ann, self.uncategorized), kept[-1])
+        # Images that had no category when read and have one now are not in the other version:
+        # they join it at the end.
+        merged = result.annotations
+        named = np.flatnonzero(self._baseline_uncategorized & ~self.uncategorized)
+        named = named[~np.isin(self.ann.image_ids[named].astype(str), merged.image_ids.astype(str))]
+        if len(named):
+            merged = append_rows(merged, self.ann.subset(named))
+        self._write(merged)
         return result, kept
 
     def save_copy(self, path: str | Path) -> None:
-        """Write this session's version to another file (atomically); this file is left as it is."""
-        save_annotations(self.ann, path)
+        """Write this session's version to another file (atomically); this file is left as it is.
+        The images without a category are not in it (no FashionAI row can hold them)."""
+        save_annotations(without_rows(self.ann, self.uncategorized), path)
 
     def close(self) -> None:
         self.journal.close()
@@ -297,3 +348,28 @@ class AnnotationDocument(QObject):
         if self.lock is not None:
             self.lock.release()
             self.lock = None
+
+
+def without_rows(ann: Annotations, drop: np.ndarray) -> Annotations:
+    """`ann` without the rows `drop` flags (a bool per row), its layout and unparsed rows kept
+    in their places (`Annotations.subset` drops those)."""
+    drop = np.asarray(drop, bool)
+    if not drop.any():
+        return ann
+    keep = ~drop
+    out = ann.copy()
+    out.image_ids, out.categories = ann.image_ids[keep].copy(), ann.categories[keep].copy()
+    out.coords, out.visibility = ann.coords[keep].copy(), ann.visibility[keep].copy()
+    kept_before = np.concatenate([[0], np.cumsum(keep)])  # kept rows before each position
+    out.verbatim = [(int(kept_before[min(pos, len(keep))]), text) for pos, text in ann.verbatim]
+    return out
+
+
+def append_rows(ann: Annotations, more: Annotations) -> Annotations:
+    """`ann` with `more`'s rows after its own (layout and unparsed rows of `ann` kept)."""
+    out = ann.copy()
+    out.image_ids = np.concatenate([ann.image_ids, more.image_ids])
+    out.categories = np.concatenate([ann.categories, more.categories.astype(ann.categories.dtype)])
+    out.coords = np.concatenate([ann.coords, more.coords])
+    out.visibility = np.concatenate([ann.visibility, more.visibility])
+    return out

@@ -4,6 +4,7 @@ command (`commands.py`); the review of images (accept, skip, the next unreviewed
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QObject
 
 from engine.io.review import REVIEWED, SKIPPED
@@ -138,9 +139,16 @@ class EditingController(QObject):
         """The current image becomes a `category` garment (points it has no place for are cleared;
         one undo step)."""
         if self.editable():
-            self.push(commands.change_category(self.window.doc, self.window.current_row, int(category)))
+            doc, row = self.window.doc, self.window.current_row
+            command = commands.change_category(doc, row, int(category))
+            if command is None and doc.uncategorized[row]:  # the placeholder's code, chosen for real
+                command = commands.SetKeypointsCommand(doc, row, [], np.zeros((0, 2)), [],
+                                                       f"Category: {CATEGORIES[int(category)]}", category=int(category))
+            self.push(command)
 
     def cycle_category(self) -> None:
         """The next category, in FashionAI's order."""
         if self.editable():
-            self.set_category((int(self.window.doc.categories[self.window.current_row]) + 1) % len(CATEGORIES))
+            doc, row = self.window.doc, self.window.current_row
+            # An image without a category starts at the first one.
+            self.set_category(0 if doc.uncategorized[row] else (int(doc.categories[row]) + 1) % len(CATEGORIES))

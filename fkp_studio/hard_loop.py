@@ -416,7 +416,7 @@ class HardLoop(QObject):
         if self.doc is None:
             return []
         if source == "reviewed":
-            return self._ids(np.flatnonzero(self.doc.review == REVIEW_STATES.index(REVIEWED)))
+            return self._ids(np.flatnonzero((self.doc.review == REVIEW_STATES.index(REVIEWED)) & ~self.doc.uncategorized))
         index = self.doc.ann.id_index()
         return [i for i in self.members() if i in index]
 
@@ -435,7 +435,8 @@ class HardLoop(QObject):
             return None
         # Editing goes on meanwhile: a snapshot, of the images with at least one point (an image
         # of new annotations that nobody has touched yet teaches nothing).
-        snapshot = doc.ann.subset(np.flatnonzero((doc.ann.visibility >= 0).any(axis=1)))
+        # Nor does an image without a category (its code is a placeholder).
+        snapshot = doc.ann.subset(np.flatnonzero((doc.ann.visibility >= 0).any(axis=1) & ~doc.uncategorized))
         snapshot.add_keypoint_columns()
         index = snapshot.id_index()
         hard = [i for i in hard if i in index]

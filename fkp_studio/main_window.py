@@ -187,6 +187,7 @@ class MainWindow(QMainWindow):
         self.category_combo = QComboBox(self)
         self.category_combo.addItems(list(CATEGORIES))
         self.category_combo.setToolTip("The current image's garment category (C: the next one)")
+        self.category_combo.setPlaceholderText("no category")
         self.category_combo.setFocusPolicy(Qt.NoFocus)  # keys stay with the canvas and the list
         self.category_combo.activated.connect(self.editing.set_category)
         tools.addWidget(self.category_combo)
@@ -244,6 +245,8 @@ class MainWindow(QMainWindow):
         msg = f"Opened {doc.csv_path.name}: {len(doc)} images"
         if problems:
             msg += f", {len(problems)} rows with problems (see the Problems panel)"
+        if doc.uncategorized.any():
+            msg += f", {int(doc.uncategorized.sum()):,} without a category (C or the category box sets it)"
         if doc.review_problems:
             msg += f"; review states: {len(doc.review_problems)} damaged lines skipped ({doc.review_problems[0]})"
         if doc.read_only:
@@ -323,7 +326,7 @@ class MainWindow(QMainWindow):
         doc = self.doc
         if doc is None:
             return
-        rows = np.flatnonzero(doc.review == REVIEW_STATES.index(REVIEWED))
+        rows = np.flatnonzero((doc.review == REVIEW_STATES.index(REVIEWED)) & ~doc.uncategorized)
         if not len(rows):
             self.statusBar().showMessage("No image is reviewed yet (Enter accepts and marks reviewed)", 6000)
             return
@@ -394,7 +397,8 @@ class MainWindow(QMainWindow):
 
     def refresh_points(self) -> None:
         doc, row = self.doc, self.current_row
-        self.category_combo.setCurrentIndex(int(doc.categories[row]))
+        # An image without a category shows an empty box ("no category") until one is chosen.
+        self.category_combo.setCurrentIndex(-1 if doc.uncategorized[row] else int(doc.categories[row]))
         p = doc.predictions
         has_pred = p is not None and p.present[row]
         self.canvas.set_points(doc.categories[row], doc.ann.coords[row], doc.ann.visibility[row],
@@ -442,7 +446,7 @@ class MainWindow(QMainWindow):
         except (OSError, ValueError) as e:
             self._save_failed(e)
             return False
-        self._saved(f"Saved {doc.csv_path}")
+        self._saved(f"Saved {doc.csv_path}{doc.left_out_note()}")
         return True
 
     def _save_failed(self, error: BaseException) -> None:

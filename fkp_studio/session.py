@@ -24,7 +24,8 @@ from engine.io.merge import MergeResult
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
 from engine.schema import NUM_KEYPOINTS
-from fkp_studio.document import AnnotationDocument, Predictions, align_to_annotations, compute_errors
+from fkp_studio.document import (NO_CATEGORY_PLACEHOLDER, AnnotationDocument, Predictions, align_to_annotations,
+                                  append_rows, compute_errors)
 from fkp_studio.engine_thread import EngineThread
 
 
@@ -96,10 +97,12 @@ class DatasetSession(QObject):
         """Read an annotation file on the io thread; `opened`, then the predictions and model follow."""
         csv_path = Path(annotations).resolve()
         pred_path = Path(predictions).resolve() if predictions else None
+        workspace = workspace_of(csv_path)
         # The list shows as soon as the annotations are read; predictions follow in a second job.
+        # The images without a category that an earlier save kept in the workspace come back too.
         self.io_thread.submit(
-            f"load {csv_path.name}", lambda ctx: load_annotations(csv_path),
-            on_done=lambda ann: self._install(csv_path, ann, pred_path, model),
+            f"load {csv_path.name}", lambda ctx: with_uncategorized(load_annotations(csv_path), workspace, csv_path),
+            on_done=lambda loaded: self._install(csv_path, *loaded, pred_path, model, workspace),
             on_error=lambda msg: self.failed.emit("Cannot open the annotation file", msg))
         return csv_path
 
@@ -107,14 +110,16 @@ class DatasetSession(QObject):
                     predictions: str | Path | None = None) -> Path:
         """Start new annotations for a folder of images with no annotation file: the folder is
         scanned on the io thread; the file, `<root>/Annotations/<root name>.csv`, is created on
-        the first save. An image whose folder names no category takes the one of its row in
-        `predictions` (e.g. `fkp predict --images`: the detector's), which are then shown.
-        Returns the new file's path."""
+        the first save (when it exists, it is opened, with the folder's images it lacks added).
+        An image whose folder names no category takes the one of its row in `predictions`
+        (e.g. `fkp predict --images`: the detector's), which are then shown; without one it is
+        listed with no category, for the user to choose. Returns the file's path."""
         root = images_root(images_dir)
-        csv_path = root / "Annotations" / f"{root.name}.csv"
+        csv_path = (root / "Annotations" / f"{root.name}.csv").resolve()
         pred_path = Path(predictions).resolve() if predictions else None
+        workspace = workspace_of(csv_path)
 
-        def job(ctx) -> Annotations:
+        def job(ctx) -> tuple[Annotations, np.ndarray]:
             scanned = scan_images(images_dir, progress=lambda n: ctx.progress(n, 0, "listing images"),
                                   should_stop=ctx.should_stop)
             if pred_path is not None:
@@ -122,18 +127,19 @@ class DatasetSession(QObject):
                 index = predicted.id_index()
                 scanned.categories = [c if c is not None or i not in index else int(predicted.categories[index[i]])
                                       for i, c in zip(scanned.image_ids, scanned.categories)]
+            if csv_path.exists():  # opened before: its rows as saved, then what the folder adds
+                return with_uncategorized(load_annotations(csv_path), workspace, csv_path, scanned)
             return new_annotations(scanned, csv_path)
 
         self.io_thread.submit(f"list {Path(images_dir).name}", job,
-                              on_done=lambda ann: self._install(csv_path, ann, pred_path, model),
+                              on_done=lambda loaded: self._install(csv_path, *loaded, pred_path, model, workspace),
                               on_error=lambda msg: self.failed.emit("Cannot list the images", msg))
         return csv_path
 
-    def _install(self, csv_path: Path, annotations: Annotations, pred_path: Path | None, model) -> None:
+    def _install(self, csv_path: Path, annotations: Annotations, uncategorized: np.ndarray, pred_path: Path | None,
+                 model, workspace: Workspace) -> None:
         if self.doc is not None:
             self.doc.close()
-        root = dataset_root_of(csv_path)
-        workspace = Workspace(root, state_dir_for(root))
         lock, read_only = None, None
         try:
             lock = acquire_lock(workspace.lock_path(csv_path))
@@ -141,7 +147,7 @@ class DatasetSession(QObject):
             read_only = f"read-only: {csv_path.name} is open for editing by {e.holder.describe() if e.holder else 'another session'}"
         except OSError:
             pass  # no state folder to lock in: edit unlocked, as before locks existed
-        self.doc = AnnotationDocument(annotations, csv_path, workspace)
+        self.doc = AnnotationDocument(annotations, csv_path, workspace, uncategorized=uncategorized)
         self.doc.lock, self.doc.read_only = lock, read_only
         remember_dataset(csv_path, str(pred_path) if pred_path else None)
         self.opened.emit(self.doc)
@@ -206,20 +212,53 @@ class DatasetSession(QObject):
                               on_error=lambda msg: self.failed.emit("Cannot use the predictions", f"{path}: {msg}"))
 
 
-def new_annotations(scanned: ScannedImages, csv_path: Path) -> Annotations:
-    """Annotations with every point absent for the scanned images whose folder names their
-    category; the others are listed as problems (nothing can be written for them yet)."""
-    known = [i for i, c in enumerate(scanned.categories) if c is not None]
-    n = len(known)
-    ann = Annotations.from_arrays([scanned.image_ids[i] for i in known], [scanned.categories[i] for i in known],
+def workspace_of(csv_path: Path) -> Workspace:
+    """The workspace of an annotation file's data set (a per-user one when the root is read-only)."""
+    root = dataset_root_of(csv_path)
+    return Workspace(root, state_dir_for(root))
+
+
+def new_annotations(scanned: ScannedImages, csv_path: Path) -> tuple[Annotations, np.ndarray]:
+    """Annotations with every point absent for the scanned images, in their order -> (annotations,
+    a bool per row: the image has no category yet, its folder naming none; its code is the
+    placeholder until the user chooses one)."""
+    n = len(scanned)
+    none = np.array([c is None for c in scanned.categories], bool)
+    ann = Annotations.from_arrays(scanned.image_ids,
+                                  [NO_CATEGORY_PLACEHOLDER if c is None else c for c in scanned.categories],
                                   np.full((n, NUM_KEYPOINTS, 2), -1, np.float32), np.full((n, NUM_KEYPOINTS), -1, np.int8))
     ann.path = csv_path
-    ann.problems = [RowProblem(0, scanned.image_ids[i], "image_category",
-                               "no category: its folder is not named after one (blouse, outwear, trousers, skirt, "
-                               "dress); `fkp predict --images` lets the detector choose, then open the folder with "
-                               "those predictions", "")
-                    for i, c in enumerate(scanned.categories) if c is None]
-    return ann
+    return ann, none
+
+
+def with_uncategorized(ann: Annotations, workspace: Workspace, csv_path: Path,
+                       scanned: ScannedImages | None = None) -> tuple[Annotations, np.ndarray]:
+    """An annotation file's rows, then the images without a category an earlier save kept in the
+    workspace (with their points), then the `scanned` images the file does not have yet ->
+    (annotations, a bool per row: no category yet). A damaged workspace file is listed as a
+    problem and costs only its images."""
+    ids, coords, visibility = [], np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, NUM_KEYPOINTS), np.int8)
+    try:
+        ids, coords, visibility = workspace.load_uncategorized(csv_path)
+    except (OSError, ValueError) as e:
+        ann.problems.append(RowProblem(0, "", "image_category", str(e), ""))
+    have = set(map(str, ann.image_ids))
+    kept = [i for i, image_id in enumerate(ids) if image_id not in have]
+    have.update(ids[i] for i in kept)
+    added = Annotations.from_arrays([ids[i] for i in kept], [NO_CATEGORY_PLACEHOLDER] * len(kept),
+                                    coords[kept], visibility[kept])
+    none = [True] * len(kept)
+    if scanned is not None:
+        new = [i for i, image_id in enumerate(scanned.image_ids) if image_id not in have]
+        more, more_none = new_annotations(ScannedImages(scanned.root, [scanned.image_ids[i] for i in new],
+                                                        [scanned.categories[i] for i in new]), csv_path)
+        added = append_rows(added, more)
+        none += more_none.tolist()
+    if not len(added):
+        return ann, np.zeros(len(ann), bool)
+    if not ann.has_keypoints and (added.visibility >= 0).any():
+        ann.add_keypoint_columns()
+    return append_rows(ann, added), np.concatenate([np.zeros(len(ann), bool), np.asarray(none, bool)])
 
 
 def scores_beside(predictions_csv: Path) -> tuple[list[str], np.ndarray] | None:

@@ -5,6 +5,8 @@ gets a state folder beside its data. Layout (folders are created on first use):
 
     <root>/.fkp/
         journal/<csv stem>-<hash>.jsonl    edit journal of one annotation file
+        journal/<csv stem>-<hash>.uncategorized.json   its images without a category yet (and
+                                           their points): no FashionAI row can hold them
 
         models/v001/model.fkpmodel         model versions (written whole, then renamed into place)
         models/active                      the active version's name ("v001"), written atomically
@@ -32,8 +34,10 @@ from engine.io.annotations import load_annotations, save_annotations
 from engine.io.files import atomic_write_text, fsync_dir
 from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.io.scores import load_scores, save_scores, scores_path
+from engine.schema import NUM_KEYPOINTS
 
 STATE_DIR_NAME = ".fkp"
+UNCATEGORIZED_FORMAT = "fkp-uncategorized/1"
 HARD_REASONS = ("worst-ne", "corrected", "manual")
 REMOVED = "removed"
 _VERSION = re.compile(r"^v(\d{3,})$")
@@ -78,6 +82,50 @@ class Workspace:
     def review_path(self, annotations_path: str | os.PathLike) -> Path:
         """The review states of one annotation file's images (`engine.io.review`)."""
         return self.journal_path(annotations_path).with_suffix(".review.jsonl")
+
+    def uncategorized_path(self, annotations_path: str | os.PathLike) -> Path:
+        """The images of one annotation file that have no category yet, with their points."""
+        return self.journal_path(annotations_path).with_suffix(".uncategorized.json")
+
+    def save_uncategorized(self, annotations_path: str | os.PathLike, image_ids: list[str], coords: np.ndarray,
+                           visibility: np.ndarray) -> None:
+        """Keep the images without a category (ids, (N, 24, 2) coordinates, (N, 24) visibility)
+        until they have one, written atomically; none: the file is removed."""
+        path = self.uncategorized_path(annotations_path)
+        if not len(image_ids):
+            path.unlink(missing_ok=True)
+            return
+        images = []
+        for image_id, xy, v in zip(image_ids, np.asarray(coords, np.float64), np.asarray(visibility, np.int64)):
+            k = np.flatnonzero(v >= 0)
+            images.append({"id": str(image_id), "k": k.tolist(), "xy": xy[k].tolist(), "v": v[k].tolist()})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"format": UNCATEGORIZED_FORMAT,
+                                            "annotations": Path(annotations_path).name, "images": images}, indent=1))
+
+    def load_uncategorized(self, annotations_path: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """The images kept by `save_uncategorized` -> (ids, coords (N, 24, 2), visibility (N, 24));
+        none when there is no file. A damaged file raises ValueError naming it."""
+        path = self.uncategorized_path(annotations_path)
+        if not path.exists():
+            return [], np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, NUM_KEYPOINTS), np.int8)
+        try:
+            obj = json.loads(path.read_text(encoding="utf-8"))
+            if obj.get("format") != UNCATEGORIZED_FORMAT:
+                raise ValueError(f"format {obj.get('format')!r}, expected {UNCATEGORIZED_FORMAT!r}")
+            images = obj["images"]
+            coords = np.full((len(images), NUM_KEYPOINTS, 2), -1, np.float32)
+            visibility = np.full((len(images), NUM_KEYPOINTS), -1, np.int8)
+            for i, image in enumerate(images):
+                k = np.asarray(image["k"], np.int64)
+                v = np.asarray(image["v"], np.int64)
+                if len(k) and (k.min() < 0 or k.max() >= NUM_KEYPOINTS) or not np.isin(v, (0, 1)).all():
+                    raise ValueError(f"image {i + 1}: keypoint or visibility out of range")
+                coords[i, k] = np.asarray(image["xy"], np.float32).reshape(len(k), 2)
+                visibility[i, k] = v
+            return [str(image["id"]) for image in images], coords, visibility
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{path}: not a list of images without a category ({e})") from None
 
     def lock_path(self, annotations_path: str | os.PathLike) -> Path:
         """The editing lock of one annotation file (`engine.io.lock`), beside its journal."""
