@@ -1,5 +1,5 @@
 """`fkp` commands on data: synth, validate, eval (NE, error types, suspected label errors),
-merge, export-coco and import-coco."""
+merge, export-coco, import-coco, export-yolo and import-yolo."""
 
 from __future__ import annotations
 
@@ -351,4 +351,77 @@ def _run_import_coco(args: argparse.Namespace) -> int:
     for w in warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(f"wrote {args.out}: {len(ann)} rows" + (f", {len(ann.verbatim)} kept verbatim" if ann.verbatim else ""))
+    return 0
+
+
+@_command
+def _register_export_yolo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export-yolo", help="write a FashionAI CSV as an Ultralytics YOLO-pose data set "
+                                           "(images linked, labels, data.yaml)")
+    p.add_argument("csv", help="FashionAI annotation CSV")
+    p.add_argument("out", help="new (or empty) folder to write: data.yaml, images/<split>/..., labels/<split>/...")
+    p.add_argument("--images", metavar="ROOT",
+                   help="data set root the image ids resolve against (default: the CSV's data set root)")
+    p.add_argument("--val-split", type=fraction, default=0.0, metavar="F",
+                   help="share of images in val, chosen by a hash of the image id (default 0: val is train)")
+    p.set_defaults(func=_run_export_yolo)
+
+
+def _run_export_yolo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from engine.io.annotations import load_annotations
+    from engine.io.yolo import export_yolo
+
+    csv = Path(args.csv)
+    if args.val_split >= 1:
+        raise ValueError("--val-split must be below 1 (the train set cannot be empty)")
+    ann = load_annotations(csv)
+    root = Path(args.images) if args.images else _dataset_root(csv)
+    report = export_yolo(ann, root, args.out, args.val_split, source=str(csv))
+    for message in report.skipped:
+        print(f"warning: {message}", file=sys.stderr)
+    if ann.problems:
+        print(f"warning: {csv}: {len(ann.problems)} problems; {ann.unparsed_count} rows could not be parsed "
+              f"and are not exported (`fkp validate {csv}`)", file=sys.stderr)
+    if report.clipped:
+        print(f"warning: {report.clipped} keypoints outside their image were written on its border", file=sys.stderr)
+    linked = report.train + report.val - report.copied
+    print(f"wrote {args.out}: {report.train} train and {report.val} val images ({linked} linked, "
+          f"{report.copied} copied), {len(report.skipped)} rows skipped; data.yaml")
+    return 0
+
+
+@_command
+def _register_import_yolo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import-yolo", help="write YOLO-pose labels (or Ultralytics predictions) as a FashionAI CSV")
+    p.add_argument("dir", help="YOLO-pose data set folder (with data.yaml), its data.yaml, or a labels folder "
+                               "(e.g. Ultralytics' runs/pose/predict/labels)")
+    p.add_argument("out", help="FashionAI CSV to write (predictions: also OUT.scores.csv)")
+    p.add_argument("--images", metavar="ROOT",
+                   help="FashionAI data set root for the images' ids and sizes when they are not mirrored "
+                        "beside the labels (labels/ -> images/)")
+    p.add_argument("--predictions", action="store_true",
+                   help="the files are predictions (keypoint confidences in place of v); "
+                        "default: decided by a confidence column (save_conf)")
+    p.set_defaults(func=_run_import_yolo)
+
+
+def _run_import_yolo(args: argparse.Namespace) -> int:
+    from engine.io.annotations import save_annotations
+    from engine.io.scores import save_scores, scores_path
+    from engine.io.yolo import load_yolo
+
+    result = load_yolo(args.dir, args.images, predictions=True if args.predictions else None)
+    for w in result.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    if len(result.annotations) == 0:
+        raise ValueError(f"{args.dir}: no label file could be read with its image")
+    save_annotations(result.annotations, args.out)
+    what = f"{len(result.annotations)} rows"
+    if result.predictions:
+        scores = scores_path(args.out)
+        save_scores(scores, result.annotations.image_ids.tolist(), result.scores)
+        what += f" of predictions; confidences in {scores}"
+    print(f"wrote {args.out}: {what}")
     return 0

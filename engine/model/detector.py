@@ -30,6 +30,8 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from engine.schema import CATEGORIES
+# The training box rule is torch-free so that the YOLO-pose export writes the very same boxes.
+from engine.io.yolo import KEYPOINT_BOX_MARGIN, boxes_from_keypoints  # noqa: F401 (public here too)
 
 
 NUM_CLASSES = len(CATEGORIES) + 1  # + background
@@ -46,7 +48,7 @@ class DetectorConfig:
     max_size: int = 768
     fpn_channels: int = 256
     box_head_dim: int = 1024
-    box_margin: float = 0.05            # training box = keypoint box grown by this per side
+    box_margin: float = KEYPOINT_BOX_MARGIN  # training box = keypoint box grown by this per side
     num_classes: int = NUM_CLASSES
 
     def __post_init__(self) -> None:
@@ -178,31 +180,6 @@ def _load_backbone_weights(body: nn.Module, path: str | os.PathLike) -> None:
 
 
 # --- boxes from keypoints -----------------------------------------------------------------
-
-
-def boxes_from_keypoints(
-    coords: np.ndarray, visibility: np.ndarray, margin: float, image_sizes: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (N, 4) x1 y1 x2 y2 around each row's annotated points (v >= 0), grown by `margin`
-    of the box size per side and clipped to the image ((N, 2) width, height) when given.
-
-    Returns (boxes, valid); a row with fewer than two annotated points is not valid.
-    """
-    coords = np.asarray(coords, dtype=np.float32)
-    present = np.asarray(visibility) >= 0
-    big = np.float32(1e9)
-    lo = np.where(present[..., None], coords, big).min(axis=1)
-    hi = np.where(present[..., None], coords, -big).max(axis=1)
-    valid = present.sum(axis=1) >= 2
-    size = np.maximum(hi - lo, 1.0)
-    # The margin also keeps degenerate (flat) keypoint boxes from collapsing to zero height.
-    pad = np.maximum(size * margin, 0.02 * size.max(axis=1, keepdims=True))
-    boxes = np.concatenate([lo - pad, hi + pad], axis=1)
-    if image_sizes is not None:
-        wh = np.asarray(image_sizes, dtype=np.float32)
-        boxes = np.clip(boxes, 0, np.concatenate([wh, wh], axis=1))
-    boxes[~valid] = 0
-    return boxes.astype(np.float32), valid
 
 
 def scale_for(height: int, width: int, min_size: int, max_size: int) -> float:

@@ -1,0 +1,635 @@
+"""YOLO-pose (Ultralytics) data sets <-> FashionAI annotations.
+
+Export (`export_yolo`): an Ultralytics pose data set, `OUT/data.yaml` plus
+`OUT/images/<split>/<image id>` (a link to the image, a copy where links fail) and
+`OUT/labels/<split>/<image id with .txt>`: the id path is mirrored under each split, so the
+FashionAI id (`Images/<category>/<file>.jpg`) is the label's path below its split folder. A label
+file holds one line per garment (FashionAI has one per image):
+`class cx cy w h` then 24 x `x y v`, every number normalized by the image size read from the
+image header and written with 6 decimals (a coordinate comes back within 0.5e-6 x the image side
+in pixels: whole pixels exactly for sides under a million pixels). v is FashionAI's visibility
++ 1 (-1 absent -> 0, written `0 0 0`; 0 occluded -> 1; 1 visible -> 2). The box is the one the
+detector is trained on (`boxes_from_keypoints`: the box of the points with v >= 0 grown by
+`KEYPOINT_BOX_MARGIN` per side, clipped to the image). Classes are `schema.CATEGORIES`;
+`flip_idx` is `schema.FLIP_PERMUTATION` (the same convention: new = old[flip_idx]).
+
+Import (`load_yolo`): the label files of such a data set (or of a labels folder) back to
+FashionAI rows, and Ultralytics *predictions* (`save_txt`: the same line, with each keypoint's
+confidence in place of v, and with `save_conf` the box confidence appended) to a predictions
+CSV's rows plus per-keypoint confidences (`engine.io.scores`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.io.annotations import Annotations
+from engine.io.files import fsync_dir
+from engine.io.image_scan import IMAGE_SUFFIXES, scan_images
+from engine.io.images import ImageError, image_size
+from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
+
+# The detector's training box is the keypoint box grown by this share of its size per side
+# (`engine.model.detector.DetectorConfig.box_margin` defaults to it).
+KEYPOINT_BOX_MARGIN = 0.05
+DECIMALS = 6
+LABEL_VALUES = 5 + 3 * NUM_KEYPOINTS  # class, box, 24 x (x, y, v)
+DATA_YAML = "data.yaml"
+
+
+class YoloError(ValueError):
+    """A YOLO-pose file that cannot be read or written; the message names the file (and line)."""
+
+
+def boxes_from_keypoints(
+    coords: np.ndarray, visibility: np.ndarray, margin: float, image_sizes: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes (N, 4) x1 y1 x2 y2 around each row's annotated points (v >= 0), grown by `margin`
+    of the box size per side and clipped to the image ((N, 2) width, height) when given.
+
+    Returns (boxes, valid); a row with fewer than two annotated points is not valid.
+    """
+    coords = np.asarray(coords, dtype=np.float32)
+    present = np.asarray(visibility) >= 0
+    big = np.float32(1e9)
+    lo = np.where(present[..., None], coords, big).min(axis=1)
+    hi = np.where(present[..., None], coords, -big).max(axis=1)
+    valid = present.sum(axis=1) >= 2
+    size = np.maximum(hi - lo, 1.0)
+    # The margin also keeps degenerate (flat) keypoint boxes from collapsing to zero height.
+    pad = np.maximum(size * margin, 0.02 * size.max(axis=1, keepdims=True))
+    boxes = np.concatenate([lo - pad, hi + pad], axis=1)
+    if image_sizes is not None:
+        wh = np.asarray(image_sizes, dtype=np.float32)
+        boxes = np.clip(boxes, 0, np.concatenate([wh, wh], axis=1))
+    boxes[~valid] = 0
+    return boxes.astype(np.float32), valid
+
+
+# --- export -------------------------------------------------------------------------------
+
+
+def val_rows(image_ids: Sequence[str], fraction: float) -> np.ndarray:
+    """Which rows go to val: the round(fraction x N) ids first in SHA-256 order (deterministic,
+    independent of row order, and an id keeps its split when other rows come and go)."""
+    if not 0 <= fraction < 1:
+        raise ValueError(f"val fraction {fraction:g} is not in [0, 1)")
+    n_val = int(round(fraction * len(image_ids)))
+    keys = [hashlib.sha256(str(i).encode("utf-8", "surrogateescape")).hexdigest() for i in image_ids]
+    order = np.argsort(np.array(keys, dtype=object), kind="stable") if keys else np.zeros(0, np.int64)
+    val = np.zeros(len(image_ids), dtype=bool)
+    val[order[:n_val]] = True
+    return val
+
+
+def label_lines(categories: np.ndarray, coords: np.ndarray, visibility: np.ndarray,
+                image_sizes: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The YOLO-pose label line of each row (see the module docstring), given (N, 2) image
+    width, height. Returns (lines, valid, clipped): a row with fewer than two annotated points
+    has no box and no line (""); `clipped` (N, 24) marks points outside their image, written on
+    its border."""
+    vis = np.asarray(visibility, dtype=np.int64)
+    wh = np.asarray(image_sizes, dtype=np.float64).reshape(-1, 1, 2)
+    boxes, valid = boxes_from_keypoints(coords, vis, KEYPOINT_BOX_MARGIN, wh[:, 0, :])
+    present = vis != -1
+    xy = np.asarray(coords, dtype=np.float64) / wh
+    clipped = present & ((xy < 0) | (xy > 1)).any(axis=2)
+    xy = np.clip(xy, 0.0, 1.0)
+    b = boxes.astype(np.float64).reshape(-1, 2, 2) / wh  # (N, 2 corners, xy)
+    box = np.concatenate([b.mean(axis=1), b[:, 1] - b[:, 0]], axis=1)
+    lines = []
+    for c, ok, bx, k, v, p in zip(np.asarray(categories).tolist(), valid.tolist(), box, xy, (vis + 1).tolist(),
+                                  present.tolist()):
+        if not ok:
+            lines.append("")
+            continue
+        parts = [str(c)] + [f"{x:.{DECIMALS}f}" for x in bx]
+        parts += [f"{x:.{DECIMALS}f} {y:.{DECIMALS}f} {vv}" if pp else "0 0 0"
+                  for (x, y), vv, pp in zip(k.tolist(), v, p)]
+        lines.append(" ".join(parts))
+    return lines, valid, clipped & valid[:, None]
+
+
+def data_yaml_text(root: Path, val: str, source: str = "") -> str:
+    """The `data.yaml` of an export at `root` (absolute `path`; `val` the val images folder)."""
+    names = "\n".join(f"  {i}: {name}" for i, name in enumerate(CATEGORIES))
+    kpt_names = "\n".join(f"  {i}: [{', '.join(KEYPOINTS)}]" for i in range(len(CATEGORIES)))
+    return (
+        "# FashionAI keypoints exported by FKP Studio (fkp export-yolo)"
+        + (f" from {json.dumps(source)}" if source else "") + "\n"
+        "# A label's path below labels/<split>/ is the FashionAI image id (Images/<category>/<file>).\n"
+        f"path: {json.dumps(str(root))}\n"
+        "train: images/train\n"
+        f"val: {val}\n"
+        f"kpt_shape: [{NUM_KEYPOINTS}, 3]\n"
+        f"flip_idx: [{', '.join(str(int(i)) for i in FLIP_PERMUTATION)}]\n"
+        f"names:\n{names}\n"
+        f"kpt_names:\n{kpt_names}\n"
+    )
+
+
+@dataclass
+class YoloExport:
+    """What `export_yolo` wrote and what it left out (`skipped`: one message per row)."""
+
+    out: Path
+    train: int = 0
+    val: int = 0
+    copied: int = 0                 # images copied because a link could not be made
+    clipped: int = 0                # keypoints outside their image, written on its border
+    skipped: list[str] = field(default_factory=list)
+    unparsed: int = 0               # CSV rows the loader kept verbatim (not exported)
+
+
+def export_yolo(ann: Annotations, images_root: str | os.PathLike, out: str | os.PathLike,
+                val_fraction: float = 0.0, source: str = "") -> YoloExport:
+    """Write `ann` as an Ultralytics pose data set in the new or empty folder `out` (see the
+    module docstring). Missing or unreadable images, suffixes Ultralytics does not read and rows
+    without a box are skipped, one message each in `YoloExport.skipped`.
+
+    The export is atomic as a whole: it is built in a hidden folder beside `out`, synced once,
+    then renamed to `out` (one fsync per file, as `atomic_write` does, costs minutes for the
+    31,000 FashionAI training images), so `out` is complete or absent after a crash."""
+    if not ann.has_keypoints:
+        raise YoloError(f"{source or 'annotations'}: a test split (no keypoint columns) has no labels to export")
+    root, out = Path(images_root), Path(out)
+    if not root.is_dir():
+        raise YoloError(f"{root}: images root is not a folder")
+    root = root.resolve()  # once: the links point at absolute paths
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise YoloError(f"{out}: exists and is not an empty folder; export into a new folder")
+    report = YoloExport(out=out, unparsed=ann.unparsed_count)
+    ids = [str(i) for i in ann.image_ids]
+    val = val_rows(ids, val_fraction)
+    sizes = np.ones((len(ids), 2), dtype=np.float64)
+    usable = np.zeros(len(ids), dtype=bool)
+    for r, image_id in enumerate(ids):
+        if not image_id.lower().endswith(IMAGE_SUFFIXES):
+            report.skipped.append(f"{image_id}: not a {'/'.join(IMAGE_SUFFIXES)} file name; skipped")
+            continue
+        try:
+            sizes[r] = image_size(root / image_id, root)
+            usable[r] = True
+        except ImageError as e:
+            report.skipped.append(f"{e}; skipped")
+    lines, valid, clipped = label_lines(ann.categories, ann.coords, ann.visibility, sizes)
+    for r in np.flatnonzero(usable & ~valid):
+        report.skipped.append(f"{ids[r]}: fewer than two annotated keypoints, so no garment box "
+                              "(the detector's training skips it too); skipped")
+    keep = usable & valid
+    report.clipped = int(clipped[keep].sum())
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    made: set[Path] = set()
+    try:
+        for r in np.flatnonzero(keep):
+            split = "val" if val[r] else "train"
+            image = stage / "images" / split / ids[r]
+            label = (stage / "labels" / split / ids[r]).with_suffix(".txt")
+            for folder in (image.parent, label.parent):
+                if folder not in made:
+                    folder.mkdir(parents=True, exist_ok=True)
+                    made.add(folder)
+            report.copied += _link_or_copy(root / ids[r], image)
+            label.write_text(lines[r] + "\n", encoding="utf-8")
+            report.val += bool(val[r])
+        report.train = int(keep.sum()) - report.val
+        (stage / "images" / "train").mkdir(parents=True, exist_ok=True)
+        # Ultralytics needs a val set: without one, val is the train folder.
+        val_dir = "images/val" if report.val else "images/train"
+        (stage / DATA_YAML).write_text(data_yaml_text(out.resolve(), val_dir, source), encoding="utf-8")
+        os.chmod(stage, 0o755)  # mkdtemp's folder is private
+        os.sync()  # every file and folder written above, in one flush
+        os.replace(stage, out)  # onto a missing or empty folder
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    fsync_dir(out.parent)
+    return report
+
+
+def _link_or_copy(source: Path, dest: Path) -> int:
+    """Link `dest` to `source`; copy it where the file system refuses links. 1 when copied."""
+    try:
+        os.symlink(source, dest)
+        return 0
+    except OSError:
+        shutil.copyfile(source, dest)
+        return 1
+
+
+# --- import -------------------------------------------------------------------------------
+
+
+def read_data_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """A data set YAML as a dict (PyYAML when installed, else the flat subset `export_yolo`
+    writes: `key: value`, flow lists, one level of `  key: value` / `  - value` blocks)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise YoloError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    try:
+        import yaml
+    except ImportError:
+        obj = _read_simple_yaml(text, path)
+    else:
+        try:
+            obj = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise YoloError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+    if not isinstance(obj, dict):
+        raise YoloError(f"{path}: expected a YAML mapping (path, train, val, kpt_shape, names)")
+    return obj
+
+
+def _scalar(text: str) -> Any:
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        inner = text[1:-1].strip()
+        return [_scalar(x) for x in _split_flow(inner)] if inner else []
+    if text.startswith('"'):
+        return json.loads(text)
+    if text.startswith("'") and text.endswith("'"):
+        return text[1:-1].replace("''", "'")
+    if re.fullmatch(r"[-+]?\d+", text):
+        return int(text)
+    if re.fullmatch(r"[-+]?(\d+\.\d*|\.\d+|\d+)([eE][-+]?\d+)?", text):
+        return float(text)
+    return None if text in ("", "~", "null") else text
+
+
+def _split_flow(text: str) -> list[str]:
+    """Split a flow list's items at top-level commas."""
+    items, depth, start, quote = [], 0, 0, ""
+    for i, ch in enumerate(text):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "[":
+            depth += 1
+        elif ch == "]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return items
+
+
+def _strip_comment(line: str) -> str:
+    quote = ""
+    for i, ch in enumerate(line):
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch == "#" and (i == 0 or line[i - 1] in " \t"):
+            return line[:i].rstrip()
+    return line.rstrip()
+
+
+def _read_simple_yaml(text: str, path: Path) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    key = None
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = _strip_comment(raw)
+        if not line.strip():
+            continue
+        if not line[0].isspace():
+            k, sep, v = line.partition(":")
+            if not sep:
+                raise YoloError(f"{path}:{n}: expected 'key: value' (install PyYAML for other YAML)")
+            key = k.strip()
+            obj[key] = _scalar(v)
+            continue
+        item = line.strip()
+        if key is None:
+            raise YoloError(f"{path}:{n}: indented line outside a key")
+        if item.startswith("- "):
+            if obj[key] is None:
+                obj[key] = []
+            if not isinstance(obj[key], list):
+                raise YoloError(f"{path}:{n}: a list item under a key that holds {obj[key]!r}")
+            obj[key].append(_scalar(item[2:]))
+        else:
+            k, sep, v = item.partition(":")
+            if not sep:
+                raise YoloError(f"{path}:{n}: expected 'key: value' (install PyYAML for other YAML)")
+            if obj[key] is None:
+                obj[key] = {}
+            if not isinstance(obj[key], dict):
+                raise YoloError(f"{path}:{n}: a mapping entry under a key that holds {obj[key]!r}")
+            obj[key][_scalar(k)] = _scalar(v)
+    return obj
+
+
+def class_categories(names: Any, path: str | os.PathLike = "<data.yaml>") -> np.ndarray:
+    """FashionAI category code of each YOLO class index, from a data YAML's `names` (a list or
+    an index -> name mapping; every name a FashionAI category)."""
+    if isinstance(names, dict):
+        if sorted(names) != list(range(len(names))):
+            raise YoloError(f"{path}: \"names\" keys must be 0..{len(names) - 1}")
+        names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list) or not names:
+        raise YoloError(f"{path}: no \"names\" list of classes")
+    unknown = [n for n in names if n not in CATEGORIES]
+    if unknown:
+        raise YoloError(f"{path}: class {unknown[0]!r} is not a FashionAI category ({', '.join(CATEGORIES)})")
+    return np.array([CATEGORIES.index(n) for n in names], dtype=np.int64)
+
+
+@dataclass
+class YoloImport:
+    """What `load_yolo` read: annotation (or prediction) rows, per-keypoint confidences (N, 24)
+    for predictions (-1 where the category lacks the keypoint), and one warning per skipped
+    file or extra garment."""
+
+    annotations: Annotations
+    scores: np.ndarray | None
+    predictions: bool
+    warnings: list[str]
+
+
+@dataclass
+class _LabelFile:
+    path: Path
+    rel: Path                       # below its labels folder, without the suffix
+    images: list[Path]              # folders its image may be in (mirrored path)
+
+
+def _split_dirs(yaml_path: Path, data: dict[str, Any]) -> list[Path]:
+    """The image folders of a data YAML's splits (as Ultralytics resolves them)."""
+    base = data.get("path")
+    root = Path(base) if isinstance(base, str) and base else yaml_path.parent
+    if not root.is_absolute():
+        root = yaml_path.parent / root
+    if not root.is_dir():
+        root = yaml_path.parent  # a moved export: its data.yaml still sits at the root
+    dirs: list[Path] = []
+    for key in ("train", "val", "test"):
+        value = data.get(key)
+        for v in (value if isinstance(value, list) else [value] if value else []):
+            if not isinstance(v, str):
+                raise YoloError(f"{yaml_path}: \"{key}\" must be a folder or a list of folders")
+            d = (root / v).resolve()
+            if d.suffix == ".txt":
+                raise YoloError(f"{yaml_path}: \"{key}\": image list files ({v}) are not supported; give folders")
+            if d not in dirs:
+                dirs.append(d)
+    if not dirs:
+        raise YoloError(f"{yaml_path}: no train/val/test image folders")
+    return dirs
+
+
+def _labels_dir(images_dir: Path) -> Path:
+    """Ultralytics' label folder of an image folder: the last `images` component -> `labels`."""
+    parts = list(images_dir.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            return Path(*parts)
+    return images_dir
+
+
+def _images_dir(labels_dir: Path) -> Path | None:
+    parts = list(labels_dir.resolve().parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "labels":
+            parts[i] = "images"
+            return Path(*parts)
+    return None
+
+
+def _label_files(path: Path) -> tuple[list[_LabelFile], np.ndarray | None, Path | None]:
+    """The label files under a data set folder / data YAML / labels folder, the class ->
+    category map (None without a data YAML) and the YAML read."""
+    yaml_path = path if path.is_file() else path / DATA_YAML
+    if path.is_file() and path.suffix not in (".yaml", ".yml"):
+        raise YoloError(f"{path}: expected a data set folder, its data.yaml or a labels folder")
+    if not path.exists():
+        raise YoloError(f"{path}: not found")
+    files: list[_LabelFile] = []
+    if yaml_path.is_file():
+        data = read_data_yaml(yaml_path)
+        kpt_shape = data.get("kpt_shape")
+        if kpt_shape is not None and list(kpt_shape) != [NUM_KEYPOINTS, 3]:
+            raise YoloError(f"{yaml_path}: kpt_shape {kpt_shape} is not [{NUM_KEYPOINTS}, 3] "
+                            "(the 24 FashionAI keypoints with visibility)")
+        cats = class_categories(data.get("names"), yaml_path)
+        for images in _split_dirs(yaml_path, data):
+            labels = _labels_dir(images)
+            files += [_LabelFile(f, f.relative_to(labels).with_suffix(""), [images])
+                      for f in sorted(labels.rglob("*.txt")) if f.is_file()]
+        return files, cats, yaml_path
+    if not path.is_dir():
+        raise YoloError(f"{path}: not a folder")
+    images = _images_dir(path)
+    files = [_LabelFile(f, f.relative_to(path).with_suffix(""), [images] if images else [])
+             for f in sorted(path.rglob("*.txt")) if f.is_file()]
+    return files, None, None
+
+
+def _fashionai_id(rel: Path) -> str:
+    """The image id part of a label path: from its `Images` folder on when it has one."""
+    parts = rel.parts
+    return "/".join(parts[parts.index("Images"):] if "Images" in parts else parts)
+
+
+def _find_image(lf: _LabelFile, images_root: Path | None,
+                by_stem: dict[str, list[tuple[str, Path]]] | None) -> tuple[str, Path] | None:
+    """(image id, image file) of a label file: the mirrored image beside the labels, else under
+    `images_root` at the id's path, else the only image there with the label's file name."""
+    base = _fashionai_id(lf.rel)
+    for folder in lf.images:
+        for suffix in IMAGE_SUFFIXES:
+            f = folder / lf.rel.with_name(lf.rel.name + suffix)
+            if f.is_file():
+                return base + suffix, f
+    if images_root is not None:
+        for suffix in IMAGE_SUFFIXES:
+            f = images_root / (base + suffix)
+            if f.is_file():
+                return base + suffix, f
+        found = (by_stem or {}).get(lf.rel.name, [])
+        if len(found) > 1:
+            raise YoloError(f"{lf.path}: {len(found)} images under {images_root} are named "
+                            f"{lf.rel.name}.* ({found[0][0]}, {found[1][0]}); give the labels their id paths")
+        if found:
+            return found[0]
+    return None
+
+
+def _parse_label_file(path: Path) -> tuple[np.ndarray, list[int]]:
+    """The numbers of a label file's lines ((n, m) float64; every line the same count) and the
+    line numbers; YoloError naming the file and line."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise YoloError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    rows, numbers = [], []
+    for n, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            values = [float(x) for x in fields]
+        except ValueError:
+            bad = next(x for x in fields if not _is_number(x))
+            raise YoloError(f"{path}:{n}: {bad[:40]!r} is not a number") from None
+        if rows and len(values) != len(rows[0]):
+            raise YoloError(f"{path}:{n}: {len(values)} values, but line {numbers[0]} has {len(rows[0])}")
+        rows.append(values)
+        numbers.append(n)
+    return (np.array(rows, dtype=np.float64) if rows else np.zeros((0, 0))), numbers
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def _check_line(path: Path, line: int, values: np.ndarray, n_classes: int, predictions: bool) -> None:
+    """YoloError naming the file and line for a class out of range, a value outside [0, 1] or
+    (labels) a visibility other than 0, 1, 2."""
+    where = f"{path}:{line}"
+    if not np.isfinite(values).all():
+        raise YoloError(f"{where}: holds a non-finite number")
+    c = values[0]
+    if c != int(c) or not 0 <= c < n_classes:
+        raise YoloError(f"{where}: class {c:g} is not one of 0..{n_classes - 1}")
+    # Box, x, y and confidences lie in [0, 1] (labels' v is checked below); a tracker's id may
+    # follow the confidence.
+    checked = np.ones(len(values), dtype=bool)
+    checked[0] = False
+    checked[LABEL_VALUES + 1:] = False
+    if not predictions:
+        checked[7:LABEL_VALUES:3] = False
+    out = np.flatnonzero(checked & ((values < 0) | (values > 1)))
+    if out.size:
+        i = int(out[0])
+        what = ("box" if i < 5 else f"{KEYPOINTS[(i - 5) // 3]} {'xyv'[(i - 5) % 3]}"
+                if i < LABEL_VALUES else "confidence")
+        raise YoloError(f"{where}: value {values[i]:g} ({what}) is outside [0, 1]")
+    if not predictions:
+        v = values[5:LABEL_VALUES].reshape(NUM_KEYPOINTS, 3)[:, 2]
+        bad = np.flatnonzero((v != 0) & (v != 1) & (v != 2))
+        if bad.size:
+            k = int(bad[0])
+            raise YoloError(f"{where}: {KEYPOINTS[k]} has visibility {v[k]:g}; YOLO-pose labels use 0, 1 or 2 "
+                            "(predictions? import them with predictions=True / --predictions)")
+
+
+def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = None,
+              predictions: bool | None = None) -> YoloImport:
+    """Read YOLO-pose labels or predictions back to FashionAI rows (see the module docstring).
+
+    `path`: a data set folder with `data.yaml` (or the YAML itself), or a folder of label files
+    (class indices are then `schema.CATEGORIES` order). An image's id and size come from the
+    image mirrored beside the labels (`labels/` -> `images/`), else from `images_root` (a
+    FashionAI data set root: the id's path, else the only image with the label's file name, as
+    in Ultralytics' flat `predict/labels/`). `predictions`: None decides from the files (lines
+    with a confidence column, 78 or 79 values, are predictions). Label files whose image cannot
+    be found are skipped with a warning; more than one line per image keeps the most confident
+    (predictions) or the first (labels) with a warning.
+    """
+    path = Path(path)
+    files, cats, yaml_path = _label_files(path)
+    root = Path(images_root) if images_root is not None else None
+    if root is not None and not root.is_dir():
+        raise YoloError(f"{root}: images root is not a folder")
+    n_classes = len(cats) if cats is not None else len(CATEGORIES)
+    if cats is None:
+        cats = np.arange(len(CATEGORIES), dtype=np.int64)
+    parsed = []
+    for lf in files:
+        values, lines = _parse_label_file(lf.path)
+        if len(values) and values.shape[1] not in (LABEL_VALUES, LABEL_VALUES + 1, LABEL_VALUES + 2):
+            raise YoloError(f"{lf.path}:{lines[0]}: {values.shape[1]} values, expected {LABEL_VALUES} "
+                            f"(class, box, {NUM_KEYPOINTS} keypoints x 3), or {LABEL_VALUES + 1} with a confidence")
+        parsed.append((lf, values, lines))
+    if predictions is None:
+        predictions = any(len(v) and v.shape[1] > LABEL_VALUES for _, v, _ in parsed)
+    warnings: list[str] = []
+    by_stem = None
+    ids, categories, kps, confs, seen = [], [], [], [], {}
+    for lf, values, lines in parsed:
+        if not len(values):
+            warnings.append(f"{lf.path}: no garment (empty label file); skipped")
+            continue
+        if not predictions and values.shape[1] > LABEL_VALUES:
+            raise YoloError(f"{lf.path}:{lines[0]}: {values.shape[1]} values, expected {LABEL_VALUES} "
+                            "(a confidence column: predictions? import them with predictions=True / --predictions)")
+        for row, line in zip(values, lines):
+            _check_line(lf.path, line, row, n_classes, predictions)
+        pick = 0
+        if len(values) > 1:
+            has_conf = values.shape[1] > LABEL_VALUES
+            pick = int(np.argmax(values[:, LABEL_VALUES])) if has_conf else 0
+            warnings.append(f"{lf.path}: {len(values)} garments; kept line {lines[pick]} "
+                            f"({'the most confident' if has_conf else 'the first'}): FashionAI has one per image")
+        if by_stem is None and root is not None and not any(d.is_dir() for d in lf.images):
+            by_stem = _stems(root)
+        found = _find_image(lf, root, by_stem)
+        if found is None:
+            where = " or ".join(str(d) for d in lf.images) or "(no images folder beside the labels)"
+            warnings.append(f"{lf.path}: no image found for it in {where}"
+                            + ("" if root is not None else "; give the images root") + "; skipped")
+            continue
+        image_id, image_file = found
+        if image_id in seen:
+            raise YoloError(f"{lf.path}: image {image_id} also has labels in {seen[image_id]}")
+        seen[image_id] = lf.path
+        try:
+            w, h = image_size(image_file)
+        except ImageError as e:
+            warnings.append(f"{lf.path}: {e}; skipped")
+            continue
+        ids.append(image_id)
+        categories.append(int(cats[int(values[pick, 0])]))
+        kp = values[pick, 5:LABEL_VALUES].reshape(NUM_KEYPOINTS, 3) * np.array([w, h, 1.0])
+        kps.append(kp)
+    n = len(ids)
+    kp = np.array(kps, dtype=np.float64).reshape(n, NUM_KEYPOINTS, 3)
+    code = np.array(categories, dtype=np.int64)
+    mask = CATEGORY_MASK[code] if n else np.zeros((0, NUM_KEYPOINTS), dtype=bool)
+    xy = np.rint(kp[:, :, :2])  # the CSV holds whole pixels
+    if predictions:
+        vis = np.where(mask, 1, -1)
+        scores = np.where(mask, kp[:, :, 2], -1.0)
+    else:
+        present = kp[:, :, 2] > 0
+        extra = present & ~mask
+        if extra.any():
+            r, k = (int(x) for x in np.argwhere(extra)[0])
+            raise YoloError(f"{seen[ids[r]]}: {CATEGORIES[code[r]]} has no {KEYPOINTS[k]}, but it is labelled (v > 0)")
+        vis = np.where(present, kp[:, :, 2] - 1, -1)  # YOLO 1, 2 -> FashionAI 0, 1
+        scores = None
+    coords = np.where(vis[:, :, None] >= 0, xy, -1.0)
+    ann = Annotations.from_arrays(ids, code, coords.astype(np.float32), vis.astype(np.int8))
+    return YoloImport(ann, scores, bool(predictions), warnings)
+
+
+def _stems(root: Path) -> dict[str, list[tuple[str, Path]]]:
+    """file name without suffix -> (FashionAI id, file) of each image under `root`."""
+    found: dict[str, list[tuple[str, Path]]] = {}
+    scanned = scan_images(root)
+    for image_id in scanned.image_ids:
+        stem = image_id.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        found.setdefault(stem, []).append((image_id, scanned.root / image_id))
+    return found
