@@ -46,6 +46,7 @@ KEYPOINT_BOX_MARGIN = 0.05
 DECIMALS = 6
 LABEL_VALUES = 5 + 3 * NUM_KEYPOINTS  # class, box, 24 x (x, y, v)
 DATA_YAML = "data.yaml"
+_SUFFIXES = IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)  # where an import looks for images
 
 
 class YoloError(ValueError):
@@ -454,12 +455,12 @@ def _find_image(lf: _LabelFile, images_root: Path | None,
     `images_root` at the id's path, else the only image there with the label's file name."""
     base = _fashionai_id(lf.rel)
     for folder in lf.images:
-        for suffix in IMAGE_SUFFIXES:
+        for suffix in _SUFFIXES:
             f = folder / lf.rel.with_name(lf.rel.name + suffix)
             if f.is_file():
                 return base + suffix, f
     if images_root is not None:
-        for suffix in IMAGE_SUFFIXES:
+        for suffix in _SUFFIXES:
             f = images_root / (base + suffix)
             if f.is_file():
                 return base + suffix, f
@@ -504,35 +505,40 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def _check_line(path: Path, line: int, values: np.ndarray, n_classes: int, predictions: bool) -> None:
-    """YoloError naming the file and line for a class out of range, a value outside [0, 1] or
-    (labels) a visibility other than 0, 1, 2."""
-    where = f"{path}:{line}"
-    if not np.isfinite(values).all():
-        raise YoloError(f"{where}: holds a non-finite number")
-    c = values[0]
-    if c != int(c) or not 0 <= c < n_classes:
-        raise YoloError(f"{where}: class {c:g} is not one of 0..{n_classes - 1}")
+def _check_lines(path: Path, lines: list[int], values: np.ndarray, n_classes: int, predictions: bool) -> None:
+    """YoloError naming the file and the first line with a class out of range, a value outside
+    [0, 1] or (labels) a visibility other than 0, 1, 2 (all lines checked at once)."""
+    def fail(bad: np.ndarray, message) -> None:
+        r, i = (int(x) for x in np.argwhere(bad)[0])
+        raise YoloError(f"{path}:{lines[r]}: " + message(values[r], i))
+
+    finite = np.isfinite(values)
+    if not finite.all():
+        fail(~finite, lambda row, i: "holds a non-finite number")
+    c = values[:, :1]
+    bad_class = (c != np.floor(c)) | (c < 0) | (c >= n_classes)
+    if bad_class.any():
+        fail(bad_class, lambda row, i: f"class {row[0]:g} is not one of 0..{n_classes - 1}")
     # Box, x, y and confidences lie in [0, 1] (labels' v is checked below); a tracker's id may
     # follow the confidence.
-    checked = np.ones(len(values), dtype=bool)
+    checked = np.ones(values.shape[1], dtype=bool)
     checked[0] = False
     checked[LABEL_VALUES + 1:] = False
     if not predictions:
         checked[7:LABEL_VALUES:3] = False
-    out = np.flatnonzero(checked & ((values < 0) | (values > 1)))
-    if out.size:
-        i = int(out[0])
-        what = ("box" if i < 5 else f"{KEYPOINTS[(i - 5) // 3]} {'xyv'[(i - 5) % 3]}"
-                if i < LABEL_VALUES else "confidence")
-        raise YoloError(f"{where}: value {values[i]:g} ({what}) is outside [0, 1]")
+    outside = checked & ((values < 0) | (values > 1))
+    if outside.any():
+        def what(i: int) -> str:
+            if i < 5:
+                return "box"
+            return f"{KEYPOINTS[(i - 5) // 3]} {'xyv'[(i - 5) % 3]}" if i < LABEL_VALUES else "confidence"
+        fail(outside, lambda row, i: f"value {row[i]:g} ({what(i)}) is outside [0, 1]")
     if not predictions:
-        v = values[5:LABEL_VALUES].reshape(NUM_KEYPOINTS, 3)[:, 2]
-        bad = np.flatnonzero((v != 0) & (v != 1) & (v != 2))
-        if bad.size:
-            k = int(bad[0])
-            raise YoloError(f"{where}: {KEYPOINTS[k]} has visibility {v[k]:g}; YOLO-pose labels use 0, 1 or 2 "
-                            "(predictions? import them with predictions=True / --predictions)")
+        v = values[:, 7:LABEL_VALUES:3]
+        bad = (v != 0) & (v != 1) & (v != 2)
+        if bad.any():
+            fail(bad, lambda row, k: f"{KEYPOINTS[k]} has visibility {row[7 + 3 * k]:g}; YOLO-pose labels use 0, 1 or 2 "
+                                     "(predictions? import them with predictions=True / --predictions)")
 
 
 def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = None,
@@ -575,8 +581,7 @@ def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = N
         if not predictions and values.shape[1] > LABEL_VALUES:
             raise YoloError(f"{lf.path}:{lines[0]}: {values.shape[1]} values, expected {LABEL_VALUES} "
                             "(a confidence column: predictions? import them with predictions=True / --predictions)")
-        for row, line in zip(values, lines):
-            _check_line(lf.path, line, row, n_classes, predictions)
+        _check_lines(lf.path, lines, values, n_classes, predictions)
         pick = 0
         if len(values) > 1:
             has_conf = values.shape[1] > LABEL_VALUES

@@ -107,7 +107,7 @@ def test_label_boxes_are_the_detectors_training_boxes(tmp_path) -> None:
     assert boxes[0, 2] - boxes[0, 0] > np.nanmax(x) - np.nanmin(x)
 
 
-def test_data_yaml_and_skipped_rows_are_named(tmp_path, capsys) -> None:
+def test_data_yaml_and_skipped_rows_are_named(tmp_path, capsys, monkeypatch) -> None:
     from engine.synth import generate_dataset
 
     csv = generate_dataset(tmp_path / "root", 6, seed=4, size=96, workers=1)
@@ -124,6 +124,8 @@ def test_data_yaml_and_skipped_rows_are_named(tmp_path, capsys) -> None:
         good[2:] + skipped, np.concatenate([ann.categories[2:], ann.categories[:3], [0]]),
         np.concatenate([ann.coords[2:], ann.coords[:3], np.full((1, 24, 2), 10, np.float32)]),
         np.concatenate([ann.visibility[2:], ann.visibility[:3], one_point]))
+    k = int(np.flatnonzero(rows.visibility[0] >= 0)[0])
+    rows.coords[0, k] = [5000, 5000]  # outside the image: written on its border
     bad_csv = tmp_path / "rows.csv"
     bad_csv.write_bytes(format_annotations(rows) + b"not,a,row\n")
     out = tmp_path / "yolo"
@@ -133,6 +135,9 @@ def test_data_yaml_and_skipped_rows_are_named(tmp_path, capsys) -> None:
     for name in ("missing.jpg", "broken.jpg", ".gif", "one.jpg: fewer than two annotated keypoints"):
         assert name in printed.err
     assert "1 rows could not be parsed" in printed.err
+    assert "1 keypoints outside their image were written on its border" in printed.err
+    kp = label_values((out / "labels" / "train" / good[2]).with_suffix(".txt"))[0, 5:].reshape(24, 3)
+    assert kp[k, 0] == kp[k, 1] == 1.0 and kp[k, 2] == rows.visibility[0, k] + 1
     assert sorted(p.relative_to(out / "labels" / "train").as_posix() for p in out.rglob("*.txt")) == \
         sorted(i.replace(".jpg", ".txt") for i in good[2:])
 
@@ -143,21 +148,18 @@ def test_data_yaml_and_skipped_rows_are_named(tmp_path, capsys) -> None:
     assert [names[i] for i in range(5)] == list(CATEGORIES)
     assert Path(data["path"]) == out.resolve() and data["train"] == "images/train" and data["val"] == "images/train"
     # The YAML reader without PyYAML reads the same file the same way.
-    saved = sys.modules.get("yaml")
-    sys.modules["yaml"] = None  # import yaml -> ImportError
-    try:
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "yaml", None)  # import yaml -> ImportError
         assert read_data_yaml(out / DATA_YAML) == data
-    finally:
-        if saved is not None:
-            sys.modules["yaml"] = saved
-        else:
-            del sys.modules["yaml"]
 
     # A folder in use is refused, and so is a test split.
     assert main(["export-yolo", str(bad_csv), str(out), "--images", str(tmp_path / "root")]) == 2
     assert "exists and is not an empty folder" in capsys.readouterr().err
     assert main(["export-yolo", str(DATA / "test_b.csv"), str(tmp_path / "t"), "--images", str(tmp_path)]) == 2
     assert "no labels to export" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()  # an empty folder is fine
+    assert main(["export-yolo", str(bad_csv), str(tmp_path / "empty"), "--images", str(tmp_path / "root")]) == 0
+    assert (tmp_path / "empty" / DATA_YAML).is_file() and not list(tmp_path.glob(".empty.*"))
 
 
 @pytest.fixture
