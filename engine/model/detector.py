@@ -12,6 +12,7 @@ checkpoints. Training lives in `engine.training.detector`.
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +36,40 @@ from engine.io.yolo import KEYPOINT_BOX_MARGIN, boxes_from_keypoints  # noqa: F4
 
 
 NUM_CLASSES = len(CATEGORIES) + 1  # + background
+
+
+class MixedPrecisionFPN(BackboneWithFPN):
+    """The backbone and FPN, run in the caller's autocast precision (`autocast_dtype`), returning
+    float32 features: everything after them (anchors, RPN, RoI heads, boxes) stays float32."""
+
+    autocast_dtype: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.autocast_dtype is None:
+            return super().forward(x)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            features = super().forward(x)
+        return OrderedDict((k, v.float()) for k, v in features.items())
+
+
+class GarmentDetector(FasterRCNN):
+    """Faster R-CNN whose backbone alone follows an enclosing autocast.
+
+    Under bf16 autocast torchvision would build anchors, proposals and boxes in bf16: box
+    coordinates snap to 2 px steps between 256 and 512 px and 4 px steps above. So the caller's
+    autocast (if any) is handed to the backbone and switched off for the rest. The state dict is
+    a plain `FasterRCNN`'s."""
+
+    def forward(self, images, targets=None):
+        device_type = images[0].device.type if len(images) else "cpu"
+        if not torch.is_autocast_enabled(device_type) or not isinstance(self.backbone, MixedPrecisionFPN):
+            return super().forward(images, targets)
+        self.backbone.autocast_dtype = torch.get_autocast_dtype(device_type)
+        try:
+            with torch.autocast(device_type, enabled=False):
+                return super().forward(images, targets)
+        finally:
+            self.backbone.autocast_dtype = None
 DETECTOR_BACKBONES: tuple[str, ...] = ("mobilenet_v3_large", "resnet18", "resnet34", "resnet50", "resnet101")
 DETECTOR_FORMAT = "fkp-detector/1"
 
@@ -100,7 +135,7 @@ def build_detector(config: DetectorConfig, backbone_weights: str | os.PathLike |
     anchors = AnchorGenerator(sizes=sizes, aspect_ratios=((0.5, 1.0, 2.0),) * len(sizes))
     resolution = 7
     box_head = TwoMLPHead(config.fpn_channels * resolution**2, config.box_head_dim)
-    return FasterRCNN(
+    return GarmentDetector(
         backbone,
         min_size=config.min_size,
         max_size=config.max_size,
@@ -129,7 +164,7 @@ def _resnet_fpn(body: nn.Module, channels: int, trainable_stages: int) -> Backbo
         if not name.startswith(trainable):
             p.requires_grad_(False)
     in_channels = [_out_channels(getattr(body, f"layer{i}")) for i in (1, 2, 3, 4)]
-    return BackboneWithFPN(
+    return MixedPrecisionFPN(
         body, {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}, in_channels, channels,
         extra_blocks=LastLevelMaxPool(),
     )
@@ -152,7 +187,7 @@ def _mobilenet_fpn(body: nn.Module, channels: int, trainable_stages: int) -> Bac
     returned = stage_starts[-3:]
     return_layers = {str(idx): str(i) for i, idx in enumerate(returned)}
     in_channels = [features[idx].out_channels for idx in returned]
-    return BackboneWithFPN(features, return_layers, in_channels, channels, extra_blocks=LastLevelMaxPool())
+    return MixedPrecisionFPN(features, return_layers, in_channels, channels, extra_blocks=LastLevelMaxPool())
 
 
 def _load_backbone_weights(body: nn.Module, path: str | os.PathLike) -> None:
@@ -217,15 +252,22 @@ def detect(model: FasterRCNN, images: Sequence[torch.Tensor], top_k: int = 1) ->
     An image without any detection gets an empty `Detections` (the caller falls back to the whole image).
     """
     model.eval()
-    outputs = model(list(images))
-    result = []
-    for out in outputs:
-        k = min(top_k, len(out["scores"]))
-        result.append(Detections(
-            boxes=out["boxes"][:k].float().cpu().numpy(),
-            scores=out["scores"][:k].float().cpu().numpy(),
-            categories=(out["labels"][:k] - 1).cpu().numpy().astype(np.int64),
-        ))
+    return detections_to_host(model(list(images)), top_k)
+
+
+def detections_to_host(outputs: Sequence[dict[str, torch.Tensor]], top_k: int) -> list[Detections]:
+    """torchvision detector outputs -> `Detections` (up to `top_k` each), with one device-to-host copy."""
+    if not outputs:
+        return []
+    parts = [torch.cat([o["boxes"][:top_k].float(), o["scores"][:top_k, None].float(),
+                        o["labels"][:top_k, None].float()], dim=1) for o in outputs]
+    rows = torch.cat(parts).detach().cpu().numpy()
+    result, start = [], 0
+    for part in parts:
+        r = rows[start:start + len(part)]
+        start += len(part)
+        result.append(Detections(boxes=r[:, :4].astype(np.float32), scores=r[:, 4].astype(np.float32),
+                                 categories=r[:, 5].astype(np.int64) - 1))
     return result
 
 

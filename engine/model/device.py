@@ -31,10 +31,33 @@ def pick_device(prefer: str | None = None) -> torch.device:
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """bf16 where the GPU supports it, fp16 on older GPUs, None (full precision) on the CPU."""
+    """bf16 where the chosen GPU computes it natively, fp16 (with a GradScaler) on older GPUs,
+    None (full precision) on the CPU."""
     if device.type != "cuda":
         return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if native_bf16(device) else torch.float16
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA device computes bf16 in hardware (compute capability 8.0, Ampere, or newer).
+
+    `torch.cuda.is_bf16_supported()` alone also says yes where bf16 is only emulated (V100, T4:
+    slow, and fp16 with loss scaling is the fast choice there), and it asks about the current
+    device rather than this one; it is consulted (without emulation) only for the current device.
+    """
+    if device.type != "cuda":
+        return False
+    if torch.version.hip:
+        return bool(torch.cuda.is_bf16_supported())
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    if tuple(torch.cuda.get_device_capability(index)) < (8, 0):
+        return False
+    if index == torch.cuda.current_device():
+        try:
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # older torch without the argument: the capability decides
+            return True
+    return True
 
 
 def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
@@ -55,8 +78,13 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-    """Move a model to the device in the memory format that suits it."""
+def prepare_model(model: torch.nn.Module, device: torch.device, fixed_shapes: bool = True) -> torch.nn.Module:
+    """Move a model to the device in the memory format that suits it.
+
+    With `fixed_shapes` (the keypoint net: every batch the same size) cuDNN may benchmark its
+    convolution algorithms once per shape and keep the fastest."""
+    if fixed_shapes and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     return model.to(device=device, memory_format=memory_format_for(device))
 
 

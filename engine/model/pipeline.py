@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,8 +33,9 @@ from torchvision.ops import box_iou, nms
 
 from engine.io.annotations import Annotations
 from engine.model.crops import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
-from engine.model.detector import Detections, detect, fuse_boxes, scale_for
-from engine.model.device import autocast_for, pick_device, prepare_input
+from engine.model.detector import Detections, detections_to_host, fuse_boxes, scale_for
+from engine.model.device import autocast_for, pick_device, prepare_input, prepare_model
+from engine.model.device_crops import cut_crops, normalize_batch
 from engine.model.package import TwoStageModel
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
 from engine.model.targets import decode
@@ -50,6 +52,9 @@ UNSURE_GATE = 0.8
 SEARCH_MARGIN = 0.2
 BOX_CANDIDATES = 3
 ROTATION_GRID = (45, 90, 135, 180, 225, 270, 315)
+
+# Threads decoding the next batch's images while one is predicted.
+DECODE_THREADS = 4
 
 
 @dataclass
@@ -78,6 +83,9 @@ class PredictionBatch:
 class Pipeline:
     """Inference with a loaded `TwoStageModel`; test-time options default to the model's preset."""
 
+    # Cut the keypoint crops with grid_sample on the device (None: on accelerators, not on the CPU).
+    grid_crops: bool | None = None
+
     def __init__(
         self,
         model: TwoStageModel,
@@ -100,6 +108,9 @@ class Pipeline:
         self.box_search = self.preset.box_search if box_search is None else box_search
         self.detector = model.detector.to(self.device).eval()
         self.keypoint_net = model.keypoint_net.to(self.device).eval()
+        if self.device.type == "cuda":
+            # channels-last, like the crops it is given; fixed crop shapes: cuDNN picks its fastest kernels.
+            self.keypoint_net = prepare_model(self.keypoint_net, self.device)
 
     # -- one batch of decoded images --------------------------------------------------------
 
@@ -116,6 +127,7 @@ class Pipeline:
         if n == 0:
             return np.zeros((0, NUM_KEYPOINTS, 2), np.float32), np.zeros((0, NUM_KEYPOINTS), np.float32), np.zeros(0, np.int64), np.zeros((0, 4), np.float32)
         dets = self._detect(images)
+        images = DeviceImages(images, self.device, self.grid_crops)  # on a GPU: uploaded once, all crops cut there
         cats = np.array([
             (c if c is not None else (int(d.categories[0]) if len(d.scores) else 0))
             for c, d in zip(categories if categories is not None else [None] * n, dets)
@@ -143,7 +155,7 @@ class Pipeline:
         squares = [square_around(b, self.preset.crop_margin) for b in boxes.reshape(-1, 4)]
         return np.asarray(squares, np.float32).reshape(*boxes.shape[:-1], 3)
 
-    def _search_boxes(self, images: Sequence[np.ndarray], dets: list[Detections], cats: np.ndarray,
+    def _search_boxes(self, images: DeviceImages, dets: list[Detections], cats: np.ndarray,
                       boxes: np.ndarray, weights: np.ndarray, mean: np.ndarray,
                       score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Crops the keypoint net is unsure of are also tried at the detector's other distinct
@@ -159,7 +171,7 @@ class Pipeline:
             if not rows:
                 break
             squares = self._squares(np.stack([dets[i].boxes[others[i][r]] for i in rows])[:, None])
-            _, s = self._views([images[i] for i in rows], squares, np.ones((len(rows), 1), np.float32),
+            _, s = self._views(images.subset(rows), squares, np.ones((len(rows), 1), np.float32),
                                np.zeros(len(rows), np.float32))
             confidence = _masked_mean(s, mask[rows])
             for i, c in zip(rows, confidence):
@@ -173,11 +185,11 @@ class Pipeline:
             d, j = dets[i], chosen[i]
             boxes[i], weights[i] = _same_garment(np.concatenate([d.boxes[j:j + 1], d.boxes]),
                                                  np.concatenate([d.scores[j:j + 1], d.scores]), self.num_crops)
-        mean[rows], score[rows] = self._views([images[i] for i in rows], self._squares(boxes[rows]), weights[rows],
+        mean[rows], score[rows] = self._views(images.subset(rows), self._squares(boxes[rows]), weights[rows],
                                               np.zeros(len(rows), np.float32))
         return boxes, weights, mean, score
 
-    def _search_rotation(self, images: Sequence[np.ndarray], squares: np.ndarray, cats: np.ndarray,
+    def _search_rotation(self, images: DeviceImages, squares: np.ndarray, cats: np.ndarray,
                          mean: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Upright crops the keypoint net is unsure of are tried at every 45 degrees; where a rotated
         crop is clearly more convincing (mean confidence higher by SEARCH_MARGIN) the garment is
@@ -192,7 +204,7 @@ class Pipeline:
         unsure = np.flatnonzero(confidence < UNSURE_GATE)
         if len(unsure) == 0:
             return angles, mean, score
-        subset = [images[i] for i in unsure]
+        subset = images.subset(unsure)
         ones = np.ones((len(unsure), 1), np.float32)
         best = confidence[unsure].copy()
         best_mean, best_score = mean[unsure].copy(), score[unsure].copy()
@@ -212,7 +224,7 @@ class Pipeline:
         mean[rows], score[rows] = best_mean[turned], best_score[turned]
         return angles, mean, score
 
-    def _views(self, images: Sequence[np.ndarray], squares: np.ndarray, weights: np.ndarray,
+    def _views(self, images: DeviceImages, squares: np.ndarray, weights: np.ndarray,
                angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Keypoints averaged over all crops (and mirrored crops), weighted by confidence x crop weight."""
         coords, conf = self._keypoints(images, squares, angles)          # (n, c, v, 24, 2), (n, c, v, 24)
@@ -220,6 +232,7 @@ class Pipeline:
         mean = (coords * w[..., None]).sum(axis=(1, 2)) / w.sum(axis=(1, 2))[..., None]
         return mean, conf.mean(axis=(1, 2))
 
+    @torch.no_grad()
     def _detect(self, images: Sequence[np.ndarray]) -> list[Detections]:
         cfg = self.model.detector_config
         tensors, scales = [], []
@@ -228,29 +241,33 @@ class Pipeline:
             s = scale_for(h, w, cfg.min_size, cfg.max_size)
             # Resize as the training images were (INTER_AREA), so the detector sees the same statistics.
             small = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-            tensors.append(torch.from_numpy(small).permute(2, 0, 1).float().div_(255).to(self.device))
+            # Moved as uint8 (a quarter of the bytes), made float on the device.
+            tensors.append(torch.from_numpy(small).to(self.device, non_blocking=True).permute(2, 0, 1).float().div_(255))
             scales.append(s)
         # One detector call per image size: a batch is padded to its largest image, and the
         # padding would change the others' detections (MobileNetV3's squeeze-excitation pools
         # over the padded map), making a result depend on its batch neighbours.
-        dets: list[Detections | None] = [None] * len(images)
+        outputs: list[dict[str, torch.Tensor] | None] = [None] * len(images)
         shapes = [tuple(t.shape[1:]) for t in tensors]
+        self.detector.eval()
         for shape in dict.fromkeys(shapes):
             idx = [i for i, sh in enumerate(shapes) if sh == shape]
             with autocast_for(self.device):
-                group = detect(self.detector, [tensors[i] for i in idx], top_k=10)
-            for i, d in zip(idx, group):
-                dets[i] = Detections(d.boxes / scales[i], d.scores, d.categories)
-        return dets
+                group = self.detector([tensors[i] for i in idx])
+            for i, out in zip(idx, group):
+                outputs[i] = out
+        # One device-to-host copy for the whole batch.
+        return [Detections(d.boxes / s, d.scores, d.categories)
+                for d, s in zip(detections_to_host(outputs, top_k=10), scales)]
 
-    def _crop_boxes(self, images: Sequence[np.ndarray], dets: list[Detections]) -> tuple[np.ndarray, np.ndarray]:
+    def _crop_boxes(self, images: DeviceImages, dets: list[Detections]) -> tuple[np.ndarray, np.ndarray]:
         """Keypoint boxes (n, num_crops, 4) to crop and their weights (n, num_crops)."""
         k = self.num_crops
         out = np.zeros((len(images), k, 4), np.float32)
         weights = np.ones((len(images), k), np.float32)
-        for i, (img, d) in enumerate(zip(images, dets)):
+        for i, d in enumerate(dets):
             if len(d.scores) == 0:
-                h, w = img.shape[:2]
+                h, w = images.hw(i)
                 log.warning("no garment detected in image %d; using the whole image", i)
                 boxes = np.array([[0, 0, w - 1, h - 1]], np.float32)
                 scores = np.ones(1, np.float32)
@@ -264,7 +281,7 @@ class Pipeline:
             out[i], weights[i] = chosen, chosen_w
         return out, weights
 
-    def _keypoints(self, images: Sequence[np.ndarray], squares: np.ndarray,
+    def _keypoints(self, images: DeviceImages, squares: np.ndarray,
                    angles: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Predict every (image, square crop (cx, cy, side), view) at the image's crop angle;
         coordinates in image pixels."""
@@ -273,19 +290,18 @@ class Pipeline:
         views = (False, True) if self.flip_tta else (False,)
         n, k = squares.shape[:2]
         mats = np.zeros((n, k, len(views), 2, 3), np.float32)
-        crops = []
         for i in range(n):
             for j in range(k):
                 cx, cy, side = squares[i, j]
                 for v, flip in enumerate(views):
                     mats[i, j, v] = crop_affine(cx, cy, side, size, float(angles[i]), flip=flip)
-                    crops.append(normalize_image(warp_crop(images[i], mats[i, j, v], size)))
-        x = prepare_input(torch.stack(crops), self.device)
+        x = prepare_input(images.crops(mats.reshape(n, k * len(views), 2, 3), size), self.device)
         with autocast_for(self.device):
             out = self.keypoint_net(x)[-1]
         pts, conf = decode(out.float(), p.radius, p.stride)
-        pts = pts.cpu().numpy().reshape(n, k, len(views), NUM_KEYPOINTS, 2)
-        conf = conf.cpu().numpy().reshape(n, k, len(views), NUM_KEYPOINTS)
+        both = torch.cat([pts.reshape(len(pts), -1), conf], dim=1).cpu().numpy()  # one copy to the host
+        pts = both[:, :NUM_KEYPOINTS * 2].reshape(n, k, len(views), NUM_KEYPOINTS, 2)
+        conf = both[:, NUM_KEYPOINTS * 2:].reshape(n, k, len(views), NUM_KEYPOINTS)
         if self.flip_tta:
             # A mirrored crop predicts each keypoint in its twin's channel: swap them back.
             pts[:, :, 1] = pts[:, :, 1][:, :, FLIP_PERMUTATION]
@@ -315,34 +331,59 @@ class Pipeline:
         cats_in = list(categories) if categories is not None else [None] * total
         if on_progress is not None:
             on_progress(0, total)
-        for start in range(0, total, self.batch_size):
-            if should_stop is not None and should_stop():
-                return
-            ids = [str(s) for s in image_ids[start:start + self.batch_size]]
-            images, ok_rows, errors = [], [], {}
-            for j, image_id in enumerate(ids):
-                try:
-                    images.append(read_image(root / image_id, root))
-                    ok_rows.append(j)
-                except ImageError as e:
-                    errors[image_id] = str(e)
-                    log.warning("%s", e)
-            cats = np.array([c if c is not None else -1 for c in cats_in[start:start + len(ids)]], np.int64)
-            batch = _empty_batch(start, ids, cats, errors)
-            if images:
-                coords, scores, pred_cats, boxes = self.predict_images(images, [cats_in[start + j] for j in ok_rows])
-                rows = np.asarray(ok_rows)
-                batch.categories[rows] = pred_cats
-                mask = CATEGORY_MASK[pred_cats]
-                batch.coords[rows] = np.where(mask[..., None], coords, -1.0)
-                batch.visibility[rows] = np.where(mask, 1, -1)
-                batch.scores[rows] = np.where(mask, scores, -1.0)
-                batch.boxes[rows] = boxes
-            # An unreadable image of unknown category still needs a valid category code in the CSV.
-            batch.categories[batch.categories < 0] = 0
-            yield batch
-            if on_progress is not None:
-                on_progress(start + len(ids), total)
+
+        def read(image_id: str) -> np.ndarray | ImageError:
+            try:
+                return read_image(root / image_id, root)
+            except ImageError as e:
+                return e
+
+        def submit(start: int) -> list[Future]:
+            return [pool.submit(read, str(s)) for s in image_ids[start:start + self.batch_size]]
+
+        # The next batch is decoded on a thread pool while this one is predicted (OpenCV's
+        # decoder and torch's kernels both release the GIL).
+        pool = ThreadPoolExecutor(max_workers=max(1, min(self.batch_size, DECODE_THREADS)),
+                                  thread_name_prefix="fkp-decode")
+        try:
+            ahead = submit(0) if total else []
+            for start in range(0, total, self.batch_size):
+                if should_stop is not None and should_stop():
+                    return
+                ids = [str(s) for s in image_ids[start:start + self.batch_size]]
+                decoded = [f.result() for f in ahead]
+                ahead = submit(start + self.batch_size) if start + self.batch_size < total else []
+                images, ok_rows, errors = [], [], {}
+                for j, (image_id, img) in enumerate(zip(ids, decoded)):
+                    if isinstance(img, ImageError):
+                        errors[image_id] = str(img)
+                        log.warning("%s", img)
+                    else:
+                        images.append(img)
+                        ok_rows.append(j)
+                yield self._batch(start, ids, cats_in, images, ok_rows, errors)
+                if on_progress is not None:
+                    on_progress(start + len(ids), total)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _batch(self, start: int, ids: list[str], cats_in: list[int | None], images: list[np.ndarray],
+               ok_rows: list[int], errors: dict[str, str]) -> PredictionBatch:
+        """The `PredictionBatch` of images `start ..` (the decoded ones predicted, the others errors)."""
+        cats = np.array([c if c is not None else -1 for c in cats_in[start:start + len(ids)]], np.int64)
+        batch = _empty_batch(start, ids, cats, errors)
+        if images:
+            coords, scores, pred_cats, boxes = self.predict_images(images, [cats_in[start + j] for j in ok_rows])
+            rows = np.asarray(ok_rows)
+            batch.categories[rows] = pred_cats
+            mask = CATEGORY_MASK[pred_cats]
+            batch.coords[rows] = np.where(mask[..., None], coords, -1.0)
+            batch.visibility[rows] = np.where(mask, 1, -1)
+            batch.scores[rows] = np.where(mask, scores, -1.0)
+            batch.boxes[rows] = boxes
+        # An unreadable image of unknown category still needs a valid category code in the CSV.
+        batch.categories[batch.categories < 0] = 0
+        return batch
 
     def predict(
         self,
@@ -360,6 +401,80 @@ class Pipeline:
         batches = list(self.iter_predict(root, list(annotations.image_ids), cats, on_progress, should_stop))
         return merge_batches(batches)
 
+
+class DeviceImages:
+    """The decoded images of one batch for the keypoint net's crops. On an accelerator each image
+    is uploaded once, as uint8 (one copy per image size), and every crop of the batch is cut there
+    with one `grid_sample`; on the CPU OpenCV's uint8 warp is cheaper and cuts them (`grid`
+    forces either way). `subset(rows)` shares the upload."""
+
+    # Images normalized to float at once for one grid_sample, at most this many pixels (x 3 x 4 bytes).
+    CHUNK_PIXELS = 64 * 1024 * 1024
+
+    def __init__(self, arrays: Sequence[np.ndarray], device: torch.device, grid: bool | None = None):
+        self._arrays = list(arrays)
+        self._device = device
+        self._grid = device.type != "cpu" if grid is None else grid
+        self._sizes = [tuple(a.shape[:2]) for a in arrays]
+        self._where: list[tuple[int, int]] = [(0, 0)] * len(arrays)   # image -> (group, position)
+        self._groups: list[torch.Tensor] = []
+        self._normalized: dict[int, torch.Tensor] = {}   # group -> its float images, when small enough to keep
+        if self._grid:
+            for shape in dict.fromkeys(self._sizes):
+                idx = [i for i, sh in enumerate(self._sizes) if sh == shape]
+                stacked = torch.from_numpy(np.stack([arrays[i] for i in idx]))
+                self._groups.append(stacked.to(device, non_blocking=True).permute(0, 3, 1, 2))
+                for pos, i in enumerate(idx):
+                    self._where[i] = (len(self._groups) - 1, pos)
+        self._rows = np.arange(len(arrays))
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> DeviceImages:
+        """The images `rows` (of this batch), without copying them."""
+        sub = object.__new__(DeviceImages)
+        sub.__dict__.update(self.__dict__)
+        sub._rows = self._rows[np.asarray(rows, np.int64)]
+        return sub
+
+    def hw(self, i: int) -> tuple[int, int]:
+        """(height, width) of image i."""
+        return self._sizes[self._rows[i]]
+
+    def crops(self, mats: np.ndarray, size: int) -> torch.Tensor:
+        """Normalized crops (n * V, 3, size, size), image-major, of V matrices per image (n, V, 2, 3)."""
+        n, v = mats.shape[:2]
+        if not self._grid:
+            return torch.stack([normalize_image(warp_crop(self._arrays[r], mats[i, j], size))
+                                for i, r in enumerate(self._rows) for j in range(v)])
+        where = [self._where[r] for r in self._rows]
+        groups = [g for g, _ in where]
+        out = None
+        for g in dict.fromkeys(groups):
+            sel = np.flatnonzero(np.asarray(groups) == g)
+            images = self._groups[g]
+            h, w = images.shape[2:]
+            step = max(1, self.CHUNK_PIXELS // (h * w))
+            if len(images) <= step and g not in self._normalized:
+                # The whole group fits the budget: normalized once, for every view of the batch.
+                self._normalized[g] = normalize_batch(images)
+            for lo in range(0, len(sel), step):
+                part = sel[lo:lo + step]
+                positions = [where[i][1] for i in part]
+                pos = torch.as_tensor(positions, device=images.device)
+                if g in self._normalized:
+                    whole = self._normalized[g]
+                    chosen = whole if positions == list(range(len(whole))) else whole.index_select(0, pos)
+                else:
+                    chosen = normalize_batch(images.index_select(0, pos))
+                crops = cut_crops(chosen, mats[part], size)
+                if len(part) == n:
+                    return crops
+                if out is None:
+                    out = crops.new_empty((n, v, 3, size, size))
+                out[torch.as_tensor(part, device=crops.device)] = crops.view(len(part), v, 3, size, size)
+        return out.view(n * v, 3, size, size)
 
 def merge_batches(batches: Sequence[PredictionBatch]) -> tuple[Annotations, np.ndarray, dict[str, str]]:
     """(Annotations of all rows, scores (N, 24), errors) from consecutive batches."""

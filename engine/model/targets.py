@@ -42,6 +42,21 @@ def encode_targets(
     return heat, offsets.astype(np.float32)
 
 
+def encode_targets_batch(
+    coords: torch.Tensor, valid: torch.Tensor, input_size: int, stride: int, radius: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`encode_targets` for a batch, on the tensors' device: coords (B, K, 2), valid (B, K)
+    -> heatmaps (B, K, h, w) in {0, 1}, offsets (B, K, 2, h, w)."""
+    c = torch.as_tensor(cell_centres(input_size, stride), device=coords.device)
+    xy = coords.float()
+    dx = (xy[..., 0, None, None] - c[None, None, None, :]).expand(-1, -1, len(c), -1)  # (B, K, h, w)
+    dy = (xy[..., 1, None, None] - c[None, None, :, None]).expand(-1, -1, -1, len(c))
+    inside = (dx * dx + dy * dy <= radius * radius) & valid.bool()[..., None, None]
+    heat = inside.float()
+    offsets = torch.stack([dx, dy], dim=2) / radius * heat[:, :, None]
+    return heat, offsets
+
+
 def disk_cells(radius: float, stride: int) -> float:
     """Area of the disk in output cells: the vote mass of a perfectly predicted keypoint."""
     return math.pi * (radius / stride) ** 2

@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from engine.model.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkpoint
 from engine.model.crops import apply_affine, invert_affine
-from engine.training.dataset import Augmentation, CropSubset, KeypointCropDataset
-from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
+from engine.training.dataset import Augmentation, CropSubset, KeypointCropDataset, device_batch
+from engine.model.device_crops import network_input
+from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_model
 from engine.model.hourglass import KeypointNet, load_encoder_weights
 from engine.training.ohem import grouped_ohem_loss, ohem_loss
 from engine.model.presets import Preset
@@ -63,19 +64,12 @@ def batch_loss(outputs: list[torch.Tensor], batch: dict[str, torch.Tensor], pres
     heat, offsets, valid = batch["heat"], batch["offsets"], batch["valid"]
     groups = batch.get("group")
     total = outputs[0].new_zeros((), dtype=torch.float32)
-    plain = 0.0
     for out in outputs:
         per = instance_losses(out, heat, offsets, preset.radius, preset.stride, preset.offset_weight)
         total = total + (ohem_loss(per, valid, frac) if groups is None else grouped_ohem_loss(per, valid, frac, groups))
-        n = valid.sum()
-        plain = float((per.detach() * valid).sum() / n.clamp(min=1))
+    # A tensor, not a float: reading it here would make the host wait for the GPU before backward.
+    plain = (per.detach() * valid).sum() / valid.sum().clamp(min=1)
     return total, plain
-
-
-def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
-    out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    out["image"] = prepare_input(batch["image"], device)
-    return out
 
 
 def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor],
@@ -83,7 +77,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
                ohem_fraction: float | None = None) -> float:
     """One update on one batch (OHEM over the batch, all stages supervised); returns the plain loss."""
     model.train()
-    batch = _to_device(batch, device)
+    batch = device_batch(batch, preset, device)
     with autocast_for(device):
         outputs = model(batch["image"])
     loss, plain = batch_loss(outputs, batch, preset, ohem_fraction)
@@ -98,7 +92,7 @@ def train_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: 
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         optimizer.step()
-    return plain
+    return float(plain)  # after the update: the only host sync of the step
 
 
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -106,8 +100,10 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
+    # The fused kernel (one launch for all parameters) where every parameter is on CUDA.
+    fused = all(p.is_cuda for p in decay + no_decay) and bool(decay + no_decay)
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr)
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, **({"fused": True} if fused else {}))
 
 
 def lr_factor(step: int, warmup_steps: int, progress: float) -> float:
@@ -163,11 +159,11 @@ def fine_tune(model: torch.nn.Module, samples: Dataset, preset: Preset, steps: i
 @torch.no_grad()
 def predict_crops(model: torch.nn.Module, images: torch.Tensor, preset: Preset,
                   device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Keypoints of a batch of normalized crops (B, 3, S, S) -> coords (B, 24, 2) crop pixels, confidence (B, 24)."""
+    """Keypoints of a batch of crops (B, 3, S, S), uint8 or normalized -> coords (B, 24, 2) crop pixels, confidence (B, 24)."""
     device = device or next(model.parameters()).device
     model.eval()
     with autocast_for(device):
-        outputs = model(prepare_input(images, device))
+        outputs = model(network_input(images, device))
     return decode(outputs[-1].float(), preset.radius, preset.stride)
 
 
@@ -184,7 +180,7 @@ def predict_dataset(model: torch.nn.Module, dataset: Dataset, preset: Preset, de
     index, pred, conf = [], [], []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
         with autocast_for(device):
-            outputs = model(prepare_input(batch["image"], device))
+            outputs = model(network_input(batch["image"], device))
         coords, c = decoder(outputs[-1].float())
         pred.append(apply_affine(coords.cpu().numpy(), invert_affine(batch["affine"].numpy())).astype(np.float32))
         conf.append(c.cpu().numpy())

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from engine.io.annotations import Annotations
-from engine.training.dataset import Augmentation, KeypointCropDataset
+from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch
 from engine.training.detector import DetectorSamples, detector_samples, detector_step
 from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
 from engine.io.images import ImageError
@@ -273,7 +273,7 @@ def retrain(
     for step in range(config.steps):
         if stop():
             raise RetrainCancelled()
-        batch = _guarded(lambda: next(batch_iter))
+        batch = _guarded(lambda: device_batch(next(batch_iter), preset, device))
         if teacher is not None:
             batch = distill_targets(batch, teacher, torch.from_numpy(batches[step] >= len(hard_ds)), device)
         set_lr(optimizer, config.lr * lr_factor(step, warmup, step / config.steps))
@@ -318,7 +318,7 @@ def _loss_without_update(net: torch.nn.Module, batch: dict[str, torch.Tensor], p
     batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     with torch.no_grad(), autocast_for(device):
         outputs = net.eval()(prepare_input(batch["image"], device))
-    return batch_loss(outputs, batch, preset)[1]
+    return float(batch_loss(outputs, batch, preset)[1])
 
 
 def _check_finite(module: torch.nn.Module, name: str, lr: float) -> None:

@@ -4,7 +4,9 @@ from engine.io.annotations import Annotations
 from engine.model.crops import (
     apply_affine, crop_affine, crop_from_box, crop_keypoints, flip_keypoints, invert_affine, keypoint_box, warp_crop,
 )
-from engine.training.dataset import Augmentation, KeypointCropDataset, colour_jitter, random_crop_affine
+import torch
+
+from engine.training.dataset import Augmentation, KeypointCropDataset, colour_jitter_batch, device_batch, random_crop_affine
 from engine.io.images import write_jpeg
 from engine.model.presets import get_preset
 from engine.schema import CATEGORY_INDEX, CATEGORY_MASK, KEYPOINT_INDEX
@@ -76,8 +78,10 @@ def test_random_crops_keep_the_garment_and_jitter_like_a_detector():
 def test_colour_jitter_changes_colours_but_not_geometry():
     rng = np.random.default_rng(0)
     img = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
-    out = colour_jitter(rng, img, 0.3)
-    assert out.shape == img.shape and out.dtype == np.uint8 and not np.array_equal(out, img)
+    factors = torch.tensor([[1.2, 0.8, 1.1]])
+    out = colour_jitter_batch(torch.from_numpy(img).permute(2, 0, 1)[None], factors)[0].permute(1, 2, 0).numpy()
+    assert out.shape == img.shape and (out == np.round(out)).all() and out.min() >= 0 and out.max() <= 255
+    assert not np.array_equal(out, img)
     assert np.corrcoef(out.reshape(-1).astype(float), img.reshape(-1).astype(float))[0, 1] > 0.7
 
 
@@ -93,12 +97,14 @@ def test_dataset_items_match_targets_and_mask_missing_points(tmp_path):
     for augment in (None, Augmentation()):
         ds = KeypointCropDataset(tmp_path, ann, preset, augment=augment)
         item = ds[0]
-        assert item["image"].shape == (3, 64, 64) and item["heat"].shape == (24, 16, 16)
-        assert item["offsets"].shape == (24, 2, 16, 16)
+        assert item["image"].shape == (3, 64, 64) and item["image"].dtype == torch.uint8
+        batch = device_batch({k: v[None] for k, v in item.items()}, preset, torch.device("cpu"))
+        assert batch["image"].dtype == torch.float32 and batch["heat"].shape == (1, 24, 16, 16)
+        assert batch["offsets"].shape == (1, 24, 2, 16, 16)
         valid = item["valid"].numpy()
         assert not valid[KEYPOINT_INDEX["center_front"]] and not valid[KEYPOINT_INDEX["waistband_left"]]
         assert valid.sum() >= 10
-        assert (item["heat"].sum(dim=(1, 2)) > 0).numpy().tolist() == valid.tolist()
+        assert (batch["heat"][0].sum(dim=(1, 2)) > 0).numpy().tolist() == valid.tolist()
         back = apply_affine(item["coords"].numpy(), invert_affine(item["affine"].numpy()))
         if augment is None:
             np.testing.assert_allclose(back[valid], coords[valid], atol=1e-3)

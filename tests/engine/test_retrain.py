@@ -304,13 +304,14 @@ def test_distilled_replay_rows_pull_nowhere_at_the_start_and_hard_rows_keep_thei
     import torch
     from torch.utils.data import DataLoader
 
-    from engine.training.dataset import KeypointCropDataset
+    from engine.training.dataset import KeypointCropDataset, device_batch
     from engine.model.targets import instance_losses
 
     data, model_path = loop_model
     model = load_model(model_path)
     ann = load_annotations(data / "Annotations" / "train.csv")
     batch = next(iter(DataLoader(KeypointCropDataset(data, ann.subset(np.arange(4)), model.preset), batch_size=4)))
+    batch = device_batch(batch, model.preset, torch.device("cpu"))  # network input and targets
     net = model.keypoint_net.eval()
     replay = torch.tensor([False, False, True, True])
     new = distill_targets(batch, net, replay, torch.device("cpu"))
