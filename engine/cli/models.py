@@ -38,7 +38,10 @@ def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-images", type=positive_int, default=4000,
                    help="the detector holds its training images in memory, scaled: use at most this many (default 4000)")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available; under torchrun "
+                                    "each rank's cuda:LOCAL_RANK)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: synchronize BatchNorm statistics across the ranks (SyncBatchNorm)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -54,6 +57,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keypoints", help="use this trained keypoint-net checkpoint (and its preset) instead of training one")
     p.add_argument("--epochs", type=positive_int, help="keypoint-net epochs (default: the preset's)")
     p.add_argument("--batch-size", type=positive_int, help="keypoint-net batch size (default: the preset's)")
+    p.add_argument("--workers", type=non_negative_int, default=0,
+                   help="keypoint-net data loader worker processes (default 0)")
     p.add_argument("--half", action="store_true", help="store the weights in float16 (half the size)")
     _add_test_time_args(p, "the package's default: ", "the preset's")
     _add_detector_training_args(p)
@@ -79,7 +84,8 @@ def _detector_stage(args: argparse.Namespace):
     return DetectorStage(split=args.split, val_split=args.val_split, steps=args.detector_steps,
                          batch_size=args.detector_batch, lr=args.detector_lr, eval_every=args.eval_every,
                          backbone_weights=args.backbone_weights, init=args.detector_init, size=args.detector_size,
-                         limit=args.limit, max_images=args.detector_images, seed=args.seed, device=args.device)
+                         limit=args.limit, max_images=args.detector_images, seed=args.seed, device=args.device,
+                         sync_bn=args.sync_bn)
 
 
 def _detector_reporting(steps: int):
@@ -94,7 +100,11 @@ def _detector_reporting(steps: int):
     def on_data(config, n_train: int, n_val: int) -> None:
         print(f"detector: {config.backbone}, {n_train} training / {n_val} held-out images", file=sys.stderr)
 
-    return on_data, lambda step, total, figures: bar.update(step, **figures), bar.close
+    def on_progress(step: int, total: int, figures: dict[str, float]) -> None:
+        bar.total = max(1, total)  # under torchrun the steps are divided by the world size
+        bar.update(step, **figures)
+
+    return on_data, on_progress, bar.close
 
 
 def _set_threads(args: argparse.Namespace) -> None:
@@ -105,6 +115,7 @@ def _set_threads(args: argparse.Namespace) -> None:
 
 
 def _run_train_detector(args: argparse.Namespace) -> int:
+    from engine.model.distributed import is_main_process
     from engine.model.presets import get_preset
     from engine.training.two_stage import train_detector_stage
 
@@ -113,13 +124,15 @@ def _run_train_detector(args: argparse.Namespace) -> int:
     _, quality, _ = train_detector_stage(args.data, get_preset(args.preset), args.out, _detector_stage(args),
                                          on_data, on_progress)
     close()
-    print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
+    if is_main_process():  # under torchrun rank 0 wrote the file
+        print(f"wrote {args.out}: " + ", ".join(f"{k} {v:.3f}" for k, v in quality.items()))
     return 0
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from engine.model.distributed import is_main_process
     from engine.model.presets import get_preset
     from engine.training.two_stage import KeypointStage, preset_with_overrides, train_two_stage
 
@@ -128,12 +141,14 @@ def _run_train(args: argparse.Namespace) -> int:
     work = Path(args.work) if args.work else Path(str(Path(args.out).with_suffix("")) + ".work")
     keypoints = KeypointStage(epochs=args.epochs, batch_size=args.batch_size, keypoints=args.keypoints,
                               detector=args.detector, half=args.half, flip_tta=args.flip_tta, crops=args.crops,
-                              rotation_search=args.rotation_search, box_search=args.box_search)
+                              rotation_search=args.rotation_search, box_search=args.box_search,
+                              workers=args.workers, sync_bn=args.sync_bn)
     on_data, on_progress, close = _detector_reporting(args.detector_steps)
     written, val_ne, val_images = train_two_stage(args.data, preset, args.out, work, _detector_stage(args), keypoints,
                                                   on_data, on_progress)
     close()
-    print(f"wrote {written}: two-stage validation NE {100 * val_ne:.2f} % on {val_images} images")
+    if is_main_process():  # under torchrun rank 0 wrote the package
+        print(f"wrote {written}: two-stage validation NE {100 * val_ne:.2f} % on {val_images} images")
     return 0
 
 
@@ -170,7 +185,8 @@ def _run_predict(args: argparse.Namespace) -> int:
     from engine.io.image_scan import scan_images
     from engine.model.package import load_model
     from engine.io.scores import save_scores, scores_path
-    from engine.model.pipeline import Pipeline, merge_batches
+    from engine.model.distributed import join_process_group, predict_sharded, shard_bounds
+    from engine.model.pipeline import Pipeline
     from engine.cli.progress import ProgressBar
 
     if args.threads:
@@ -194,20 +210,28 @@ def _run_predict(args: argparse.Namespace) -> int:
     # Before the work, not after it: a CSV row and its scores row take well under 1 KB.
     check_writable(args.out, 1024 * len(ids))
     check_writable(scores_path(args.out), 0)
-    for problem in problems:
-        print(f"warning: {problem.describe(where)} (row not predicted)", file=sys.stderr)
-    pipeline = Pipeline(model, device=args.device, flip_tta=args.flip_tta, num_crops=args.crops,
+    # Under torchrun every rank predicts its share of the images on its own device and rank 0
+    # writes them all, in the order of one process (engine.model.distributed.predict_sharded).
+    ranks = join_process_group(args.device)
+    if ranks.main:
+        for problem in problems:
+            print(f"warning: {problem.describe(where)} (row not predicted)", file=sys.stderr)
+    pipeline = Pipeline(model, device=ranks.device, flip_tta=args.flip_tta, num_crops=args.crops,
                         batch_size=args.batch_size, refine_steps=args.refine,
                         rotation_search=args.rotation_search, box_search=args.box_search)
-    bar = ProgressBar(len(ids), label="predict", log_every=10.0)
-    batches = []
+    bounds = shard_bounds(len(ids), ranks.world, pipeline.batch_size)
+    label = "predict" if not ranks.distributed else f"predict (rank 0's {bounds[1]} of {len(ids)})"
+    bar = ProgressBar(int(bounds[1]), label=label, log_every=10.0) if ranks.main else None
     # An image without a known category (a folder that names none) takes the detector's.
-    for batch in pipeline.iter_predict(root, ids, cats, on_progress=lambda done, total: bar.update(done)):
-        for image_id, message in batch.errors.items():
-            print(f"\nerror: image {image_id}: {message} (written as missing)", file=sys.stderr)
-        batches.append(batch)
-    bar.close()
-    pred, scores, errors = merge_batches(batches)
+    merged = predict_sharded(pipeline, root, ids, cats,
+                             on_progress=(lambda done, total: bar.update(done)) if bar else None)
+    if bar is not None:
+        bar.close()
+    if merged is None:  # another rank than 0: rank 0 writes
+        return 0
+    pred, scores, errors = merged
+    for image_id, message in errors.items():
+        print(f"error: image {image_id}: {message} (written as missing)", file=sys.stderr)
     unknown = np.flatnonzero(pred.categories < 0)
     if len(unknown):  # unreadable, and no folder to tell the category: no row can be written
         print(f"warning: {len(unknown)} unreadable images of unknown category left out, e.g. "
@@ -292,7 +316,10 @@ def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--time-budget", type=positive_float,
                    help="minutes of training: the learning-rate schedule fits them and training stops when spent")
     p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available; under torchrun "
+                                    "each rank's cuda:LOCAL_RANK)")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="under torchrun on GPUs: synchronize BatchNorm statistics across the ranks (SyncBatchNorm)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_train_keypoints)
 
@@ -327,6 +354,7 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
         lr=args.lr, workers=args.workers, encoder_weights=args.encoder_weights, max_train_images=args.limit,
         max_val_images=args.val_limit, seed=args.seed, max_steps=args.max_steps,
         time_budget_s=None if args.time_budget is None else 60.0 * args.time_budget, progress=progress,
+        sync_bn=args.sync_bn,
     )
     if history:
         last = history[-1]

@@ -7,6 +7,7 @@ From scratch the backbone trains completely with ordinary BatchNorm; with ImageN
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -95,15 +96,22 @@ class DetectorSamples:
 
 
 def load_detector_samples(
-    root: str | os.PathLike, split: str, config: DetectorConfig, limit: int | None = None
+    root: str | os.PathLike, split: str, config: DetectorConfig, limit: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> DetectorSamples:
-    """Read `<root>/Annotations/<split>.csv` and its images; unreadable images are skipped with a warning."""
+    """Read `<root>/Annotations/<split>.csv` and its images; unreadable images are skipped with a warning.
+
+    `shard=(rank, world)` reads only every world-th row of the first `limit`, from `rank` on
+    (each process of a `torchrun` launch holds its own share of the images in memory)."""
     from engine.io.annotations import load_annotations
 
     path = Path(root) / "Annotations" / f"{split}.csv"
     ann = load_annotations(path)
     if limit is not None and limit < len(ann.image_ids):
         ann = ann.subset(np.arange(limit))
+    rank, world = shard
+    if world > 1:
+        ann = ann.subset(np.arange(rank, len(ann.image_ids), world))
     return detector_samples(root, ann, config, source=str(path))
 
 
@@ -148,6 +156,30 @@ def evaluate_detector(model: FasterRCNN, samples: DetectorSamples, batch_size: i
     """Box quality of the fused best detection per image (as the pipeline crops it): mean IoU,
     recall@0.5, the accuracy of the best box's category, and `candidate_iou`, the mean IoU of
     the best of the top 10 boxes (what the pipeline's box search can still find)."""
+    return _quality_from_sums(_quality_sums(model, samples, batch_size))
+
+
+_QUALITY = ("mean_iou", "recall50", "category_accuracy", "candidate_iou")
+
+
+def _quality_from_sums(sums: np.ndarray) -> dict[str, float]:
+    """`evaluate_detector`'s figures from per-image sums (last element: the image count)."""
+    n = sums[-1]
+    return {k: float(v / n) if n else float("nan") for k, v in zip(_QUALITY, sums[:-1])}
+
+
+def evaluate_detector_shared(model: FasterRCNN, share: DetectorSamples, batch_size: int = 8) -> dict[str, float]:
+    """`evaluate_detector` of the held-out images shared by the ranks of a process group: each
+    rank scores its share, the sums are all-reduced (alone, `evaluate_detector` itself)."""
+    from engine.model.distributed import all_sum
+
+    return _quality_from_sums(all_sum(_quality_sums(model, share, batch_size)))
+
+
+def _quality_sums(model: FasterRCNN, samples: DetectorSamples, batch_size: int = 8) -> np.ndarray:
+    """Sums over the images of IoU, IoU >= 0.5, right category and candidate IoU, then the count."""
+    if len(samples) == 0:
+        return np.zeros(len(_QUALITY) + 1)
     best = np.zeros((len(samples), 4), np.float32)
     cats = np.full(len(samples), -1, np.int64)
     candidate = np.zeros(len(samples))
@@ -159,10 +191,9 @@ def evaluate_detector(model: FasterRCNN, samples: DetectorSamples, batch_size: i
                 best[i] = fuse_boxes(det.boxes, det.scores)
                 cats[i] = det.categories[0]
                 candidate[i] = box_iou(torch.as_tensor(det.boxes), torch.as_tensor(samples.boxes[i:i + 1])).max().item()
-    quality = box_quality(best, samples.boxes)
-    quality["category_accuracy"] = float((cats == samples.labels - 1).mean())
-    quality["candidate_iou"] = float(candidate.mean()) if len(candidate) else float("nan")
-    return quality
+    iou = box_iou(torch.as_tensor(best), torch.as_tensor(samples.boxes)).diagonal().numpy()
+    return np.array([iou.sum(), (iou >= 0.5).sum(), (cats == samples.labels - 1).sum(), candidate.sum(), len(samples)],
+                    dtype=np.float64)
 
 
 # --- training -----------------------------------------------------------------------------
@@ -170,7 +201,8 @@ def evaluate_detector(model: FasterRCNN, samples: DetectorSamples, batch_size: i
 
 @dataclass(frozen=True)
 class DetectorTraining:
-    """How long and how fast the detector trains."""
+    """How long and how fast the detector trains: the figures of one process (under `torchrun`
+    `train_detector` scales them by the rule of `engine.model.distributed`)."""
 
     steps: int = 3000
     batch_size: int = 8
@@ -193,25 +225,48 @@ def train_detector(
     should_stop: Callable[[], bool] | None = None,
     metadata: dict[str, Any] | None = None,
     init: str | os.PathLike | None = None,
+    sync_bn: bool = False,
 ) -> tuple[FasterRCNN, dict[str, float]]:
     """Train a detector; saves a checkpoint to `out` at every evaluation and at the end.
 
     `init` continues from the weights of a detector checkpoint of the same config (a new
     schedule: more training for a detector that needs it). Returns the model and its last
     held-out box quality (empty without `val`).
+
+    In a process group of several ranks (`torchrun`; `device` is the rank's), `train` and
+    `val` are this rank's shares: the model is wrapped in DistributedDataParallel, each rank
+    draws its batches from its own share, and `schedule` is scaled by the rule of
+    `engine.model.distributed` (steps, warm-up and evaluation interval / world, lr x
+    sqrt(world)); the held-out sums are all-reduced, rank 0 alone reports and writes `out`,
+    and a barrier at the end lets every rank read it. `sync_bn` synchronizes the BatchNorm
+    layers that train (CUDA only).
     """
     from engine.model.device import needs_grad_scaler, pick_device
+    from engine.model.distributed import any_rank, barrier, check_sync_bn, group_ranks, scaled_lr, scaled_steps
 
     device = device or pick_device()
-    torch.manual_seed(schedule.seed)
-    rng = np.random.default_rng(schedule.seed)
+    rank, world = group_ranks()
+    if world > 1:
+        schedule = dataclasses.replace(
+            schedule, steps=scaled_steps(schedule.steps, world), warmup=scaled_steps(schedule.warmup, world),
+            eval_every=scaled_steps(schedule.eval_every, world), lr=scaled_lr(schedule.lr, world))
+        if rank == 0:
+            log.info("detector on %d processes: %d steps of %d x %d images, peak lr %.3g", world, schedule.steps,
+                     schedule.batch_size, world, schedule.lr)
+    torch.manual_seed(schedule.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    rng = np.random.default_rng((schedule.seed, rank) if world > 1 else schedule.seed)
     model = build_detector(config, backbone_weights)
     if init is not None:
         start, start_config, _ = load_detector(init)
         if start_config != config:
             raise ValueError(f"{init}: its detector config {start_config} differs from {config}")
         model.load_state_dict(start.state_dict())
+    if sync_bn and check_sync_bn(sync_bn, _ranks_of(device, rank, world)):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
+    net = model
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in model.parameters() if p.requires_grad]
     # AdamW converges far faster than the usual SGD schedule when starting from scratch.
     opt = torch.optim.AdamW(params, lr=schedule.lr, weight_decay=schedule.weight_decay)
@@ -227,22 +282,31 @@ def train_detector(
         loss = detector_step(model, opt, images, targets, device, scaler, step)
         sched.step()
         running = loss if running is None else 0.95 * running + 0.05 * loss
-        last = step == schedule.steps or (should_stop is not None and should_stop())
+        # Every rank must agree to stop, or the others wait in the next step's all-reduce.
+        last = step == schedule.steps or (should_stop is not None and any_rank(should_stop()))
         if step % schedule.eval_every == 0 or last:
             if val is not None:
-                quality = evaluate_detector(model, val)
-            log.info(
-                "detector step %d/%d loss %.3f %s (%.0f s)", step, schedule.steps, running,
-                " ".join(f"{k} {v:.3f}" for k, v in quality.items()), time.monotonic() - t0,
-            )
-            if out is not None:
-                save_detector(out, model, config, {**(metadata or {}), "step": step, "val": quality})
-        if on_progress is not None:
+                quality = evaluate_detector_shared(net, val)
+            if rank == 0:
+                log.info(
+                    "detector step %d/%d loss %.3f %s (%.0f s)", step, schedule.steps, running,
+                    " ".join(f"{k} {v:.3f}" for k, v in quality.items()), time.monotonic() - t0,
+                )
+                if out is not None:
+                    save_detector(out, net, config, {**(metadata or {}), "step": step, "val": quality})
+        if on_progress is not None and rank == 0:
             on_progress(step, schedule.steps, {"loss": running, **quality})
         if last:
             break
-    model.eval()
-    return model, quality
+    barrier()  # rank 0's checkpoint is complete before any rank reads it
+    net.eval()
+    return net, quality
+
+
+def _ranks_of(device: torch.device, rank: int, world: int):
+    from engine.model.distributed import Ranks
+
+    return Ranks(rank, world, device.index or 0, device)
 
 
 def detector_step(model: FasterRCNN, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],
@@ -250,8 +314,10 @@ def detector_step(model: FasterRCNN, optimizer: torch.optim.Optimizer, images: l
                   scaler: torch.amp.GradScaler | None = None, step: int = 0) -> float:
     """One update of a detector in training mode on one batch; returns the summed loss.
 
-    Raises `FloatingPointError` when the loss is not finite (the weights are left as they were)."""
+    Raises `FloatingPointError` when the loss is not finite (the weights are left as they were);
+    in a process group on every rank when on any (else the others wait in the gradients' all-reduce)."""
     from engine.model.device import autocast_for
+    from engine.model.distributed import any_rank
 
     model.train()
     images = [im.to(device) for im in images]
@@ -259,7 +325,7 @@ def detector_step(model: FasterRCNN, optimizer: torch.optim.Optimizer, images: l
     with autocast_for(device):
         losses = model(images, targets)
     loss = sum(losses.values())
-    if not torch.isfinite(loss):
+    if any_rank(not bool(torch.isfinite(loss))):
         raise FloatingPointError(f"detector loss became {loss.item()} at step {step}; lower the learning rate")
     params = [p for g in optimizer.param_groups for p in g["params"]]
     optimizer.zero_grad(set_to_none=True)

@@ -19,13 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from engine.model.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_checkpoint
 from engine.model.crops import apply_affine, invert_affine
 from engine.training.dataset import Augmentation, CropSubset, KeypointCropDataset, device_batch
 from engine.model.device_crops import network_input
+from engine.model.distributed import all_sum, any_rank, barrier, check_sync_bn, join_process_group, scaled_lr
+from engine.training.loader import EpochItems, EpochSampler, RandomOrder, epoch_loader
 from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_model
 from engine.model.hourglass import KeypointNet, load_encoder_weights
 from engine.training.ohem import grouped_ohem_loss, ohem_loss
@@ -203,11 +204,6 @@ def validate(model: torch.nn.Module, dataset: KeypointCropDataset, preset: Prese
 # --- the training loop ---------------------------------------------------------------------
 
 
-def _dist_info() -> tuple[bool, int, int, int]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    return world > 1, int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0"))
-
-
 def _split_path(root: Path, split: str) -> Path:
     return root / "Annotations" / f"{split}.csv"
 
@@ -234,6 +230,7 @@ def train_keypoints(
     max_steps: int | None = None,
     time_budget_s: float | None = None,
     progress: Progress | None = None,
+    sync_bn: bool = False,
 ) -> list[dict[str, Any]]:
     """Train (or resume) the keypoint net; writes `out` after every epoch (and `<out>.best.pt`).
 
@@ -245,18 +242,19 @@ def train_keypoints(
     Validation uses `<val_root or data_root>/Annotations/<val_split>.csv`; without that file,
     5 % of the training images are held out. `resume` continues a run (weights, optimizer,
     schedule, history); `init` starts a new run (new schedule) from a checkpoint's weights and
-    preset, e.g. a second, shorter cosine cycle. Returns the per-epoch history. Under `torchrun`
-    every process trains on its shard (DDP); rank 0 validates and writes the checkpoints.
+    preset, e.g. a second, shorter cosine cycle. Returns the per-epoch history.
+
+    Under `torchrun` every process trains on its shard of the images (DDP) on its own device,
+    by the rule of `engine.model.distributed`: `batch_size` per process, steps per epoch and
+    warm-up divided by the world size, peak `lr` x sqrt(world); every rank validates its
+    share of the held-out images (sums all-reduced); rank 0 writes the checkpoints. `sync_bn`
+    synchronizes BatchNorm statistics across the GPUs (CUDA only). With `workers` > 0 the
+    loader's worker processes come from a fork server and live across epochs
+    (`engine.training.loader`).
     """
-    distributed, rank, world, local_rank = _dist_info()
-    dev = pick_device(device)
-    if distributed:
-        if dev.type == "cuda":
-            dev = torch.device("cuda", local_rank)
-            torch.cuda.set_device(dev)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    main_process = rank == 0
+    ranks = join_process_group(device)
+    distributed, rank, world, dev = ranks.distributed, ranks.rank, ranks.world, ranks.device
+    main_process = ranks.main
     torch.manual_seed(seed + rank)
 
     start_epoch, history, state = 0, [], None
@@ -272,7 +270,7 @@ def train_keypoints(
         log.info("starting from the weights of %s (new schedule)", init)
     epochs = preset.epochs if epochs is None else epochs
     batch_size = batch_size or preset.batch_size
-    lr = lr or preset.lr
+    lr = scaled_lr(lr or preset.lr, world)
 
     root = Path(data_root)
     train_ds = KeypointCropDataset(root, _split_path(root, train_split), preset, augment=augment, seed=seed)
@@ -291,22 +289,27 @@ def train_keypoints(
         train_idx = train_idx[:max_train_images]
     if max_val_images is not None:
         val_idx = val_idx[:max_val_images]
-    train_set = Subset(train_ds, train_idx.tolist())
+    train_set = EpochItems(train_ds, train_idx)
     val_set = CropSubset(val_ds, val_idx)
+    # Every rank validates its share; the sums are all-reduced (`_validate_shared`).
+    val_share = CropSubset(val_ds, val_idx[rank::world])
 
     model = KeypointNet(preset.net) if (state or init) else build_model(preset, encoder_weights)
     if state:
         model.load_state_dict(state["state_dict"])
     elif init:
         model.load_state_dict(init_state["state_dict"])
+    if check_sync_bn(sync_bn, ranks):
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = prepare_model(model, dev)
     net = model
     if distributed:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True) if distributed else None
-    loader = DataLoader(train_set, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, drop_last=True,
-                        num_workers=workers, persistent_workers=False, pin_memory=dev.type == "cuda")
+    order = (DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=True)
+             if distributed else RandomOrder(len(train_set), seed))
+    sampler = EpochSampler(order)
+    loader = epoch_loader(train_set, sampler, batch_size, workers, pin_memory=dev.type == "cuda")
     steps_per_epoch = len(loader)
     if steps_per_epoch == 0:
         raise ValueError(f"{root}: {len(train_set)} training images is fewer than one batch of {batch_size}")
@@ -314,12 +317,13 @@ def train_keypoints(
     if state and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     total_steps = epochs * steps_per_epoch
-    warmup = min(300, max(1, total_steps // 10))
+    warmup = min(-(-300 // world), max(1, total_steps // 10))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dev) else None
 
     if main_process:
-        log.info("training %s on %s: %d train / %d val images, %d steps/epoch x %d epochs, batch %d x %d process(es)",
-                 preset.name, dev, len(train_set), len(val_set), steps_per_epoch, epochs, batch_size, world)
+        log.info("training %s on %s: %d train / %d val images, %d steps/epoch x %d epochs, batch %d x %d process(es), "
+                 "peak lr %.3g", preset.name, dev, len(train_set), len(val_set), steps_per_epoch, epochs, batch_size,
+                 world, lr)
     out = Path(out)
     best = min((h["val_ne"] for h in history if h.get("val_ne") == h.get("val_ne")), default=math.inf)
     images_seen = int(history[-1]["images_seen"]) if history else 0
@@ -328,8 +332,7 @@ def train_keypoints(
     steps_done, out_of_time = 0, False
     for epoch in range(start_epoch, epochs):
         train_ds.set_epoch(epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
+        sampler.set_epoch(epoch)
         t0 = time.monotonic()
         losses = []
         for i, batch in enumerate(loader):
@@ -340,7 +343,7 @@ def train_keypoints(
             step += 1
             steps_done += 1
             if time_budget_s is not None:
-                out_of_time = _agree(train_seconds + time.monotonic() - t0 >= time_budget_s, distributed)
+                out_of_time = any_rank(train_seconds + time.monotonic() - t0 >= time_budget_s)
             if progress is not None and main_process:
                 rate = (i + 1) * batch_size * world / max(1e-9, time.monotonic() - t0)
                 progress({"epoch": epoch + 1, "epochs": epochs, "step": i + 1, "steps": steps_per_epoch,
@@ -354,10 +357,10 @@ def train_keypoints(
                   "images_per_s": len(losses) * batch_size * world / max(seconds, 1e-9),
                   "lr": float(optimizer.param_groups[0]["lr"]), "images_seen": images_seen,
                   "steps": step, "train_seconds": train_seconds}
+        t1 = time.monotonic()
+        record.update({f"val_{k}": v for k, v in _validate_shared(net, val_share, preset, dev).items()})
+        record["val_seconds"] = time.monotonic() - t1
         if main_process:
-            t1 = time.monotonic()
-            record.update({f"val_{k}": v for k, v in validate(net, val_set, preset, dev).items()})
-            record["val_seconds"] = time.monotonic() - t1
             history.append(record)
             log.info("epoch %d/%d: loss %.4f, val NE %.2f %% (%d points), %.1f images/s, %.0f s",
                      epoch + 1, epochs, record["train_loss"], 100 * record["val_ne"], record["val_points"],
@@ -373,21 +376,18 @@ def train_keypoints(
                 save_checkpoint(out.with_name(out.stem + ".best" + out.suffix), ckpt)
             if progress is not None:
                 progress({"epoch_done": epoch + 1, **record})
-        if distributed:
-            dist.barrier()
+        barrier()  # the checkpoint is written before any rank reads it
         if (max_steps is not None and steps_done >= max_steps) or out_of_time:
             if out_of_time and main_process:
                 log.info("time budget of %.0f s spent after %d steps", time_budget_s, step)
             break
-    if distributed:
-        dist.destroy_process_group()
     return history
 
 
-def _agree(flag: bool, distributed: bool) -> bool:
-    """True when any process says so (so all processes stop at the same step)."""
-    if not distributed:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0])
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+def _validate_shared(net: torch.nn.Module, share: Dataset, preset: Preset, device: torch.device) -> dict[str, float]:
+    """`validate` of this rank's share of the held-out crops, pooled over the ranks (an
+    all-reduce of the error sums; alone, `validate` itself)."""
+    r = validate(net, share, preset, device) if len(share) else {"ne": float("nan"), "points": 0, "images": 0}
+    points = r["points"]
+    total, points, images = all_sum([r["ne"] * points if points else 0.0, points, r["images"]])
+    return {"ne": float(total / points) if points else float("nan"), "points": int(points), "images": int(images)}
