@@ -26,7 +26,9 @@ class EngineThread(QObject):
         self.name = name
         self._callbacks: dict[int, tuple[Callable | None, Callable | None, Callable | None]] = {}
         self.event.connect(self._dispatch)
-        self._runner = JobRunner(on_event=self.event.emit)
+        # The worker thread is named for what it runs ("fkp-model"): the model thread is the one
+        # that imports torch and creates the CUDA context, never the Qt main thread.
+        self._runner = JobRunner(on_event=self.event.emit, name=f"fkp-{name}")
         self._running = 0
 
     def submit(self, name: str, fn: Callable[[JobContext], Any], on_done: Callable[[Any], None] | None = None,

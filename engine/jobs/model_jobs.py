@@ -6,24 +6,34 @@ workspace (`engine.io.workspace.Workspace`): predictions are saved per model ver
 retrain becomes a new model version. Every write is atomic and happens only once the work it
 records is complete, so a failing or cancelled job leaves the workspace as it was (a
 cancelled predict keeps the batches it finished).
+
+Out of memory: a prediction batch that does not fit is predicted again in halves (the smaller
+batch is kept for the rest of the run), down to one image, which then gets its own error like an
+unreadable image; a retrain that runs out of memory fails with one line naming the phase.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from engine.io.annotations import Annotations
-from engine.jobs.runner import JobCancelled, JobContext
+from engine.jobs.runner import JobCancelled, JobContext, JobError, release_gpu_cache
 from engine.analysis.ne import evaluate, pooled_ne
 from engine.training.retrain_config import RetrainConfig
 from engine.io.workspace import Workspace
 
+if TYPE_CHECKING:  # torch is imported by the jobs when they run, not when the studio starts
+    from engine.model.pipeline import Pipeline, PredictionBatch
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class PredictedBatch:
@@ -53,20 +63,28 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                 rows: np.ndarray | None = None, device: str | None = None, batch_size: int = 8):
     """Predict annotation rows `rows` (default all) with model `version`; each batch is sent as a
     `PredictedBatch` partial; the predictions are merged into the version's saved predictions.
+    A batch that runs out of memory is predicted again in halves (`predict_within_memory`).
 
-    Returns {"version", "path", "predicted", "errors"}."""
+    Returns {"version", "path", "predicted", "errors", "batch_size" (the one it ended with)}."""
     rows = np.arange(len(annotations)) if rows is None else np.asarray(rows, np.int64)
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
         from engine.model.pipeline import Pipeline
+        from engine.training.retrain import out_of_memory_message
 
         ctx.progress(0, len(rows), f"loading model {version}")
-        pipeline = Pipeline(load_model(workspace.model_path(version)), device=device, batch_size=batch_size)
+        try:
+            pipeline = Pipeline(load_model(workspace.model_path(version)), device=device, batch_size=batch_size)
+        except (RuntimeError, MemoryError) as e:
+            message = out_of_memory_message(e, f"loading model {version}")
+            if message is None:
+                raise
+            raise JobError(message) from None
         ids = [str(annotations.image_ids[r]) for r in rows]
         cats = [int(annotations.categories[r]) for r in rows]
         done: list[PredictedBatch] = []
-        for batch in pipeline.iter_predict(workspace.root, ids, cats, should_stop=ctx.should_stop,
+        for batch in predict_within_memory(pipeline, workspace.root, ids, cats, should_stop=ctx.should_stop,
                                            on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
             batch_rows = rows[batch.start:batch.start + len(batch)]
             coords = np.where(batch.visibility[..., None] >= 0, np.rint(batch.coords), -1).astype(np.float32)
@@ -77,9 +95,59 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
         path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None
         ctx.check_cancelled()
         errors = {k: v for b in done for k, v in b.errors.items()}
-        return {"version": version, "path": path, "predicted": sum(len(b.rows) for b in done), "errors": errors}
+        return {"version": version, "path": path, "predicted": sum(len(b.rows) for b in done), "errors": errors,
+                "batch_size": pipeline.batch_size}
 
     return run
+
+
+def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],
+                          categories: Sequence[int | None] | None = None,
+                          on_progress: Callable[[int, int], None] | None = None,
+                          should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
+    """`pipeline.iter_predict` (same arguments, same `PredictionBatch`es, `start` counted over
+    all `image_ids`) that survives running out of memory: the batch that did not fit is
+    predicted again with half the batch size, kept for the rest of the run, down to one image;
+    an image that does not fit even alone gets its own error (all keypoints -1) and the run goes on."""
+    from engine.model.pipeline import PredictionBatch
+    from engine.schema import NUM_KEYPOINTS
+    from engine.training.retrain import out_of_memory_kind
+
+    total = len(image_ids)
+    cats = list(categories) if categories is not None else [None] * total
+    start = 0
+    while start < total:
+        base = start  # this try's batches count from here
+        try:
+            for batch in pipeline.iter_predict(root, image_ids[base:], cats[base:], should_stop=should_stop,
+                                               on_progress=(None if on_progress is None else
+                                                            lambda d, _t: on_progress(base + d, total))):
+                batch.start += base
+                yield batch
+                start = batch.start + len(batch)
+            return
+        except (RuntimeError, MemoryError) as e:
+            failed = out_of_memory_kind(e)
+            if failed is None:
+                raise
+        # Past the except block the failed batch's tensors are unreferenced: hand them back first.
+        release_gpu_cache()
+        if pipeline.batch_size > 1:
+            pipeline.batch_size = max(1, pipeline.batch_size // 2)
+            log.warning("out of %s: predicting again %d images at a time", failed, pipeline.batch_size)
+            continue
+        image_id = str(image_ids[start])
+        message = f"{image_id}: out of {failed} even alone" + (": try the CPU" if failed == "GPU memory" else "")
+        log.warning("%s", message)
+        yield PredictionBatch(start=start, image_ids=[image_id],
+                              categories=np.array([max(cats[start] or 0, 0)], np.int64),
+                              coords=np.full((1, NUM_KEYPOINTS, 2), -1.0, np.float32),
+                              visibility=np.full((1, NUM_KEYPOINTS), -1, np.int8),
+                              scores=np.full((1, NUM_KEYPOINTS), -1.0, np.float32),
+                              boxes=np.zeros((1, 4), np.float32), errors={image_id: message})
+        start += 1
+        if on_progress is not None:
+            on_progress(start, total)
 
 
 def _merge_and_save(workspace: Workspace, version: str, annotations_path, annotations: Annotations,
@@ -139,7 +207,7 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
-        from engine.training.retrain import RetrainCancelled, choose_holdout, retrain, save_retrained
+        from engine.training.retrain import RetrainCancelled, RetrainError, choose_holdout, retrain, save_retrained
 
         base = base_version or workspace.active_model_version()
         if base is None:
@@ -158,6 +226,8 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
                              on_progress=ctx.progress, should_stop=ctx.should_stop)
         except RetrainCancelled:
             raise JobCancelled() from None
+        except RetrainError as e:  # its message is the user's: "out of GPU memory during ...: try ..."
+            raise JobError(str(e)) from None
         ctx.check_cancelled()
         version = workspace.add_model_version(lambda d: save_retrained(result, d, parent=base))
         if first_holdout:  # kept from now on, so later retrains never train on these images

@@ -8,6 +8,11 @@ the studio turns these into Qt signals (`fkp_studio/engine_thread.py`).
 The worker loop is `JobRunner.serve()`: by default the runner starts its own daemon thread
 for it; a host that owns a thread already (a `QThread.run`) passes `start_thread=False` and
 calls `serve()` itself.
+
+GPU memory: the thread that runs a job is the one that first touches CUDA (the studio's model
+thread, never the Qt main thread), and after each job the runner hands the memory PyTorch
+cached back to the driver (`release_gpu_cache`), so an idle studio holds no GPU memory beyond
+its CUDA context and a failed job's memory is free for the next.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import enum
 import itertools
 import queue
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -24,6 +30,11 @@ from typing import Any
 
 class JobCancelled(Exception):
     """Raised inside a job (by `JobContext.check_cancelled`) to stop it early."""
+
+
+class JobError(Exception):
+    """Raised by a job whose failure message is written for the user: shown as it is, without
+    the exception's type and source line that other failures get."""
 
 
 class JobState(enum.Enum):
@@ -99,7 +110,8 @@ _STOP = object()
 class JobRunner:
     """Runs submitted jobs one at a time, in order, on one long-lived worker thread."""
 
-    def __init__(self, on_event: Callable[[JobEvent], None] | None = None, start_thread: bool = True):
+    def __init__(self, on_event: Callable[[JobEvent], None] | None = None, start_thread: bool = True,
+                 name: str = "fkp-engine"):
         self._on_event = on_event
         self._queue: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
@@ -107,7 +119,7 @@ class JobRunner:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         if start_thread:
-            self._thread = threading.Thread(target=self.serve, name="fkp-engine", daemon=True)
+            self._thread = threading.Thread(target=self.serve, name=name, daemon=True)
             self._thread.start()
 
     def submit(self, name: str, fn: Callable[[JobContext], Any]) -> JobHandle:
@@ -155,17 +167,21 @@ class JobRunner:
         try:
             result = handle.fn(JobContext(handle, self._emit))
         except JobCancelled:
-            self._end(handle, JobState.CANCELLED, "cancelled", None)
+            end = (JobState.CANCELLED, "cancelled", None)
         except BaseException as e:  # noqa: BLE001 — a failing job must never kill the worker
             handle.error = _describe(e)
-            self._end(handle, JobState.FAILED, "failed", handle.error)
+            end = (JobState.FAILED, "failed", handle.error)
         else:
             handle.result = result
             state, kind = (JobState.CANCELLED, "cancelled") if handle._cancel.is_set() else (JobState.FINISHED, "finished")
-            self._end(handle, state, kind, result)
+            end = (state, kind, result)
         finally:
             with self._lock:
                 self._current = None
+        # Here, past the except blocks, the failed job's traceback (and the tensors its frames
+        # held) is gone: what the job cached on the GPU can go back before the next job starts.
+        release_gpu_cache()
+        self._end(handle, *end)
 
     def _end(self, handle: JobHandle, state: JobState, kind: str, payload: Any) -> None:
         handle.state = state
@@ -183,9 +199,24 @@ class JobRunner:
             traceback.print_exc()
 
 
+def release_gpu_cache() -> None:
+    """Give the GPU memory PyTorch keeps cached back to the driver, when this process has started
+    CUDA; never imports torch nor starts CUDA for it (the studio starts without either)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return
+    try:
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # a broken driver must not take the worker down; the next job will say so
+        traceback.print_exc()
+
+
 def _describe(error: BaseException) -> str:
     """A one-line message for the user; the traceback's last frame names where it failed."""
-    message = str(error) or type(error).__name__
+    message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    if isinstance(error, JobError):
+        return message
     if isinstance(error, MemoryError) or "out of memory" in message.lower():
         return f"out of memory: {message}"
     tb = traceback.extract_tb(error.__traceback__)

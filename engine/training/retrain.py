@@ -137,10 +137,27 @@ def mixed_batches(n_hard: int, n_replay: int, batch_size: int, hard_share: float
 # --- evaluation ------------------------------------------------------------------------------
 
 
+def device_copy(model: TwoStageModel, device: torch.device) -> TwoStageModel:
+    """`model` with copies of its networks on `device` (the keypoint net in the device's memory
+    format; eval mode): whatever runs or trains there, the caller's networks stay as they are."""
+    return TwoStageModel(preset=model.preset, detector=copy.deepcopy(model.detector).to(device).eval(),
+                         detector_config=model.detector_config,
+                         keypoint_net=prepare_model(copy.deepcopy(model.keypoint_net), device).eval(),
+                         metadata=dict(model.metadata))
+
+
 def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
               boxes: str = "detector", batch_size: int = 8,
               should_stop: Callable[[], bool] | None = None) -> NESummary:
-    """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in RetrainConfig."""
+    """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in RetrainConfig.
+
+    `model` is left as it is: a copy of its networks runs on `device`."""
+    return _summarize(device_copy(model, device), root, holdout, hard, device, boxes, batch_size, should_stop)
+
+
+def _summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
+               boxes: str, batch_size: int, should_stop: Callable[[], bool] | None) -> NESummary:
+    """`summarize` of a model whose networks are already on `device` (the Pipeline takes them as they are)."""
     both = _concat(holdout, hard)
     if boxes == "detector":
         from engine.model.pipeline import Pipeline
@@ -151,7 +168,7 @@ def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotation
             image_id, message = next(iter(errors.items()))
             raise RetrainError(f"cannot evaluate: image {image_id}: {message}")
     else:
-        pred = predict_annotated_boxes(model, root, both, device, batch_size)
+        pred = _predict_annotated_boxes(model.keypoint_net, model.preset, root, both, device, batch_size)
     if should_stop is not None and should_stop():
         raise RetrainCancelled()
     n = len(holdout)
@@ -171,16 +188,24 @@ def predict_annotated_boxes(model: TwoStageModel, root, annotations: Annotations
                             batch_size: int = 16) -> Annotations:
     """Keypoint-network predictions on crops at the annotated garment boxes (no detector).
 
-    Images with fewer than two annotated keypoints have no box and get no prediction row."""
+    Images with fewer than two annotated keypoints have no box and get no prediction row. `model`
+    is left as it is: a copy of its keypoint network runs on `device`."""
+    net = prepare_model(copy.deepcopy(model.keypoint_net), device).eval()
+    return _predict_annotated_boxes(net, model.preset, root, annotations, device, batch_size)
+
+
+@torch.no_grad()
+def _predict_annotated_boxes(net: torch.nn.Module, preset, root, annotations: Annotations, device: torch.device,
+                             batch_size: int) -> Annotations:
+    """`predict_annotated_boxes` with a keypoint network already on `device` (used as it is)."""
     from engine.model.crops import apply_affine, invert_affine
     from engine.schema import CATEGORY_MASK
     from engine.training.keypoints import predict_crops
 
-    ds = KeypointCropDataset(root, annotations, model.preset, augment=None)
-    net = prepare_model(model.keypoint_net, device)
+    ds = KeypointCropDataset(root, annotations, preset, augment=None)
     coords = []
     for batch in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        pts, _ = predict_crops(net, batch["image"], model.preset, device)
+        pts, _ = predict_crops(net, batch["image"], preset, device)
         coords.append(apply_affine(pts.cpu().numpy(), invert_affine(batch["affine"].numpy())).astype(np.float32))
     cats = ds.categories
     mask = CATEGORY_MASK[cats]
@@ -248,7 +273,11 @@ def retrain(
     hard_all = annotations.subset(np.flatnonzero(is_hard))
 
     progress(0, 1, "measuring the current model")
-    before = _guarded(lambda: summarize(model, root, holdout, hard_all, device, config.boxes, should_stop=stop))
+    # Everything below runs on copies of the networks on the device: the caller's model is never
+    # moved (a GPU retrain would otherwise leave it on the GPU) nor changed.
+    work = _guarded(lambda: device_copy(model, device), "moving the model to the device")
+    before = _guarded(lambda: _summarize(work, root, holdout, hard_all, device, config.boxes, 8, stop),
+                      "measuring the current model")
 
     augment = Augmentation() if config.augment else None
     hard_ds = KeypointCropDataset(root, annotations.subset(hard_rows), preset, augment=augment, seed=config.seed,
@@ -260,9 +289,8 @@ def retrain(
     parts = [_Grouped(hard_ds, 0), _Grouped(replay_ds, 1)] if config.ohem_per_group else [hard_ds, replay_ds]
     loader = DataLoader(ConcatDataset(parts), batch_sampler=batches.tolist(), num_workers=0)
 
-    net = copy.deepcopy(model.keypoint_net)
-    prepare_model(net, device)
-    teacher = prepare_model(copy.deepcopy(model.keypoint_net), device).eval() if config.distill_replay else None
+    net = _guarded(lambda: copy.deepcopy(work.keypoint_net), "copying the keypoint network")
+    teacher = work.keypoint_net if config.distill_replay else None  # the starting network, never trained
     trained = _FrozenBatchNorm(net) if config.freeze_batchnorm else net
     optimizer = make_optimizer(net, config.lr, preset.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
@@ -273,11 +301,15 @@ def retrain(
     for step in range(config.steps):
         if stop():
             raise RetrainCancelled()
-        batch = _guarded(lambda: device_batch(next(batch_iter), preset, device))
+        at = f"step {step + 1} of {config.steps}"
+        batch = _guarded(lambda: device_batch(next(batch_iter), preset, device), f"loading the training images ({at})")
         if teacher is not None:
-            batch = distill_targets(batch, teacher, torch.from_numpy(batches[step] >= len(hard_ds)), device)
+            replay = torch.from_numpy(batches[step] >= len(hard_ds))
+            batch = _guarded(lambda: distill_targets(batch, teacher, replay, device),
+                             f"distilling the replay targets ({at})")
         set_lr(optimizer, config.lr * lr_factor(step, warmup, step / config.steps))
-        loss = _guarded(lambda: train_step(trained, optimizer, batch, preset, device, scaler, config.ohem_fraction))
+        loss = _guarded(lambda: train_step(trained, optimizer, batch, preset, device, scaler, config.ohem_fraction),
+                        f"keypoint-network training ({at})")
         if not math.isfinite(loss):
             raise RetrainError(f"the loss became {loss} at step {step + 1} of {config.steps}; "
                                "try a lower learning rate (the model was left unchanged)")
@@ -287,12 +319,12 @@ def retrain(
         progress(step + 1, total_steps, f"keypoint network: step {step + 1}/{config.steps}, loss {loss:.4f}")
     net.eval()
 
-    detector, detector_losses = model.detector, []
+    detector, detector_losses = work.detector, []
     if config.detector_steps:
         hard_det, replay_det = _guarded(lambda: _detector_samples(root, annotations, model, hard_rows, replay_rows,
-                                                                  config))
+                                                                  config), "loading the detector's images")
         detector, detector_losses = fine_tune_detector(
-            model.detector, hard_det, replay_det, config, device, should_stop=stop,
+            work.detector, hard_det, replay_det, config, device, should_stop=stop,
             on_step=lambda i, n, loss: progress(config.steps + i, total_steps,
                                                 f"detector: step {i}/{n}, loss {loss:.4f}"))
 
@@ -300,7 +332,7 @@ def retrain(
     # network (NaN or inf weights, or outputs that overflow). Check the result before it is used.
     _check_finite(net, "keypoint network", config.lr)
     if config.steps:
-        final = _guarded(lambda: _loss_without_update(net, batch, preset, device))
+        final = _guarded(lambda: _loss_without_update(net, batch, preset, device), "checking the retrained network")
         if not math.isfinite(final):
             raise RetrainError(f"the retrained keypoint network's loss is {final} at learning rate {config.lr:g}; "
                                "try a lower learning rate (nothing was written)")
@@ -308,7 +340,8 @@ def retrain(
     new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
                               keypoint_net=net, metadata=dict(model.metadata))
     progress(total_steps, total_steps, "measuring the retrained model")
-    after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, should_stop=stop))
+    after = _guarded(lambda: _summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop),
+                     "measuring the retrained model")
     return RetrainResult(new_model, losses, detector_losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
                          len(replay_ds), time.monotonic() - started)
 
@@ -339,7 +372,7 @@ def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay:
     steps, bs = config.detector_steps, config.detector_batch_size
     samples = hard + replay if replay is not None else hard
     batches = mixed_batches(len(hard), len(samples) - len(hard), bs, config.hard_share, steps, config.seed)
-    det = copy.deepcopy(detector).to(device)
+    det = _guarded(lambda: copy.deepcopy(detector).to(device), "detector fine-tuning (copying it)")
     trained = _FrozenBatchNorm(det) if config.freeze_batchnorm else det
     params = [p for p in det.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.detector_lr, weight_decay=1e-4)
@@ -359,7 +392,8 @@ def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay:
             set_lr(optimizer, config.detector_lr * lr_factor(step, warmup, step / steps))
             images, targets = samples.augmented_batch(batches[step], rng)
             try:
-                loss = _guarded(lambda: detector_step(trained, optimizer, images, targets, device, scaler, step + 1))
+                loss = _guarded(lambda: detector_step(trained, optimizer, images, targets, device, scaler, step + 1),
+                                f"detector fine-tuning (step {step + 1} of {steps})")
             except FloatingPointError as e:
                 raise RetrainError(f"{e} of {steps} (the model was left unchanged)") from None
             losses.append(loss)
@@ -446,16 +480,42 @@ class _FrozenBatchNorm(torch.nn.Module):
         return self.net(*args, **kwargs)
 
 
-def _guarded(fn: Callable[[], Any]) -> Any:
-    """Run `fn`, turning out-of-memory and unreadable images into a RetrainError."""
+def _guarded(fn: Callable[[], Any], phase: str = "the retrain") -> Any:
+    """Run `fn`, turning an unreadable image or running out of memory during `phase` (a few words:
+    "distilling the replay targets (step 3 of 200)") into a RetrainError with a one-line message."""
     try:
         return fn()
     except ImageError as e:
         raise RetrainError(f"unreadable image: {e}") from None
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        raise RetrainError(f"out of memory ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                           "try a smaller batch size") from None
-    except RuntimeError as e:
-        if "out of memory" in str(e).lower():
-            raise RetrainError(f"out of memory ({str(e).splitlines()[0]}); try a smaller batch size") from None
-        raise
+    except (MemoryError, RuntimeError) as e:  # torch.OutOfMemoryError is a RuntimeError
+        message = out_of_memory_message(e, phase)
+        if message is None:
+            raise
+        raise RetrainError(message) from None
+
+
+# RuntimeErrors that mean the GPU ran out of memory (the caching allocator raises
+# torch.OutOfMemoryError; cuDNN, cuBLAS and CUDA calls report it in their own words).
+_GPU_OOM = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+
+
+def out_of_memory_kind(error: BaseException) -> str | None:
+    """"GPU memory" or "memory" (the host's: a MemoryError, torch's CPU allocator failing) when
+    `error` is running out of it, None for any other error."""
+    text = str(error).lower()
+    if isinstance(error, MemoryError) or "defaultcpuallocator" in text:
+        return "memory"
+    if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError)
+                                                      and any(s in text for s in _GPU_OOM)):
+        return "GPU memory"
+    return None
+
+
+def out_of_memory_message(error: BaseException, phase: str) -> str | None:
+    """The user's one line for running out of memory during `phase`, None for any other error:
+    "out of GPU memory during <phase>: try a smaller batch or the CPU" (host memory: "out of
+    memory during <phase>: try a smaller batch")."""
+    kind = out_of_memory_kind(error)
+    if kind is None:
+        return None
+    return f"out of {kind} during {phase}: try a smaller batch" + (" or the CPU" if kind == "GPU memory" else "")
