@@ -27,8 +27,10 @@ class EngineThread(QObject):
         self._callbacks: dict[int, tuple[Callable | None, Callable | None, Callable | None]] = {}
         self.event.connect(self._dispatch)
         # The worker thread is named for what it runs ("fkp-model"): the model thread is the one
-        # that imports torch and creates the CUDA context, never the Qt main thread.
-        self._runner = JobRunner(on_event=self.event.emit, name=f"fkp-{name}")
+        # that imports torch and creates the CUDA context, never the Qt main thread. Only it
+        # hands cached GPU memory back after its jobs: the io thread's jobs never use the GPU,
+        # and releasing from there would empty the cache under a running prediction or retrain.
+        self._runner = JobRunner(on_event=self.event.emit, name=f"fkp-{name}", release_gpu_memory=name == "model")
         self._running = 0
 
     def submit(self, name: str, fn: Callable[[JobContext], Any], on_done: Callable[[Any], None] | None = None,

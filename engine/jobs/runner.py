@@ -111,8 +111,9 @@ class JobRunner:
     """Runs submitted jobs one at a time, in order, on one long-lived worker thread."""
 
     def __init__(self, on_event: Callable[[JobEvent], None] | None = None, start_thread: bool = True,
-                 name: str = "fkp-engine"):
+                 name: str = "fkp-engine", release_gpu_memory: bool = True):
         self._on_event = on_event
+        self._release_gpu_memory = release_gpu_memory
         self._queue: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
         self._current: JobHandle | None = None
@@ -180,7 +181,8 @@ class JobRunner:
                 self._current = None
         # Here, past the except blocks, the failed job's traceback (and the tensors its frames
         # held) is gone: what the job cached on the GPU can go back before the next job starts.
-        release_gpu_cache()
+        if self._release_gpu_memory:
+            release_gpu_cache()
         self._end(handle, *end)
 
     def _end(self, handle: JobHandle, state: JobState, kind: str, payload: Any) -> None:

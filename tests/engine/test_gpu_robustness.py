@@ -209,8 +209,9 @@ def test_cached_gpu_memory_goes_back_after_each_job_only_once_cuda_is_up(monkeyp
     order = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: order.append("release"))
 
-    def run_two():
-        runner = JobRunner(lambda ev: order.append(ev.kind) if ev.kind in ("finished", "failed") else None)
+    def run_two(release: bool = True):
+        runner = JobRunner(lambda ev: order.append(ev.kind) if ev.kind in ("finished", "failed") else None,
+                           release_gpu_memory=release)
         runner.submit("ok", lambda ctx: order.append("job"))
         failing = runner.submit("fails", lambda ctx: (order.append("job"), 1 / 0))
         assert failing.wait(5)
@@ -223,6 +224,10 @@ def test_cached_gpu_memory_goes_back_after_each_job_only_once_cuda_is_up(monkeyp
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     run_two()
     assert order == ["job", "release", "finished", "job", "release", "failed"]
+    # A runner whose jobs never use the GPU (the studio's io thread) leaves the cache to the model thread.
+    order.clear()
+    run_two(release=False)
+    assert order == ["job", "finished", "job", "failed"]
     # Without torch loaded the runner neither imports it nor asks CUDA anything.
     order.clear()
     monkeypatch.delitem(sys.modules, "torch")
