@@ -2,8 +2,8 @@
 size, and the keypoint loader's workers across epochs.
 
 The torchrun test is one launch of two ranks that runs `fkp train` (keypoint net with a loader
-worker across an epoch boundary, then the detector, both DDP) and `fkp predict` (sharded), and
-compares that CSV with the one a single process writes.
+worker across an epoch boundary, then the detector, both DDP), `fkp predict` (sharded) and
+`fkp train-detector`, and compares the sharded CSV with the one a single process writes.
 """
 
 from __future__ import annotations
@@ -121,6 +121,7 @@ def test_train_and_predict_under_torchrun_write_once_and_match_one_process(data,
     preset_json = tmp_path / "tiny.json"
     preset_json.write_text(json.dumps({**LOOP_PRESET, "epochs": 2}))
     model, sharded, single = tmp_path / "m.fkpmodel", tmp_path / "sharded.csv", tmp_path / "single.csv"
+    detector = tmp_path / "det.pt"
     predict = ["predict", "--model", str(model), "--data", str(data), "--split", "test", "--threads", "1",
                "--batch-size", "2", "--device", "cpu"]
     commands = [
@@ -128,6 +129,9 @@ def test_train_and_predict_under_torchrun_write_once_and_match_one_process(data,
          "--batch-size", "4", "--workers", "1", "--detector-steps", "6", "--detector-batch", "2", "--eval-every", "3",
          "--threads", "1", "--device", "cpu"],
         [*predict, "--out", str(sharded)],
+        ["train-detector", "--data", str(data), "--preset", "lite", "--detector-size", "96", "--out",
+         str(detector), "--detector-steps", "4", "--detector-batch", "2", "--eval-every", "4", "--threads", "1",
+         "--device", "cpu"],
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -148,6 +152,10 @@ def test_train_and_predict_under_torchrun_write_once_and_match_one_process(data,
     _, _, meta = load_detector(work / "detector.pt")
     assert meta["step"] == 3 and meta["images"] == 16 and set(meta["val"]) >= {"mean_iou", "recall50"}
     assert load_model(model).metadata["val_images"] == 4
+    # fkp train-detector alone, in the same process group: 4 steps are 2 on two ranks, one file.
+    assert r.stdout.count(f"wrote {detector}") == 1
+    assert load_detector(detector)[2]["step"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("det")) == ["det.pt"]
 
     assert main([*predict, "--out", str(single)]) == 0
     assert single.read_bytes() == sharded.read_bytes()
