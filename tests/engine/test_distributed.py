@@ -103,8 +103,9 @@ def test_loader_workers_live_across_epochs_and_see_each_epoch(data):
         order = batch["index"].numpy()
         assert sorted(order.tolist()) == [0, 1, 2, 3]
         # The worker made each item with the epoch the sampler tagged, as the parent would.
-        expected = torch.stack([items[(epoch, int(np.flatnonzero(items.indices == i)[0]))]["image"] for i in order])
-        assert torch.equal(batch["image"], expected)
+        made = [items[(epoch, int(np.flatnonzero(items.indices == i)[0]))] for i in order]
+        for key, value in batch.items():
+            assert torch.equal(value, torch.stack([m[key] for m in made])), key
     # Another epoch, other augmentations (and another order from the same seed's next permutation).
     first = dict(zip(seen[0]["index"].tolist(), seen[0]["image"]))
     second = dict(zip(seen[1]["index"].tolist(), seen[1]["image"]))
