@@ -65,7 +65,7 @@ def autocast_for(device: torch.device) -> contextlib.AbstractContextManager:
     dtype = amp_dtype(device)
     if dtype is None:
         return contextlib.nullcontext()
-    return torch.autocast(device_type="cuda", dtype=dtype)
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def needs_grad_scaler(device: torch.device) -> bool:
