@@ -9,12 +9,19 @@ b <= 20 % of a on (i), <= 40 % on (ii)); the review queue's head (least confiden
 against random order, in images that need a fix (goal >= 2x). Then (c), the loop on (ii): the
 first half, reviewed in queue order (so it becomes the truth), joins the training data (with an
 ordinary replay set standing in for the model's own training data), the model is retrained with
-`RetrainConfig()`'s defaults, and the other half is pre-labelled again: goal c <= 60 % of (b)'s
-seconds on that half. The last line printed is one JSON object of the figures.
+the defaults of a retrain on reviewed images (`RetrainConfig.adapt()`; `--mode hard` for the hard-set
+defaults, `RetrainConfig()`), and the other half is pre-labelled again: goal c <= 60 % of (b)'s
+seconds on that half; batch (i) is pre-labelled again too (what the adaptation costs the old domain).
+
+Predicted visibility: the network has no visibility output, so each point's confidence is tried
+as one: the threshold below which a point is predicted occluded is chosen on the replay set (the
+training data's stand-in: fewest toggles), reported with how well the confidence separates
+occluded from visible points (AUC), and used for (b) and (c) only when it saves toggles there.
+The last line printed is one JSON object of the figures.
 
     python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--n-new 200]
-        [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--steps N] [--detector-steps N]
-        [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
+        [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard] [--steps N]
+        [--detector-steps N] [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
 """
 
 from __future__ import annotations
@@ -31,13 +38,14 @@ import numpy as np
 import torch
 
 from engine.analysis.ne import align_predictions
-from engine.analysis.review_effort import (ReviewCosts, from_scratch, image_confidence, prelabelled,
-                                           queue_gain)
+from engine.analysis.review_effort import (ReviewCosts, best_visibility_threshold, from_scratch, image_confidence,
+                                           occlusion_auc, prelabelled, queue_gain, visibility_from_confidence)
 from engine.io.annotations import Annotations, load_annotations
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
 from engine.synth import generate_dataset
 from engine.training.retrain import RetrainConfig, retrain
+from engine.training.retrain_config import MODES
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_CSV = REPO / "tests" / "data" / "fashionai" / "val.csv"
@@ -53,11 +61,15 @@ def _predict(model: TwoStageModel, root: Path, truth: Annotations) -> tuple[np.n
     return coords, vis, np.asarray(scores, np.float64)
 
 
-def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts) -> dict:
+def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts, threshold: float | None) -> dict:
     coords, vis, scores = _predict(model, root, truth)
-    scratch, pre = from_scratch(truth, costs), prelabelled(truth, coords, vis, costs)
+    all_visible = prelabelled(truth, coords, vis, costs)
+    scratch, pre = from_scratch(truth, costs), prelabelled(truth, coords, visibility_from_confidence(scores, vis, threshold),
+                                                           costs)
     confidence = image_confidence(scores, vis)
     figures = {
+        "occlusion_auc": round(occlusion_auc(truth, scores, vis), 3),
+        "toggles_all_visible": all_visible.counts()["toggle"], "toggles_with_threshold": pre.counts()["toggle"],
         "images": len(truth), "scratch_s": round(scratch.total, 1), "prelabelled_s": round(pre.total, 1),
         "prelabelled_share": round(pre.total / scratch.total, 4),
         "queue_gain_first_20pct": round(queue_gain(pre.needs_fix, confidence), 3),
@@ -69,7 +81,8 @@ def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts)
           f"({100 * figures['prelabelled_share']:.1f} %); {100 * figures['need_fix_share']:.0f} % need a fix, "
           f"{100 * figures['need_moving_share']:.0f} % a point moved; the queue's first 20 % holds "
           f"x{figures['queue_gain_first_20pct']:.2f} (fixes) / x{figures['queue_gain_moves_first_20pct']:.2f} "
-          f"(moves) of random order's share; actions {pre.counts()}")
+          f"(moves) of random order's share; actions {pre.counts()}; confidence vs occlusion AUC "
+          f"{figures['occlusion_auc']:.3f}")
     return {**figures, "_confidence": confidence, "_effort": pre}
 
 
@@ -82,8 +95,10 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--seed", type=int, default=20261202)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--steps", type=int, help="retrain steps (default: RetrainConfig's)")
-    p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: RetrainConfig's)")
+    p.add_argument("--mode", choices=MODES, default="adapt",
+                   help="the retrain's defaults: adapt (a retrain on reviewed images, the default) or hard")
+    p.add_argument("--steps", type=int, help="retrain steps (default: the mode's)")
+    p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: the mode's)")
     p.add_argument("--no-loop", action="store_true", help="only (a), (b) and the queue: no retrain (c)")
     for field in dataclasses.fields(ReviewCosts):
         p.add_argument(f"--{field.name}", type=float, default=field.default, help=f"seconds (default {field.default})")
@@ -102,9 +117,16 @@ def main() -> None:
                                                    size=args.size))
         print(f"data: {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at {args.size} px "
               f"({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
-        i = _batch("(i) ordinary", model, root, ordinary, costs)
-        ii = _batch("(ii) new domain", model, root, new, costs)
-        loop = _loop(args, model, root, new, replay, ii, costs) if not args.no_loop else {}
+        # Predicted visibility: a threshold on the confidence, chosen on the training data's stand-in.
+        r_coords, r_vis, r_scores = _predict(model, root, replay)
+        threshold = best_visibility_threshold(replay, r_scores, r_vis)
+        visibility = {"threshold": threshold, "replay_occlusion_auc": round(occlusion_auc(replay, r_scores, r_vis), 3)}
+        print(f"predicted visibility: confidence vs occlusion AUC {visibility['replay_occlusion_auc']:.3f} on the "
+              f"replay set; " + (f"points below {threshold} predicted occluded" if threshold is not None else
+                                 "no threshold saves a toggle there: every point predicted visible"))
+        i = _batch("(i) ordinary", model, root, ordinary, costs, threshold)
+        ii = _batch("(ii) new domain", model, root, new, costs, threshold)
+        loop = _loop(args, model, root, new, replay, ii, costs, threshold, ordinary, i) if not args.no_loop else {}
     goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
              "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
              "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
@@ -113,34 +135,47 @@ def main() -> None:
              **({"loop_le_60pct": loop["after_share"] <= 0.60} if loop else {})}
     print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
     clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}
-    print(json.dumps({**clean, "loop": loop, "goals": goals, "costs": dataclasses.asdict(costs),
+    print(json.dumps({**clean, "loop": loop, "visibility": visibility, "goals": goals,
+                      "costs": dataclasses.asdict(costs),
                       "threads": args.threads, "load_average": round(os.getloadavg()[0], 2),
                       "seconds": round(time.perf_counter() - started, 1)}))
 
 
-def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: dict, costs: ReviewCosts) -> dict:
+def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: dict, costs: ReviewCosts,
+          threshold: float | None, ordinary: Annotations, i: dict) -> dict:
     """(c): the first half of (ii) in queue order is reviewed (it is the truth now) and trained on,
-    then the other half is pre-labelled by the retrained model."""
+    then the other half is pre-labelled by the retrained model (and batch (i), to see what the
+    old domain lost)."""
     queue = np.argsort(ii["_confidence"], kind="stable")
     reviewed, rest = np.sort(queue[: len(queue) // 2]), np.sort(queue[len(queue) // 2:])
     training = _concat(replay, new.subset(reviewed))
-    config = dataclasses.replace(RetrainConfig(), **{k: v for k, v in (("steps", args.steps),
-                                                                         ("detector_steps", args.detector_steps))
-                                                     if v is not None})
+    config = RetrainConfig.for_mode(args.mode, **{k: v for k, v in (("steps", args.steps),
+                                                                    ("detector_steps", args.detector_steps))
+                                                  if v is not None})
     t0 = time.perf_counter()
     result = retrain(model, root, training, [str(x) for x in new.image_ids[reviewed]], config)
     retrain_s = time.perf_counter() - t0
     other = new.subset(rest)
-    coords, vis, _ = _predict(result.model, root, other)
+    coords, vis, scores = _predict(result.model, root, other)
     before_half = ii["_effort"].subset(rest).total
-    after_half = prelabelled(other, coords, vis, costs).total
-    loop = {"reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
+    after = prelabelled(other, coords, visibility_from_confidence(scores, vis, threshold), costs)
+    after_half = after.total
+    o_coords, o_vis, o_scores = _predict(result.model, root, ordinary)
+    ordinary_after = prelabelled(ordinary, o_coords, visibility_from_confidence(o_scores, o_vis, threshold), costs).total
+    loop = {"mode": config.mode, "reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
             "before_s": round(before_half, 1), "after_s": round(after_half, 1),
-            "after_share": round(after_half / before_half, 4), "retrain_s": round(retrain_s, 1),
-            "steps": config.steps, "detector_steps": config.detector_steps}
-    print(f"(c) the loop on (ii): reviewed {len(reviewed)} in queue order, retrained ({config.steps} + "
-          f"{config.detector_steps} steps, {retrain_s:.0f} s); the other {len(rest)}: {before_half:.0f} s -> "
-          f"{after_half:.0f} s ({100 * loop['after_share']:.1f} %)")
+            "after_share": round(after_half / before_half, 4), "after_actions": after.counts(),
+            "after_need_fix_share": round(float(after.needs_fix.mean()), 4),
+            "after_queue_gain_first_20pct": round(queue_gain(after.needs_fix, image_confidence(scores, vis)), 3),
+            "ordinary_before_s": i["prelabelled_s"], "ordinary_after_s": round(ordinary_after, 1),
+            "retrain_s": round(retrain_s, 1), "steps": config.steps, "detector_steps": config.detector_steps,
+            "lr": config.lr, "distill_replay": config.distill_replay,
+            "reestimate_batchnorm": config.reestimate_batchnorm}
+    print(f"(c) the loop on (ii): reviewed {len(reviewed)} in queue order, retrained ({config.mode} mode, "
+          f"{config.steps} + {config.detector_steps} steps, {retrain_s:.0f} s); the other {len(rest)}: "
+          f"{before_half:.0f} s -> {after_half:.0f} s ({100 * loop['after_share']:.1f} %), actions {after.counts()}, "
+          f"{100 * loop['after_need_fix_share']:.0f} % need a fix; batch (i) after it: {i['prelabelled_s']:.0f} s -> "
+          f"{ordinary_after:.0f} s")
     return loop
 
 

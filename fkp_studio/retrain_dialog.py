@@ -124,8 +124,10 @@ class RetrainDialog(QDialog):
         self.source = QComboBox(self)
         self.source.addItem("the hard set", "hard")
         self.source.addItem("all reviewed images", "reviewed")
-        self.source.setToolTip("What the batches oversample: the hard set, or every image reviewed in this file")
-        self.source.currentIndexChanged.connect(lambda _i: self._update_info())
+        self.source.setToolTip("What the batches oversample: the hard set (fixing hard cases without moving the "
+                               "rest), or every image reviewed in this file (learning their domain: annotated "
+                               "replay, more steps, BatchNorm statistics of the reviewed images)")
+        self.source.currentIndexChanged.connect(lambda _i: self._source_changed())
         form.addRow("Train on", self.source)
         form.addRow("Keypoint network steps", self.steps)
         form.addRow("Learning rate", self.lr)
@@ -212,15 +214,30 @@ class RetrainDialog(QDialog):
         n = len(self.loop.training_ids(source))
         ne = self.loop.hard_ne() if source == "hard" else math.nan
         what = "hard" if source == "hard" else "reviewed"
+        how = ("" if source == "hard" else " Adapting to the reviewed images' domain: the replay learns its "
+               "annotations, and the BatchNorm statistics are estimated again on the reviewed images.")
         self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {n} {what} "
                           "images, replaying the other annotated images; a held-out subset that is never trained "
-                          "on measures the rest. "
+                          f"on measures the rest.{how} "
                           + (f"Hard-set NE now: {100 * ne:.2f} %." if math.isfinite(ne) else ""))
 
+    def mode(self) -> str:
+        """The retrain's mode: "adapt" when it trains on the reviewed images, else "hard"."""
+        return "adapt" if self.source.currentData() == "reviewed" else "hard"
+
+    def _source_changed(self) -> None:
+        # Each source has its own defaults (RetrainConfig.adapt() for reviewed images).
+        defaults = RetrainConfig.for_mode(self.mode())
+        self.steps.setValue(defaults.steps)
+        self.lr.setValue(defaults.lr)
+        self.hard_share.setValue(defaults.hard_share)
+        self.detector_steps.setValue(defaults.detector_steps)
+        self._update_info()
+
     def config(self) -> RetrainConfig:
-        return RetrainConfig(steps=self.steps.value(), lr=self.lr.value(), hard_share=self.hard_share.value(),
-                             batch_size=self.batch.value() or None, detector_steps=self.detector_steps.value(),
-                             boxes=self.boxes.currentData())
+        return RetrainConfig.for_mode(self.mode(), steps=self.steps.value(), lr=self.lr.value(),
+                                      hard_share=self.hard_share.value(), batch_size=self.batch.value() or None,
+                                      detector_steps=self.detector_steps.value(), boxes=self.boxes.currentData())
 
     # --- actions ------------------------------------------------------------------------
 

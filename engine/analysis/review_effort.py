@@ -3,9 +3,10 @@
 The reviewer knows the truth. Annotating from scratch, every point the garment shows is placed
 (and toggled to occluded when it is). Reviewing a pre-labelled image, a predicted point within
 `t_good` of the truth (normalized by the image's NE normalizer) is accepted as it is, a farther
-one is dragged, a missing one placed, one the truth does not have removed; accepted points are
-visible, so an occluded one is toggled. Either way the image is then accepted (Enter). The
-costs per action are stated and adjustable (`ReviewCosts`).
+one is dragged, a missing one placed, one the truth does not have removed; a point whose
+predicted visibility differs from the truth's is toggled (the model predicts every point
+visible unless `visibility_from_confidence` marks the unsure ones occluded). Either way the
+image is then accepted (Enter). The costs per action are stated and adjustable (`ReviewCosts`).
 """
 
 from __future__ import annotations
@@ -98,7 +99,9 @@ def prelabelled(truth: Annotations, pred_coords: np.ndarray, pred_visibility: np
     actions = np.zeros((len(truth), len(ACTIONS)), np.int64)
     actions[:, 0] = (present & ~predicted).sum(axis=1)
     actions[:, 1] = (present & predicted & ~good).sum(axis=1)
-    actions[:, 2] = (v == 0).sum(axis=1)
+    # A placed point is visible until toggled; a predicted one is toggled when its visibility is wrong.
+    pred_v = np.asarray(pred_visibility)
+    actions[:, 2] = ((present & ~predicted & (v == 0)) | (present & predicted & (pred_v != v))).sum(axis=1)
     actions[:, 3] = (~present & predicted).sum(axis=1)
     actions[:, 4] = 1
     return _effort(actions, costs)
@@ -121,3 +124,44 @@ def image_confidence(scores: np.ndarray, pred_visibility: np.ndarray) -> np.ndar
         warnings.simplefilter("ignore", RuntimeWarning)  # nothing predicted: NaN
         mean = np.nanmean(s, axis=1)
     return np.where(np.isnan(mean), np.inf, mean)
+
+
+def visibility_from_confidence(scores: np.ndarray, pred_visibility: np.ndarray, threshold: float | None) -> np.ndarray:
+    """Predicted visibility with the points scored below `threshold` marked occluded (0); None:
+    as predicted."""
+    v = np.asarray(pred_visibility).copy()
+    if threshold is not None:
+        v[(v >= 0) & (np.asarray(scores, np.float64) < threshold)] = 0
+    return v
+
+
+def occlusion_auc(truth: Annotations, scores: np.ndarray, pred_visibility: np.ndarray) -> float:
+    """How well a low score picks out the occluded points among the predicted points the truth
+    has: the chance that an occluded point scores lower than a visible one (0.5: no better than
+    chance; ties count half)."""
+    v, s = truth.visibility, np.asarray(scores, np.float64)
+    both = (v >= 0) & (np.asarray(pred_visibility) >= 0) & np.isfinite(s)
+    occluded, visible = s[both & (v == 0)], s[both & (v == 1)]
+    if not len(occluded) or not len(visible):
+        return float("nan")
+    values = np.concatenate([occluded, visible])
+    order = np.argsort(values, kind="stable")
+    ranks = np.empty(len(values))
+    ranks[order] = np.arange(len(values))
+    # Average ranks of ties, so equal scores count as a coin toss.
+    _, inverse = np.unique(values, return_inverse=True)
+    ranks = (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
+    return float((ranks[len(occluded):].mean() - (len(visible) - 1) / 2) / len(occluded))
+
+
+def best_visibility_threshold(truth: Annotations, scores: np.ndarray, pred_visibility: np.ndarray,
+                              candidates: np.ndarray = np.round(np.arange(0.05, 1.0, 0.05), 2)) -> float | None:
+    """The confidence threshold below which predicted points are best marked occluded (fewest
+    toggles on `truth`), or None when no threshold saves a toggle over predicting all visible."""
+    v = truth.visibility
+    both = (v >= 0) & (np.asarray(pred_visibility) >= 0)
+    s = np.asarray(scores, np.float64)
+    baseline = int((both & (v == 0)).sum())
+    toggles = [int((both & (v == 0) & (s >= t)).sum() + (both & (v == 1) & (s < t)).sum()) for t in candidates]
+    best = int(np.argmin(toggles))
+    return float(candidates[best]) if toggles[best] < baseline else None

@@ -399,8 +399,9 @@ def _run_model_info(args: argparse.Namespace) -> int:
 
 @_command
 def _register_retrain(sub: argparse._SubParsersAction) -> None:
-    from engine.training.retrain_config import RetrainConfig
+    from engine.training.retrain_config import MODES, RetrainConfig
 
+    adapt = RetrainConfig.adapt()
     p = sub.add_parser("retrain", help="fine-tune a model package's keypoint network and detector on hard samples")
     p.add_argument("--model", required=True, help="model package to start from (.fkpmodel file or its directory)")
     p.add_argument("--data", required=True, help="data set root (Annotations/<split>.csv, Images/...)")
@@ -408,10 +409,15 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hard", required=True,
                    help="hard-set image ids: one per line, or a CSV whose first column is image_id")
     p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
-    p.add_argument("--steps", type=positive_int, default=RetrainConfig.steps,
-                   help=f"keypoint network training steps (default {RetrainConfig.steps})")
-    p.add_argument("--lr", type=positive_float, default=RetrainConfig.lr,
-                   help=f"keypoint network peak learning rate (default {RetrainConfig.lr:g})")
+    p.add_argument("--mode", choices=MODES, default="hard",
+                   help="hard (default): fix the hard set's images without moving the rest (distilled replay, "
+                        "frozen BatchNorm); adapt: learn from reviewed images of a new domain (annotated replay, "
+                        f"{adapt.steps} steps at {adapt.lr:g}, BatchNorm statistics estimated again on them)")
+    p.add_argument("--steps", type=positive_int,
+                   help=f"keypoint network training steps (default {RetrainConfig.steps}, with --mode adapt {adapt.steps})")
+    p.add_argument("--lr", type=positive_float,
+                   help=f"keypoint network peak learning rate (default {RetrainConfig.lr:g}, with --mode adapt "
+                        f"{adapt.lr:g})")
     p.add_argument("--batch-size", type=positive_int, help="images per step (default: the model preset's)")
     p.add_argument("--hard-share", type=fraction, default=RetrainConfig.hard_share,
                    help=f"share of each batch from the hard set (default {RetrainConfig.hard_share:g})")
@@ -420,8 +426,9 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
                         f"{RetrainConfig.detector_steps}; 0 keeps the detector)")
     p.add_argument("--detector-lr", type=positive_float, default=RetrainConfig.detector_lr,
                    help=f"detector peak learning rate (default {RetrainConfig.detector_lr:g})")
-    p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction, default=RetrainConfig.distill_replay,
-                   help="replayed images learn the starting model's outputs (default) instead of their annotations")
+    p.add_argument("--distill-replay", action=argparse.BooleanOptionalAction,
+                   help="replayed images learn the starting model's outputs (default; not with --mode adapt) "
+                        "instead of their annotations")
     p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
     p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
                    help="measure before/after with the detector's boxes (default) or the annotated ones")
@@ -465,10 +472,12 @@ def _run_retrain(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     ann = load_annotations(split_path)
     hard = _read_id_list(args.hard)
-    config = RetrainConfig(steps=args.steps, lr=args.lr, batch_size=args.batch_size, hard_share=args.hard_share,
-                           detector_steps=args.detector_steps, detector_lr=args.detector_lr,
-                           distill_replay=args.distill_replay, boxes=args.boxes, device=args.device,
-                           seed=args.seed)
+    # Only the settings given replace the mode's defaults.
+    given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("distill_replay", args.distill_replay))
+             if v is not None}
+    config = RetrainConfig.for_mode(args.mode, batch_size=args.batch_size, hard_share=args.hard_share,
+                                    detector_steps=args.detector_steps, detector_lr=args.detector_lr,
+                                    boxes=args.boxes, device=args.device, seed=args.seed, **given)
     config.check()
     holdout, new_holdout = None, False
     if args.holdout and Path(args.holdout).is_file():

@@ -32,7 +32,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
 from engine.io.annotations import Annotations
-from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch
+from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch, device_images
 from engine.training.detector import DetectorSamples, detector_samples, detector_step
 from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
 from engine.io.images import ImageError
@@ -317,6 +317,11 @@ def retrain(
         if on_step is not None:
             on_step(step + 1, config.steps, loss)
         progress(step + 1, total_steps, f"keypoint network: step {step + 1}/{config.steps}, loss {loss:.4f}")
+    if config.reestimate_batchnorm:
+        progress(config.steps, total_steps, "keypoint network: BatchNorm statistics of the images trained on")
+        bn_ds = hard_ds if config.batchnorm_images == "hard" else ConcatDataset([hard_ds, replay_ds])
+        _guarded(lambda: reestimate_batchnorm(net, bn_ds, device, bs, config.batchnorm_batches, config.seed),
+                 "re-estimating the BatchNorm statistics")
     net.eval()
 
     detector, detector_losses = work.detector, []
@@ -344,6 +349,34 @@ def retrain(
                      "measuring the retrained model")
     return RetrainResult(new_model, losses, detector_losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
                          len(replay_ds), time.monotonic() - started)
+
+
+@torch.no_grad()
+def reestimate_batchnorm(net: torch.nn.Module, dataset: torch.utils.data.Dataset, device: torch.device,
+                         batch_size: int, max_batches: int, seed: int = 0) -> int:
+    """Estimate every BatchNorm layer's running mean and variance again, as plain averages over
+    up to `max_batches` batches of `dataset`'s crops (a seeded shuffle, augmented as in training)
+    -> the number of crops seen. The weights are not touched; `net` is left in eval mode."""
+    layers = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not layers or not len(dataset):
+        return 0
+    momenta = [m.momentum for m in layers]
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None  # None: a cumulative average over every batch, not an exponential one
+    net.train()
+    seen = 0
+    order = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed)).tolist()
+    for i, batch in enumerate(DataLoader(torch.utils.data.Subset(dataset, order), batch_size=batch_size)):
+        if i >= max_batches:
+            break
+        with autocast_for(device):
+            net(device_images(batch, device))
+        seen += len(batch["image"])
+    for m, momentum in zip(layers, momenta):
+        m.momentum = momentum
+    net.eval()
+    return seen
 
 
 def _loss_without_update(net: torch.nn.Module, batch: dict[str, torch.Tensor], preset, device: torch.device) -> float:

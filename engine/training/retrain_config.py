@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+# "hard": fix the hard cases a user curated without moving the rest (the defaults below).
+# "adapt": learn a new domain from reviewed images (`RetrainConfig.adapt()`): the model is meant
+# to move there, towards what the reviewer annotated.
+MODES = ("hard", "adapt")
 
 
 @dataclass(frozen=True)
 class RetrainConfig:
-    """How a retrain runs. The defaults are the settings `benchmarks/bench_retrain_loop.py` measured
-    (100 hard images of a 400-image pool, the demo package with box search, four seeds: hard-kind
-    NE -20 to -34 %, ordinary NE -1 to -4 %)."""
+    """How a retrain runs. The defaults ("hard" mode) are the settings `benchmarks/bench_retrain_loop.py`
+    measured (100 hard images of a 400-image pool, the demo package with box search, four seeds:
+    hard-kind NE -20 to -34 %, ordinary NE -1 to -4 %); `RetrainConfig.adapt()` gives the settings
+    for training on reviewed images of a new domain (`benchmarks/bench_annotation_effort.py`)."""
 
+    mode: str = "hard"
     steps: int = 600
     # Three times the end of a training run's schedule: the hard cases move further than at
     # 1e-4. On its own this costs ordinary images about 8 % even with the replay distilled;
@@ -38,12 +45,40 @@ class RetrainConfig:
     # than their annotations: the replay is there to keep what the model does on ordinary
     # images, and fitting a few hundred annotations anew moves it as well.
     distill_replay: bool = True
+    # After the keypoint network's steps, its BatchNorm statistics are estimated again from crops
+    # of the images trained on (`batchnorm_images`: "hard", the hard set / reviewed images alone,
+    # or "mixed", the training batches' mix): a new domain's images have other statistics than
+    # the ones the model was trained on, and the frozen ones normalize them wrongly.
+    reestimate_batchnorm: bool = False
+    batchnorm_images: str = "hard"
+    batchnorm_batches: int = 50
     # How before/after are measured: "detector" runs the whole two-stage pipeline (what the
     # user gets); "annotated" crops at the annotated garment box, measuring the keypoint
     # network alone (what a retrain changes), without the detector's own errors.
     boxes: str = "detector"
 
+    @classmethod
+    def adapt(cls, **overrides) -> RetrainConfig:
+        """The settings for training on reviewed images of a new domain (the studio's "Train on: all
+        reviewed images", `fkp retrain --mode adapt`): annotated replay instead of distilled (the
+        model should move), more steps at a higher learning rate, and BatchNorm statistics
+        estimated again on the reviewed images; `overrides` replace any of them."""
+        return replace(cls(), **{**ADAPT_SETTINGS, **overrides})
+
+    @classmethod
+    def for_mode(cls, mode: str, **overrides) -> RetrainConfig:
+        """`RetrainConfig(**overrides)` for "hard", `RetrainConfig.adapt(**overrides)` for "adapt"."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        return cls.adapt(**overrides) if mode == "adapt" else cls(**overrides)
+
     def check(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.batchnorm_images not in ("hard", "mixed"):
+            raise ValueError(f"batchnorm_images must be 'hard' or 'mixed', got {self.batchnorm_images!r}")
+        if self.batchnorm_batches < 1:
+            raise ValueError(f"batchnorm_batches must be at least 1, got {self.batchnorm_batches}")
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.detector_steps < 0:
@@ -58,3 +93,7 @@ class RetrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.boxes not in ("detector", "annotated"):
             raise ValueError(f"boxes must be 'detector' or 'annotated', got {self.boxes!r}")
+
+
+# Measured on the new-domain batch of `benchmarks/bench_annotation_effort.py` (docs/benchmarks.md).
+ADAPT_SETTINGS = dict(mode="adapt", steps=1200, lr=1e-3, distill_replay=False, reestimate_batchnorm=True)
