@@ -108,7 +108,7 @@ def device_batch(batch: dict[str, torch.Tensor], preset, device: torch.device) -
     from engine.model.targets import encode_targets_batch
 
     out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-    out["image"] = device_images(batch, device)
+    out["image"] = device_images(out, device)     # from the copy already moved: one upload
     if "heat" not in out:
         out["heat"], out["offsets"] = encode_targets_batch(out["coords"], out["valid"], preset.input_size,
                                                            preset.stride, preset.radius)
