@@ -125,8 +125,8 @@ class RetrainDialog(QDialog):
         self.source.addItem("the hard set", "hard")
         self.source.addItem("all reviewed images", "reviewed")
         self.source.setToolTip("What the batches oversample: the hard set (fixing hard cases without moving the "
-                               "rest), or every image reviewed in this file (learning their domain: annotated "
-                               "replay, more steps, BatchNorm statistics of the reviewed images)")
+                               "rest), or every image reviewed in this file (learning their domain: a larger share "
+                               "of each batch, more steps)")
         self.source.currentIndexChanged.connect(lambda _i: self._source_changed())
         form.addRow("Train on", self.source)
         form.addRow("Keypoint network steps", self.steps)
@@ -214,8 +214,8 @@ class RetrainDialog(QDialog):
         n = len(self.loop.training_ids(source))
         ne = self.loop.hard_ne() if source == "hard" else math.nan
         what = "hard" if source == "hard" else "reviewed"
-        how = ("" if source == "hard" else " Adapting to the reviewed images' domain: the replay learns its "
-               "annotations, and the BatchNorm statistics are estimated again on the reviewed images.")
+        how = ("" if source == "hard" else " Adapting to the reviewed images' domain: they fill a larger share "
+               "of each batch, for more steps.")
         self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {n} {what} "
                           "images, replaying the other annotated images; a held-out subset that is never trained "
                           f"on measures the rest.{how} "

@@ -12,11 +12,10 @@ from engine.synth import load_hard_kinds
 from engine.training.retrain import RetrainConfig, reestimate_batchnorm
 
 
-def test_adapt_mode_learns_from_annotations_and_estimates_batchnorm_again():
+def test_adapt_mode_trains_longer_on_a_larger_share_of_reviewed_images():
     hard, adapt = RetrainConfig(), RetrainConfig.adapt()
-    assert hard.mode == "hard" and hard.distill_replay and not hard.reestimate_batchnorm
-    assert adapt.mode == "adapt" and not adapt.distill_replay and adapt.reestimate_batchnorm
-    assert adapt.steps > hard.steps and adapt.lr > hard.lr
+    assert hard.mode == "hard" and adapt.mode == "adapt" and not hard.reestimate_batchnorm
+    assert adapt.steps > hard.steps and adapt.hard_share > hard.hard_share
     assert RetrainConfig.adapt(steps=7).steps == 7 and RetrainConfig.for_mode("adapt", lr=0.01).lr == 0.01
     assert RetrainConfig.for_mode("hard") == hard
     with pytest.raises(ValueError, match="mode must be one of hard, adapt"):
@@ -63,14 +62,15 @@ def _batchnorm_means(path) -> list[torch.Tensor]:
     return [m.running_mean.clone() for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
-def test_fkp_retrain_mode_adapt_estimates_the_batchnorm_statistics_of_the_reviewed_images(loop_model, tmp_path):
+def test_fkp_retrain_mode_adapt_and_batchnorm_statistics_estimated_again(loop_model, tmp_path):
     data, model_path = loop_model
     reviewed = tmp_path / "reviewed.txt"
     reviewed.write_text("\n".join(list(load_hard_kinds(data, "train"))[:8]) + "\n")
     common = ["--model", str(model_path), "--data", str(data), "--hard", str(reviewed), "--steps", "2",
               "--detector-steps", "0", "--boxes", "annotated", "--threads", "1"]
     assert main(["retrain", *common, "--out", str(tmp_path / "hard.fkpmodel")]) == 0
-    assert main(["retrain", *common, "--mode", "adapt", "--out", str(tmp_path / "adapt.fkpmodel")]) == 0
+    assert main(["retrain", *common, "--mode", "adapt", "--reestimate-batchnorm",
+                 "--out", str(tmp_path / "adapt.fkpmodel")]) == 0
     before = _batchnorm_means(model_path)
     frozen, adapted = _batchnorm_means(tmp_path / "hard.fkpmodel"), _batchnorm_means(tmp_path / "adapt.fkpmodel")
     assert all(torch.equal(a, b) for a, b in zip(before, frozen))  # hard mode: BatchNorm frozen

@@ -3,6 +3,8 @@ images" switches to the domain-adaptation defaults (RetrainConfig.adapt())."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from engine.training.retrain_config import RetrainConfig
 
 
@@ -11,13 +13,13 @@ def test_training_on_reviewed_images_defaults_to_the_adapt_mode(open_window, dat
     dialog = window.hard_loop.open_retrain_dialog()
     hard, adapt = RetrainConfig(), RetrainConfig.adapt()
     config = dialog.config()
-    assert config.mode == "hard" and config.distill_replay and not config.reestimate_batchnorm
+    assert config == dataclasses.replace(hard, batch_size=None)
     assert dialog.steps.value() == hard.steps and abs(dialog.lr.value() - hard.lr) < 1e-9
     dialog.source.setCurrentIndex(dialog.source.findData("reviewed"))
     config = dialog.config()
-    assert config.mode == "adapt" and not config.distill_replay and config.reestimate_batchnorm
-    assert dialog.steps.value() == adapt.steps == config.steps and abs(config.lr - adapt.lr) < 1e-9
-    assert "BatchNorm statistics are estimated again" in dialog.info.text()
+    assert config == dataclasses.replace(adapt, batch_size=None)
+    assert dialog.steps.value() == adapt.steps and abs(dialog.hard_share.value() - adapt.hard_share) < 1e-9
+    assert "Adapting to the reviewed images' domain" in dialog.info.text()
     dialog.steps.setValue(17)  # the user's own settings go with the mode
     assert dialog.config().steps == 17 and dialog.config().mode == "adapt"
     dialog.source.setCurrentIndex(dialog.source.findData("hard"))
