@@ -141,18 +141,13 @@ def swap_twin(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand 
                                f"Swap {keypoint_label(k)} with {keypoint_label(twin)}")
 
 
-class RestoreCommand(QUndoCommand):
-    """One undo step that brings back the journal's unsaved edits (whole rows)."""
+class CompoundCommand(QUndoCommand):
+    """Several commands as one undo step (undone in reverse order)."""
 
-    def __init__(self, doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray,
-                 categories: np.ndarray | None = None):
-        super().__init__(f"Restore unsaved edits ({len(rows)} images)")
-        all_k = np.arange(coords.shape[1])
+    def __init__(self, text: str, parts: list[QUndoCommand]):
+        super().__init__(text)
         # Plain Python list, not Qt children: the Python objects must outlive the C++ ones.
-        self.parts = [SetKeypointsCommand(doc, int(row), all_k, coords[i], visibility[i], "Restore",
-                                          category=None if categories is None or categories[i] == doc.categories[row]
-                                          else int(categories[i]))
-                      for i, row in enumerate(rows)]
+        self.parts = parts
 
     def redo(self) -> None:
         for part in self.parts:
@@ -164,15 +159,32 @@ class RestoreCommand(QUndoCommand):
 
 
 def restore_command(doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray,
-                    categories: np.ndarray | None = None) -> RestoreCommand:
-    return RestoreCommand(doc, rows, coords, visibility, categories)
+                    categories: np.ndarray | None = None) -> CompoundCommand:
+    """One undo step that brings back the journal's unsaved edits (whole rows)."""
+    all_k = np.arange(coords.shape[1])
+    return CompoundCommand(f"Restore unsaved edits ({len(rows)} images)", [
+        SetKeypointsCommand(doc, int(row), all_k, coords[i], visibility[i], "Restore",
+                            category=None if categories is None or categories[i] == doc.categories[row]
+                            else int(categories[i]))
+        for i, row in enumerate(rows)])
 
 
 def change_category(doc: AnnotationDocument, row: int, category: int) -> SetKeypointsCommand | None:
     """Image `row` becomes a `category` garment: the points that category has no place for are
     cleared (undo brings them and the category back). None when it is that category already."""
-    if int(doc.categories[row]) == category:
+    if int(doc.categories[row]) == category and not doc.uncategorized[row]:
         return None
     lost = np.flatnonzero(~CATEGORY_MASK[category] & (doc.ann.visibility[row] >= 0))
     return SetKeypointsCommand(doc, row, lost, np.full((len(lost), 2), -1.0), np.full(len(lost), -1),
                                f"Category: {CATEGORIES[category]}", category=category)
+
+
+def categories_from_model(doc: AnnotationDocument, rows: np.ndarray, categories: np.ndarray) -> CompoundCommand | None:
+    """Images without a category take the ones the model's detector chose (one undo step). None:
+    no such image."""
+    parts = [change_category(doc, row, category)
+             for row, category in zip(np.asarray(rows, np.int64).tolist(), np.asarray(categories, np.int64).tolist())
+             if doc.uncategorized[row]]
+    if not parts:
+        return None
+    return CompoundCommand(f"Category from the model ({len(parts)} image{'s' if len(parts) != 1 else ''})", parts)

@@ -4,7 +4,6 @@ command (`commands.py`); the review of images (accept, skip, the next unreviewed
 
 from __future__ import annotations
 
-import numpy as np
 from PySide6.QtCore import QObject
 
 from engine.io.review import REVIEWED, SKIPPED
@@ -140,11 +139,7 @@ class EditingController(QObject):
         one undo step)."""
         if self.editable():
             doc, row = self.window.doc, self.window.current_row
-            command = commands.change_category(doc, row, int(category))
-            if command is None and doc.uncategorized[row]:  # the placeholder's code, chosen for real
-                command = commands.SetKeypointsCommand(doc, row, [], np.zeros((0, 2)), [],
-                                                       f"Category: {CATEGORIES[int(category)]}", category=int(category))
-            self.push(command)
+            self.push(commands.change_category(doc, row, int(category)))
 
     def cycle_category(self) -> None:
         """The next category, in FashionAI's order."""

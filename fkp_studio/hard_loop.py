@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
                                QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from engine.training.hard_set import HardSet
+from fkp_studio import commands
 from fkp_studio.actions import make_actions
 from engine.jobs.runner import JobEvent, JobHandle
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
@@ -56,6 +57,7 @@ class HardLoop(QObject):
         self.predict_handle: JobHandle | None = None
         self.retrain_handle: JobHandle | None = None
         self._partial_sinks: dict[int, Any] = {}   # job id -> callable(payload)
+        self._detected_categories: dict[int, int] = {}  # row -> the detector's class, this run
         self.dialog = None
         window.model_thread.event.connect(self._on_event)
         window.datasetOpened.connect(self._attach)
@@ -220,7 +222,10 @@ class HardLoop(QObject):
             n = len(doc)
             doc.set_predictions(Predictions.empty(n, f"model {version}"))
             self.version = version
-        job = predict_job(doc.workspace, version, doc.csv_path, snapshot, rows=np.asarray(rows, np.int64))
+        # Images without a category take the detector's class (applied when the run ends).
+        self._detected_categories.clear()
+        job = predict_job(doc.workspace, version, doc.csv_path, snapshot, rows=np.asarray(rows, np.int64),
+                          detector_chooses=doc.uncategorized.copy())
 
         def done(result: dict) -> None:
             self.predict_progress_cancel.setVisible(False)
@@ -229,6 +234,9 @@ class HardLoop(QObject):
                 msg = f"Predicted {result['predicted']} images with {version}"
                 if result["errors"]:
                     msg += f"; {len(result['errors'])} unreadable (shown without prediction)"
+                categorized = self._apply_detected_categories(doc)
+                if categorized:
+                    msg += f"; {categorized} without a category took the detector's (Ctrl+Z undoes)"
                 w.statusBar().showMessage(msg, 8000)
                 w.predictionsReady.emit()
                 self.refresh_table()
@@ -267,6 +275,8 @@ class HardLoop(QObject):
         p.coords[rows], p.visibility[rows] = part.coords, part.visibility
         p.scores[rows] = np.where(part.scores >= 0, part.scores, np.nan)
         p.present[rows] = True
+        read = np.array([str(doc.ann.image_ids[r]) not in part.errors for r in rows.tolist()], bool)
+        self._detected_categories.update(zip(rows[read].tolist(), part.categories[read].tolist()))
         # Scored against the current annotations: edits made meanwhile count.
         doc.ne[rows], doc.errors[rows] = compute_errors(doc.ann, p, rows)
         # The list's cells and the current image at once, the charts at most once a second, the
@@ -291,6 +301,20 @@ class HardLoop(QObject):
                 self.predict_progress_cancel.setVisible(False)
                 if self.doc is not None and self.doc.predictions is not None:
                     self.doc.set_predictions(self.doc.predictions, (self.doc.ne, self.doc.errors))
+                    self._apply_detected_categories(self.doc)
+
+    def _apply_detected_categories(self, doc) -> int:
+        """Give the images still without a category the detector's class from the last prediction
+        run (one undo step); returns how many took one."""
+        detected, self._detected_categories = self._detected_categories, {}
+        if doc.read_only or not detected:
+            return 0
+        command = commands.categories_from_model(doc, np.fromiter(detected.keys(), np.int64, len(detected)),
+                                                 np.fromiter(detected.values(), np.int64, len(detected)))
+        if command is None:
+            return 0
+        self.window.undo_stack.push(command)
+        return len(command.parts)
 
     # --- hard set -----------------------------------------------------------------------
 

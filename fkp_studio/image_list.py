@@ -103,7 +103,7 @@ class ImageListModel(QAbstractTableModel):
             if col == COL_ID:
                 return self._name(r)
             if col == COL_CATEGORY:
-                return CATEGORIES[doc.categories[r]]
+                return "—" if doc.uncategorized[r] else CATEGORIES[doc.categories[r]]
             if col == COL_NE:
                 ne = doc.ne[r]
                 return "—" if np.isnan(ne) else f"{ne * 100:.2f}"
@@ -162,7 +162,7 @@ class ImageListModel(QAbstractTableModel):
         doc, f = self.doc, self.filter
         mask = np.ones(len(doc), bool)
         if f.category is not None:
-            mask &= doc.categories == f.category
+            mask &= (doc.categories == f.category) & ~doc.uncategorized
         if f.ne_range is not None:
             lo, hi = f.ne_range
             with np.errstate(invalid="ignore"):
@@ -194,7 +194,7 @@ class ImageListModel(QAbstractTableModel):
                 self._id_rank = rank
             key = self._id_rank[rows].astype(np.float64)
         elif col == COL_CATEGORY:
-            key = doc.categories[rows].astype(np.float64)
+            key = np.where(doc.uncategorized[rows], np.nan, doc.categories[rows])  # without one: last
         elif col == COL_NE:
             key = doc.ne[rows].copy()
             if self.filter.keypoint is not None:

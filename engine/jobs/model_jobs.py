@@ -47,6 +47,7 @@ class PredictedBatch:
     visibility: np.ndarray  # (R, 24) int8
     scores: np.ndarray      # (R, 24) float32 in [0, 1], -1 where the category lacks the keypoint
     errors: dict[str, str]  # image id -> why it could not be read
+    categories: np.ndarray  # (R,) int64: the category predicted with (the detector's where it chose)
 
 
 def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike | None) -> str | None:
@@ -60,10 +61,13 @@ def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike
 
 
 def predict_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
-                rows: np.ndarray | None = None, device: str | None = None, batch_size: int = 8):
+                rows: np.ndarray | None = None, device: str | None = None, batch_size: int = 8,
+                detector_chooses: np.ndarray | None = None):
     """Predict annotation rows `rows` (default all) with model `version`; each batch is sent as a
     `PredictedBatch` partial; the predictions are merged into the version's saved predictions.
     A batch that runs out of memory is predicted again in halves (`predict_within_memory`).
+    Where `detector_chooses` (bool per annotation row) is set, the detector's class is the
+    category (images without one); elsewhere the annotation's category.
 
     Returns {"version", "path", "predicted", "errors", "batch_size" (the one it ended with)}."""
     rows = np.arange(len(annotations)) if rows is None else np.asarray(rows, np.int64)
@@ -82,14 +86,16 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                 raise
             raise JobError(message) from None
         ids = [str(annotations.image_ids[r]) for r in rows]
-        cats = [int(annotations.categories[r]) for r in rows]
+        chooses = np.zeros(len(annotations), bool) if detector_chooses is None else np.asarray(detector_chooses, bool)
+        cats = [None if chooses[r] else int(annotations.categories[r]) for r in rows]
         done: list[PredictedBatch] = []
         for batch in predict_within_memory(pipeline, workspace.root, ids, cats, should_stop=ctx.should_stop,
                                            on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
             batch_rows = rows[batch.start:batch.start + len(batch)]
             coords = np.where(batch.visibility[..., None] >= 0, np.rint(batch.coords), -1).astype(np.float32)
             scores = np.round(batch.scores.astype(np.float64), 3).astype(np.float32)
-            part = PredictedBatch(version, batch_rows, coords, batch.visibility, scores, batch.errors)
+            part = PredictedBatch(version, batch_rows, coords, batch.visibility, scores, batch.errors,
+                                  np.asarray(batch.categories, np.int64))
             done.append(part)
             ctx.partial(part)
         path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None
@@ -155,7 +161,7 @@ def _merge_and_save(workspace: Workspace, version: str, annotations_path, annota
     """The version's saved predictions with these rows replaced or added, written atomically."""
     rows = np.concatenate([b.rows for b in batches])
     new_ids = [str(annotations.image_ids[r]) for r in rows]
-    new_cats = np.asarray(annotations.categories, np.int64)[rows]
+    new_cats = np.concatenate([b.categories for b in batches])
     coords = np.concatenate([b.coords for b in batches])
     vis = np.concatenate([b.visibility for b in batches])
     scores = np.concatenate([b.scores for b in batches])

@@ -127,3 +127,29 @@ def test_a_category_chosen_before_a_crash_is_restored(qtbot, photos, crash):
     assert not again.doc.uncategorized[row] and CATEGORIES[again.doc.categories[row]] == "dress"
     assert again.save()
     assert CATEGORIES[load_annotations(csv).categories[load_annotations(csv).index_of(IDS[0])]] == "dress"
+
+
+def test_predict_all_gives_an_image_without_a_category_the_detectors_class_in_one_undo_step(qtbot, tmp_path):
+    """The demo model's detector chooses the category of a photo outside the category folders
+    (the other images keep theirs); the list shows it; Ctrl+Z puts the image back to none."""
+    from engine.synth import render_sample
+    from fkp_studio.app import demo_model
+
+    rng = np.random.default_rng(7)
+    root = tmp_path / "shoot"
+    ids = {"Images/misc/t.jpg": "trousers", "Images/skirt/s.jpg": "skirt"}
+    for image_id, category in ids.items():
+        (root / image_id).parent.mkdir(parents=True, exist_ok=True)
+        write_jpeg(root / image_id, render_sample(rng, category, (256, 256)).image)
+    window = _open_folder(qtbot, root)
+    doc = window.doc
+    row = doc.ann.index_of("Images/misc/t.jpg")
+    assert doc.uncategorized[row] and window.list_model.data(window.list_model.index(
+        int(np.flatnonzero(window.list_model.order == row)[0]), 1)) == "—"
+    with qtbot.waitSignal(window.hard_loop.predictionsDone, timeout=120000):
+        window.hard_loop.use_model_package(demo_model())
+    assert not doc.uncategorized[row] and CATEGORIES[doc.categories[row]] == "trousers"
+    assert CATEGORIES[doc.categories[doc.ann.index_of("Images/skirt/s.jpg")]] == "skirt"
+    assert "1 without a category took the detector's" in window.statusBar().currentMessage()
+    window.undo_stack.undo()
+    assert doc.uncategorized[row]
