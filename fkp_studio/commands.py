@@ -159,13 +159,13 @@ class CompoundCommand(QUndoCommand):
 
 
 def restore_command(doc: AnnotationDocument, rows: np.ndarray, coords: np.ndarray, visibility: np.ndarray,
-                    categories: np.ndarray | None = None) -> CompoundCommand:
-    """One undo step that brings back the journal's unsaved edits (whole rows)."""
+                    categories: list[int | None] | None = None) -> CompoundCommand:
+    """One undo step that brings back the journal's unsaved edits (whole rows; `categories`: per
+    row the category to give it, None where it stays)."""
     all_k = np.arange(coords.shape[1])
     return CompoundCommand(f"Restore unsaved edits ({len(rows)} images)", [
         SetKeypointsCommand(doc, int(row), all_k, coords[i], visibility[i], "Restore",
-                            category=None if categories is None or categories[i] == doc.categories[row]
-                            else int(categories[i]))
+                            category=None if categories is None else categories[i])
         for i, row in enumerate(rows)])
 
 

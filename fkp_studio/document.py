@@ -25,7 +25,7 @@ from engine.analysis.ne import align_predictions, normalized_errors, per_image_n
 from engine.analysis.review_effort import image_confidence
 from engine.io.annotations import Annotations, load_annotations, save_annotations
 from engine.io.files import atomic_write_bytes
-from engine.io.journal import Edit, Journal, JournalContents, JournalError, make_base, read_journal
+from engine.io.journal import NO_CATEGORY, Edit, Journal, JournalContents, JournalError, make_base, read_journal
 from engine.io.lock import AnnotationLock
 from engine.io.review import REVIEW_STATES, ReviewLog
 from engine.io.merge import MergeResult, PointChanges, merge_changes
@@ -35,15 +35,9 @@ from engine.io.workspace import Workspace
 from fkp_studio.error_index import ErrorTypeIndex
 
 # The code an image without a category carries in the arrays, so that everything indexing by
-# category still works; `AnnotationDocument.uncategorized` says it is not a choice.
+# category still works; `AnnotationDocument.uncategorized` says it is not a choice, and its edits
+# carry `NO_CATEGORY` (so the journal tells "none" from the placeholder's category).
 NO_CATEGORY_PLACEHOLDER = 0
-
-
-@dataclass(frozen=True)
-class NoCategoryEdit(Edit):
-    """An edit that puts an image back to having no category (the undo of its first category):
-    applied, the image is uncategorized again. Journaled as the plain edit it is (its category is
-    the placeholder): the workspace's list of uncategorized images says which have none."""
 
 
 @dataclass
@@ -151,11 +145,8 @@ class AnnotationDocument(QObject):
     def current(self, row: int, keypoints, with_category: bool = False) -> Edit:
         """The edit that would put these keypoints (and the category) of image `row` back as they are now."""
         ks = np.asarray(keypoints, dtype=np.int64)
-        if with_category and self.uncategorized[row]:
-            return NoCategoryEdit(str(self.ann.image_ids[row]), ks, self.ann.coords[row, ks],
-                                  self.ann.visibility[row, ks], int(self.categories[row]))
-        return self.edit_of(row, ks, self.ann.coords[row, ks], self.ann.visibility[row, ks],
-                            int(self.categories[row]) if with_category else None)
+        category = (NO_CATEGORY if self.uncategorized[row] else int(self.categories[row])) if with_category else None
+        return self.edit_of(row, ks, self.ann.coords[row, ks], self.ann.visibility[row, ks], category)
 
     def apply(self, edit: Edit) -> None:
         """Set keypoints of one image, journal the edit, update what depends on the row."""
@@ -163,8 +154,9 @@ class AnnotationDocument(QObject):
         self.ann.add_keypoint_columns()  # a test split's first point makes it an annotation file
         before = self.current(row, edit.keypoints, with_category=edit.category is not None)
         if edit.category is not None:
-            self.ann.categories[row] = self.categories[row] = edit.category
-            self.uncategorized[row] = isinstance(edit, NoCategoryEdit)
+            none = edit.category == NO_CATEGORY
+            self.ann.categories[row] = self.categories[row] = NO_CATEGORY_PLACEHOLDER if none else edit.category
+            self.uncategorized[row] = none
         self.ann.coords[row, edit.keypoints] = edit.coords
         self.ann.visibility[row, edit.keypoints] = edit.visibility
         try:
@@ -245,7 +237,7 @@ class AnnotationDocument(QObject):
         """The journal's net changes merged onto the file as it is now (see `engine.io.merge`):
         an edit undone before the crash is not re-applied, a point the file changed since is a
         conflict."""
-        return merge_changes(contents.net_changes(), self.ann)
+        return merge_changes(contents.net_changes(), self.ann, self.uncategorized)
 
     def discard_pending(self) -> Path:
         """Set the journal aside (renamed, never deleted) and start a new one."""
@@ -327,13 +319,25 @@ class AnnotationDocument(QObject):
         if result.missing:
             kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.ours-{stamp}{self.csv_path.suffix}"))
             save_annotations(without_rows(self.ann, self.uncategorized), kept[-1])
-        # Images that had no category when read and have one now are not in the other version:
-        # they join it at the end.
+        # Images that had no category when read and have one now entered the file through this
+        # session's saves, if at all: this session's values win (the file's version is kept beside
+        # it when it differs); the others join at the end.
         merged = result.annotations
         named = np.flatnonzero(self._baseline_uncategorized & ~self.uncategorized)
-        named = named[~np.isin(self.ann.image_ids[named].astype(str), merged.image_ids.astype(str))]
-        if len(named):
-            merged = append_rows(merged, self.ann.subset(named))
+        index = merged.id_index()
+        at = np.array([index.get(str(i), -1) for i in self.ann.image_ids[named]], np.int64)
+        ours, theirs_rows = named[at >= 0], at[at >= 0]
+        differs = ((merged.coords[theirs_rows] != self.ann.coords[ours]).any(axis=(1, 2))
+                   | (merged.visibility[theirs_rows] != self.ann.visibility[ours]).any(axis=1)
+                   | (merged.categories[theirs_rows] != self.ann.categories[ours]))
+        if differs.any() and not result.conflicts:
+            kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.theirs-{stamp}{self.csv_path.suffix}"))
+            atomic_write_bytes(kept[-1], self.csv_path.read_bytes())
+        merged.coords[theirs_rows] = self.ann.coords[ours]
+        merged.visibility[theirs_rows] = self.ann.visibility[ours]
+        merged.categories[theirs_rows] = self.ann.categories[ours]
+        if (at < 0).any():
+            merged = append_rows(merged, self.ann.subset(named[at < 0]))
         self._write(merged)
         return result, kept
 

@@ -59,8 +59,10 @@ class RestoreOffer:
         return self.merge.annotations.visibility[self.rows]
 
     @property
-    def categories(self) -> np.ndarray:
-        return self.merge.annotations.categories[self.rows]
+    def categories(self) -> list[int | None]:
+        """Per row to restore, the category the edits gave it (None: the category stays)."""
+        named = set(self.merge.category_rows.tolist())
+        return [int(self.merge.annotations.categories[r]) if r in named else None for r in self.rows.tolist()]
 
     def question(self, file_name: str) -> str:
         m = self.merge

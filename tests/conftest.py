@@ -40,6 +40,18 @@ def loop_model(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture
+def workspace(loop_model, tmp_path):
+    """A workspace over the loop model's data (its own state folder) with the tiny model active as v001."""
+    from engine.io.workspace import Workspace
+    from engine.jobs.model_jobs import ensure_active_model
+
+    data, model = loop_model
+    ws = Workspace(data, state_dir=tmp_path / "state")
+    assert ensure_active_model(ws, model) == "v001"
+    return ws
+
+
+@pytest.fixture
 def figure(record_property):
     """`figure(name, value)` records a trained test's figure in the JUnit report (`--junitxml`),
     where the margins of its assertions were measured over seeds and thread counts."""

@@ -34,6 +34,11 @@ class JournalError(Exception):
     """A journal file could not be read or does not belong to the annotation file."""
 
 
+# `Edit.category` of an image that has no category (yet): a folder of photos outside the category
+# folders. No FashionAI row can hold it; the studio keeps such images in the workspace.
+NO_CATEGORY = -1
+
+
 @dataclass(frozen=True)
 class Edit:
     """Keypoints `keypoints` of image `image_id` become `coords` (K, 2) and `visibility` (K,),
@@ -47,7 +52,7 @@ class Edit:
     keypoints: np.ndarray  # (K,) int64 keypoint indices in CSV order
     coords: np.ndarray  # (K, 2) float32 image pixels
     visibility: np.ndarray  # (K,) int8 in {-1, 0, 1}
-    category: int | None = None  # a category code (0..4), or None: the category stays
+    category: int | None = None  # a category code (0..4), NO_CATEGORY, or None: the category stays
 
     def __post_init__(self) -> None:
         keypoints = np.asarray(self.keypoints, dtype=np.int64).reshape(-1)
@@ -60,7 +65,7 @@ class Edit:
         if not np.isin(visibility, (-1, 0, 1)).all():
             raise ValueError(f"visibility must be -1, 0 or 1: {visibility.tolist()}")
         if self.category is not None:
-            if not 0 <= int(self.category) < len(CATEGORIES):
+            if not (0 <= int(self.category) < len(CATEGORIES) or int(self.category) == NO_CATEGORY):
                 raise ValueError(f"category code out of range 0..{len(CATEGORIES) - 1}: {self.category}")
             object.__setattr__(self, "category", int(self.category))
         for name, value in (("image_id", str(self.image_id)), ("keypoints", keypoints), ("coords", coords),

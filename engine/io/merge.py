@@ -77,6 +77,7 @@ class MergeResult:
     applied: int                    # points set from this session
     conflicts: list[Conflict] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)  # edited images no longer in the file
+    category_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # rows whose category it set
 
     def describe(self) -> str:
         parts = [f"{self.applied} edited points applied to the file as it is now"]
@@ -87,18 +88,20 @@ class MergeResult:
         return "; ".join(parts)
 
 
-def merge_changes(changes: PointChanges, theirs: Annotations) -> MergeResult:
-    """Apply `changes` onto a copy of `theirs` (see the module docstring)."""
+def merge_changes(changes: PointChanges, theirs: Annotations, uncategorized: np.ndarray | None = None) -> MergeResult:
+    """Apply `changes` onto a copy of `theirs` (see the module docstring). `uncategorized` (bool per
+    row of `theirs`): rows whose category is a stand-in, so that any category given is a change;
+    a change to no category (`NO_CATEGORY`) is left to the caller (no row of a file can hold it)."""
     merged = theirs.copy()
     index = theirs.id_index()
     # Categories first: the points below are checked against the category they end up in.
     category_rows, category_conflicts = [], []
     for image_id, (before, after) in changes.categories.items():
         row = index.get(image_id)
-        if row is None:
+        if row is None or after < 0:
             continue
         now = int(theirs.categories[row])
-        if now != after:
+        if now != after or (uncategorized is not None and uncategorized[row]):
             if before >= 0 and now != before:
                 category_conflicts.append(Conflict(image_id, "image_category", (0.0, 0.0, after), (0.0, 0.0, now)))
             merged.categories[row] = after
@@ -124,4 +127,4 @@ def merge_changes(changes: PointChanges, theirs: Annotations) -> MergeResult:
     missing = sorted(set(missing) | {i for i in changes.categories if i not in index})
     rows = np.unique(np.concatenate([r[~same_as_after], np.asarray(category_rows, np.int64)]))
     return MergeResult(merged, rows, int((~same_as_after).sum()) + len(category_rows),
-                       category_conflicts + conflicts, missing)
+                       category_conflicts + conflicts, missing, np.asarray(category_rows, np.int64))

@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from engine.io.annotations import load_annotations
-from engine.io.workspace import Workspace
-from engine.jobs.model_jobs import ensure_active_model, predict_job, retrain_job
+from engine.jobs.model_jobs import predict_job, retrain_job
 from engine.jobs.runner import JobRunner, JobState
 from engine.model.hourglass import KeypointNet
 from engine.model.package import load_model
@@ -31,14 +30,6 @@ CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total ca
 
 def _hard_ids(root) -> list[str]:
     return list(load_hard_kinds(root, "train"))[:4]
-
-
-@pytest.fixture()
-def workspace(loop_model, tmp_path):
-    data, model = loop_model
-    ws = Workspace(data, state_dir=tmp_path / "state")
-    assert ensure_active_model(ws, model) == "v001"
-    return ws
 
 
 def _run(job_fn):

@@ -29,14 +29,6 @@ def _hard_ids(root) -> list[str]:
     return list(load_hard_kinds(root, "train"))[:10]
 
 
-@pytest.fixture()
-def workspace(loop_model, tmp_path):
-    data, model = loop_model
-    ws = Workspace(data, state_dir=tmp_path / "state")
-    assert ensure_active_model(ws, model) == "v001"
-    return ws
-
-
 def _run(job_fn, cancel_after_partials: int | None = None):
     events = []
     runner_box = {}

@@ -87,18 +87,6 @@ def test_train_keypoints_cli_writes_checkpoint_and_resumes(root, tmp_path):
     assert (tmp_path / "kp.best.pt").is_file()
 
 
-def test_two_process_ddp_run_on_the_cpu(root, tmp_path):
-    out = tmp_path / "ddp.pt"
-    r = _cli("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "engine.cli", "train-keypoints",
-             "--data", str(root), "--preset", "lite", "--out", str(out), "--epochs", "1", "--batch-size", "2",
-             "--threads", "1", "--device", "cpu")
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "x 2 process(es)" in r.stderr
-    hist = load_checkpoint(out, KEYPOINT_FORMAT)["history"]
-    # 8 images over 2 processes of 2 per step: 2 steps, every image seen once.
-    assert hist[0]["images_seen"] == 8 and np.isfinite(hist[0]["val_ne"])
-
-
 def test_model_info_reports_params_and_flops_per_preset(capsys):
     assert main(["model-info", "--json"]) == 0
     rows = {row["preset"]: row for row in json.loads(capsys.readouterr().out)}

@@ -10,7 +10,7 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from engine.io.annotations import load_annotations
+from engine.io.annotations import load_annotations, save_annotations
 from engine.io.images import write_jpeg
 from engine.schema import CATEGORIES, category_keypoints
 
@@ -115,18 +115,47 @@ def test_c_or_the_category_box_gives_it_a_category_in_one_undo_step_and_the_save
     assert not doc.workspace.uncategorized_path(doc.csv_path).exists()
 
 
-def test_a_category_chosen_before_a_crash_is_restored(qtbot, photos, crash):
+@pytest.mark.parametrize("category", ["blouse", "dress"])  # blouse: the stand-in's own code
+def test_a_category_chosen_before_a_crash_is_restored(qtbot, photos, crash, category):
     window = _open_folder(qtbot, photos)
     csv = photos / "Annotations" / "shoot.csv"
     assert window.save()  # the image without a category goes to the workspace
     _show(qtbot, window, 0)
-    window.category_combo.activated.emit(4)  # dress
+    window.category_combo.activated.emit(CATEGORIES.index(category))
     crash(window)
     again = _open_csv(qtbot, csv)  # restore_policy "restore"
     row = again.doc.ann.index_of(IDS[0])
-    assert not again.doc.uncategorized[row] and CATEGORIES[again.doc.categories[row]] == "dress"
+    assert not again.doc.uncategorized[row] and CATEGORIES[again.doc.categories[row]] == category
     assert again.save()
-    assert CATEGORIES[load_annotations(csv).categories[load_annotations(csv).index_of(IDS[0])]] == "dress"
+    saved = load_annotations(csv)
+    assert CATEGORIES[saved.categories[saved.index_of(IDS[0])]] == category
+
+
+def test_points_placed_after_naming_and_saving_survive_a_save_onto_a_file_changed_on_disk(qtbot, photos,
+                                                                                          monkeypatch):
+    window = _open_folder(qtbot, photos)
+    csv = photos / "Annotations" / "shoot.csv"
+    _show(qtbot, window, 0)
+    window.category_combo.activated.emit(CATEGORIES.index("skirt"))
+    assert window.save()  # the image enters the file
+    canvas = window.canvas
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_N)
+    k = window.editing.selected_k
+    qtbot.mouseClick(canvas.viewport(), Qt.LeftButton, pos=canvas.mapFromScene(40, 50))
+    placed = window.doc.ann.coords[0, k].tolist()
+    outside = load_annotations(csv)  # another program moves a point of another image
+    other = outside.index_of(IDS[1])
+    outside.coords[other, k], outside.visibility[other, k] = (7, 8), 1
+    save_annotations(outside, csv)
+    monkeypatch.setattr(window, "ask_changed_on_disk", lambda: "merge")
+    monkeypatch.setattr(QMessageBox, "information", lambda *a: None)
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        assert window.save()
+    saved = load_annotations(csv)
+    row = saved.index_of(IDS[0])
+    assert saved.visibility[row, k] == 1 and saved.coords[row, k].tolist() == placed
+    assert saved.coords[saved.index_of(IDS[1]), k].tolist() == [7, 8]
 
 
 def test_predict_all_gives_an_image_without_a_category_the_detectors_class_in_one_undo_step(qtbot, tmp_path):
