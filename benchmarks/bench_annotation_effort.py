@@ -118,7 +118,7 @@ def main() -> None:
         print(f"data: {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at {args.size} px "
               f"({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
         # Predicted visibility: a threshold on the confidence, chosen on the training data's stand-in.
-        r_coords, r_vis, r_scores = _predict(model, root, replay)
+        _, r_vis, r_scores = _predict(model, root, replay)
         threshold = best_visibility_threshold(replay, r_scores, r_vis)
         visibility = {"threshold": threshold, "replay_occlusion_auc": round(occlusion_auc(replay, r_scores, r_vis), 3)}
         print(f"predicted visibility: confidence vs occlusion AUC {visibility['replay_occlusion_auc']:.3f} on the "

@@ -37,12 +37,10 @@ import numpy as np
 from engine.io.annotations import Annotations
 from engine.io.files import fsync_dir
 from engine.io.image_scan import IMAGE_SUFFIXES, scan_images
+from engine.io.boxes import KEYPOINT_BOX_MARGIN, boxes_from_keypoints
 from engine.io.images import ImageError, image_size
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
 
-# The detector's training box is the keypoint box grown by this share of its size per side
-# (`engine.model.detector.DetectorConfig.box_margin` defaults to it).
-KEYPOINT_BOX_MARGIN = 0.05
 DECIMALS = 6
 LABEL_VALUES = 5 + 3 * NUM_KEYPOINTS  # class, box, 24 x (x, y, v)
 DATA_YAML = "data.yaml"
@@ -51,31 +49,6 @@ _SUFFIXES = IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)  # where a
 
 class YoloError(ValueError):
     """A YOLO-pose file that cannot be read or written; the message names the file (and line)."""
-
-
-def boxes_from_keypoints(
-    coords: np.ndarray, visibility: np.ndarray, margin: float, image_sizes: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray]:
-    """Boxes (N, 4) x1 y1 x2 y2 around each row's annotated points (v >= 0), grown by `margin`
-    of the box size per side and clipped to the image ((N, 2) width, height) when given.
-
-    Returns (boxes, valid); a row with fewer than two annotated points is not valid.
-    """
-    coords = np.asarray(coords, dtype=np.float32)
-    present = np.asarray(visibility) >= 0
-    big = np.float32(1e9)
-    lo = np.where(present[..., None], coords, big).min(axis=1)
-    hi = np.where(present[..., None], coords, -big).max(axis=1)
-    valid = present.sum(axis=1) >= 2
-    size = np.maximum(hi - lo, 1.0)
-    # The margin also keeps degenerate (flat) keypoint boxes from collapsing to zero height.
-    pad = np.maximum(size * margin, 0.02 * size.max(axis=1, keepdims=True))
-    boxes = np.concatenate([lo - pad, hi + pad], axis=1)
-    if image_sizes is not None:
-        wh = np.asarray(image_sizes, dtype=np.float32)
-        boxes = np.clip(boxes, 0, np.concatenate([wh, wh], axis=1))
-    boxes[~valid] = 0
-    return boxes.astype(np.float32), valid
 
 
 # --- export -------------------------------------------------------------------------------
@@ -150,7 +123,6 @@ class YoloExport:
     copied: int = 0                 # images copied because a link could not be made
     clipped: int = 0                # keypoints outside their image, written on its border
     skipped: list[str] = field(default_factory=list)
-    unparsed: int = 0               # CSV rows the loader kept verbatim (not exported)
 
 
 def export_yolo(ann: Annotations, images_root: str | os.PathLike, out: str | os.PathLike,
@@ -170,7 +142,7 @@ def export_yolo(ann: Annotations, images_root: str | os.PathLike, out: str | os.
     root = root.resolve()  # once: the links point at absolute paths
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise YoloError(f"{out}: exists and is not an empty folder; export into a new folder")
-    report = YoloExport(out=out, unparsed=ann.unparsed_count)
+    report = YoloExport(out=out)
     ids = [str(i) for i in ann.image_ids]
     val = val_rows(ids, val_fraction)
     sizes = np.ones((len(ids), 2), dtype=np.float64)
@@ -211,13 +183,24 @@ def export_yolo(ann: Annotations, images_root: str | os.PathLike, out: str | os.
         val_dir = "images/val" if report.val else "images/train"
         (stage / DATA_YAML).write_text(data_yaml_text(out.resolve(), val_dir, source), encoding="utf-8")
         os.chmod(stage, 0o755)  # mkdtemp's folder is private
-        os.sync()  # every file and folder written above, in one flush
+        _flush(stage)
         os.replace(stage, out)  # onto a missing or empty folder
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
     fsync_dir(out.parent)
     return report
+
+
+def _flush(folder: Path) -> None:
+    """Every file and folder written under `folder` on disk before it is renamed into place."""
+    if hasattr(os, "sync"):
+        os.sync()  # one flush for all of them
+        return
+    for path in folder.rglob("*"):  # Windows has no sync(): each written file on its own
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
 
 
 def _link_or_copy(source: Path, dest: Path) -> int:
@@ -573,7 +556,7 @@ def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = N
         predictions = any(len(v) and v.shape[1] > LABEL_VALUES for _, v, _ in parsed)
     warnings: list[str] = []
     by_stem = None
-    ids, categories, kps, confs, seen = [], [], [], [], {}
+    ids, categories, kps, seen = [], [], [], {}
     for lf, values, lines in parsed:
         if not len(values):
             warnings.append(f"{lf.path}: no garment (empty label file); skipped")

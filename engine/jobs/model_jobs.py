@@ -75,7 +75,7 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
         from engine.model.pipeline import Pipeline
-        from engine.training.retrain import out_of_memory_message
+        from engine.model.device import out_of_memory_message
 
         ctx.progress(0, len(rows), f"loading model {version}")
         try:
@@ -116,8 +116,7 @@ def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids
     predicted again with half the batch size, kept for the rest of the run, down to one image;
     an image that does not fit even alone gets its own error (all keypoints -1) and the run goes on."""
     from engine.model.pipeline import PredictionBatch
-    from engine.schema import NUM_KEYPOINTS
-    from engine.training.retrain import out_of_memory_kind
+    from engine.model.device import out_of_memory_kind
 
     total = len(image_ids)
     cats = list(categories) if categories is not None else [None] * total
@@ -145,12 +144,7 @@ def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids
         image_id = str(image_ids[start])
         message = f"{image_id}: out of {failed} even alone" + (": try the CPU" if failed == "GPU memory" else "")
         log.warning("%s", message)
-        yield PredictionBatch(start=start, image_ids=[image_id],
-                              categories=np.array([max(cats[start] or 0, 0)], np.int64),
-                              coords=np.full((1, NUM_KEYPOINTS, 2), -1.0, np.float32),
-                              visibility=np.full((1, NUM_KEYPOINTS), -1, np.int8),
-                              scores=np.full((1, NUM_KEYPOINTS), -1.0, np.float32),
-                              boxes=np.zeros((1, 4), np.float32), errors={image_id: message})
+        yield PredictionBatch.unpredicted(start, [image_id], [max(cats[start] or 0, 0)], {image_id: message})
         start += 1
         if on_progress is not None:
             on_progress(start, total)

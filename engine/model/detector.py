@@ -32,7 +32,7 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from engine.schema import CATEGORIES
 # The training box rule is torch-free so that the YOLO-pose export writes the very same boxes.
-from engine.io.yolo import KEYPOINT_BOX_MARGIN, boxes_from_keypoints  # noqa: F401 (public here too)
+from engine.io.boxes import KEYPOINT_BOX_MARGIN
 
 
 NUM_CLASSES = len(CATEGORIES) + 1  # + background

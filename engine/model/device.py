@@ -78,12 +78,13 @@ def memory_format_for(device: torch.device) -> torch.memory_format:
     return torch.channels_last if device.type == "cuda" else torch.contiguous_format
 
 
-def prepare_model(model: torch.nn.Module, device: torch.device, fixed_shapes: bool = True) -> torch.nn.Module:
+def prepare_model(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """Move a model to the device in the memory format that suits it.
 
-    With `fixed_shapes` (the keypoint net: every batch the same size) cuDNN may benchmark its
-    convolution algorithms once per shape and keep the fastest."""
-    if fixed_shapes and device.type == "cuda":
+    On CUDA, cuDNN then benchmarks its convolution algorithms once per input shape and keeps the
+    fastest: the keypoint net sees few shapes (one crop size, a few batch sizes). The flag is the
+    process's: the detector, too, pays one benchmark per new image size."""
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     return model.to(device=device, memory_format=memory_format_for(device))
 
@@ -101,3 +102,30 @@ def describe_device(device: torch.device) -> str:
         return f"CUDA ({torch.cuda.get_device_name(device)}, {amp} AMP)"
     n = torch.get_num_threads()
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
+
+
+# RuntimeErrors that mean the GPU ran out of memory (the caching allocator raises
+# torch.OutOfMemoryError; cuDNN, cuBLAS and CUDA calls report it in their own words).
+_GPU_OOM = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
+
+
+def out_of_memory_kind(error: BaseException) -> str | None:
+    """"GPU memory" or "memory" (the host's: a MemoryError, torch's CPU allocator failing) when
+    `error` is running out of it, None for any other error."""
+    text = str(error).lower()
+    if isinstance(error, MemoryError) or "defaultcpuallocator" in text:
+        return "memory"
+    if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError)
+                                                      and any(s in text for s in _GPU_OOM)):
+        return "GPU memory"
+    return None
+
+
+def out_of_memory_message(error: BaseException, phase: str) -> str | None:
+    """The user's one line for running out of memory during `phase`, None for any other error:
+    "out of GPU memory during <phase>: try a smaller batch or the CPU" (host memory: "out of
+    memory during <phase>: try a smaller batch")."""
+    kind = out_of_memory_kind(error)
+    if kind is None:
+        return None
+    return f"out of {kind} during {phase}: try a smaller batch" + (" or the CPU" if kind == "GPU memory" else "")

@@ -79,6 +79,17 @@ class PredictionBatch:
     def __len__(self) -> int:
         return len(self.image_ids)
 
+    @classmethod
+    def unpredicted(cls, start: int, ids: list[str], categories: np.ndarray,
+                    errors: dict[str, str]) -> PredictionBatch:
+        """A batch of these images with every keypoint -1 (filled in as they are predicted)."""
+        n = len(ids)
+        return cls(start=start, image_ids=ids, categories=np.array(categories, np.int64),
+                   coords=np.full((n, NUM_KEYPOINTS, 2), -1.0, np.float32),
+                   visibility=np.full((n, NUM_KEYPOINTS), -1, np.int8),
+                   scores=np.full((n, NUM_KEYPOINTS), -1.0, np.float32),
+                   boxes=np.zeros((n, 4), np.float32), errors=errors)
+
 
 class Pipeline:
     """Inference with a loaded `TwoStageModel`; test-time options default to the model's preset."""
@@ -371,7 +382,7 @@ class Pipeline:
                ok_rows: list[int], errors: dict[str, str]) -> PredictionBatch:
         """The `PredictionBatch` of images `start ..` (the decoded ones predicted, the others errors)."""
         cats = np.array([c if c is not None else -1 for c in cats_in[start:start + len(ids)]], np.int64)
-        batch = _empty_batch(start, ids, cats, errors)
+        batch = PredictionBatch.unpredicted(start, ids, cats, errors)
         if images:
             coords, scores, pred_cats, boxes = self.predict_images(images, [cats_in[start + j] for j in ok_rows])
             rows = np.asarray(ok_rows)
@@ -489,18 +500,6 @@ def merge_batches(batches: Sequence[PredictionBatch]) -> tuple[Annotations, np.n
     )
     errors = {k: v for b in batches for k, v in b.errors.items()}
     return ann, np.concatenate([b.scores for b in batches]), errors
-
-
-def _empty_batch(start: int, ids: list[str], cats: np.ndarray, errors: dict[str, str]) -> PredictionBatch:
-    n = len(ids)
-    return PredictionBatch(
-        start=start, image_ids=ids, categories=cats.copy(),
-        coords=np.full((n, NUM_KEYPOINTS, 2), -1.0, np.float32),
-        visibility=np.full((n, NUM_KEYPOINTS), -1, np.int8),
-        scores=np.full((n, NUM_KEYPOINTS), -1.0, np.float32),
-        boxes=np.zeros((n, 4), np.float32),
-        errors=errors,
-    )
 
 
 def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

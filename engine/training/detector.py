@@ -22,8 +22,9 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from torchvision.ops import box_iou
 
-from engine.model.detector import (DetectorConfig, boxes_from_keypoints, build_detector, detect, fuse_boxes,
-                                   load_detector, save_detector, scale_for)
+from engine.io.boxes import boxes_from_keypoints
+from engine.model.detector import (DetectorConfig, build_detector, detect, fuse_boxes, load_detector, save_detector,
+                                   scale_for)
 
 log = logging.getLogger(__name__)
 

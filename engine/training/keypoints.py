@@ -25,11 +25,12 @@ from engine.model.checkpoints import KEYPOINT_FORMAT, keypoint_checkpoint, load_
 from engine.model.crops import apply_affine, invert_affine
 from engine.training.dataset import Augmentation, CropSubset, KeypointCropDataset, device_batch
 from engine.model.device_crops import network_input
-from engine.model.distributed import all_sum, any_rank, barrier, check_sync_bn, join_process_group, scaled_lr
+from engine.model.distributed import (all_sum, any_rank, barrier, check_sync_bn, join_process_group, scaled_lr,
+                                      scaled_steps)
 from engine.training.loader import EpochItems, EpochSampler, RandomOrder, epoch_loader
-from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_model
+from engine.model.device import autocast_for, needs_grad_scaler, prepare_model
 from engine.model.hourglass import KeypointNet, load_encoder_weights
-from engine.training.ohem import grouped_ohem_loss, ohem_loss
+from engine.training.ohem import grouped_ohem_loss
 from engine.model.presets import Preset
 from engine.schema import CATEGORY_MASK
 from engine.model.targets import decode, instance_losses
@@ -67,7 +68,7 @@ def batch_loss(outputs: list[torch.Tensor], batch: dict[str, torch.Tensor], pres
     total = outputs[0].new_zeros((), dtype=torch.float32)
     for out in outputs:
         per = instance_losses(out, heat, offsets, preset.radius, preset.stride, preset.offset_weight)
-        total = total + (ohem_loss(per, valid, frac) if groups is None else grouped_ohem_loss(per, valid, frac, groups))
+        total = total + grouped_ohem_loss(per, valid, frac, groups)
     # A tensor, not a float: reading it here would make the host wait for the GPU before backward.
     plain = (per.detach() * valid).sum() / valid.sum().clamp(min=1)
     return total, plain
@@ -317,7 +318,7 @@ def train_keypoints(
     if state and "optimizer" in state:
         optimizer.load_state_dict(state["optimizer"])
     total_steps = epochs * steps_per_epoch
-    warmup = min(-(-300 // world), max(1, total_steps // 10))
+    warmup = min(scaled_steps(300, world), max(1, total_steps // 10))
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(dev) else None
 
     if main_process:

@@ -34,7 +34,8 @@ from torch.utils.data import ConcatDataset, DataLoader
 from engine.io.annotations import Annotations
 from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch, device_images
 from engine.training.detector import DetectorSamples, detector_samples, detector_step
-from engine.model.device import autocast_for, needs_grad_scaler, pick_device, prepare_input, prepare_model
+from engine.model.device import (autocast_for, needs_grad_scaler, out_of_memory_message, pick_device, prepare_input,
+                                 prepare_model)
 from engine.io.images import ImageError
 from engine.analysis.ne import evaluate
 from engine.model.package import TwoStageModel
@@ -147,17 +148,9 @@ def device_copy(model: TwoStageModel, device: torch.device) -> TwoStageModel:
 
 
 def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
-              boxes: str = "detector", batch_size: int = 8,
-              should_stop: Callable[[], bool] | None = None) -> NESummary:
-    """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in RetrainConfig.
-
-    `model` is left as it is: a copy of its networks runs on `device`."""
-    return _summarize(device_copy(model, device), root, holdout, hard, device, boxes, batch_size, should_stop)
-
-
-def _summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
-               boxes: str, batch_size: int, should_stop: Callable[[], bool] | None) -> NESummary:
-    """`summarize` of a model whose networks are already on `device` (the Pipeline takes them as they are)."""
+              boxes: str, batch_size: int, should_stop: Callable[[], bool] | None) -> NESummary:
+    """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in
+    RetrainConfig. The model's networks must be on `device` already (the Pipeline takes them as they are)."""
     both = _concat(holdout, hard)
     if boxes == "detector":
         from engine.model.pipeline import Pipeline
@@ -168,7 +161,7 @@ def _summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotatio
             image_id, message = next(iter(errors.items()))
             raise RetrainError(f"cannot evaluate: image {image_id}: {message}")
     else:
-        pred = _predict_annotated_boxes(model.keypoint_net, model.preset, root, both, device, batch_size)
+        pred = predict_annotated_boxes(model.keypoint_net, model.preset, root, both, device, batch_size)
     if should_stop is not None and should_stop():
         raise RetrainCancelled()
     n = len(holdout)
@@ -184,20 +177,11 @@ def _summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotatio
 
 
 @torch.no_grad()
-def predict_annotated_boxes(model: TwoStageModel, root, annotations: Annotations, device: torch.device,
-                            batch_size: int = 16) -> Annotations:
-    """Keypoint-network predictions on crops at the annotated garment boxes (no detector).
-
-    Images with fewer than two annotated keypoints have no box and get no prediction row. `model`
-    is left as it is: a copy of its keypoint network runs on `device`."""
-    net = prepare_model(copy.deepcopy(model.keypoint_net), device).eval()
-    return _predict_annotated_boxes(net, model.preset, root, annotations, device, batch_size)
-
-
-@torch.no_grad()
-def _predict_annotated_boxes(net: torch.nn.Module, preset, root, annotations: Annotations, device: torch.device,
-                             batch_size: int) -> Annotations:
-    """`predict_annotated_boxes` with a keypoint network already on `device` (used as it is)."""
+def predict_annotated_boxes(net: torch.nn.Module, preset, root, annotations: Annotations, device: torch.device,
+                            batch_size: int) -> Annotations:
+    """Keypoint-network predictions on crops at the annotated garment boxes (no detector), with a
+    network already on `device` (used as it is). Images with fewer than two annotated keypoints
+    have no box and get no prediction row."""
     from engine.model.crops import apply_affine, invert_affine
     from engine.schema import CATEGORY_MASK
     from engine.training.keypoints import predict_crops
@@ -276,7 +260,7 @@ def retrain(
     # Everything below runs on copies of the networks on the device: the caller's model is never
     # moved (a GPU retrain would otherwise leave it on the GPU) nor changed.
     work = _guarded(lambda: device_copy(model, device), "moving the model to the device")
-    before = _guarded(lambda: _summarize(work, root, holdout, hard_all, device, config.boxes, 8, stop),
+    before = _guarded(lambda: summarize(work, root, holdout, hard_all, device, config.boxes, 8, stop),
                       "measuring the current model")
 
     augment = Augmentation() if config.augment else None
@@ -345,7 +329,7 @@ def retrain(
     new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
                               keypoint_net=net, metadata=dict(model.metadata))
     progress(total_steps, total_steps, "measuring the retrained model")
-    after = _guarded(lambda: _summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop),
+    after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop),
                      "measuring the retrained model")
     return RetrainResult(new_model, losses, detector_losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
                          len(replay_ds), time.monotonic() - started)
@@ -526,29 +510,3 @@ def _guarded(fn: Callable[[], Any], phase: str = "the retrain") -> Any:
             raise
         raise RetrainError(message) from None
 
-
-# RuntimeErrors that mean the GPU ran out of memory (the caching allocator raises
-# torch.OutOfMemoryError; cuDNN, cuBLAS and CUDA calls report it in their own words).
-_GPU_OOM = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")
-
-
-def out_of_memory_kind(error: BaseException) -> str | None:
-    """"GPU memory" or "memory" (the host's: a MemoryError, torch's CPU allocator failing) when
-    `error` is running out of it, None for any other error."""
-    text = str(error).lower()
-    if isinstance(error, MemoryError) or "defaultcpuallocator" in text:
-        return "memory"
-    if isinstance(error, torch.OutOfMemoryError) or (isinstance(error, RuntimeError)
-                                                      and any(s in text for s in _GPU_OOM)):
-        return "GPU memory"
-    return None
-
-
-def out_of_memory_message(error: BaseException, phase: str) -> str | None:
-    """The user's one line for running out of memory during `phase`, None for any other error:
-    "out of GPU memory during <phase>: try a smaller batch or the CPU" (host memory: "out of
-    memory during <phase>: try a smaller batch")."""
-    kind = out_of_memory_kind(error)
-    if kind is None:
-        return None
-    return f"out of {kind} during {phase}: try a smaller batch" + (" or the CPU" if kind == "GPU memory" else "")

@@ -10,7 +10,7 @@ import torch
 from torchvision.ops import box_iou
 
 from trained_fixtures import hard_case_split  # renders a split and reads its hard kinds
-from engine.model.detector import boxes_from_keypoints
+from engine.io.boxes import boxes_from_keypoints
 from engine.analysis.ne import evaluate
 from engine.model.package import load_model
 from engine.model.pipeline import Pipeline, merge_batches

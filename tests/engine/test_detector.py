@@ -10,9 +10,8 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from trained_fixtures import TEST_SEED  # the suite's seed
 from engine.model.checkpoints import CheckpointError
-from engine.model.detector import (
-    DetectorConfig, boxes_from_keypoints, build_detector, detect, load_detector, save_detector,
-)
+from engine.io.boxes import boxes_from_keypoints
+from engine.model.detector import DetectorConfig, build_detector, detect, load_detector, save_detector
 from engine.training.detector import DetectorSamples, DetectorTraining, box_quality, train_detector
 from engine.model.presets import get_preset
 

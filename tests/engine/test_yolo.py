@@ -17,9 +17,9 @@ from engine.io.annotations import Annotations, format_annotations, load_annotati
 from engine.io.images import image_size, write_jpeg
 from engine.io.scores import load_scores
 from engine.io.yolo import (
-    DATA_YAML, KEYPOINT_BOX_MARGIN, LABEL_VALUES, YoloError, export_yolo, load_yolo, read_data_yaml,
+    DATA_YAML, LABEL_VALUES, YoloError, export_yolo, load_yolo, read_data_yaml,
 )
-from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PAIRS, FLIP_PERMUTATION, KEYPOINT_INDEX, KEYPOINTS
+from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PAIRS, FLIP_PERMUTATION, KEYPOINT_INDEX
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
 SIZES = [(513, 513), (640, 520), (520, 777), (1000, 600)]  # every real coordinate (0..512) fits
@@ -88,7 +88,8 @@ def test_real_annotations_round_trip_exactly(tmp_path, capsys) -> None:
 
 
 def test_label_boxes_are_the_detectors_training_boxes(tmp_path) -> None:
-    from engine.model.detector import DetectorConfig, boxes_from_keypoints
+    from engine.io.boxes import KEYPOINT_BOX_MARGIN, boxes_from_keypoints
+    from engine.model.detector import DetectorConfig
 
     src = DATA / "val.csv"
     ann = load_annotations(src).subset(np.arange(40))
