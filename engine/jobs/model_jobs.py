@@ -14,26 +14,20 @@ unreadable image; a retrain that runs out of memory fails with one line naming t
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from engine.io.annotations import Annotations
-from engine.jobs.runner import JobCancelled, JobContext, JobError, release_gpu_cache
+from engine.jobs.runner import JobCancelled, JobContext, JobError
 from engine.analysis.ne import evaluate, pooled_ne
 from engine.training.retrain_config import RetrainConfig
 from engine.io.workspace import Workspace
 
-if TYPE_CHECKING:  # torch is imported by the jobs when they run, not when the studio starts
-    from engine.model.pipeline import Pipeline, PredictionBatch
-
-log = logging.getLogger(__name__)
 
 @dataclass
 class PredictedBatch:
@@ -65,7 +59,7 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                 detector_chooses: np.ndarray | None = None):
     """Predict annotation rows `rows` (default all) with model `version`; each batch is sent as a
     `PredictedBatch` partial; the predictions are merged into the version's saved predictions.
-    A batch that runs out of memory is predicted again in halves (`predict_within_memory`).
+    A batch that runs out of memory is predicted again in halves (`pipeline.predict_within_memory`).
     Where `detector_chooses` (bool per annotation row) is set, the detector's class is the
     category (images without one); elsewhere the annotation's category.
 
@@ -74,7 +68,7 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
-        from engine.model.pipeline import Pipeline
+        from engine.model.pipeline import Pipeline, predict_within_memory
         from engine.model.device import out_of_memory_message
 
         ctx.progress(0, len(rows), f"loading model {version}")
@@ -105,49 +99,6 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                 "batch_size": pipeline.batch_size}
 
     return run
-
-
-def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],
-                          categories: Sequence[int | None] | None = None,
-                          on_progress: Callable[[int, int], None] | None = None,
-                          should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
-    """`pipeline.iter_predict` (same arguments, same `PredictionBatch`es, `start` counted over
-    all `image_ids`) that survives running out of memory: the batch that did not fit is
-    predicted again with half the batch size, kept for the rest of the run, down to one image;
-    an image that does not fit even alone gets its own error (all keypoints -1) and the run goes on."""
-    from engine.model.pipeline import PredictionBatch
-    from engine.model.device import out_of_memory_kind
-
-    total = len(image_ids)
-    cats = list(categories) if categories is not None else [None] * total
-    start = 0
-    while start < total:
-        base = start  # this try's batches count from here
-        try:
-            for batch in pipeline.iter_predict(root, image_ids[base:], cats[base:], should_stop=should_stop,
-                                               on_progress=(None if on_progress is None else
-                                                            lambda d, _t: on_progress(base + d, total))):
-                batch.start += base
-                yield batch
-                start = batch.start + len(batch)
-            return
-        except (RuntimeError, MemoryError) as e:
-            failed = out_of_memory_kind(e)
-            if failed is None:
-                raise
-        # Past the except block the failed batch's tensors are unreferenced: hand them back first.
-        release_gpu_cache()
-        if pipeline.batch_size > 1:
-            pipeline.batch_size = max(1, pipeline.batch_size // 2)
-            log.warning("out of %s: predicting again %d images at a time", failed, pipeline.batch_size)
-            continue
-        image_id = str(image_ids[start])
-        message = f"{image_id}: out of {failed} even alone" + (": try the CPU" if failed == "GPU memory" else "")
-        log.warning("%s", message)
-        yield PredictionBatch.unpredicted(start, [image_id], [max(cats[start] or 0, 0)], {image_id: message})
-        start += 1
-        if on_progress is not None:
-            on_progress(start, total)
 
 
 def _merge_and_save(workspace: Workspace, version: str, annotations_path, annotations: Annotations,

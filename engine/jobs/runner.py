@@ -202,16 +202,12 @@ class JobRunner:
 
 
 def release_gpu_cache() -> None:
-    """Give the GPU memory PyTorch keeps cached back to the driver, when this process has started
-    CUDA; never imports torch nor starts CUDA for it (the studio starts without either)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return
-    try:
-        if torch.cuda.is_initialized():
-            torch.cuda.empty_cache()
-    except Exception:  # a broken driver must not take the worker down; the next job will say so
-        traceback.print_exc()
+    """`engine.model.device.release_gpu_cache` once torch is loaded: never imports torch for it (the
+    studio starts without it)."""
+    if "torch" in sys.modules:
+        from engine.model.device import release_gpu_cache as release
+
+        release()
 
 
 def _describe(error: BaseException) -> str:

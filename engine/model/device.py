@@ -104,6 +104,16 @@ def describe_device(device: torch.device) -> str:
     return f"CPU ({n} thread{'s' if n != 1 else ''})"
 
 
+def release_gpu_cache() -> None:
+    """Give the GPU memory PyTorch keeps cached back to the driver, when this process has started
+    CUDA (never starts it for that)."""
+    try:
+        if torch.cuda.is_initialized():
+            torch.cuda.empty_cache()
+    except Exception:  # a broken driver must not stop the caller; its next CUDA call will say so
+        log.exception("cannot release the cached GPU memory")
+
+
 # RuntimeErrors that mean the GPU ran out of memory (the caching allocator raises
 # torch.OutOfMemoryError; cuDNN, cuBLAS and CUDA calls report it in their own words).
 _GPU_OOM = ("out of memory", "cudnn_status_alloc_failed", "cublas_status_alloc_failed")

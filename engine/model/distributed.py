@@ -199,15 +199,16 @@ def predict_sharded(pipeline: Any, root: str | os.PathLike, image_ids: Sequence[
     whole batches (the batches of one process, so the same numbers), rank 0 gathers them and
     returns `merge_batches` of all, in the split's order (None on the other ranks).
 
-    Alone it is `merge_batches(pipeline.iter_predict(...))`."""
-    from engine.model.pipeline import merge_batches
+    A batch out of memory is predicted again in halves (`predict_within_memory`). Alone it is
+    `merge_batches(predict_within_memory(pipeline, ...))`."""
+    from engine.model.pipeline import merge_batches, predict_within_memory
 
     rank, world = group_ranks()
     bounds = shard_bounds(len(image_ids), world, pipeline.batch_size)
     lo, hi = int(bounds[rank]), int(bounds[rank + 1])
     cats = list(categories) if categories is not None else [None] * len(image_ids)
     mine = []
-    for batch in pipeline.iter_predict(root, list(image_ids[lo:hi]), cats[lo:hi], on_progress=on_progress):
+    for batch in predict_within_memory(pipeline, root, list(image_ids[lo:hi]), cats[lo:hi], on_progress=on_progress):
         batch.start += lo
         mine.append(batch)
     gathered = gather_to_main(mine)

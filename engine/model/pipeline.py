@@ -34,7 +34,8 @@ from torchvision.ops import box_iou, nms
 from engine.io.annotations import Annotations
 from engine.model.crops import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
 from engine.model.detector import Detections, detections_to_host, fuse_boxes, scale_for
-from engine.model.device import autocast_for, pick_device, prepare_input, prepare_model
+from engine.model.device import (autocast_for, out_of_memory_kind, pick_device, prepare_input, prepare_model,
+                                 release_gpu_cache)
 from engine.model.device_crops import cut_crops, normalize_batch
 from engine.model.package import TwoStageModel
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
@@ -486,6 +487,46 @@ class DeviceImages:
                     out = crops.new_empty((n, v, 3, size, size))
                 out[torch.as_tensor(part, device=crops.device)] = crops.view(len(part), v, 3, size, size)
         return out.view(n * v, 3, size, size)
+
+def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],
+                          categories: Sequence[int | None] | None = None,
+                          on_progress: Callable[[int, int], None] | None = None,
+                          should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
+    """`pipeline.iter_predict` (same arguments, same `PredictionBatch`es, `start` counted over
+    all `image_ids`) that survives running out of memory: the batch that did not fit is
+    predicted again with half the batch size, kept for the rest of the run, down to one image;
+    an image that does not fit even alone gets its own error (all keypoints -1) and the run goes on."""
+    total = len(image_ids)
+    cats = list(categories) if categories is not None else [None] * total
+    start = 0
+    while start < total:
+        base = start  # this try's batches count from here
+        try:
+            for batch in pipeline.iter_predict(root, image_ids[base:], cats[base:], should_stop=should_stop,
+                                               on_progress=(None if on_progress is None else
+                                                            lambda d, _t: on_progress(base + d, total))):
+                batch.start += base
+                yield batch
+                start = batch.start + len(batch)
+            return
+        except (RuntimeError, MemoryError) as e:
+            failed = out_of_memory_kind(e)
+            if failed is None:
+                raise
+        # Past the except block the failed batch's tensors are unreferenced: hand them back first.
+        release_gpu_cache()
+        if pipeline.batch_size > 1:
+            pipeline.batch_size = max(1, pipeline.batch_size // 2)
+            log.warning("out of %s: predicting again %d images at a time", failed, pipeline.batch_size)
+            continue
+        image_id = str(image_ids[start])
+        message = f"{image_id}: out of {failed} even alone" + (": try the CPU" if failed == "GPU memory" else "")
+        log.warning("%s", message)
+        yield PredictionBatch.unpredicted(start, [image_id], [max(cats[start] or 0, 0)], {image_id: message})
+        start += 1
+        if on_progress is not None:
+            on_progress(start, total)
+
 
 def merge_batches(batches: Sequence[PredictionBatch]) -> tuple[Annotations, np.ndarray, dict[str, str]]:
     """(Annotations of all rows, scores (N, 24), errors) from consecutive batches."""

@@ -139,6 +139,29 @@ def test_a_prediction_batch_that_runs_out_of_memory_is_predicted_again_in_halves
     assert len(released) == 3
 
 
+def test_fkp_predict_halves_a_batch_that_runs_out_of_memory_and_writes_every_image(loop_model, tmp_path,
+                                                                                    monkeypatch):
+    from engine.cli import main
+
+    data, model_path = loop_model
+    predict = ["predict", "--model", str(model_path), "--data", str(data), "--split", "train", "--limit", "7",
+               "--batch-size", "8", "--threads", "1"]
+    assert main([*predict, "--out", str(tmp_path / "plain.csv")]) == 0
+    limit = 2 * _crops_per_image(model_path)
+    forward = KeypointNet.forward
+
+    def short_of_memory(self, x):
+        if x.shape[0] > limit:
+            raise torch.cuda.OutOfMemoryError(CUDA_OOM)
+        return forward(self, x)
+
+    monkeypatch.setattr(KeypointNet, "forward", short_of_memory)
+    assert main([*predict, "--out", str(tmp_path / "halved.csv")]) == 0
+    plain, halved = load_annotations(tmp_path / "plain.csv"), load_annotations(tmp_path / "halved.csv")
+    assert halved.image_ids.tolist() == plain.image_ids.tolist() and len(halved) == 7
+    np.testing.assert_allclose(halved.coords, plain.coords, atol=1.01)
+
+
 def test_an_image_that_does_not_fit_even_alone_gets_its_own_error(workspace, loop_model, monkeypatch):
     data, _ = loop_model
     csv = data / "Annotations" / "train.csv"
