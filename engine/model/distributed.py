@@ -218,14 +218,14 @@ def predict_sharded(pipeline: Any, root: str | os.PathLike, image_ids: Sequence[
     return merge_batches(batches)
 
 
-def check_sync_bn(sync_bn: bool, ranks: Ranks) -> bool:
+def check_sync_bn(sync_bn: bool, world: int, device: torch.device) -> bool:
     """Whether to convert BatchNorm to SyncBatchNorm: asked, several ranks, on CUDA (torch's
     SyncBatchNorm runs on GPUs only: on the CPU it is refused with a ValueError)."""
-    if not sync_bn or not ranks.distributed:
+    if not sync_bn or world < 2:
         if sync_bn:
             log.info("--sync-bn: a single process has nothing to synchronize; plain BatchNorm")
         return False
-    if ranks.device.type != "cuda":
+    if device.type != "cuda":
         raise ValueError("--sync-bn: SyncBatchNorm runs on CUDA devices only (torchrun on the CPU cannot use it)")
     return True
 

@@ -262,7 +262,7 @@ def train_detector(
         if start_config != config:
             raise ValueError(f"{init}: its detector config {start_config} differs from {config}")
         model.load_state_dict(start.state_dict())
-    if sync_bn and check_sync_bn(sync_bn, _ranks_of(device, rank, world)):
+    if check_sync_bn(sync_bn, world, device):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(device)
     net = model
@@ -302,12 +302,6 @@ def train_detector(
     barrier()  # rank 0's checkpoint is complete before any rank reads it
     net.eval()
     return net, quality
-
-
-def _ranks_of(device: torch.device, rank: int, world: int):
-    from engine.model.distributed import Ranks
-
-    return Ranks(rank, world, device.index or 0, device)
 
 
 def detector_step(model: FasterRCNN, optimizer: torch.optim.Optimizer, images: list[torch.Tensor],

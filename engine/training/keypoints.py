@@ -300,7 +300,7 @@ def train_keypoints(
         model.load_state_dict(state["state_dict"])
     elif init:
         model.load_state_dict(init_state["state_dict"])
-    if check_sync_bn(sync_bn, ranks):
+    if check_sync_bn(sync_bn, ranks.world, ranks.device):
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = prepare_model(model, dev)
     net = model

@@ -69,9 +69,9 @@ def test_alone_the_collectives_are_the_identity():
 
 def test_sync_bn_is_refused_on_the_cpu_with_several_ranks_and_moot_alone():
     with pytest.raises(ValueError, match="CUDA"):
-        check_sync_bn(True, Ranks(0, 2, 0, torch.device("cpu")))
-    assert not check_sync_bn(True, Ranks(0, 1, 0, torch.device("cpu")))
-    assert not check_sync_bn(False, Ranks(1, 2, 1, torch.device("cpu")))
+        check_sync_bn(True, 2, torch.device("cpu"))
+    assert not check_sync_bn(True, 1, torch.device("cpu"))
+    assert not check_sync_bn(False, 2, torch.device("cpu"))
 
 
 # --- the loader ------------------------------------------------------------------------------
