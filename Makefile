@@ -36,6 +36,8 @@ demo-model: $(STAMP)
 	$(VENV)/bin/fkp train --data $(DEMO_DATA)/train --preset lite --epochs 10 \
 		--detector-size 256 --detector-steps 3600 --detector-batch 4 --detector-lr 1e-3 \
 		--threads 1 --half --flip-tta --rotation-search --box-search --work $(DEMO_DATA)/work --out resources/models/demo
+	$(VENV)/bin/fkp train-visibility --model resources/models/demo --data $(DEMO_DATA)/train --limit 4000 \
+		--threads 2 --half --out resources/models/demo
 	$(VENV)/bin/fkp synth $(DEMO_DATA)/test --overwrite --n 300 --seed 20261125 --split test --size 256
 	$(VENV)/bin/fkp predict --model resources/models/demo --data $(DEMO_DATA)/test --out $(DEMO_DATA)/pred.csv
 	$(VENV)/bin/fkp eval $(DEMO_DATA)/test/Annotations/test.csv $(DEMO_DATA)/pred.csv

@@ -13,10 +13,9 @@ the defaults of a retrain on reviewed images (`RetrainConfig.adapt()`; `--mode h
 defaults, `RetrainConfig()`), and the other half is pre-labelled again: goal c <= 60 % of (b)'s
 seconds on that half; batch (i) is pre-labelled again too (what the adaptation costs the old domain).
 
-Predicted visibility: the network has no visibility output, so each point's confidence is tried
-as one: the threshold below which a point is predicted occluded is chosen on the replay set (the
-training data's stand-in: fewest toggles), reported with how well the confidence separates
-occluded from visible points (AUC), and used for (b) and (c) only when it saves toggles there.
+Predicted visibility: the model's visibility stage, when its package has one (the demo model's
+does), marks points occluded; the toggles it saves are reported against predicting every point
+visible, with how well it and the keypoint confidence separate occluded from visible points (AUC).
 The last line printed is one JSON object of the figures.
 
     python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--n-new 200]
@@ -38,8 +37,8 @@ import numpy as np
 import torch
 
 from engine.analysis.ne import align_predictions
-from engine.analysis.review_effort import (ReviewCosts, best_visibility_threshold, from_scratch, image_confidence,
-                                           occlusion_auc, prelabelled, queue_gain, visibility_from_confidence)
+from engine.analysis.review_effort import (ReviewCosts, from_scratch, image_confidence, occlusion_auc, prelabelled,
+                                           queue_gain)
 from engine.io.annotations import Annotations, load_annotations
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
@@ -61,15 +60,15 @@ def _predict(model: TwoStageModel, root: Path, truth: Annotations) -> tuple[np.n
     return coords, vis, np.asarray(scores, np.float64)
 
 
-def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts, threshold: float | None) -> dict:
+def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts) -> dict:
     coords, vis, scores = _predict(model, root, truth)
-    all_visible = prelabelled(truth, coords, vis, costs)
-    scratch, pre = from_scratch(truth, costs), prelabelled(truth, coords, visibility_from_confidence(scores, vis, threshold),
-                                                           costs)
+    all_visible = prelabelled(truth, coords, np.where(vis >= 0, 1, -1), costs)
+    scratch, pre = from_scratch(truth, costs), prelabelled(truth, coords, vis, costs)
     confidence = image_confidence(scores, vis)
     figures = {
-        "occlusion_auc": round(occlusion_auc(truth, scores, vis), 3),
-        "toggles_all_visible": all_visible.counts()["toggle"], "toggles_with_threshold": pre.counts()["toggle"],
+        "confidence_occlusion_auc": round(occlusion_auc(truth, scores, vis), 3),
+        "toggles_all_visible": all_visible.counts()["toggle"], "toggles": pre.counts()["toggle"],
+        "prelabelled_all_visible_s": round(all_visible.total, 1),
         "images": len(truth), "scratch_s": round(scratch.total, 1), "prelabelled_s": round(pre.total, 1),
         "prelabelled_share": round(pre.total / scratch.total, 4),
         "queue_gain_first_20pct": round(queue_gain(pre.needs_fix, confidence), 3),
@@ -81,8 +80,9 @@ def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts,
           f"({100 * figures['prelabelled_share']:.1f} %); {100 * figures['need_fix_share']:.0f} % need a fix, "
           f"{100 * figures['need_moving_share']:.0f} % a point moved; the queue's first 20 % holds "
           f"x{figures['queue_gain_first_20pct']:.2f} (fixes) / x{figures['queue_gain_moves_first_20pct']:.2f} "
-          f"(moves) of random order's share; actions {pre.counts()}; confidence vs occlusion AUC "
-          f"{figures['occlusion_auc']:.3f}")
+          f"(moves) of random order's share; actions {pre.counts()}; visibility toggles "
+          f"{figures['toggles_all_visible']} if every point were visible (pre-labelled {all_visible.total:.0f} s); "
+          f"confidence vs occlusion AUC {figures['confidence_occlusion_auc']:.3f}")
     return {**figures, "_confidence": confidence, "_effort": pre}
 
 
@@ -117,16 +117,12 @@ def main() -> None:
                                                    size=args.size))
         print(f"data: {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at {args.size} px "
               f"({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
-        # Predicted visibility: a threshold on the confidence, chosen on the training data's stand-in.
-        _, r_vis, r_scores = _predict(model, root, replay)
-        threshold = best_visibility_threshold(replay, r_scores, r_vis)
-        visibility = {"threshold": threshold, "replay_occlusion_auc": round(occlusion_auc(replay, r_scores, r_vis), 3)}
-        print(f"predicted visibility: confidence vs occlusion AUC {visibility['replay_occlusion_auc']:.3f} on the "
-              f"replay set; " + (f"points below {threshold} predicted occluded" if threshold is not None else
-                                 "no threshold saves a toggle there: every point predicted visible"))
-        i = _batch("(i) ordinary", model, root, ordinary, costs, threshold)
-        ii = _batch("(ii) new domain", model, root, new, costs, threshold)
-        loop = _loop(args, model, root, new, replay, ii, costs, threshold, ordinary, i) if not args.no_loop else {}
+        visibility = {"stage": model.visibility is not None, **model.metadata.get("visibility", {})}
+        print("predicted visibility: " + ("the model's visibility stage" if visibility["stage"] else
+                                          "none (the package has no visibility stage): every point visible"))
+        i = _batch("(i) ordinary", model, root, ordinary, costs)
+        ii = _batch("(ii) new domain", model, root, new, costs)
+        loop = _loop(args, model, root, new, replay, ii, costs, ordinary, i) if not args.no_loop else {}
     goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
              "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
              "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
@@ -142,7 +138,7 @@ def main() -> None:
 
 
 def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: dict, costs: ReviewCosts,
-          threshold: float | None, ordinary: Annotations, i: dict) -> dict:
+          ordinary: Annotations, i: dict) -> dict:
     """(c): the first half of (ii) in queue order is reviewed (it is the truth now) and trained on,
     then the other half is pre-labelled by the retrained model (and batch (i), to see what the
     old domain lost)."""
@@ -158,10 +154,10 @@ def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: di
     other = new.subset(rest)
     coords, vis, scores = _predict(result.model, root, other)
     before_half = ii["_effort"].subset(rest).total
-    after = prelabelled(other, coords, visibility_from_confidence(scores, vis, threshold), costs)
+    after = prelabelled(other, coords, vis, costs)
     after_half = after.total
-    o_coords, o_vis, o_scores = _predict(result.model, root, ordinary)
-    ordinary_after = prelabelled(ordinary, o_coords, visibility_from_confidence(o_scores, o_vis, threshold), costs).total
+    o_coords, o_vis, _ = _predict(result.model, root, ordinary)
+    ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
     loop = {"mode": config.mode, "reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
             "before_s": round(before_half, 1), "after_s": round(after_half, 1),
             "after_share": round(after_half / before_half, 4), "after_actions": after.counts(),

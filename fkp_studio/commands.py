@@ -103,7 +103,7 @@ def remove_point(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsComma
 
 
 def accept_prediction(doc: AnnotationDocument, row: int, keypoints=None) -> SetKeypointsCommand | None:
-    """The prediction becomes the annotation (visible, whole pixels): of `keypoints`, or of every
+    """The prediction becomes the annotation (whole pixels, the predicted visibility): of `keypoints`, or of every
     point of the garment not annotated yet (a point placed by hand is kept). None: nothing to accept."""
     p = doc.predictions
     if p is None or not p.present[row]:
@@ -116,7 +116,9 @@ def accept_prediction(doc: AnnotationDocument, row: int, keypoints=None) -> SetK
     ks = ks[p.visibility[row, ks] >= 0]
     if not len(ks):
         return None
-    vis = np.where(doc.ann.visibility[row, ks] >= 0, doc.ann.visibility[row, ks], 1)
+    # A point already annotated keeps its visibility; a new one takes the predicted one (occluded
+    # where the model's visibility stage says so, else visible).
+    vis = np.where(doc.ann.visibility[row, ks] >= 0, doc.ann.visibility[row, ks], p.visibility[row, ks])
     what = keypoint_label(int(ks[0])) if len(ks) == 1 else f"{len(ks)} points"
     return SetKeypointsCommand(doc, row, ks, np.rint(p.coords[row, ks]), vis, f"Accept prediction: {what}")
 

@@ -4,8 +4,8 @@ The reviewer knows the truth. Annotating from scratch, every point the garment s
 (and toggled to occluded when it is). Reviewing a pre-labelled image, a predicted point within
 `t_good` of the truth (normalized by the image's NE normalizer) is accepted as it is, a farther
 one is dragged, a missing one placed, one the truth does not have removed; a point whose
-predicted visibility differs from the truth's is toggled (the model predicts every point
-visible unless `visibility_from_confidence` marks the unsure ones occluded). Either way the
+predicted visibility differs from the truth's is toggled (a model without a visibility stage
+predicts every point visible). Either way the
 image is then accepted (Enter). The costs per action are stated and adjustable (`ReviewCosts`).
 """
 
@@ -126,42 +126,21 @@ def image_confidence(scores: np.ndarray, pred_visibility: np.ndarray) -> np.ndar
     return np.where(np.isnan(mean), np.inf, mean)
 
 
-def visibility_from_confidence(scores: np.ndarray, pred_visibility: np.ndarray, threshold: float | None) -> np.ndarray:
-    """Predicted visibility with the points scored below `threshold` marked occluded (0); None:
-    as predicted."""
-    v = np.asarray(pred_visibility).copy()
-    if threshold is not None:
-        v[(v >= 0) & (np.asarray(scores, np.float64) < threshold)] = 0
-    return v
-
-
 def occlusion_auc(truth: Annotations, scores: np.ndarray, pred_visibility: np.ndarray) -> float:
     """How well a low score picks out the occluded points among the predicted points the truth
     has: the chance that an occluded point scores lower than a visible one (0.5: no better than
     chance; ties count half)."""
     v, s = truth.visibility, np.asarray(scores, np.float64)
     both = (v >= 0) & (np.asarray(pred_visibility) >= 0) & np.isfinite(s)
-    occluded, visible = s[both & (v == 0)], s[both & (v == 1)]
-    if not len(occluded) or not len(visible):
+    return rank_auc(s[both & (v == 1)], s[both & (v == 0)])
+
+
+def rank_auc(higher: np.ndarray, lower: np.ndarray) -> float:
+    """The chance that a value of `higher` is above one of `lower` (ties count half; NaN when
+    either is empty): the area under the ROC curve of a score meant to separate them."""
+    hi, lo = np.asarray(higher, np.float64), np.sort(np.asarray(lower, np.float64))
+    if not len(hi) or not len(lo):
         return float("nan")
-    values = np.concatenate([occluded, visible])
-    order = np.argsort(values, kind="stable")
-    ranks = np.empty(len(values))
-    ranks[order] = np.arange(len(values))
-    # Average ranks of ties, so equal scores count as a coin toss.
-    _, inverse = np.unique(values, return_inverse=True)
-    ranks = (np.bincount(inverse, ranks) / np.bincount(inverse))[inverse]
-    return float((ranks[len(occluded):].mean() - (len(visible) - 1) / 2) / len(occluded))
-
-
-def best_visibility_threshold(truth: Annotations, scores: np.ndarray, pred_visibility: np.ndarray,
-                              candidates: np.ndarray = np.round(np.arange(0.05, 1.0, 0.05), 2)) -> float | None:
-    """The confidence threshold below which predicted points are best marked occluded (fewest
-    toggles on `truth`), or None when no threshold saves a toggle over predicting all visible."""
-    v = truth.visibility
-    both = (v >= 0) & (np.asarray(pred_visibility) >= 0)
-    s = np.asarray(scores, np.float64)
-    baseline = int((both & (v == 0)).sum())
-    toggles = [int((both & (v == 0) & (s >= t)).sum() + (both & (v == 1) & (s < t)).sum()) for t in candidates]
-    best = int(np.argmin(toggles))
-    return float(candidates[best]) if toggles[best] < baseline else None
+    below = np.searchsorted(lo, hi, side="left")
+    ties = np.searchsorted(lo, hi, side="right") - below
+    return float((below + 0.5 * ties).sum() / (len(hi) * len(lo)))

@@ -520,3 +520,57 @@ def _run_retrain(args: argparse.Namespace) -> int:
         print(json.dumps(report))
     return 0
 
+
+
+@_command
+def _register_train_visibility(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-visibility",
+                       help="train a model package's visibility stage (which predicted points are occluded)")
+    p.add_argument("--model", required=True, help="model package to add the stage to (its other stages are kept)")
+    p.add_argument("--data", required=True, help="data set root with annotated images (Annotations/<split>.csv)")
+    p.add_argument("--split", default="train", help="annotation file name (default train)")
+    p.add_argument("--out", required=True, help="package to write (file or folder; may be --model itself)")
+    p.add_argument("--limit", type=positive_int, help="use at most this many images")
+    p.add_argument("--epochs", type=positive_int, default=12, help="passes over the points (default 12)")
+    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    p.add_argument("--half", action="store_true", help="store the package's weights as float16")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_run_train_visibility)
+
+
+def _run_train_visibility(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from engine.cli.progress import ProgressBar
+    from engine.io.annotations import load_annotations
+    from engine.model.device import pick_device
+    from engine.model.package import load_model, save_package
+    from engine.training.visibility import train_visibility
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = load_model(args.model)
+    split = Path(args.data) / "Annotations" / f"{args.split}.csv"
+    ann = load_annotations(split)
+    if args.limit is not None:
+        ann = ann.subset(np.arange(min(args.limit, len(ann))))
+    device = pick_device(args.device)
+    bar = ProgressBar(args.epochs, label="train-visibility", log_every=10.0)
+    try:
+        net, report = train_visibility(args.data, ann, epochs=args.epochs, seed=args.seed, device=device,
+                                       on_epoch=lambda epoch, _n, loss: bar.update(epoch, loss=loss))
+    finally:
+        bar.close()
+    figures = {"train_points": report.train_points, "held_out_points": report.held_out_points,
+               "auc": round(report.auc, 4), "toggles_all_visible": report.toggles_all_visible,
+               "toggles": report.toggles}
+    metadata = {**model.metadata, "visibility": {"data": str(split), **figures}}
+    written = save_package(args.out, replace(model, visibility=net.cpu(), metadata=metadata), half=args.half)
+    print(f"wrote {written}: on {report.held_out_points} held-out points (occluded {report.occluded_share:.1%}) "
+          f"AUC {report.auc:.3f}; a reviewer's visibility toggles {report.toggles_all_visible} -> {report.toggles}")
+    return 0

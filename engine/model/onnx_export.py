@@ -47,6 +47,7 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "fkp_onnx.json"
 DETECTOR_FILE = "detector.onnx"
 KEYPOINTS_FILE = "keypoints.onnx"
+VISIBILITY_FILE = "visibility.onnx"
 OPSET = 17
 INSTALL_HINT = "pip install 'fkp-studio[onnx]'"
 
@@ -101,12 +102,18 @@ def export_onnx(model: TwoStageModel, out_dir: str | os.PathLike, source: str | 
     det_bytes = _export(detector, ([example],), opset, ["image"], ["boxes", "labels", "scores"],
                         {"image": {1: "height", 2: "width"}, "boxes": {0: "detections"}, "labels": {0: "detections"},
                          "scores": {0: "detections"}})
-    for name, data in ((DETECTOR_FILE, det_bytes), (KEYPOINTS_FILE, kp_bytes)):
+    networks = [(DETECTOR_FILE, det_bytes), (KEYPOINTS_FILE, kp_bytes)]
+    vis_bytes = _export_visibility(model.visibility, opset) if model.visibility is not None else None
+    if vis_bytes is not None:
+        networks.append((VISIBILITY_FILE, vis_bytes))
+    for name, data in networks:
         try:
             onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
         except Exception as e:  # noqa: BLE001 - the checker raises several types; all mean "invalid"
             raise OnnxModelError(f"{out / name}: the exported model fails onnx.checker ({e})") from None
     checks = _verify(detector, net, det_bytes, kp_bytes, example, preset.input_size, out) if verify else {}
+    if verify and vis_bytes is not None:
+        checks.update(_verify_visibility(model.visibility, vis_bytes, out))
 
     manifest = {
         "format": FORMAT,
@@ -151,9 +158,22 @@ def export_onnx(model: TwoStageModel, out_dir: str | os.PathLike, source: str | 
         "metadata": model.metadata,
         "verification": checks,
     }
+    if vis_bytes is not None:
+        vis_config = model.visibility.config
+        manifest["files"]["visibility"] = {
+            "name": VISIBILITY_FILE, "sha256": _sha256(vis_bytes), "batch": "dynamic",
+            "inputs": {"patches": ["points", 3, vis_config.patch_size, vis_config.patch_size], "keypoints": ["points"]},
+            "outputs": {"logits": ["points"]},
+        }
+        manifest["visibility"] = {
+            **vis_config.to_dict(),
+            "patches": "(N, 3, P, P) RGB float32 in [0, 1], centred on each predicted point, a side of scale x the "
+                       "larger side of the garment's predicted keypoint box; keypoints: (N,) int64 indices",
+            "decision": "occluded (v = 0) where sigmoid(logit) >= threshold",
+        }
     # The networks first, the JSON last: a folder whose JSON is there is complete.
-    atomic_write_bytes(out / DETECTOR_FILE, det_bytes)
-    atomic_write_bytes(out / KEYPOINTS_FILE, kp_bytes)
+    for name, data in networks:
+        atomic_write_bytes(out / name, data)
     atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
     return out / MANIFEST_NAME
 
@@ -170,6 +190,34 @@ def _export(module: torch.nn.Module, args: tuple, opset: int, inputs: list[str],
         torch.onnx.export(module, args, buffer, opset_version=opset, dynamo=False, input_names=inputs,
                           output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
     return buffer.getvalue()
+
+
+def _visibility_example(config) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    return (torch.rand(5, 3, config.patch_size, config.patch_size, generator=generator),
+            torch.arange(5, dtype=torch.int64))
+
+
+def _export_visibility(net: torch.nn.Module, opset: int) -> bytes:
+    net = net.float().eval()
+    return _export(net, _visibility_example(net.config), opset, ["patches", "keypoints"], ["logits"],
+                   {"patches": {0: "points"}, "keypoints": {0: "points"}, "logits": {0: "points"}})
+
+
+def _verify_visibility(net: torch.nn.Module, data: bytes, out: Path) -> dict[str, Any]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return {}
+    patches, keypoints = _visibility_example(net.config)
+    with torch.no_grad():
+        expected = net(patches, keypoints).numpy()
+    got = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(
+        None, {"patches": patches.numpy(), "keypoints": keypoints.numpy()})[0]
+    diff = float(np.abs(expected - got).max())
+    if diff > _KEYPOINT_TOLERANCE:
+        raise OnnxModelError(f"{out / VISIBILITY_FILE}: ONNX Runtime's outputs differ from PyTorch's by {diff:.3g}")
+    return {"visibility_max_abs_diff": diff}
 
 
 def _example_image(min_size: int, max_size: int) -> torch.Tensor:

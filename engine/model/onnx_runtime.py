@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from engine.model.onnx_export import (
-    DETECTOR_FILE, FORMAT, FORMAT_VERSION, KEYPOINTS_FILE, MANIFEST_NAME, OnnxModelError, require,
+    DETECTOR_FILE, FORMAT, FORMAT_VERSION, KEYPOINTS_FILE, MANIFEST_NAME, VISIBILITY_FILE, OnnxModelError, require,
 )
 from engine.model.package import TwoStageModel
+from engine.model.visibility import VisibilityConfig
 from engine.schema import CATEGORIES, KEYPOINTS
 
 # A manifest is a few kilobytes; anything far larger is not one (and is not read into memory).
@@ -101,9 +102,18 @@ def load_onnx_model(path: str | os.PathLike, threads: int | None = None,
     if len(net.session.get_outputs()) != preset.net.num_stages:
         raise OnnxModelError(f"{folder / KEYPOINTS_FILE}: has {len(net.session.get_outputs())} outputs, "
                              f"{file.name} says {preset.net.num_stages} stages")
+    visibility = None
+    if "visibility" in manifest["files"]:
+        try:
+            vis_config = VisibilityConfig.from_dict({k: manifest["visibility"][k] for k in VISIBILITY_FIELDS})
+        except (TypeError, KeyError, ValueError) as e:
+            raise OnnxModelError(f"{file}: the stored visibility settings are not valid ({e})") from None
+        visibility = OnnxVisibilityNet(_session(ort, folder, manifest, "visibility", VISIBILITY_FILE, options, providers),
+                                       vis_config)
     metadata = dict(manifest.get("metadata") or {})
     metadata["onnx"] = {"folder": str(folder), "providers": detector.session.get_providers()}
-    return TwoStageModel(preset=preset, detector=detector, detector_config=config, keypoint_net=net, metadata=metadata)
+    return TwoStageModel(preset=preset, detector=detector, detector_config=config, keypoint_net=net, metadata=metadata,
+                         visibility=visibility)
 
 
 def _session(ort: Any, folder: Path, manifest: dict[str, Any], role: str, default_name: str,
@@ -134,6 +144,10 @@ def _numpy(x: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
 
 
+# The visibility settings the manifest repeats from `VisibilityConfig`.
+VISIBILITY_FIELDS = ("patch_size", "scale", "channels", "embedding", "threshold")
+
+
 class _OnnxModule(nn.Module):
     """A parameterless torch module around an ONNX Runtime session (device and dtype calls are no-ops)."""
 
@@ -158,6 +172,19 @@ class OnnxDetector(_OnnxModule):
                 "scores": torch.from_numpy(scores).to(image.device),
             })
         return results
+
+
+class OnnxVisibilityNet(_OnnxModule):
+    """Stands in for `VisibilityNet`: patches (N, 3, P, P) and keypoints (N,) -> occlusion logits (N,)."""
+
+    def __init__(self, session: Any, config: VisibilityConfig):
+        super().__init__(session)
+        self.config = config
+
+    def forward(self, patches: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+        (logits,) = self.session.run(None, {self.input_names[0]: _numpy(patches),
+                                            self.input_names[1]: keypoints.detach().cpu().numpy().astype(np.int64)})
+        return torch.from_numpy(logits).to(patches.device)
 
 
 class OnnxKeypointNet(_OnnxModule):

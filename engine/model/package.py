@@ -11,7 +11,10 @@ Layout :
      "preset": Preset.to_dict(),
      "detector": {"config": DetectorConfig.to_dict(), "state_dict": {...}},
      "keypoints": {"config": NetConfig.to_dict(), "state_dict": {...}},
+     "visibility": {"config": VisibilityConfig.to_dict(), "state_dict": {...}},   (optional)
      "metadata": {"data": ..., "date": ..., "val_ne": ..., ...}}
+
+Without a visibility stage every predicted point is visible (v = 1).
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ class TwoStageModel:
     detector_config: Any                 # engine.model.detector.DetectorConfig
     keypoint_net: nn.Module
     metadata: dict[str, Any] = field(default_factory=dict)
+    visibility: nn.Module | None = None  # engine.model.visibility.VisibilityNet: occluded or not
 
 
 def save_model(
@@ -53,6 +57,7 @@ def save_model(
     keypoint_net: nn.Module,
     metadata: dict[str, Any] | None = None,
     half: bool = False,
+    visibility: nn.Module | None = None,
 ) -> Path:
     """Write a model package atomically; `half` stores floating weights as float16 (half the size).
 
@@ -64,14 +69,24 @@ def save_model(
         path.mkdir(parents=True, exist_ok=True)
         path = path / PACKAGE_FILE_NAME
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
-    save_checkpoint(path, {
+    package = {
         "format": FORMAT,
         "preset": preset.to_dict(),
         "detector": {"config": detector_config.to_dict(), "state_dict": _weights(detector, half)},
         "keypoints": {"config": preset.net.to_dict(), "state_dict": _weights(keypoint_net, half)},
         "metadata": _plain_metadata(meta),
-    })
+    }
+    if visibility is not None:
+        package["visibility"] = {"config": visibility.config.to_dict(), "state_dict": _weights(visibility, half)}
+    save_checkpoint(path, package)
     return path
+
+
+def save_package(path: str | os.PathLike, model: TwoStageModel, metadata: dict[str, Any] | None = None,
+                 half: bool = False) -> Path:
+    """`save_model` of a loaded (or retrained) `TwoStageModel`, all its stages."""
+    return save_model(path, model.preset, model.detector, model.detector_config, model.keypoint_net,
+                      model.metadata if metadata is None else metadata, half, model.visibility)
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> TwoStageModel:
@@ -96,13 +111,29 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
         net.load_state_dict(_float32(pkg["keypoints"]["state_dict"]))
     except (RuntimeError, TypeError, ValueError, KeyError) as e:
         raise ModelPackageError(f"{file}: keypoint-network weights do not match their config ({e})") from None
+    visibility = _visibility_stage(pkg.get("visibility"), file)
     return TwoStageModel(
         preset=preset,
         detector=detector.to(device).eval(),
         detector_config=det_config,
         keypoint_net=net.to(device).eval(),
         metadata=dict(pkg["metadata"]),
+        visibility=None if visibility is None else visibility.to(device).eval(),
     )
+
+
+def _visibility_stage(section: Any, file: Path) -> nn.Module | None:
+    """The package's visibility stage, None when it has none."""
+    from engine.model.visibility import VisibilityConfig, VisibilityNet
+
+    if section is None:
+        return None
+    try:
+        net = VisibilityNet(VisibilityConfig.from_dict(section["config"]))
+        net.load_state_dict(_float32(section["state_dict"]))
+    except (RuntimeError, TypeError, ValueError, KeyError, AttributeError) as e:
+        raise ModelPackageError(f"{file}: the visibility stage does not match its config ({e})") from None
+    return net
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from engine.model.device import (autocast_for, out_of_memory_kind, pick_device, 
                                  release_gpu_cache)
 from engine.model.device_crops import cut_crops, normalize_batch
 from engine.model.package import TwoStageModel
+from engine.model.visibility import occlusion_probability, predicted_visibility
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, NUM_KEYPOINTS, UPRIGHT_BOTTOM, UPRIGHT_TOP
 from engine.model.targets import decode
 
@@ -108,7 +109,10 @@ class Pipeline:
         refine_steps: int = 1,
         rotation_search: bool | None = None,
         box_search: bool | None = None,
+        visibility: bool = True,
     ):
+        """`visibility`: predict which points are occluded with the model's visibility stage, when
+        it has one (without, every predicted point is visible)."""
         self.model = model
         self.preset = model.preset
         self.device = device if isinstance(device, torch.device) else pick_device(device)
@@ -123,6 +127,8 @@ class Pipeline:
         if self.device.type == "cuda":
             # channels-last, like the crops it is given; fixed crop shapes: cuDNN picks its fastest kernels.
             self.keypoint_net = prepare_model(self.keypoint_net, self.device)
+        stage = model.visibility if visibility else None
+        self.visibility = None if stage is None else stage.to(self.device).eval()
 
     # -- one batch of decoded images --------------------------------------------------------
 
@@ -161,6 +167,14 @@ class Pipeline:
             squares = keypoint_squares(mean, mask, angles, self.preset.crop_margin)[:, None]
             mean, score = self._views(images, squares, np.ones((n, 1), np.float32), angles)
         return mean.astype(np.float32), score.astype(np.float32), cats, boxes[:, 0]
+
+    def _visibility(self, images: Sequence[np.ndarray], coords: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """FashionAI visibility (n, 24) of the predicted points: from the visibility stage, or all
+        visible without one."""
+        if self.visibility is None:
+            return np.where(mask, 1, -1).astype(np.int8)
+        prob = occlusion_probability(self.visibility, images, coords, mask, self.device)
+        return predicted_visibility(prob, mask, self.visibility.config.threshold)
 
     def _squares(self, boxes: np.ndarray) -> np.ndarray:
         """Square crops (cx, cy, side) around boxes (..., 4), grown by the preset's crop margin -> (..., 3)."""
@@ -390,7 +404,7 @@ class Pipeline:
             batch.categories[rows] = pred_cats
             mask = CATEGORY_MASK[pred_cats]
             batch.coords[rows] = np.where(mask[..., None], coords, -1.0)
-            batch.visibility[rows] = np.where(mask, 1, -1)
+            batch.visibility[rows] = self._visibility(images, coords, mask)
             batch.scores[rows] = np.where(mask, scores, -1.0)
             batch.boxes[rows] = boxes
         # An unreadable image of unknown category still needs a valid category code in the CSV.

@@ -144,7 +144,8 @@ def device_copy(model: TwoStageModel, device: torch.device) -> TwoStageModel:
     return TwoStageModel(preset=model.preset, detector=copy.deepcopy(model.detector).to(device).eval(),
                          detector_config=model.detector_config,
                          keypoint_net=prepare_model(copy.deepcopy(model.keypoint_net), device).eval(),
-                         metadata=dict(model.metadata))
+                         metadata=dict(model.metadata),
+                         visibility=None if model.visibility is None else copy.deepcopy(model.visibility).to(device).eval())
 
 
 def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
@@ -327,7 +328,7 @@ def retrain(
                                "try a lower learning rate (nothing was written)")
     _check_finite(detector, "detector", config.detector_lr)
     new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
-                              keypoint_net=net, metadata=dict(model.metadata))
+                              keypoint_net=net, metadata=dict(model.metadata), visibility=model.visibility)
     progress(total_steps, total_steps, "measuring the retrained model")
     after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop),
                      "measuring the retrained model")
@@ -452,12 +453,12 @@ def distill_targets(batch: dict[str, torch.Tensor], teacher: torch.nn.Module, re
 
 def save_retrained(result: RetrainResult, path, parent: str | None = None) -> Any:
     """Write the retrained model as a package (full precision) with the before/after figures."""
-    from engine.model.package import save_model
+    from engine.model.package import save_package
 
     m = result.model
     meta = {k: v for k, v in m.metadata.items() if k not in ("date", "retrain")}
     meta.update({"retrain": {**result.report(), "parent": parent}, "val_ne": result.after.overall})
-    return save_model(path, m.preset, m.detector, m.detector_config, m.keypoint_net, meta)
+    return save_package(path, m, meta)
 
 
 class _Grouped(torch.utils.data.Dataset):

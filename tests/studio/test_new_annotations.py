@@ -7,7 +7,7 @@ import numpy as np
 from PySide6.QtCore import Qt
 
 from engine.cli import main
-from engine.io.annotations import TEST_HEADER, load_annotations
+from engine.io.annotations import TEST_HEADER, load_annotations, save_annotations
 from engine.schema import CSV_HEADER, category_keypoints
 
 
@@ -63,10 +63,13 @@ def _scores(dataset, confidence_per_row) -> None:
 def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_step(open_window, dataset, qtbot,
                                                                                    tmp_path):
     csv = _test_split_of(dataset, tmp_path)
+    pred = load_annotations(dataset["pred"])
+    occluded = int(np.flatnonzero(pred.visibility[0] == 1)[-1])  # the model's visibility stage says so
+    pred.visibility[0, occluded] = 0
+    save_annotations(pred, dataset["pred"])
     window = open_window(csv, dataset["pred"])
     doc, canvas = window.doc, window.canvas
     qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
-    pred = load_annotations(dataset["pred"])
     canvas.setFocus()
     # One point placed by hand first: Enter keeps it, and fills in every other point.
     qtbot.keyClick(canvas, Qt.Key_N)
@@ -77,7 +80,9 @@ def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_st
     garment = category_keypoints(int(doc.categories[0]))
     others = [k for k in garment if k != first]
     np.testing.assert_array_equal(doc.ann.coords[0, others], pred.coords[0, others])
-    assert (doc.ann.visibility[0, others] == 1).all() and doc.ann.coords[0, first].tolist() == hand
+    # Accepted as predicted: visible, and occluded where the prediction says so.
+    np.testing.assert_array_equal(doc.ann.visibility[0, others], pred.visibility[0, others])
+    assert doc.ann.visibility[0, occluded] == 0 and doc.ann.coords[0, first].tolist() == hand
     assert doc.review_state(0) == "reviewed" and window.current_row != 0
     assert not window.hard_loop.members(), "annotating a new image is not correcting one: not in the hard set"
     assert window.review_label.text() == "1 / 6 reviewed"
