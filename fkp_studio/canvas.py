@@ -40,7 +40,10 @@ class MarkerItem(QGraphicsItem):
         self.setAcceptHoverEvents(True)
         self.setZValue(20 if kind == "annotation" else 15)
         what = "annotation" if kind == "annotation" else "prediction"
-        state = f", {_VIS_TEXT[visibility]}" if kind == "annotation" else (", low confidence" if unsure else "")
+        if kind == "annotation":
+            state = f", {_VIS_TEXT[visibility]}"
+        else:
+            state = (", predicted occluded" if visibility == 0 else "") + (", low confidence" if unsure else "")
         self.setToolTip(f"{keypoint_label(k)} — {what}{state}")
 
     def boundingRect(self) -> QRectF:
@@ -71,6 +74,10 @@ class MarkerItem(QGraphicsItem):
                 painter.setPen(pen)
                 painter.drawLine(QPointF(-r, -r), QPointF(r, r))
                 painter.drawLine(QPointF(-r, r), QPointF(r, -r))
+            if self.visibility == 0:  # predicted occluded: the dashed ring of an occluded annotation
+                painter.setBrush(Qt.NoBrush)
+                painter.setPen(QPen(colour, 1.8, Qt.DashLine))
+                painter.drawEllipse(QPointF(0, 0), r + 2, r + 2)
         elif self.visibility == 1:
             painter.setPen(QPen(ANNOTATION_OUTLINE, 1.6))
             painter.setBrush(QBrush(colour))
@@ -252,7 +259,8 @@ class KeypointCanvas(QGraphicsView):
             for k in np.flatnonzero(ann & pred):
                 self._line(self.coords[k], self.pred_coords[k], error_pen, 6)
             for k in np.flatnonzero(pred):
-                self._marker(int(k), "prediction", 1, self.pred_coords[k], unsure=bool(self.pred_unsure[k]))
+                self._marker(int(k), "prediction", int(self.pred_visibility[k]), self.pred_coords[k],
+                             unsure=bool(self.pred_unsure[k]))
         for k in np.flatnonzero(ann):
             self._marker(int(k), "annotation", int(self.visibility[k]), self.coords[k])
         if self.selected is not None:

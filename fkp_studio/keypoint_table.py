@@ -14,7 +14,7 @@ from fkp_studio.palette import KEYPOINT_COLOURS, LOW_CONFIDENCE, LOW_CONFIDENCE_
 
 _VIS = {1: "visible", 0: "occluded", -1: "absent"}
 HEADERS = ("Keypoint", "Annotation", "Prediction", "Conf.", "NE %", "Visibility", "Error type")
-COL_CONFIDENCE, COL_NE, COL_VISIBILITY, COL_TYPE = 3, 4, 5, 6
+COL_PREDICTION, COL_CONFIDENCE, COL_NE, COL_VISIBILITY, COL_TYPE = 2, 3, 4, 5, 6
 
 
 def _swatch(colour: QColor) -> QIcon:
@@ -54,10 +54,10 @@ class KeypointTable(QTableWidget):
         for i, k in enumerate(self.keypoints):
             v = int(a.visibility[row, k])
             ann = "—" if v < 0 else "%d, %d" % tuple(a.coords[row, k])
-            score = np.nan
+            score, pred_occluded = np.nan, False
             if p is not None and p.present[row] and p.visibility[row, k] >= 0:
                 pred = "%d, %d" % tuple(p.coords[row, k])
-                score = p.scores[row, k]
+                score, pred_occluded = p.scores[row, k], p.visibility[row, k] == 0
             else:
                 pred = "—"
             err = doc.errors[row, k]
@@ -68,6 +68,11 @@ class KeypointTable(QTableWidget):
                 item = QTableWidgetItem(text)
                 if col == 0:
                     item.setIcon(_swatch(KEYPOINT_COLOURS[k]))
+                if col == COL_PREDICTION and pred_occluded:
+                    font = item.font()
+                    font.setItalic(True)
+                    item.setFont(font)
+                    item.setToolTip("predicted occluded (accepted as occluded)")
                 if col == COL_CONFIDENCE:
                     item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                     if score < LOW_CONFIDENCE:

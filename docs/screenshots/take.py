@@ -14,15 +14,12 @@ the user's own studio state is untouched.
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 
+from capture import REPO, new_window, private_folder, shot, wait, wait_for
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def mean_shape_predictions(csv: Path, out: Path) -> Path:
@@ -59,42 +56,16 @@ def main() -> None:
     parser.add_argument("--model", help="model package to predict the demo data set with")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="fkp-shots-"))
-    os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
-    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
-    from PySide6.QtCore import QEventLoop, QPoint, Qt, QTimer
+    tmp = private_folder()
+    from PySide6.QtCore import QPoint, Qt
     from PySide6.QtTest import QTest
     from PySide6.QtWidgets import QAbstractItemView
 
     from engine.synth import generate_dataset
     from fkp_studio.app import demo_model, init_application
-    from fkp_studio.main_window import MainWindow
 
-    app = init_application()
+    app = init_application()  # noqa: F841 (kept alive for the windows)
     out = Path(args.out)
-
-    def wait(ms: int) -> None:
-        loop = QEventLoop()
-        QTimer.singleShot(ms, loop.quit)
-        loop.exec()
-
-    def wait_for(signal, timeout_ms: int = 600_000) -> None:
-        loop = QEventLoop()
-        signal.connect(loop.quit)
-        QTimer.singleShot(timeout_ms, loop.quit)
-        loop.exec()
-
-    def shot(window: MainWindow, name: str) -> None:
-        wait(600)  # images decode and charts draw in the background
-        window.grab().save(str(out / name))
-        print(f"saved {out / name}")
-
-    def new_window() -> MainWindow:
-        w = MainWindow()
-        w.restore_policy = "discard"
-        w.resize(1600, 1000)
-        w.show()
-        return w
 
     # --- the demo data set -------------------------------------------------------------
     demo = tmp / "demo"
@@ -113,7 +84,7 @@ def main() -> None:
     w.list_view.scrollTo(w.list_model.index(typical, 0), QAbstractItemView.PositionAtCenter)
     wait(800)
     w.editing.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 1))
-    shot(w, "studio-demo.png")
+    shot(w, out / "studio-demo.png")
 
     # Drag a point with the mouse, as a user would: the title shows the unsaved state.
     row, k = w.current_row, w.editing.selected_k
@@ -126,7 +97,7 @@ def main() -> None:
     QTest.mouseRelease(vp, Qt.LeftButton, pos=start + QPoint(30, 20))
     w.canvas.zoom_by(1.6)
     w.canvas.centerOn(*(float(v) for v in w.doc.ann.coords[row, k] + (60, 120)))
-    shot(w, "studio-edit.png")
+    shot(w, out / "studio-edit.png")
     w.undo_stack.setClean()
     w.close()
 
@@ -141,7 +112,7 @@ def main() -> None:
     w.list_view.selectRow(1)
     wait(500)
     w.editing.select_keypoint(next(k for k in range(24) if w.doc.ann.visibility[w.current_row, k] == 0))
-    shot(w, "studio-val.png")
+    shot(w, out / "studio-val.png")
     w.undo_stack.setClean()
     w.close()
     shutil.rmtree(tmp, ignore_errors=True)

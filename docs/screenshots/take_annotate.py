@@ -5,22 +5,20 @@
 A folder of synthetic photos (fixed seed): a few under `Images/skirt/`, the rest under
 `Images/new/` (no category). Opened in the studio as new annotations (`studio-new-images.png`:
 the photos without a category listed with "—"), then predicted with the demo model, which gives
-them the detector's class, and the first images accepted with Enter (`studio-annotate.png`).
+them the detector's class, the first image accepted with Enter, and an image with points
+predicted occluded on show (`studio-annotate.png`).
 Settings and data live in a temporary folder: the user's own studio state is untouched.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import sys
-import tempfile
 from pathlib import Path
 
+from capture import new_window, private_folder, shot, wait, wait_for
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))
 
 
 def write_photos(root: Path, n: int) -> None:
@@ -46,44 +44,22 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40, help="photos to generate")
     args = parser.parse_args()
 
-    tmp = Path(tempfile.mkdtemp(prefix="fkp-shots-"))
-    os.environ["XDG_CONFIG_HOME"] = str(tmp / "config")
-    os.environ["XDG_DATA_HOME"] = str(tmp / "data")
-    from PySide6.QtCore import QEventLoop, Qt, QTimer
+    tmp = private_folder()
+    from PySide6.QtCore import Qt
     from PySide6.QtTest import QTest
 
     from fkp_studio.app import demo_model, init_application
-    from fkp_studio.main_window import MainWindow
 
     app = init_application()  # noqa: F841 (kept alive for the windows)
     out = Path(args.out)
 
-    def wait(ms: int) -> None:
-        loop = QEventLoop()
-        QTimer.singleShot(ms, loop.quit)
-        loop.exec()
-
-    def wait_for(signal, timeout_ms: int = 600_000) -> None:
-        loop = QEventLoop()
-        signal.connect(loop.quit)
-        QTimer.singleShot(timeout_ms, loop.quit)
-        loop.exec()
-
-    def shot(window: MainWindow, name: str) -> None:
-        wait(800)  # images decode and charts draw in the background
-        window.grab().save(str(out / name))
-        print(f"saved {out / name}")
-
     root = tmp / "shoot"
     write_photos(root, args.n)
-    w = MainWindow()
-    w.restore_policy = "discard"
-    w.resize(1600, 1000)
-    w.show()
+    w = new_window()
     w.open_images(root / "Images")
     wait_for(w.datasetOpened)
     w.list_panel.go_to(0)
-    shot(w, "studio-new-images.png")
+    shot(w, out / "studio-new-images.png")
 
     w.hard_loop.use_model_package(demo_model())
     wait_for(w.hard_loop.predictionsDone)
@@ -91,10 +67,12 @@ def main() -> None:
     wait(800)
     w.activateWindow()
     w.canvas.setFocus()
-    for _ in range(3):  # Enter: accept the prediction, marked reviewed, on to the next in the queue
-        QTest.keyClick(w.canvas, Qt.Key_Return)
-        wait(400)
-    shot(w, "studio-annotate.png")
+    QTest.keyClick(w.canvas, Qt.Key_Return)  # accept the prediction, marked reviewed, on to the next in the queue
+    wait(600)
+    # On show: an image with points the visibility stage predicts occluded (dashed rings).
+    p = w.doc.predictions
+    w.list_panel.go_to(next(r for r in range(len(w.doc)) if (p.visibility[r] == 0).any() and w.doc.review[r] == 0))
+    shot(w, out / "studio-annotate.png")
     w.undo_stack.setClean()
     w.close()
     shutil.rmtree(tmp, ignore_errors=True)

@@ -10,8 +10,9 @@ it gets right saves the reviewer a `V`; each visible one it marks occluded costs
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import cv2
 import numpy as np

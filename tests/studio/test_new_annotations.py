@@ -70,6 +70,11 @@ def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_st
     window = open_window(csv, dataset["pred"])
     doc, canvas = window.doc, window.canvas
     qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    from fkp_studio.canvas import MarkerItem
+
+    shown = {item.k: item.visibility for item in canvas.scene().items()
+             if isinstance(item, MarkerItem) and item.kind == "prediction"}
+    assert shown[occluded] == 0 and sum(v == 0 for v in shown.values()) == 1  # drawn with an occluded ring
     canvas.setFocus()
     # One point placed by hand first: Enter keeps it, and fills in every other point.
     qtbot.keyClick(canvas, Qt.Key_N)
