@@ -566,6 +566,8 @@ def _run_train_visibility(args: argparse.Namespace) -> int:
                                        on_epoch=lambda epoch, _n, loss: bar.update(epoch, loss=loss))
     finally:
         bar.close()
+    for problem in report.skipped:
+        print(f"warning: {problem} (left out)", file=sys.stderr)
     figures = {"train_points": report.train_points, "held_out_points": report.held_out_points,
                "auc": round(report.auc, 4), "toggles_all_visible": report.toggles_all_visible,
                "toggles": report.toggles}

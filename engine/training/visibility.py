@@ -18,7 +18,7 @@ from torch import nn
 
 from engine.analysis.review_effort import rank_auc
 from engine.io.annotations import Annotations
-from engine.io.images import read_image
+from engine.io.images import ImageError, read_image
 from engine.model.visibility import (VisibilityConfig, VisibilityNet, garment_sizes, keypoint_patches,
                                      patch_tensor)
 
@@ -34,18 +34,25 @@ class VisibilityReport:
     toggles_all_visible: int     # a reviewer's toggles if every point were predicted visible
     toggles: int                 # ... with this stage's visibility
     losses: list[float]          # mean training loss per epoch
+    skipped: list[str]           # images that could not be read ("id: why"), left out
 
 
 def point_patches(root: str | os.PathLike, annotations: Annotations, config: VisibilityConfig,
-                  rng: np.random.Generator | None = None, jitter: float = 0.0
+                  rng: np.random.Generator | None = None, jitter: float = 0.0, skipped: list[str] | None = None
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(patches (M, P, P, 3) uint8, keypoints (M,), occluded (M,) bool) of every annotated point,
-    each moved by normal noise of `jitter` x the garment size when `rng` is given."""
+    each moved by normal noise of `jitter` x the garment size when `rng` is given. An image that
+    cannot be read is left out and named in `skipped`."""
     present = annotations.visibility >= 0
     sizes = garment_sizes(annotations.coords, present)
     patches, keypoints, occluded = [], [], []
     for i in np.flatnonzero(present.sum(axis=1) >= 2):
-        image = read_image(os.path.join(root, str(annotations.image_ids[i])), root)
+        try:
+            image = read_image(os.path.join(root, str(annotations.image_ids[i])), root)
+        except ImageError as e:
+            if skipped is not None:
+                skipped.append(f"{annotations.image_ids[i]}: {e}")
+            continue
         ks = np.flatnonzero(present[i])
         points = annotations.coords[i, ks].astype(np.float32)
         if rng is not None and jitter > 0:
@@ -68,7 +75,8 @@ def train_visibility(root: str | os.PathLike, annotations: Annotations, config: 
     order = rng.permutation(len(annotations))
     held = max(1, len(annotations) // 10)
     train, val = annotations.subset(np.sort(order[held:])), annotations.subset(np.sort(order[:held]))
-    x, k, y = point_patches(root, train, config, rng, jitter)
+    skipped: list[str] = []
+    x, k, y = point_patches(root, train, config, rng, jitter, skipped)
     torch.manual_seed(seed)
     net = VisibilityNet(config).to(device)
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
@@ -92,15 +100,16 @@ def train_visibility(root: str | os.PathLike, annotations: Annotations, config: 
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, losses[-1])
     net.eval()
-    return net, _report(net, root, val, config, len(y), losses, device)
+    return net, _report(net, root, val, config, len(y), losses, skipped, device)
 
 
 @torch.no_grad()
 def _report(net: VisibilityNet, root, val: Annotations, config: VisibilityConfig, train_points: int,
-            losses: list[float], device) -> VisibilityReport:
-    x, k, occluded = point_patches(root, val, config)
+            losses: list[float], skipped: list[str], device) -> VisibilityReport:
+    x, k, occluded = point_patches(root, val, config, skipped=skipped)
     prob = torch.sigmoid(net(patch_tensor(x).to(device), torch.from_numpy(k).to(device))).cpu().numpy()
     return VisibilityReport(train_points=train_points, held_out_points=len(occluded),
                             occluded_share=float(occluded.mean()), auc=rank_auc(prob[occluded], prob[~occluded]),
                             toggles_all_visible=int(occluded.sum()),
-                            toggles=int(((prob >= config.threshold) != occluded).sum()), losses=losses)
+                            toggles=int(((prob >= config.threshold) != occluded).sum()), losses=losses,
+                            skipped=skipped)

@@ -34,6 +34,16 @@ def test_the_stage_learns_to_tell_occluded_points_from_visible_ones(tmp_path, fi
     assert report.held_out_points > 100 and 0 < report.occluded_share < 0.5
 
 
+def test_an_unreadable_image_is_left_out_and_named(tmp_path):
+    csv = generate_dataset(tmp_path, 30, seed=3, split="train", size=96, workers=1)
+    ann = load_annotations(csv)
+    broken = str(ann.image_ids[4])
+    (tmp_path / broken).write_bytes(b"not a JPEG")
+    net, report = train_visibility(tmp_path, ann, epochs=1, batch_size=32)
+    assert len(report.skipped) == 1 and report.skipped[0].startswith(f"{broken}: ")
+    assert report.train_points + report.held_out_points > 100
+
+
 def test_probabilities_follow_the_mask_and_the_threshold_decides():
     torch.manual_seed(0)
     net = VisibilityNet(VisibilityConfig(threshold=0.5)).eval()
