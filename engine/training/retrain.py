@@ -328,7 +328,7 @@ def retrain(
                                "try a lower learning rate (nothing was written)")
     _check_finite(detector, "detector", config.detector_lr)
     new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
-                              keypoint_net=net, metadata=dict(model.metadata), visibility=model.visibility)
+                              keypoint_net=net, metadata=dict(model.metadata), visibility=work.visibility)
     progress(total_steps, total_steps, "measuring the retrained model")
     after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop),
                      "measuring the retrained model")

@@ -10,6 +10,7 @@ of the network it is given, in place, just as moving it to a GPU would change it
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 
 import numpy as np
@@ -22,6 +23,7 @@ from engine.jobs.runner import JobRunner, JobState
 from engine.model.hourglass import KeypointNet
 from engine.model.package import load_model
 from engine.model.pipeline import Pipeline
+from engine.model.visibility import VisibilityNet
 from engine.synth import load_hard_kinds
 from engine.training.retrain import RetrainConfig, choose_holdout, retrain
 
@@ -45,7 +47,9 @@ def _watch(model) -> dict:
     """Everything a move or a change would alter: each tensor's object, storage, device, dtype,
     strides and values, and each module's training flag."""
     seen = {}
-    for net_name, net in (("detector", model.detector), ("keypoints", model.keypoint_net)):
+    nets = [("detector", model.detector), ("keypoints", model.keypoint_net)]
+    nets += [("visibility", model.visibility)] if model.visibility is not None else []
+    for net_name, net in nets:
         for name, t in [*net.named_parameters(), *net.named_buffers()]:
             seen[f"{net_name}.{name}"] = (id(t), t.data_ptr(), t.device, t.dtype, t.stride(), t.detach().clone())
         for name, m in net.named_modules():
@@ -74,7 +78,8 @@ def test_retrain_never_moves_or_changes_the_callers_model(loop_model, monkeypatc
     holdout = choose_holdout([str(i) for i in ann.image_ids], hard, 0.1, 4)
     # On this CPU, the "device" wants channels-last: preparing a network for it changes the network.
     monkeypatch.setattr(device_rules, "memory_format_for", lambda device: torch.channels_last)
-    model = load_model(model_path)
+    # With a visibility stage, which the retrained model keeps (as its own copy).
+    model = dataclasses.replace(load_model(model_path), visibility=VisibilityNet())
     probe = copy.deepcopy(model.keypoint_net)
     strides = [p.stride() for p in probe.parameters()]
     assert device_rules.prepare_model(probe, torch.device("cpu")) is probe
@@ -82,6 +87,7 @@ def test_retrain_never_moves_or_changes_the_callers_model(loop_model, monkeypatc
     # A caller mid-training: a Pipeline that switched its networks to eval mode would show too.
     model.detector.train()
     model.keypoint_net.train()
+    model.visibility.train()
     before = _watch(model)
     config = RetrainConfig(steps=3, batch_size=4, boxes=boxes, detector_steps=detector_steps, detector_batch_size=2,
                            distill_replay=True, seed=0)
@@ -89,6 +95,7 @@ def test_retrain_never_moves_or_changes_the_callers_model(loop_model, monkeypatc
     _assert_same(before, _watch(model))
     # The result owns its networks (a model kept as it was is a copy, not the caller's).
     assert result.model.detector is not model.detector and result.model.keypoint_net is not model.keypoint_net
+    assert isinstance(result.model.visibility, VisibilityNet) and result.model.visibility is not model.visibility
     assert not {id(t) for t in result.model.detector.parameters()} & {id(t) for t in model.detector.parameters()}
     # ...and they were prepared for the device: the retrain ran where (and as) the device wants.
     conv = next(p for p in result.model.keypoint_net.parameters() if p.dim() == 4 and p.shape[-1] > 1)
