@@ -13,6 +13,7 @@ Sessions use `CUDAExecutionProvider` when ONNX Runtime offers it, else the CPU.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -105,7 +106,8 @@ def load_onnx_model(path: str | os.PathLike, threads: int | None = None,
     visibility = None
     if "visibility" in manifest["files"]:
         try:
-            vis_config = VisibilityConfig.from_dict({k: manifest["visibility"][k] for k in VISIBILITY_FIELDS})
+            vis_config = VisibilityConfig.from_dict({f.name: manifest["visibility"][f.name]
+                                                     for f in dataclasses.fields(VisibilityConfig)})
         except (TypeError, KeyError, ValueError) as e:
             raise OnnxModelError(f"{file}: the stored visibility settings are not valid ({e})") from None
         visibility = OnnxVisibilityNet(_session(ort, folder, manifest, "visibility", VISIBILITY_FILE, options, providers),
@@ -142,10 +144,6 @@ def _session(ort: Any, folder: Path, manifest: dict[str, Any], role: str, defaul
 def _numpy(x: torch.Tensor) -> np.ndarray:
     """A C-contiguous float32 array (the pipeline may hand channels-last or autocast tensors)."""
     return np.ascontiguousarray(x.detach().float().cpu().numpy())
-
-
-# The visibility settings the manifest repeats from `VisibilityConfig`.
-VISIBILITY_FIELDS = ("patch_size", "scale", "channels", "embedding", "threshold")
 
 
 class _OnnxModule(nn.Module):

@@ -502,6 +502,7 @@ class DeviceImages:
                 out[torch.as_tensor(part, device=crops.device)] = crops.view(len(part), v, 3, size, size)
         return out.view(n * v, 3, size, size)
 
+
 def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],
                           categories: Sequence[int | None] | None = None,
                           on_progress: Callable[[int, int], None] | None = None,
