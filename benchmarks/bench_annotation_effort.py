@@ -1,26 +1,31 @@
 """Does the model save the reviewer work? A simulated reviewer (`engine.analysis.review_effort`)
 with the demo model on two fresh batches, in one run:
 
-(i)  ordinary synthetic images of a seed the model never saw;
+(i)  ordinary synthetic images of seeds the model never saw: `--batches` batches of `--n` images,
+     pooled (the spread of the share over the batches is printed: a batch of 100 images moves it
+     by about a point either way);
 (ii) a new domain: `fkp synth --layouts` with the real FashionAI `val.csv` (real garment geometry).
 
 Figures, each batch: (a) seconds from scratch, (b) seconds pre-labelled by the model (goal:
 b <= 20 % of a on (i), <= 40 % on (ii)); the review queue's head (least confident first 20 %)
-against random order, in images that need a fix (goal >= 2x). Then (c), the loop on (ii): the
-first half, reviewed in queue order (so it becomes the truth), joins the training data (with an
-ordinary replay set standing in for the model's own training data), the model is retrained with
-the defaults of a retrain on reviewed images (`RetrainConfig.adapt()`; `--mode hard` for the hard-set
+against random order, in images that need a fix (goal >= 2x), with the most any order could
+give (1 / the share of images needing a fix). Then (c), the loop on (ii): the first half,
+reviewed in queue order (so it becomes the truth), joins the training data (with an ordinary
+replay set standing in for the model's own training data), the model is retrained with the
+defaults of a retrain on reviewed images (`RetrainConfig.adapt()`; `--mode hard` for the hard-set
 defaults, `RetrainConfig()`), and the other half is pre-labelled again: goal c <= 60 % of (b)'s
-seconds on that half; batch (i) is pre-labelled again too (what the adaptation costs the old domain).
+seconds on that half; batch (i) is pre-labelled again too (what the adaptation costs the old
+domain). Beside it, the "home floor": (c) if the retrained model did on the new domain as well
+as the demo model does on its own (batch (i)'s share of the from-scratch seconds).
 
 Predicted visibility: the model's visibility stage, when its package has one (the demo model's
 does), marks points occluded; the toggles it saves are reported against predicting every point
 visible, with how well it and the keypoint confidence separate occluded from visible points (AUC).
 The last line printed is one JSON object of the figures.
 
-    python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--n-new 200]
-        [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard] [--steps N]
-        [--detector-steps N] [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
+    python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--batches 5]
+        [--n-new 200] [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard]
+        [--steps N] [--detector-steps N] [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ import torch
 from engine.analysis.ne import align_predictions
 from engine.analysis.review_effort import (ReviewCosts, from_scratch, image_confidence, occlusion_auc, prelabelled,
                                            queue_gain)
-from engine.io.annotations import Annotations, load_annotations
+from engine.io.annotations import Annotations, concat_annotations, load_annotations
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
 from engine.synth import generate_dataset
@@ -60,7 +65,9 @@ def _predict(model: TwoStageModel, root: Path, truth: Annotations) -> tuple[np.n
     return coords, vis, np.asarray(scores, np.float64)
 
 
-def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts) -> dict:
+def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts, parts: int = 1) -> dict:
+    """The figures of one batch; `parts` > 1: it is that many batches of equal size pooled, and the
+    share of each is reported too."""
     coords, vis, scores = _predict(model, root, truth)
     all_visible = prelabelled(truth, coords, np.where(vis >= 0, 1, -1), costs)
     scratch, pre = from_scratch(truth, costs), prelabelled(truth, coords, vis, costs)
@@ -72,24 +79,35 @@ def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts)
         "images": len(truth), "scratch_s": round(scratch.total, 1), "prelabelled_s": round(pre.total, 1),
         "prelabelled_share": round(pre.total / scratch.total, 4),
         "queue_gain_first_20pct": round(queue_gain(pre.needs_fix, confidence), 3),
+        "queue_gain_bound": round(1 / max(float(pre.needs_fix.mean()), 1e-9), 3),
         "need_fix_share": round(float(pre.needs_fix.mean()), 4),
         "queue_gain_moves_first_20pct": round(queue_gain(pre.needs_moving, confidence), 3),
         "need_moving_share": round(float(pre.needs_moving.mean()), 4), "actions": pre.counts(),
     }
+    if parts > 1:
+        rows = np.array_split(np.arange(len(truth)), parts)
+        figures["prelabelled_share_per_batch"] = [round(pre.subset(r).total / scratch.subset(r).total, 4)
+                                                  for r in rows]
     print(f"{name}: {len(truth)} images, from scratch {scratch.total:.0f} s, pre-labelled {pre.total:.0f} s "
           f"({100 * figures['prelabelled_share']:.1f} %); {100 * figures['need_fix_share']:.0f} % need a fix, "
           f"{100 * figures['need_moving_share']:.0f} % a point moved; the queue's first 20 % holds "
           f"x{figures['queue_gain_first_20pct']:.2f} (fixes) / x{figures['queue_gain_moves_first_20pct']:.2f} "
-          f"(moves) of random order's share; actions {pre.counts()}; visibility toggles "
+          f"(moves) of random order's share (at most x{figures['queue_gain_bound']:.2f}); actions {pre.counts()}; "
+          f"visibility toggles "
           f"{figures['toggles_all_visible']} if every point were visible (pre-labelled {all_visible.total:.0f} s); "
           f"confidence vs occlusion AUC {figures['confidence_occlusion_auc']:.3f}")
+    if parts > 1:
+        shares = figures["prelabelled_share_per_batch"]
+        print(f"    per batch of {len(truth) // parts}: " + ", ".join(f"{100 * x:.1f} %" for x in shares)
+              + f" (range {100 * min(shares):.1f}-{100 * max(shares):.1f} %)")
     return {**figures, "_confidence": confidence, "_effort": pre}
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=str(REPO / "resources" / "models" / "demo"))
-    p.add_argument("--n", type=int, default=100, help="images of batch (i)")
+    p.add_argument("--n", type=int, default=100, help="images of each batch of (i)")
+    p.add_argument("--batches", type=int, default=5, help="batches of (i), pooled (seeds seed, seed + 100, ...)")
     p.add_argument("--n-new", type=int, default=200, help="images of batch (ii), the new domain")
     p.add_argument("--replay", type=int, default=200, help="ordinary images standing in for the training data")
     p.add_argument("--size", type=int, default=256)
@@ -110,17 +128,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         # One root, three splits: their ids never collide (they depend on seed and split).
-        ordinary = load_annotations(generate_dataset(root, args.n, seed=args.seed, split="ordinary", size=args.size))
+        ordinary = concat_annotations(*(
+            load_annotations(generate_dataset(root, args.n, seed=args.seed + 100 * k, split=f"ordinary{k or ''}",
+                                              size=args.size)) for k in range(args.batches)))
         new = load_annotations(generate_dataset(root, args.n_new, seed=args.seed + 1, split="new", size=args.size,
                                                 layouts=VAL_CSV))
         replay = load_annotations(generate_dataset(root, args.replay, seed=args.seed + 2, split="replay",
                                                    size=args.size))
-        print(f"data: {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at {args.size} px "
-              f"({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
+        print(f"data: {args.batches} x {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at "
+              f"{args.size} px ({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
         visibility = {"stage": model.visibility is not None, **model.metadata.get("visibility", {})}
         print("predicted visibility: " + ("the model's visibility stage" if visibility["stage"] else
                                           "none (the package has no visibility stage): every point visible"))
-        i = _batch("(i) ordinary", model, root, ordinary, costs)
+        i = _batch("(i) ordinary", model, root, ordinary, costs, args.batches)
         ii = _batch("(ii) new domain", model, root, new, costs)
         loop = _loop(args, model, root, new, replay, ii, costs, ordinary, i) if not args.no_loop else {}
     goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
@@ -144,7 +164,7 @@ def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: di
     old domain lost)."""
     queue = np.argsort(ii["_confidence"], kind="stable")
     reviewed, rest = np.sort(queue[: len(queue) // 2]), np.sort(queue[len(queue) // 2:])
-    training = _concat(replay, new.subset(reviewed))
+    training = concat_annotations(replay, new.subset(reviewed))
     config = RetrainConfig.for_mode(args.mode, **{k: v for k, v in (("steps", args.steps),
                                                                     ("detector_steps", args.detector_steps))
                                                   if v is not None})
@@ -154,13 +174,16 @@ def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: di
     other = new.subset(rest)
     coords, vis, scores = _predict(result.model, root, other)
     before_half = ii["_effort"].subset(rest).total
+    # As well on the new domain as at home: batch (i)'s share of the from-scratch seconds.
+    home_floor = i["prelabelled_share"] * from_scratch(new.subset(rest), costs).total / before_half
     after = prelabelled(other, coords, vis, costs)
     after_half = after.total
     o_coords, o_vis, _ = _predict(result.model, root, ordinary)
     ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
     loop = {"mode": config.mode, "reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
             "before_s": round(before_half, 1), "after_s": round(after_half, 1),
-            "after_share": round(after_half / before_half, 4), "after_actions": after.counts(),
+            "after_share": round(after_half / before_half, 4), "home_floor_share": round(home_floor, 4),
+            "after_actions": after.counts(),
             "after_need_fix_share": round(float(after.needs_fix.mean()), 4),
             "after_queue_gain_first_20pct": round(queue_gain(after.needs_fix, image_confidence(scores, vis)), 3),
             "ordinary_before_s": i["prelabelled_s"], "ordinary_after_s": round(ordinary_after, 1),
@@ -169,15 +192,11 @@ def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: di
             "reestimate_batchnorm": config.reestimate_batchnorm}
     print(f"(c) the loop on (ii): reviewed {len(reviewed)} in queue order, retrained ({config.mode} mode, "
           f"{config.steps} + {config.detector_steps} steps, {retrain_s:.0f} s); the other {len(rest)}: "
-          f"{before_half:.0f} s -> {after_half:.0f} s ({100 * loop['after_share']:.1f} %), actions {after.counts()}, "
+          f"{before_half:.0f} s -> {after_half:.0f} s ({100 * loop['after_share']:.1f} %; as well as at home: "
+          f"{100 * home_floor:.1f} %), actions {after.counts()}, "
           f"{100 * loop['after_need_fix_share']:.0f} % need a fix; batch (i) after it: {i['prelabelled_s']:.0f} s -> "
           f"{ordinary_after:.0f} s")
     return loop
-
-
-def _concat(a: Annotations, b: Annotations) -> Annotations:
-    return Annotations.from_arrays(list(a.image_ids) + list(b.image_ids), np.concatenate([a.categories, b.categories]),
-                                   np.concatenate([a.coords, b.coords]), np.concatenate([a.visibility, b.visibility]))
 
 
 if __name__ == "__main__":

@@ -204,6 +204,15 @@ class Annotations:
         )
 
 
+def concat_annotations(*parts: Annotations) -> Annotations:
+    """The rows of `parts`, in order, as new file content (`Annotations.from_arrays`)."""
+    return Annotations.from_arrays(
+        [str(i) for part in parts for i in part.image_ids],
+        np.concatenate([np.asarray(part.categories, np.int64) for part in parts]),
+        np.concatenate([part.coords for part in parts]), np.concatenate([part.visibility for part in parts]),
+    )
+
+
 def _canonical_header(has_keypoints: bool) -> str:
     return ",".join(CSV_HEADER if has_keypoints else TEST_HEADER)
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader
 
-from engine.io.annotations import Annotations
+from engine.io.annotations import Annotations, concat_annotations
 from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch, device_images
 from engine.training.detector import DetectorSamples, detector_samples, detector_step
 from engine.model.device import (autocast_for, needs_grad_scaler, out_of_memory_message, pick_device, prepare_input,
@@ -152,7 +152,7 @@ def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotation
               boxes: str, batch_size: int, should_stop: Callable[[], bool] | None) -> NESummary:
     """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in
     RetrainConfig. The model's networks must be on `device` already (the Pipeline takes them as they are)."""
-    both = _concat(holdout, hard)
+    both = concat_annotations(holdout, hard)
     if boxes == "detector":
         from engine.model.pipeline import Pipeline
 
@@ -204,14 +204,6 @@ def _rows_for(pred: Annotations, gt: Annotations) -> Annotations:
     index = pred.id_index()
     rows = [index[str(i)] for i in gt.image_ids if str(i) in index]
     return pred.subset(np.asarray(rows, np.int64))
-
-
-def _concat(a: Annotations, b: Annotations) -> Annotations:
-    return Annotations.from_arrays(
-        [*map(str, a.image_ids), *map(str, b.image_ids)],
-        np.concatenate([np.asarray(a.categories, np.int64), np.asarray(b.categories, np.int64)]),
-        np.concatenate([a.coords, b.coords]), np.concatenate([a.visibility, b.visibility]),
-    )
 
 
 # --- the retrain -----------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.io.annotations import Annotations, RowProblem, load_annotations, save_annotations
+from engine.io.annotations import Annotations, RowProblem, concat_annotations, load_annotations, save_annotations
 from engine.schema import CATEGORIES, CATEGORY_MASK, CSV_HEADER, KEYPOINT_INDEX
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
@@ -127,6 +127,19 @@ def test_subset_copy_and_index_of(tmp_path) -> None:
     out = tmp_path / "copy.csv"
     save_annotations(dup, out)
     assert out.read_bytes() == (DATA / "val.csv").read_bytes()
+
+
+def test_concat_keeps_every_row_in_order_and_writes_what_each_part_would(tmp_path) -> None:
+    ann = load_annotations(DATA / "val.csv")
+    a, b = ann.subset([7, 3]), ann.subset([0])
+    both = concat_annotations(a, b)
+    assert list(both.image_ids) == [ann.image_ids[7], ann.image_ids[3], ann.image_ids[0]]
+    np.testing.assert_array_equal(both.coords, ann.coords[[7, 3, 0]])
+    np.testing.assert_array_equal(both.visibility, ann.visibility[[7, 3, 0]])
+    np.testing.assert_array_equal(both.categories, ann.categories[[7, 3, 0]])
+    save_annotations(both, tmp_path / "both.csv")
+    save_annotations(ann.subset([7, 3, 0]), tmp_path / "rows.csv")
+    assert (tmp_path / "both.csv").read_bytes() == (tmp_path / "rows.csv").read_bytes()
 
 
 def test_save_refuses_arrays_that_would_not_load_back_and_leaves_the_file(tmp_path) -> None:
