@@ -175,7 +175,7 @@ def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: di
     coords, vis, scores = _predict(result.model, root, other)
     before_half = ii["_effort"].subset(rest).total
     # As well on the new domain as at home: batch (i)'s share of the from-scratch seconds.
-    home_floor = i["prelabelled_share"] * from_scratch(new.subset(rest), costs).total / before_half
+    home_floor = i["prelabelled_share"] * from_scratch(other, costs).total / before_half
     after = prelabelled(other, coords, vis, costs)
     after_half = after.total
     o_coords, o_vis, _ = _predict(result.model, root, ordinary)
