@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,13 +39,18 @@ from engine.io.annotations import Annotations
 from engine.io.files import fsync_dir
 from engine.io.image_scan import IMAGE_SUFFIXES, scan_images
 from engine.io.boxes import KEYPOINT_BOX_MARGIN, boxes_from_keypoints
-from engine.io.images import ImageError, image_size
+from engine.io.images import ImageError, check_inside, image_size
+from engine.io.messages import shorten
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINTS, NUM_KEYPOINTS
 
 DECIMALS = 6
 LABEL_VALUES = 5 + 3 * NUM_KEYPOINTS  # class, box, 24 x (x, y, v)
 DATA_YAML = "data.yaml"
 _SUFFIXES = IMAGE_SUFFIXES + tuple(s.upper() for s in IMAGE_SUFFIXES)  # where an import looks for images
+# A data YAML is a few hundred bytes and a label file one line per garment (Ultralytics'
+# save_txt: at most a few hundred); anything far larger is not one and is not read whole.
+_MAX_YAML_BYTES = 1 << 20
+_MAX_LABEL_BYTES = 16 << 20
 
 
 class YoloError(ValueError):
@@ -165,26 +171,38 @@ def export_yolo(ann: Annotations, images_root: str | os.PathLike, out: str | os.
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     made: set[Path] = set()
+    writing = Path(".")  # the file being written, relative to OUT: what an error names
     try:
         for r in np.flatnonzero(keep):
             split = "val" if val[r] else "train"
-            image = stage / "images" / split / ids[r]
-            label = (stage / "labels" / split / ids[r]).with_suffix(".txt")
+            image = Path("images") / split / ids[r]
+            label = (Path("labels") / split / ids[r]).with_suffix(".txt")
             for folder in (image.parent, label.parent):
                 if folder not in made:
-                    folder.mkdir(parents=True, exist_ok=True)
+                    writing = folder
+                    (stage / folder).mkdir(parents=True, exist_ok=True)
                     made.add(folder)
-            report.copied += _link_or_copy(root / ids[r], image)
-            label.write_text(lines[r] + "\n", encoding="utf-8")
+            writing = image
+            report.copied += _link_or_copy(root / ids[r], stage / image)
+            writing = label
+            (stage / label).write_text(lines[r] + "\n", encoding="utf-8")
             report.val += bool(val[r])
         report.train = int(keep.sum()) - report.val
-        (stage / "images" / "train").mkdir(parents=True, exist_ok=True)
+        writing = Path("images") / "train"
+        (stage / writing).mkdir(parents=True, exist_ok=True)
         # Ultralytics needs a val set: without one, val is the train folder.
         val_dir = "images/val" if report.val else "images/train"
+        writing = Path(DATA_YAML)
         (stage / DATA_YAML).write_text(data_yaml_text(out.resolve(), val_dir, source), encoding="utf-8")
         os.chmod(stage, 0o755)  # mkdtemp's folder is private
+        writing = Path(".")
         _flush(stage)
         os.replace(stage, out)  # onto a missing or empty folder
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        # A write error of the staged copy names no file (ENOSPC at close) or the hidden stage:
+        # name the file as it would have been in OUT.
+        raise YoloError(f"{out / writing}: cannot write ({e.strerror or e}); nothing was exported") from None
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
@@ -220,10 +238,7 @@ def read_data_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """A data set YAML as a dict (PyYAML when installed, else the flat subset `export_yolo`
     writes: `key: value`, flow lists, one level of `  key: value` / `  - value` blocks)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise YoloError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    text = _read_text(path, _MAX_YAML_BYTES, "data YAML")
     try:
         import yaml
     except ImportError:
@@ -232,10 +247,65 @@ def read_data_yaml(path: str | os.PathLike) -> dict[str, Any]:
         try:
             obj = yaml.safe_load(text)
         except yaml.YAMLError as e:
-            raise YoloError(f"{path}: not valid YAML ({' '.join(str(e).split())})") from None
+            raise YoloError(f"{path}: not valid YAML ({_yaml_problem(e)})") from None
+        except RecursionError:
+            raise YoloError(f"{path}: not valid YAML (nested too deeply)") from None
     if not isinstance(obj, dict):
         raise YoloError(f"{path}: expected a YAML mapping (path, train, val, kpt_shape, names)")
     return obj
+
+
+def _yaml_problem(error: Exception) -> str:
+    """Where and what PyYAML found wrong, without the snippet of the file it quotes."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or type(error).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return where + shorten(" ".join(str(problem).split()), 80)
+
+
+def _describe(value: Any) -> str:
+    """A YAML value, short, for a message. Containers are described by size: aliases make a
+    375-byte file hold lists that format to hundreds of megabytes."""
+    if isinstance(value, (list, tuple)):
+        if len(value) <= 4 and all(isinstance(v, (str, int, float)) or v is None for v in value):
+            return "[" + ", ".join(_describe(v) for v in value) + "]"
+        return f"a list of {len(value)} items"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value)} keys"
+    if isinstance(value, str):
+        return repr(shorten(value, 40))
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10 ** 12 else "a very large number"
+    return type(value).__name__
+
+
+def _read_text(path: Path, limit: int, what: str) -> str:
+    """The UTF-8 text of a regular file of at most `limit` bytes; YoloError naming the file
+    (never quoting it). A FIFO or device is refused without blocking."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except OSError as e:
+        raise YoloError(f"{path}: cannot read ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise YoloError(f"{path}: not a regular file; not read")
+        if st.st_size > limit:
+            raise YoloError(f"{path}: {st.st_size:,} bytes is too large for a {what} (at most {limit:,}); not read")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise YoloError(f"{path}: cannot read ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+    if len(data) > limit:
+        raise YoloError(f"{path}: too large for a {what} (over {limit:,} bytes); not read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise YoloError(f"{path}: not UTF-8 text (byte {e.start + 1}); expected a {what}") from None
 
 
 def _scalar(text: str) -> Any:
@@ -306,7 +376,7 @@ def _read_simple_yaml(text: str, path: Path) -> dict[str, Any]:
             if obj[key] is None:
                 obj[key] = []
             if not isinstance(obj[key], list):
-                raise YoloError(f"{path}:{n}: a list item under a key that holds {obj[key]!r}")
+                raise YoloError(f"{path}:{n}: a list item under a key that holds {_describe(obj[key])}")
             obj[key].append(_scalar(item[2:]))
         else:
             k, sep, v = item.partition(":")
@@ -315,7 +385,7 @@ def _read_simple_yaml(text: str, path: Path) -> dict[str, Any]:
             if obj[key] is None:
                 obj[key] = {}
             if not isinstance(obj[key], dict):
-                raise YoloError(f"{path}:{n}: a mapping entry under a key that holds {obj[key]!r}")
+                raise YoloError(f"{path}:{n}: a mapping entry under a key that holds {_describe(obj[key])}")
             obj[key][_scalar(k)] = _scalar(v)
     return obj
 
@@ -324,14 +394,14 @@ def class_categories(names: Any, path: str | os.PathLike = "<data.yaml>") -> np.
     """FashionAI category code of each YOLO class index, from a data YAML's `names` (a list or
     an index -> name mapping; every name a FashionAI category)."""
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
+        if set(names) != set(range(len(names))):  # a set: keys of mixed types do not sort
             raise YoloError(f"{path}: \"names\" keys must be 0..{len(names) - 1}")
         names = [names[i] for i in range(len(names))]
     if not isinstance(names, list) or not names:
         raise YoloError(f"{path}: no \"names\" list of classes")
-    unknown = [n for n in names if n not in CATEGORIES]
+    unknown = [n for n in names if not isinstance(n, str) or n not in CATEGORIES]
     if unknown:
-        raise YoloError(f"{path}: class {unknown[0]!r} is not a FashionAI category ({', '.join(CATEGORIES)})")
+        raise YoloError(f"{path}: class {_describe(unknown[0])} is not a FashionAI category ({', '.join(CATEGORIES)})")
     return np.array([CATEGORIES.index(n) for n in names], dtype=np.int64)
 
 
@@ -354,14 +424,33 @@ class _LabelFile:
     images: list[Path]              # folders its image may be in (mirrored path)
 
 
-def _split_dirs(yaml_path: Path, data: dict[str, Any]) -> list[Path]:
-    """The image folders of a data YAML's splits (as Ultralytics resolves them)."""
+def _is_inside(root: Path, path: Path) -> bool:
+    """Whether `path` is `root` or below it once symbolic links are followed."""
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    return os.path.commonpath([real_root, real]) == real_root
+
+
+def _data_root(yaml_path: Path, data: dict[str, Any], warnings: list[str]) -> Path:
+    """The folder a data YAML's splits resolve against: its `path` when that lies inside the
+    YAML's own folder, else that folder (a moved or copied export still names its old place;
+    `path: /` must not make every file on the system a label)."""
+    home = yaml_path.parent.resolve()
     base = data.get("path")
-    root = Path(base) if isinstance(base, str) and base else yaml_path.parent
-    if not root.is_absolute():
-        root = yaml_path.parent / root
+    if not isinstance(base, str) or not base:
+        return home
+    root = Path(base) if Path(base).is_absolute() else home / base
     if not root.is_dir():
-        root = yaml_path.parent  # a moved export: its data.yaml still sits at the root
+        return home
+    if not _is_inside(home, root):
+        warnings.append(f"{yaml_path}: \"path\" {_describe(base)} lies outside the data set folder {home}; "
+                        "read the splits from that folder instead")
+        return home
+    return root.resolve()
+
+
+def _split_dirs(yaml_path: Path, data: dict[str, Any], root: Path) -> list[Path]:
+    """The image folders of a data YAML's splits (as Ultralytics resolves them), each inside
+    the data set folder `root`."""
     dirs: list[Path] = []
     for key in ("train", "val", "test"):
         value = data.get(key)
@@ -369,8 +458,12 @@ def _split_dirs(yaml_path: Path, data: dict[str, Any]) -> list[Path]:
             if not isinstance(v, str):
                 raise YoloError(f"{yaml_path}: \"{key}\" must be a folder or a list of folders")
             d = (root / v).resolve()
+            if not _is_inside(root, d):
+                raise YoloError(f"{yaml_path}: \"{key}\" {_describe(v)} leads outside the data set folder {root}; "
+                                "not read")
             if d.suffix == ".txt":
-                raise YoloError(f"{yaml_path}: \"{key}\": image list files ({v}) are not supported; give folders")
+                raise YoloError(f"{yaml_path}: \"{key}\": image list files ({_describe(v)}) are not supported; "
+                                "give folders")
             if d not in dirs:
                 dirs.append(d)
     if not dirs:
@@ -397,33 +490,81 @@ def _images_dir(labels_dir: Path) -> Path | None:
     return None
 
 
-def _label_files(path: Path) -> tuple[list[_LabelFile], np.ndarray | None, Path | None]:
-    """The label files under a data set folder / data YAML / labels folder, the class ->
-    category map (None without a data YAML) and the YAML read."""
+@dataclass
+class _LabelSet:
+    """The label files of an import, the data set folder they must lie in, the class ->
+    category map (None without a data YAML) and what was skipped on the way."""
+
+    files: list[_LabelFile]
+    root: Path
+    categories: np.ndarray | None
+    warnings: list[str]
+
+
+def _label_files(path: Path) -> _LabelSet:
+    """The label files under a data set folder / data YAML / labels folder. Only files inside
+    the data set (the YAML's folder, or the folder above a labels folder) are listed."""
     yaml_path = path if path.is_file() else path / DATA_YAML
     if path.is_file() and path.suffix not in (".yaml", ".yml"):
         raise YoloError(f"{path}: expected a data set folder, its data.yaml or a labels folder")
     if not path.exists():
         raise YoloError(f"{path}: not found")
-    files: list[_LabelFile] = []
+    warnings: list[str] = []
     if yaml_path.is_file():
         data = read_data_yaml(yaml_path)
-        kpt_shape = data.get("kpt_shape")
-        if kpt_shape is not None and list(kpt_shape) != [NUM_KEYPOINTS, 3]:
-            raise YoloError(f"{yaml_path}: kpt_shape {kpt_shape} is not [{NUM_KEYPOINTS}, 3] "
-                            "(the 24 FashionAI keypoints with visibility)")
+        _check_kpt_shape(data.get("kpt_shape"), yaml_path)
         cats = class_categories(data.get("names"), yaml_path)
-        for images in _split_dirs(yaml_path, data):
+        root = _data_root(yaml_path, data, warnings)
+        files: list[_LabelFile] = []
+        for images in _split_dirs(yaml_path, data, root):
             labels = _labels_dir(images)
+            if not _is_inside(root, labels):
+                raise YoloError(f"{yaml_path}: the labels of {images} would be in {labels}, outside the data set "
+                                f"folder {root}; not read")
             files += [_LabelFile(f, f.relative_to(labels).with_suffix(""), [images])
-                      for f in sorted(labels.rglob("*.txt")) if f.is_file()]
-        return files, cats, yaml_path
+                      for f in _inside_files(root, labels, warnings)]
+        return _LabelSet(files, root, cats, warnings)
     if not path.is_dir():
         raise YoloError(f"{path}: not a folder")
     images = _images_dir(path)
+    root = _labels_root(path)
     files = [_LabelFile(f, f.relative_to(path).with_suffix(""), [images] if images else [])
-             for f in sorted(path.rglob("*.txt")) if f.is_file()]
-    return files, None, None
+             for f in _inside_files(root, path, warnings)]
+    return _LabelSet(files, root, None, warnings)
+
+
+def _check_kpt_shape(kpt_shape: Any, yaml_path: Path) -> None:
+    """YoloError unless a data YAML's `kpt_shape` is absent or [24, 3]."""
+    if kpt_shape is None:
+        return
+    ok = (isinstance(kpt_shape, list) and len(kpt_shape) == 2
+          and all(isinstance(x, int) and not isinstance(x, bool) for x in kpt_shape))
+    if not ok or kpt_shape != [NUM_KEYPOINTS, 3]:
+        raise YoloError(f"{yaml_path}: kpt_shape {_describe(kpt_shape)} is not [{NUM_KEYPOINTS}, 3] "
+                        "(the 24 FashionAI keypoints with visibility)")
+
+
+def _labels_root(labels: Path) -> Path:
+    """The data set folder of a labels folder: the one above its last `labels` component
+    (where the mirrored `images` folder is), else the labels folder itself."""
+    real = labels.resolve()
+    parts = real.parts
+    for i in range(len(parts) - 1, 0, -1):
+        if parts[i] == "labels":
+            return Path(*parts[:i])
+    return real
+
+
+def _inside_files(root: Path, folder: Path, warnings: list[str]) -> list[Path]:
+    """The `*.txt` files under `folder`, sorted; a link leading outside `root` is skipped
+    with a warning (it is never opened: a label linked to /etc/shadow would be quoted)."""
+    found = []
+    for f in sorted(folder.rglob("*.txt")):
+        if not _is_inside(root, f):
+            warnings.append(f"{f}: leads outside the data set folder {root}; not read; skipped")
+        elif f.is_file():
+            found.append(f)
+    return found
 
 
 def _fashionai_id(rel: Path) -> str:
@@ -458,11 +599,8 @@ def _find_image(lf: _LabelFile, images_root: Path | None,
 
 def _parse_label_file(path: Path) -> tuple[np.ndarray, list[int]]:
     """The numbers of a label file's lines ((n, m) float64; every line the same count) and the
-    line numbers; YoloError naming the file and line."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise YoloError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    line numbers; YoloError naming the file, line and value (never quoting the file)."""
+    text = _read_text(path, _MAX_LABEL_BYTES, "label file")
     rows, numbers = [], []
     for n, line in enumerate(text.splitlines(), 1):
         fields = line.split()
@@ -471,8 +609,8 @@ def _parse_label_file(path: Path) -> tuple[np.ndarray, list[int]]:
         try:
             values = [float(x) for x in fields]
         except ValueError:
-            bad = next(x for x in fields if not _is_number(x))
-            raise YoloError(f"{path}:{n}: {bad[:40]!r} is not a number") from None
+            bad = next(i for i, x in enumerate(fields, 1) if not _is_number(x))
+            raise YoloError(f"{path}:{n}: value {bad} is not a number (a label line holds numbers only)") from None
         if rows and len(values) != len(rows[0]):
             raise YoloError(f"{path}:{n}: {len(values)} values, but line {numbers[0]} has {len(rows[0])}")
         rows.append(values)
@@ -538,7 +676,8 @@ def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = N
     (predictions) or the first (labels) with a warning.
     """
     path = Path(path)
-    files, cats, yaml_path = _label_files(path)
+    label_set = _label_files(path)
+    cats = label_set.categories
     root = Path(images_root) if images_root is not None else None
     if root is not None and not root.is_dir():
         raise YoloError(f"{root}: images root is not a folder")
@@ -546,15 +685,15 @@ def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = N
     if cats is None:
         cats = np.arange(len(CATEGORIES), dtype=np.int64)
     parsed = []
-    for lf in files:
+    for lf in label_set.files:
         values, lines = _parse_label_file(lf.path)
         if len(values) and values.shape[1] not in (LABEL_VALUES, LABEL_VALUES + 1, LABEL_VALUES + 2):
             raise YoloError(f"{lf.path}:{lines[0]}: {values.shape[1]} values, expected {LABEL_VALUES} "
                             f"(class, box, {NUM_KEYPOINTS} keypoints x 3), or {LABEL_VALUES + 1} with a confidence")
         parsed.append((lf, values, lines))
     if predictions is None:
-        predictions = any(len(v) and v.shape[1] > LABEL_VALUES for _, v, _ in parsed)
-    warnings: list[str] = []
+        predictions = _decide_predictions(parsed)
+    warnings: list[str] = list(label_set.warnings)
     by_stem = None
     ids, categories, kps, seen = [], [], [], {}
     for lf, values, lines in parsed:
@@ -583,8 +722,11 @@ def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = N
         if image_id in seen:
             raise YoloError(f"{lf.path}: image {image_id} also has labels in {seen[image_id]}")
         seen[image_id] = lf.path
+        # An image found under the images root must not lead out of it (`read_image`'s rule); a
+        # mirrored image beside the labels may: the export links each to its data set.
+        inside = root if root is not None and _is_inside(root, image_file.parent) else None
         try:
-            w, h = image_size(image_file)
+            w, h = image_size(image_file, inside)
         except ImageError as e:
             warnings.append(f"{lf.path}: {e}; skipped")
             continue
@@ -611,6 +753,26 @@ def load_yolo(path: str | os.PathLike, images_root: str | os.PathLike | None = N
     coords = np.where(vis[:, :, None] >= 0, xy, -1.0)
     ann = Annotations.from_arrays(ids, code, coords.astype(np.float32), vis.astype(np.int8))
     return YoloImport(ann, scores, bool(predictions), warnings)
+
+
+def _decide_predictions(parsed: list[tuple[_LabelFile, np.ndarray, list[int]]]) -> bool:
+    """Whether the files are predictions (a confidence column: 78 or 79 values) or labels (77),
+    decided by most files; a file of the other kind is named as the odd one (YoloError)."""
+    kinds = [(lf, lines[0], values.shape[1]) for lf, values, lines in parsed if len(values)]
+    n_pred = sum(cols > LABEL_VALUES for _, _, cols in kinds)
+    n_labels = len(kinds) - n_pred
+    if not n_pred or not n_labels:
+        return bool(n_pred)
+    # The majority decides; on a tie, the first file's kind.
+    predictions = n_pred > n_labels or (n_pred == n_labels and kinds[0][2] > LABEL_VALUES)
+    lf, line, cols = next(k for k in kinds if (k[2] > LABEL_VALUES) != predictions)
+    if predictions:
+        raise YoloError(f"{lf.path}:{line}: {cols} values (no confidence column), but {n_pred} other files hold "
+                        f"predictions ({LABEL_VALUES + 1} or {LABEL_VALUES + 2} values); fix this file, or import "
+                        "them all as predictions with predictions=True / --predictions")
+    raise YoloError(f"{lf.path}:{line}: {cols} values (a confidence column), but {n_labels} other files hold "
+                    f"labels ({LABEL_VALUES} values: class, box, {NUM_KEYPOINTS} keypoints x 3); fix this file, "
+                    "or import predictions with predictions=True / --predictions")
 
 
 def _stems(root: Path) -> dict[str, list[tuple[str, Path]]]:

@@ -4,6 +4,7 @@ and `save_txt` predictions (offline: the network is refused, nothing is download
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -177,7 +178,7 @@ def one_label(tmp_path):
 
 @pytest.mark.parametrize("edit, message", [
     (lambda v: v[:10], ":1: 10 values, expected 77"),
-    (lambda v: ["x1"] + v[1:], ":1: 'x1' is not a number"),
+    (lambda v: ["x1"] + v[1:], ":1: value 1 is not a number"),
     (lambda v: ["7"] + v[1:], ":1: class 7 is not one of 0..4"),
     (lambda v: v[:5] + ["1.5"] + v[6:], ":1: value 1.5 (neckline_left x) is outside [0, 1]"),
     (lambda v: v[:1] + ["-0.1"] + v[2:], ":1: value -0.1 (box) is outside [0, 1]"),
@@ -208,6 +209,109 @@ def test_several_garments_keep_the_first_and_unmatched_labels_are_reported(one_l
     assert any("nobody.txt: no image found" in w for w in res.warnings)
     assert any("empty.txt: no garment" in w for w in res.warnings)
     assert rows_by_id(res.annotations) == rows_by_id(ann)
+
+
+SECRET = "root:*:19000:0:99999:7:::"
+
+
+def test_import_reads_nothing_outside_the_data_set_and_never_quotes_a_file(one_label, tmp_path, capsys) -> None:
+    out, labels, _ = one_label
+    (tmp_path / "secret").mkdir()
+    (tmp_path / "secret" / "shadow.txt").write_text(SECRET + "\n")
+    # A label file linked out of the data set is not opened: the other two are imported.
+    labels[0].unlink()
+    os.symlink(tmp_path / "secret" / "shadow.txt", labels[0])
+    assert main(["import-yolo", str(out), str(tmp_path / "a.csv")]) == 0
+    printed = capsys.readouterr()
+    assert "wrote" in printed.out and "2 rows" in printed.out
+    assert f"{labels[0]}: leads outside the data set folder" in printed.err
+    assert "root:" not in printed.out + printed.err
+    # A data.yaml whose `path` leaves its folder reads its own folder, not the one it names.
+    yaml_text = (out / DATA_YAML).read_text()
+    for path_line in ('path: ".."', 'path: "/"'):
+        (out / DATA_YAML).write_text(yaml_text.replace(f"path: {json.dumps(str(out.resolve()))}", path_line)
+                                     .replace("train: images/train", "train: ."))
+        main(["import-yolo", str(out), str(tmp_path / "b.csv")])
+        printed = capsys.readouterr()
+        assert "lies outside the data set folder" in printed.err and "shadow.txt" not in printed.err
+        assert "root:" not in printed.out + printed.err
+    # A split that leaves the folder is refused by name.
+    (out / DATA_YAML).write_text(yaml_text.replace("train: images/train", "train: ../secret"))
+    assert main(["import-yolo", str(out), str(tmp_path / "c.csv")]) == 2
+    err = capsys.readouterr().err
+    assert '"train" \'../secret\' leads outside the data set folder' in err and "root:" not in err
+    # A label line that is not numbers is named by file, line and value, never quoted.
+    labels[1].write_text(SECRET + "\n")
+    assert main(["import-yolo", str(out / "labels" / "train"), str(tmp_path / "d.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"{labels[1]}:1: value 1 is not a number" in err and "root:" not in err
+
+
+def _alias_bomb(levels: int) -> str:
+    """A YAML document whose last anchor is a list nested `levels` deep, 9 wide at each level."""
+    lines = ['a0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for i in range(1, levels):
+        lines.append(f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("key", ["kpt_shape", "names"])
+def test_a_yaml_alias_bomb_gives_a_short_error(one_label, tmp_path, capsys, key) -> None:
+    out, _, _ = one_label
+    text = (out / DATA_YAML).read_text()
+    bomb = _alias_bomb(6)  # 9^6 = 531,441 strings: 3.7 MB once formatted (the probe's 9 levels: 226 MB)
+    assert len(bomb) < 400
+    other = "kpt_shape" if key == "names" else "names"
+    kept = text[text.index(f"{other}:"):] if other == "names" else "kpt_shape: [24, 3]\n"
+    kept = kept.split("kpt_names:")[0] if other == "names" else kept
+    (out / DATA_YAML).write_text(bomb + f"path: .\ntrain: images/train\n{key}: *a5\n" + kept)
+    assert main(["import-yolo", str(out), str(tmp_path / "x.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err) < 400 and len(err.strip().splitlines()) == 1, len(err)
+    assert str(out / DATA_YAML) in err and "a list of 9 items" in err
+
+
+def test_one_odd_label_file_is_named_and_does_not_switch_the_import_to_predictions(one_label, capsys) -> None:
+    out, labels, _ = one_label
+    odd = labels[-1]
+    odd.write_text(odd.read_text().rstrip("\n") + " 0.9\n")  # a confidence column on one file only
+    with pytest.raises(YoloError) as e:
+        load_yolo(out)
+    message = str(e.value)
+    assert message.startswith(f"{odd}:1: {LABEL_VALUES + 1} values (a confidence column), but 2 other files hold labels")
+    assert str(labels[0]) not in message
+    assert main(["import-yolo", str(out), str(out / "x.csv")]) == 2
+    assert f"{odd}:1:" in capsys.readouterr().err
+    # Once the odd file is fixed, the three are labels again.
+    odd.write_text(odd.read_text().rsplit(" ", 1)[0] + "\n")
+    assert not load_yolo(out).predictions
+
+
+def test_export_on_a_full_disk_names_the_file_it_could_not_write(one_label, tmp_path, capsys) -> None:
+    import resource
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("SIGXFSZ can only be ignored from the main thread")
+    _, _, ann = one_label
+    csv = tmp_path / "root" / "Annotations" / "train.csv"
+    target = tmp_path / "again"
+    # A file-size limit below one label line: each label write fails as on a full disk, with
+    # an OSError that names no file.
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (200, hard))
+    try:
+        code = main(["export-yolo", str(csv), str(target)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, handler)
+    err = capsys.readouterr().err
+    assert code == 2
+    first = sorted(str(i) for i in ann.image_ids)[0]
+    assert f"{target / 'labels' / 'train' / first[:-4]}.txt: cannot write (File too large)" in err, err
+    assert not target.exists() and not list(tmp_path.glob(".again.*"))
 
 
 # --- Ultralytics, the real client ----------------------------------------------------------
