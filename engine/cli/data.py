@@ -311,26 +311,11 @@ def _register_merge(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from engine.io.annotations import merge_annotation_files
 
-    from engine.io.annotations import append_annotations, load_annotations
-    from engine.io.files import atomic_write_bytes
-
-    out, base = Path(args.out), Path(args.base)
-    parts = [load_annotations(p) for p in args.more]
-    for path, ann in zip(args.more, parts):
-        if ann.problems:
-            raise ValueError(f"{ann.problems[0].describe(path)} ({len(ann.problems)} problems: "
-                             f"fix them first, `fkp validate {path}`)")
-    if out.resolve() != base.resolve():
-        atomic_write_bytes(out, base.read_bytes())
-    try:
-        added = sum(append_annotations(out, ann) for ann in parts)
-    except ValueError:
-        if out.resolve() != base.resolve():
-            out.unlink()
-        raise
-    print(f"wrote {out}: {added} rows appended to the {len(load_annotations(out)) - added} of {base}")
+    # Every file is read and every row checked before the one write: a refusal writes nothing.
+    kept, added = merge_annotation_files(args.base, args.more, args.out)
+    print(f"wrote {args.out}: {added} rows appended to the {kept} of {args.base}")
     return 0
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.io.files import atomic_write_bytes
+from engine.io.files import FileVersion, atomic_write_bytes, read_versioned
 from engine.schema import CATEGORIES, CATEGORY_INDEX, CATEGORY_MASK, CSV_HEADER, KEYPOINTS, NUM_KEYPOINTS
 
 TEST_HEADER: tuple[str, ...] = CSV_HEADER[:2]
@@ -292,6 +292,41 @@ def _ids_leaving_root(ids: list[str]) -> list[int]:
     if not any(mark in text for mark in ("\n/", "\n\\", "..", ":", "\x00")):
         return []
     return [k for k, image_id in enumerate(ids) if _LEAVING_ROOT.search(image_id)]
+
+
+def id_problems(ids: Sequence[str]) -> dict[int, str]:
+    """Why each id (by index) could not be saved as a row and loaded back as itself: empty, a
+    quote first, a comma, a line break or NUL, not UTF-8, or leading outside the data root."""
+    out: dict[int, str] = {}
+    text = "/".join(ids)
+    # The usual case costs a few scans of one string (the rules per id only for a hit).
+    if any(mark in text for mark in (",", "\n", "\r", "\x00", '"')) or not all(ids):
+        for k, image_id in enumerate(ids):
+            reason = _csv_id_problem(image_id)
+            if reason:
+                out[k] = reason
+    if _has_surrogates(text):
+        for k, image_id in enumerate(ids):
+            if k not in out and _has_surrogates(image_id):
+                out[k] = "is not valid UTF-8"
+    for k in _ids_leaving_root(list(ids)):
+        out.setdefault(k, "leads outside the data root")
+    return out
+
+
+def _csv_id_problem(image_id: str) -> str | None:
+    """What keeps `image_id` from being the first field of a CSV row, or None."""
+    if not image_id:
+        return "is empty"
+    if image_id[0] == '"':
+        return "starts with a quote"
+    if "," in image_id:
+        return "holds a comma"
+    if "\n" in image_id or "\r" in image_id:
+        return "holds a line break"
+    if "\x00" in image_id:
+        return "holds a NUL character"
+    return None
 
 
 def _foreign_encoding(data: bytes) -> str | None:
@@ -636,18 +671,66 @@ def save_annotations(annotations: Annotations, path: str | os.PathLike) -> None:
 
 
 def append_annotations(path: str | os.PathLike, rows: Annotations) -> int:
-    """Append `rows` to the FashionAI file at `path` (created when missing): its bytes stay as
-    they are, the new rows follow in its line ending. Refused with ValueError, before anything
-    is written, when an id is in the file already or twice in `rows`, or when keypoint rows
-    would go into a test split. Returns how many rows were appended."""
+    """Append `rows` to the FashionAI file at `path` (created when missing or empty): its bytes
+    stay as they are, the new rows follow in its line ending. Refused with ValueError, before
+    anything is written, when an id is in the file already or twice in `rows`, when the rows
+    are of the other kind (keypoint rows into a test split or the reverse) or would not load
+    back; FileChangedError when the file changed between reading and replacing it. Returns how
+    many rows were appended."""
     path = Path(path)
-    if not path.exists():
-        save_annotations(rows, path)
-        return len(rows)
-    data = path.read_bytes()
-    target = parse_annotations(data, path)
-    if rows.has_keypoints and not target.has_keypoints and (len(target) or target.header is not None):
-        raise ValueError(f"{path}: a test split (no keypoint columns) cannot take annotated rows")
+    data, version = read_versioned(path, missing_ok=True)
+    atomic_write_bytes(path, _appended(data, parse_annotations(data, path), rows, path), unchanged=version)
+    return len(rows)
+
+
+def merge_annotation_files(base: str | os.PathLike, more: Sequence[str | os.PathLike],
+                           out: str | os.PathLike) -> tuple[int, int]:
+    """Write `out`: the bytes of `base` as they are, then the rows of each `more` file, in order.
+    Everything is checked before the one write (a MORE file with problems, an id twice, rows of
+    another kind, rows that would not load back): on a refusal (ValueError) nothing is written.
+    `out` may be `base` (append in place) or a MORE file; a file read that changed before the
+    rename is not replaced (FileChangedError). Returns (rows of `base`, rows appended)."""
+    base, out = Path(base), Path(out)
+    versions: dict[Path, FileVersion] = {}
+    parts = []
+    for p in map(Path, more):
+        data, versions[p.resolve()] = read_versioned(p)
+        ann = parse_annotations(data, p)
+        if ann.problems:
+            raise ValueError(f"{ann.problems[0].describe(p)} ({len(ann.problems)} problems: "
+                             f"fix them first, `fkp validate {p}`)")
+        parts.append(ann)
+    if len({ann.has_keypoints for ann in parts}) > 1:
+        raise ValueError("the files to append mix test splits (image_id,image_category only) and annotation "
+                         "files with keypoints: nothing written")
+    data, versions[base.resolve()] = read_versioned(base)
+    target = parse_annotations(data, base)
+    merged = _appended(data, target, _joined(parts), base)
+    atomic_write_bytes(out, merged, unchanged=versions.get(out.resolve()))
+    return len(target) + target.unparsed_count, sum(map(len, parts))
+
+
+def _joined(parts: list[Annotations]) -> Annotations:
+    """The rows of `parts` (all of one kind) as one Annotations, checked together."""
+    if parts[0].has_keypoints:
+        return concat_annotations(*parts)
+    return Annotations.from_arrays([str(i) for a in parts for i in a.image_ids],
+                                   np.concatenate([np.asarray(a.categories, np.int64) for a in parts]))
+
+
+def _appended(data: bytes, target: Annotations, rows: Annotations, path: Path) -> bytes:
+    """The bytes of the FashionAI file `data` (parsed: `target`, read from `path`) with `rows`
+    after them; ValueError naming `path`, "nothing appended", when they cannot go there."""
+    new = rows.subset(np.arange(len(rows)))
+    if target.header is None and not len(target) and not target.verbatim:
+        return format_annotations(new)  # an empty file: the rows make it, header first
+    if target.header is None:
+        raise ValueError(f"{path}: line 1 is not a FashionAI header: nothing appended (`fkp validate {path}`)")
+    if rows.has_keypoints and not target.has_keypoints:
+        raise ValueError(f"{path}: a test split (no keypoint columns) cannot take annotated rows: nothing appended")
+    if not rows.has_keypoints and target.has_keypoints:
+        raise ValueError(f"{path}: has keypoint columns; rows of a test split (image_id,image_category only) "
+                         f"cannot go into it: nothing appended")
     ids = [str(i) for i in rows.image_ids]
     present = set(map(str, target.image_ids)) | {p.image_id for p in target.problems if p.image_id}
     clash = sorted({i for i in ids if i in present} | _duplicated(ids))
@@ -655,12 +738,22 @@ def append_annotations(path: str | os.PathLike, rows: Annotations) -> int:
         more = f" and {len(clash) - 5} more" if len(clash) > 5 else ""
         raise ValueError(f"{path}: {len(clash)} image ids are in the file already or given twice, nothing "
                          f"appended: {', '.join(clash[:5])}{more}")
-    new = rows.subset(np.arange(len(rows)))
     new.header, new.bom, new.newline, new.final_newline = None, False, target.newline, True
+    tail = format_annotations(new)
+    _check_rows_load_back(target, tail, len(rows), path)
     nl = target.newline.encode("ascii")
     joint = b"" if not data or data.endswith(nl) else nl
-    atomic_write_bytes(path, data + joint + format_annotations(new))
-    return len(rows)
+    return data + joint + tail
+
+
+def _check_rows_load_back(target: Annotations, tail: bytes, n: int, path: Path) -> None:
+    """ValueError unless the formatted rows `tail`, under the file's header, load as `n` rows."""
+    header = target.header.encode("utf-8", "surrogateescape") + target.newline.encode("ascii")
+    check = parse_annotations(header + tail)
+    problems = [p for p in check.problems if p.line > 1]  # a misspelt header column is the file's own
+    if problems or len(check) != n:
+        why = problems[0].reason if problems else "its header is not a FashionAI header"
+        raise ValueError(f"{path}: the new rows would not load back from it ({why}): nothing appended")
 
 
 def _duplicated(ids: list[str]) -> set[str]:
