@@ -182,7 +182,7 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from engine.io.annotations import load_annotations, save_annotations
     from engine.io.files import check_writable
-    from engine.io.image_scan import scan_images
+    from engine.io.image_scan import IMAGE_SUFFIXES, scan_images
     from engine.model.package import load_model
     from engine.io.scores import save_scores, scores_path
     from engine.model.distributed import join_process_group, predict_sharded, shard_bounds
@@ -196,6 +196,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError("give --data ROOT (with --split) or --images DIR")
     if args.images is not None:
         scanned = scan_images(args.images)
+        for skipped in scanned.skipped:  # before the work: a name no row can hold must not cost the rest
+            print(f"warning: {skipped}", file=sys.stderr)
+        if not scanned.image_ids:
+            raise ValueError(f"{args.images}: no image files to predict ({', '.join(IMAGE_SUFFIXES)})")
         root, ids, cats, problems = scanned.root, scanned.image_ids, scanned.categories, []
         where = args.images
     else:
