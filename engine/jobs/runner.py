@@ -27,6 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.io.messages import describe_error
+
 
 class JobCancelled(Exception):
     """Raised inside a job (by `JobContext.check_cancelled`) to stop it early."""
@@ -215,6 +217,8 @@ def _describe(error: BaseException) -> str:
     message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if isinstance(error, JobError):
         return message
+    if isinstance(error, OSError):  # a file the user can act on: "path: reason", no type, no source line
+        return describe_error(error)
     if isinstance(error, MemoryError) or "out of memory" in message.lower():
         return f"out of memory: {message}"
     tb = traceback.extract_tb(error.__traceback__)

@@ -276,6 +276,37 @@ def test_a_failed_write_leaves_the_file_as_it_was(tmp_path):
     assert path.read_text() == "first\n" and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
 
 
+def test_a_failed_write_names_its_target_in_one_plain_line(tmp_path, capsys):
+    from engine.io.files import atomic_write
+    from engine.jobs.runner import JobRunner
+
+    path = tmp_path / "a.csv"
+
+    def full_disk(f) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError) as e:
+        atomic_write(path, full_disk)
+    assert describe_error(e.value) == f"{path}: No space left on device"  # the target, not no file
+    ann = Annotations.from_arrays(["Images/blouse/a.jpg"], [0])
+    save_annotations(ann, path)
+    folder = tmp_path / "out.csv"
+    folder.mkdir()
+    save_annotations(Annotations.from_arrays(["Images/blouse/b.jpg"], [0]), tmp_path / "b.csv")
+    assert main(["merge", str(path), str(tmp_path / "b.csv"), "--out", str(folder)]) == 2
+    assert _one_line_error(capsys, "merge") == f"fkp merge: {folder}: Is a directory"  # not .out.csv.x1y2.tmp
+    # The studio's jobs: "path: reason", never "PermissionError: ... (at files.py:53)".
+    path.chmod(0o444)
+    runner = JobRunner()
+    try:
+        job = runner.submit("save", lambda ctx: save_annotations(ann, path))
+        assert job.wait(5)
+    finally:
+        runner.shutdown(timeout=5)
+        path.chmod(0o644)
+    assert job.error == f"{path}: the file is write-protected"
+
+
 def test_an_opencv_error_is_the_images_own_error(tmp_path, monkeypatch):
     # With the limit raised, a PNG claiming 40000 x 40000 reaches OpenCV, which refuses it
     # (over its own 2^30 pixels): an ImageError naming the file, not a cv2.error traceback.
