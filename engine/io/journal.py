@@ -25,6 +25,7 @@ import numpy as np
 
 from engine.io.files import fsync_dir
 from engine.io.merge import PointChanges
+from engine.io.state_files import open_log, read_owned
 from engine.schema import CATEGORIES, NUM_KEYPOINTS
 
 JOURNAL_VERSION = 1
@@ -162,7 +163,7 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
     `bad_lines` and skipped; an unreadable file or one without its base record raises JournalError."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        raw = read_owned(path)  # never through a planted link
     except OSError as e:
         raise JournalError(f"{path}: cannot read journal ({e.strerror or e})") from None
     lines = raw.split(b"\n")
@@ -176,6 +177,8 @@ def read_journal(path: str | os.PathLike) -> JournalContents:
             records.append((number, json.loads(line)))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             bad.append((number, f"not a journal record ({e})"))
+        except RecursionError:  # `[[[[...` thousands deep: that line only
+            bad.append((number, "not a journal record (nested too deeply)"))
     if not records or records[0][0] != 1 or not isinstance(records[0][1], dict) or records[0][1].get("t") != "base":
         raise JournalError(f"{path}: the first record is not a journal base record")
     contents = JournalContents(base=records[0][1], torn_tail=torn)
@@ -212,11 +215,8 @@ class Journal:
 
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists() and self.path.stat().st_size > 0:
-            _cut_torn_tail(self.path)
-            self._file = open(self.path, "ab")
-        else:
-            self._file = open(self.path, "ab")
+        self._file = open_log(self.path)
+        if self._file.tell() == 0:  # a new journal starts with its base
             self._write(self.base)
             fsync_dir(self.path.parent)  # the new journal's entry, not only its bytes, survives a crash
 
@@ -253,15 +253,3 @@ class Journal:
         """Start over from a new base (after the annotations were saved)."""
         self.discard()
         self.base = base
-
-
-def _cut_torn_tail(path: Path) -> None:
-    # An incomplete last line was never acknowledged to the user; drop it so the next
-    # record starts on a line of its own.
-    with open(path, "rb+") as f:
-        data = f.read()
-        end = data.rfind(b"\n") + 1
-        if end != len(data):
-            f.truncate(end)
-            f.flush()
-            os.fsync(f.fileno())

@@ -16,6 +16,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.io.state_files import open_owned
+
 try:
     import fcntl
 except ImportError:  # Windows
@@ -80,10 +82,11 @@ class LockedError(Exception):
 
 
 def acquire_lock(path: str | os.PathLike) -> AnnotationLock:
-    """Take the lock at `path` (created if needed); LockedError naming the holder if it is held."""
+    """Take the lock at `path` (created if needed); LockedError naming the holder if it is held;
+    PermissionError naming the file if it is a link, not a regular file or another user's."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = open_owned(path, os.O_RDWR | os.O_CREAT)  # a planted link is refused, never truncated
     try:
         if fcntl is not None:
             try:

@@ -32,3 +32,25 @@ os.kill(os.getpid(), signal.SIGKILL)
     log.compact({"a": "reviewed", "b": "unreviewed", "d": "skipped"})
     assert log.load() == ({"a": "reviewed", "d": "skipped"}, [])
     assert sorted(os.listdir(tmp_path)) == ["r.review.jsonl"]
+
+
+def test_a_torn_last_line_is_cut_before_the_next_change(tmp_path):
+    """Issue 30, item 4: a full disk or power loss mid-line must not swallow the next session's first change."""
+    path = tmp_path / "r.review.jsonl"
+    ReviewLog(path).append({"a": "reviewed"})
+    with open(path, "ab") as f:
+        f.write(b'{"id": "b", "st')  # torn
+    log = ReviewLog(path)
+    log.append({"c": "skipped"})
+    log.close()
+    assert ReviewLog(path).load() == ({"a": "reviewed", "c": "skipped"}, [])
+
+
+def test_compaction_keeps_the_states_of_ids_missing_from_the_file(tmp_path):
+    """Issue 30, item 6: a row missing at one save (a checkout dropped it) gets its state back when it returns."""
+    path = tmp_path / "r.review.jsonl"
+    log = ReviewLog(path)
+    log.append({"a": "reviewed", "gone": "skipped", "undone": "reviewed"})
+    log.append({"undone": "unreviewed"})
+    log.compact({"a": "skipped"})  # the file at this save lacks "gone"
+    assert log.load() == ({"a": "skipped", "gone": "skipped"}, [])
