@@ -30,6 +30,8 @@ import hashlib
 import io
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -37,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.io.files import atomic_write_bytes, atomic_write_text
+from engine.io.files import fsync_dir
 from engine.io.model_files import PACKAGE_FILE_NAME
 from engine.model.package import ModelPackageError, TwoStageModel
 from engine.schema import CATEGORIES, KEYPOINTS
@@ -78,18 +80,17 @@ def require(module: str, purpose: str) -> ModuleType:
 
 def export_onnx(model: TwoStageModel, out_dir: str | os.PathLike, source: str | None = None,
                 opset: int = OPSET, verify: bool = True) -> Path:
-    """Write `model` as `detector.onnx`, `keypoints.onnx` and `fkp_onnx.json` into `out_dir`.
+    """Write `model` as `detector.onnx`, `keypoints.onnx` and `fkp_onnx.json` into the folder
+    `out_dir`: a new or empty one, or an earlier export, which is replaced whole.
 
-    Returns the JSON's path. Raises `OnnxUnavailableError` without the `onnx` package, and
-    `OnnxModelError` when the exported files fail the checker or disagree with PyTorch.
+    The folder is built beside `out_dir` and renamed into place, so a failed or interrupted
+    export leaves an earlier one as it was. Returns the JSON's path. Raises
+    `OnnxUnavailableError` without the `onnx` package, and `OnnxModelError` when the exported
+    files fail the checker or disagree with PyTorch.
     """
     onnx = require("onnx", "ONNX export")
     out = Path(out_dir)
-    # `fkp predict --model DIR` takes a folder holding the JSON for ONNX: beside a package it
-    # would silently shadow it.
-    if (out / PACKAGE_FILE_NAME).exists():
-        raise ValueError(f"{out}: holds a model package ({PACKAGE_FILE_NAME}); write the ONNX files to a folder of their own")
-    out.mkdir(parents=True, exist_ok=True)
+    _check_target(out)
     preset, config = model.preset, model.detector_config
     detector = model.detector.float().eval()
     net = model.keypoint_net.float().eval()
@@ -127,12 +128,12 @@ def export_onnx(model: TwoStageModel, out_dir: str | os.PathLike, source: str | 
         "keypoints": list(KEYPOINTS),
         "files": {
             "detector": {
-                "name": DETECTOR_FILE, "sha256": _sha256(det_bytes), "batch": "per-image",
+                "name": DETECTOR_FILE, "sha256": _sha256(det_bytes), "bytes": len(det_bytes), "batch": "per-image",
                 "inputs": {"image": [3, "height", "width"]},
                 "outputs": {"boxes": ["detections", 4], "labels": ["detections"], "scores": ["detections"]},
             },
             "keypoint_net": {
-                "name": KEYPOINTS_FILE, "sha256": _sha256(kp_bytes), "batch": "dynamic",
+                "name": KEYPOINTS_FILE, "sha256": _sha256(kp_bytes), "bytes": len(kp_bytes), "batch": "dynamic",
                 "inputs": {"crops": ["batch", 3, preset.input_size, preset.input_size]},
                 "outputs": {s: ["batch", 3 * preset.net.num_keypoints, preset.output_size, preset.output_size]
                             for s in stage_names},
@@ -161,7 +162,7 @@ def export_onnx(model: TwoStageModel, out_dir: str | os.PathLike, source: str | 
     if vis_bytes is not None:
         vis_config = model.visibility.config
         manifest["files"]["visibility"] = {
-            "name": VISIBILITY_FILE, "sha256": _sha256(vis_bytes), "batch": "dynamic",
+            "name": VISIBILITY_FILE, "sha256": _sha256(vis_bytes), "bytes": len(vis_bytes), "batch": "dynamic",
             "inputs": {"patches": ["points", 3, vis_config.patch_size, vis_config.patch_size], "keypoints": ["points"]},
             "outputs": {"logits": ["points"]},
         }
@@ -171,11 +172,78 @@ def export_onnx(model: TwoStageModel, out_dir: str | os.PathLike, source: str | 
                        "larger side of the garment's predicted keypoint box; keypoints: (N,) int64 indices",
             "decision": "occluded (v = 0) where sigmoid(logit) >= threshold",
         }
-    # The networks first, the JSON last: a folder whose JSON is there is complete.
-    for name, data in networks:
-        atomic_write_bytes(out / name, data)
-    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
+    files = [*networks, (MANIFEST_NAME, (json.dumps(manifest, indent=2) + "\n").encode("utf-8"))]
+    _write_folder(out, files)
     return out / MANIFEST_NAME
+
+
+def _check_target(out: Path) -> None:
+    """Refuse, before the work, a target that is not a new or empty folder or an earlier export."""
+    # `fkp predict --model DIR` takes a folder holding the JSON for ONNX: beside a package it
+    # would silently shadow it.
+    if (out / PACKAGE_FILE_NAME).exists():
+        raise ValueError(f"{out}: holds a model package ({PACKAGE_FILE_NAME}); write the ONNX files to a folder of their own")
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out}: exists and is not a folder")
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    ours = {DETECTOR_FILE, KEYPOINTS_FILE, VISIBILITY_FILE, MANIFEST_NAME}
+    if not (out / MANIFEST_NAME).is_file() or any(e.name not in ours for e in entries):
+        raise ValueError(f"{out}: holds other files than an earlier ONNX export; export into a new folder")
+    for e in entries:
+        if e.is_symlink() or not e.is_file():
+            raise ValueError(f"{e}: not a plain file of an ONNX export; export into a new folder")
+        # The promise `atomic_write` keeps: a write-protected file is not replaced, even by root.
+        if not e.stat().st_mode & 0o222:
+            raise PermissionError(13, "write-protected; not replaced", str(e))
+
+
+def _write_folder(out: Path, files: list[tuple[str, bytes]]) -> None:
+    """Write `files` as the folder `out`, whole or not at all: built in a hidden folder beside
+    it, synced, then renamed into place. An earlier export there is moved aside first and
+    deleted after (it comes back if the rename fails); a write error names the file in `out`."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    name = "."
+    try:
+        for name, data in files:
+            with open(stage / name, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        name = "."
+        os.chmod(stage, 0o755)  # mkdtemp's folder is private
+        fsync_dir(stage)
+        _rename_into_place(stage, out)
+    except OSError as e:
+        shutil.rmtree(stage, ignore_errors=True)
+        # Name the file as it would be in OUT, never the hidden folder's.
+        raise OSError(e.errno, f"{e.strerror or e}; {out} is as it was", str(out / name)) from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+def _rename_into_place(stage: Path, out: Path) -> None:
+    """Rename the complete folder `stage` to `out`, which is missing, empty or an earlier export."""
+    if not out.exists() or not any(out.iterdir()):
+        os.replace(stage, out)  # onto a missing or empty folder
+        fsync_dir(out.parent)
+        return
+    # A folder cannot be renamed onto a full one: the earlier export steps aside (whole, under a
+    # hidden name beside it), the new one takes its name, then the earlier one is deleted.
+    aside = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
+    os.replace(out, aside)
+    try:
+        os.replace(stage, out)
+    except BaseException:
+        os.replace(aside, out)
+        raise
+    fsync_dir(out.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _export(module: torch.nn.Module, args: tuple, opset: int, inputs: list[str], outputs: list[str],

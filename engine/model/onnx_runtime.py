@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,18 @@ from torch import nn
 from engine.model.onnx_export import (
     DETECTOR_FILE, FORMAT, FORMAT_VERSION, KEYPOINTS_FILE, MANIFEST_NAME, VISIBILITY_FILE, OnnxModelError, require,
 )
+from engine.io.messages import shorten
 from engine.model.package import TwoStageModel
+from engine.model.presets import check_visibility_sizes
 from engine.model.visibility import VisibilityConfig
 from engine.schema import CATEGORIES, KEYPOINTS
 
 # A manifest is a few kilobytes; anything far larger is not one (and is not read into memory).
 _MAX_MANIFEST_BYTES = 1 << 20
+# Protocol Buffers cap one serialized ONNX model at 2 GiB: a larger file is not one, and is
+# refused from its size before a byte of it is read (a 40 GB file was read whole to hash it).
+_MAX_ONNX_BYTES = 2 << 30
+_HASH_CHUNK = 1 << 20
 
 
 def is_onnx_model(path: str | os.PathLike) -> bool:
@@ -84,7 +91,7 @@ def load_onnx_model(path: str | os.PathLike, threads: int | None = None,
     `OnnxUnavailableError` without onnxruntime, `OnnxModelError` naming the bad file.
     """
     from engine.model.detector import DetectorConfig
-    from engine.model.presets import Preset
+    from engine.model.presets import Preset, check_sizes
 
     ort = require("onnxruntime", "running an ONNX model")
     folder, manifest = read_manifest(path)
@@ -92,8 +99,13 @@ def load_onnx_model(path: str | os.PathLike, threads: int | None = None,
     try:
         preset = Preset.from_dict(manifest["preset"])
         config = DetectorConfig.from_dict(manifest["detector_config"])
-    except (TypeError, KeyError, ValueError) as e:
-        raise OnnxModelError(f"{file}: the stored preset or detector config is not valid ({e})") from None
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise OnnxModelError(f"{file}: the stored preset or detector config is not valid ({_short(e)})") from None
+    try:
+        # Before any session: the pipeline allocates crops of input_size squared (10**7: 300 TB).
+        check_sizes(preset, config)
+    except ValueError as e:
+        raise OnnxModelError(f"{file}: {e}; not loaded") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -108,8 +120,9 @@ def load_onnx_model(path: str | os.PathLike, threads: int | None = None,
         try:
             vis_config = VisibilityConfig.from_dict({f.name: manifest["visibility"][f.name]
                                                      for f in dataclasses.fields(VisibilityConfig)})
-        except (TypeError, KeyError, ValueError) as e:
-            raise OnnxModelError(f"{file}: the stored visibility settings are not valid ({e})") from None
+            check_visibility_sizes(vis_config)
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
+            raise OnnxModelError(f"{file}: the stored visibility settings are not valid ({_short(e)})") from None
         visibility = OnnxVisibilityNet(_session(ort, folder, manifest, "visibility", VISIBILITY_FILE, options, providers),
                                        vis_config)
     metadata = dict(manifest.get("metadata") or {})
@@ -131,14 +144,47 @@ def _session(ort: Any, folder: Path, manifest: dict[str, Any], role: str, defaul
     file = folder / name
     if not file.is_file():
         raise OnnxModelError(f"{file}: ONNX file not found")
-    data = file.read_bytes()
-    expected = entry.get("sha256")
-    if expected is not None and hashlib.sha256(data).hexdigest() != expected:
-        raise OnnxModelError(f"{file}: damaged or replaced (its SHA-256 is not the one in {MANIFEST_NAME})")
+    data = _read_checked(file, entry)
     try:
         return ort.InferenceSession(data, options, providers=providers)
     except Exception as e:  # noqa: BLE001 - ONNX Runtime raises its own exception types for bad models
         raise OnnxModelError(f"{file}: ONNX Runtime cannot load it ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+
+
+def _read_checked(file: Path, entry: dict[str, Any]) -> bytes:
+    """The bytes of one network file once its size (recorded since sizes were, else the
+    format's 2 GiB) and SHA-256 match the JSON; read and hashed in chunks, so a file of the
+    wrong size is refused before any of it is read."""
+    size = entry.get("bytes")
+    if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 0):
+        raise OnnxModelError(f"{file.parent / MANIFEST_NAME}: the size of {file.name} is not a byte count")
+    try:
+        with open(file, "rb") as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise OnnxModelError(f"{file}: not a regular file; not read")
+            if size is not None and st.st_size != size:
+                raise OnnxModelError(f"{file}: damaged or replaced ({st.st_size:,} bytes; {MANIFEST_NAME} "
+                                     f"says {size:,})")
+            if st.st_size > _MAX_ONNX_BYTES:
+                raise OnnxModelError(f"{file}: {st.st_size:,} bytes is larger than an ONNX file can be "
+                                     f"({_MAX_ONNX_BYTES:,}); not read")
+            digest = hashlib.sha256()
+            chunks = []
+            while chunk := f.read(_HASH_CHUNK):
+                digest.update(chunk)
+                chunks.append(chunk)
+    except OSError as e:
+        raise OnnxModelError(f"{file}: cannot read ({e.strerror or e})") from None
+    expected = entry.get("sha256")
+    if expected is not None and digest.hexdigest() != expected:
+        raise OnnxModelError(f"{file}: damaged or replaced (its SHA-256 is not the one in {MANIFEST_NAME})")
+    return b"".join(chunks)
+
+
+def _short(error: BaseException) -> str:
+    """An exception's message cut short: it may quote a value of any size from the file."""
+    return shorten(" ".join(str(error).split()[:60]), 200)
 
 
 def _numpy(x: torch.Tensor) -> np.ndarray:

@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.io.messages import shorten
 from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -93,15 +94,10 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
     """Load a package written by `save_model`; raises `ModelPackageError` with a clear message."""
     from engine.model.detector import detector_from_state
     from engine.model.hourglass import KeypointNet
-    from engine.model.presets import NetConfig, Preset
 
     file = package_file(path)
     pkg = _read(file)
-    try:
-        preset = Preset.from_dict(pkg["preset"])
-        net_config = NetConfig.from_dict(pkg["keypoints"]["config"])
-    except (TypeError, KeyError, ValueError) as e:
-        raise ModelPackageError(f"{file}: the stored preset is not valid ({e})") from None
+    preset, net_config = _checked_configs(pkg, file)
     try:
         detector, det_config = detector_from_state(pkg["detector"]["config"], pkg["detector"]["state_dict"], str(file))
     except CheckpointError as e:
@@ -120,6 +116,38 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> T
         metadata=dict(pkg["metadata"]),
         visibility=None if visibility is None else visibility.to(device).eval(),
     )
+
+
+def _checked_configs(pkg: dict[str, Any], file: Path) -> tuple[Any, Any]:
+    """(preset, keypoint net config) of a package, every size of all three stages checked
+    against the presets' limits before anything is built (a file claiming a million stages
+    would build for minutes into a MemoryError)."""
+    from engine.model.detector import DetectorConfig
+    from engine.model.presets import NetConfig, Preset, check_net_sizes, check_sizes
+    from engine.model.visibility import VisibilityConfig
+
+    try:
+        preset = Preset.from_dict(pkg["preset"])
+        net_config = NetConfig.from_dict(pkg["keypoints"]["config"])
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ModelPackageError(f"{file}: the stored preset is not valid ({_short(e)})") from None
+    try:
+        detector = DetectorConfig.from_dict(pkg["detector"]["config"])
+        section = pkg.get("visibility")
+        visibility = VisibilityConfig.from_dict(section["config"]) if section is not None else None
+    except (TypeError, KeyError, ValueError, AttributeError) as e:
+        raise ModelPackageError(f"{file}: a stored stage config is not valid ({_short(e)})") from None
+    try:
+        check_sizes(preset, detector, visibility)
+        check_net_sizes(net_config)
+    except ValueError as e:
+        raise ModelPackageError(f"{file}: {e}; not built") from None
+    return preset, net_config
+
+
+def _short(error: BaseException) -> str:
+    """An exception's message cut short: it may quote a value of any size from the file."""
+    return shorten(" ".join(str(error).split()[:60]), 200)
 
 
 def _visibility_stage(section: Any, file: Path) -> nn.Module | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from engine.schema import NUM_KEYPOINTS
+
 # Bottleneck block counts of the four encoder groups of the standard ResNets.
 RESNET_BLOCKS: dict[str, tuple[int, int, int, int]] = {
     "resnet50": (3, 4, 6, 3),
@@ -177,3 +179,117 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown preset {name!r}; expected one of {', '.join(PRESETS)}") from None
+
+
+# --- the sizes a model file may ask for --------------------------------------------------------
+
+# Upper bounds, a few times the `accurate` preset's, so that a package trained with larger
+# settings still loads while a file claiming a million stages (100 s to 8.9 GB, then a
+# MemoryError) or a 10-million-pixel crop (300 TB) is refused before anything is built.
+SIZE_LIMITS: dict[str, int] = {
+    "input_size": 2048,          # accurate: 352
+    "num_stages": 8,             # 2
+    "blocks": 64,                # ResNet-101's third group: 23
+    "channels": 4096,            # torchvision widths: 2048
+    "detector_size": 4096,       # accurate: 640 / 1024
+    "num_crops": 32,             # 3
+    "batch_size": 4096,          # 16
+    "epochs": 100_000,
+    "patch_size": 512,           # the visibility stage: 32
+}
+
+
+def check_sizes(preset: Preset, detector: Any = None, visibility: Any = None) -> None:
+    """ValueError naming the first size of a model (its preset, detector config, visibility
+    config) that is not a whole number within `SIZE_LIMITS`, or a shape the networks are not
+    built for. Call it before building anything from a file."""
+    _check_net(preset.net, "preset net")
+    _whole("input_size", preset.input_size, 4, SIZE_LIMITS["input_size"])
+    if preset.stride != 4:
+        raise ValueError(f"stride {_shown(preset.stride)} is not 4 (the keypoint net's output stride is fixed)")
+    _real("radius", preset.radius, 0, preset.input_size, low_open=True)
+    _real("crop_margin", preset.crop_margin, 0, 4)
+    for name in ("detector_min_size", "detector_max_size"):
+        _whole(name, getattr(preset, name), 1, SIZE_LIMITS["detector_size"])
+    _whole("num_crops", preset.num_crops, 1, SIZE_LIMITS["num_crops"])
+    _whole("batch_size", preset.batch_size, 1, SIZE_LIMITS["batch_size"])
+    _whole("epochs", preset.epochs, 1, SIZE_LIMITS["epochs"])
+    if detector is not None:
+        check_detector_sizes(detector)
+    if visibility is not None:
+        check_visibility_sizes(visibility)
+
+
+def check_net_sizes(net: NetConfig) -> None:
+    """ValueError naming the first size of a keypoint net's config out of `SIZE_LIMITS`."""
+    _check_net(net, "keypoint net")
+
+
+def check_detector_sizes(config: Any) -> None:
+    """ValueError naming the first size of a `DetectorConfig` out of `SIZE_LIMITS`."""
+    for name in ("min_size", "max_size"):
+        _whole(f"detector {name}", getattr(config, name), 1, SIZE_LIMITS["detector_size"])
+    _whole("detector fpn_channels", config.fpn_channels, 1, SIZE_LIMITS["channels"])
+    _whole("detector box_head_dim", config.box_head_dim, 1, SIZE_LIMITS["channels"])
+    _real("detector box_margin", config.box_margin, 0, 4)
+
+
+def check_visibility_sizes(config: Any) -> None:
+    """ValueError naming the first size of a `VisibilityConfig` out of `SIZE_LIMITS`."""
+    _whole("visibility patch_size", config.patch_size, 4, SIZE_LIMITS["patch_size"])
+    _whole("visibility embedding", config.embedding, 1, SIZE_LIMITS["channels"])
+    _sequence("visibility channels", config.channels, 3, 1, SIZE_LIMITS["channels"])
+    _real("visibility scale", config.scale, 0, 4, low_open=True)
+    _real("visibility threshold", config.threshold, 0, 1)
+
+
+def _check_net(net: NetConfig, where: str) -> None:
+    _sequence(f"{where} blocks", net.blocks, 4, 1, SIZE_LIMITS["blocks"])
+    _pairs(f"{where} widths", net.widths, 4)
+    _whole(f"{where} stem_channels", net.stem_channels, 1, SIZE_LIMITS["channels"])
+    _whole(f"{where} decoder_channels", net.decoder_channels, 1, SIZE_LIMITS["channels"])
+    _whole(f"{where} num_stages", net.num_stages, 1, SIZE_LIMITS["num_stages"])
+    _pairs(f"{where} refine_widths", net.refine_widths, 3)
+    _sequence(f"{where} refine_blocks", net.refine_blocks, 3, 1, SIZE_LIMITS["blocks"])
+    if net.num_keypoints != NUM_KEYPOINTS or isinstance(net.num_keypoints, bool):
+        raise ValueError(f"{where} num_keypoints {_shown(net.num_keypoints)} is not {NUM_KEYPOINTS}")
+
+
+def _shown(value: Any) -> str:
+    """A value for a message, short whatever it is (a file may hold anything)."""
+    if isinstance(value, (bool, float)) or value is None:
+        return repr(value)
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10 ** 15 else "a very large number"
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} items"
+    return f"a {type(value).__name__}"
+
+
+def _whole(name: str, value: Any, low: int, high: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{name} {_shown(value)} is not a whole number")
+    if not low <= value <= high:
+        raise ValueError(f"{name} {_shown(value)} is outside {low}..{high}")
+
+
+def _real(name: str, value: Any, low: float, high: float, low_open: bool = False) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"{name} {_shown(value)} is not a number")
+    if not (low < value if low_open else low <= value) or not value <= high:  # NaN fails both
+        raise ValueError(f"{name} {_shown(value)} is outside {'(' if low_open else '['}{low:g}, {high:g}]")
+
+
+def _sequence(name: str, values: Any, length: int, low: int, high: int) -> None:
+    if not isinstance(values, (list, tuple)) or len(values) != length:
+        raise ValueError(f"{name} {_shown(values)} is not {length} whole numbers")
+    for i, v in enumerate(values):
+        _whole(f"{name}[{i}]", v, low, high)
+
+
+def _pairs(name: str, values: Any, length: int) -> None:
+    """`length` (output channels, bottleneck width) pairs."""
+    if not isinstance(values, (list, tuple)) or len(values) != length:
+        raise ValueError(f"{name} {_shown(values)} is not {length} (channels, width) pairs")
+    for i, pair in enumerate(values):
+        _sequence(f"{name}[{i}]", pair, 2, 1, SIZE_LIMITS["channels"])

@@ -111,3 +111,60 @@ def test_weights_that_do_not_fit_their_config_are_refused(package, tmp_path):
     torch.save(pkg, tmp_path / "b.fkpmodel")
     with pytest.raises(ModelPackageError, match="detector section lacks"):
         load_model(tmp_path / "b.fkpmodel")
+
+
+@pytest.mark.parametrize("section, key, claim, named", [
+    ("keypoints", "num_stages", 10 ** 6, "keypoint net num_stages 1000000 is outside 1..8"),
+    ("keypoints", "num_stages", 1e6, "keypoint net num_stages 1000000.0 is not a whole number"),
+    ("preset", "input_size", 10 ** 7, "input_size 10000000 is outside"),
+    ("detector", "min_size", 10 ** 6, "detector min_size 1000000 is outside"),
+])
+def test_sizes_a_package_claims_are_checked_before_anything_is_built(package, tmp_path, capsys, section, key,
+                                                                     claim, named):
+    """A tiny file claiming a million stages (which ran 100 s to 8.9 GB) or a 10**7-pixel crop
+    (300 TB at the first prediction) is refused at once, naming the file and the size."""
+    import time
+
+    from engine.cli import main
+
+    path, _, _ = package
+    pkg = torch.load(path, weights_only=True)
+    config = pkg[section]["config"] if section != "preset" else pkg["preset"]
+    config[key] = claim
+    torch.save(pkg, tmp_path / "claims.fkpmodel")
+    start = time.perf_counter()
+    with pytest.raises(ModelPackageError) as e:
+        load_model(tmp_path / "claims.fkpmodel")
+    assert time.perf_counter() - start < 5
+    assert str(e.value).startswith(f"{tmp_path / 'claims.fkpmodel'}: ") and named in str(e.value)
+    assert main(["predict", "--model", str(tmp_path / "claims.fkpmodel"), "--data", str(tmp_path),
+                 "--out", str(tmp_path / "p.csv")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and named in err
+
+
+def test_a_refused_package_never_becomes_a_model_version(package, tmp_path):
+    """`fkp`'s and the studio's way to a model version: a package `load_model` refuses is named
+    and leaves the workspace's versions and its active one as they were."""
+    from engine.io.workspace import Workspace
+    from engine.jobs.model_jobs import ensure_active_model, use_model_package
+
+    path, _, _ = package
+    pkg = torch.load(path, weights_only=True)
+    pkg["keypoints"]["config"]["num_stages"] = 10 ** 6
+    torch.save(pkg, tmp_path / "claims.fkpmodel")
+    ws = Workspace(tmp_path / "root", state_dir=tmp_path / "state")
+    with pytest.raises(ModelPackageError, match=f"^{tmp_path / 'claims.fkpmodel'}: keypoint net num_stages"):
+        ensure_active_model(ws, tmp_path / "claims.fkpmodel")
+    assert ws.model_versions() == [] and ws.active_model_version() is None
+    assert ensure_active_model(ws, path) == "v001" and ws.active_model_version() == "v001"
+    (tmp_path / "broken.fkpmodel").write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ModelPackageError, match=f"^{tmp_path / 'broken.fkpmodel'}: corrupt or truncated"):
+        use_model_package(ws, tmp_path / "broken.fkpmodel")
+    assert ws.model_versions() == ["v001"] and ws.active_model_version() == "v001"
+    assert not [p.name for p in ws.models_dir.iterdir() if p.name.startswith(".")]
+    # A refused package imported before packages were checked is not made active either.
+    ws.import_model(tmp_path / "broken.fkpmodel")
+    with pytest.raises(ModelPackageError, match="corrupt or truncated"):
+        use_model_package(ws, tmp_path / "broken.fkpmodel")
+    assert ws.active_model_version() == "v001"
