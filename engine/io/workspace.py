@@ -25,6 +25,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -181,9 +182,11 @@ class Workspace:
             raise
         return version
 
-    def import_model(self, package: str | os.PathLike) -> str:
+    def import_model(self, package: str | os.PathLike, check: Callable[[Path], Any] | None = None) -> str:
         """The version of a model package file (or package directory): a copy made on its first
-        import, found again by where it came from (path, size, time) on later ones."""
+        import, found again by where it came from (path, size, time) on later ones. `check(file)`
+        (e.g. loading it; this layer has no torch) runs on the copy before it becomes a version,
+        and on a version found again: what it raises leaves no version behind."""
         source = package_file(package)
         if not source.is_file():
             raise FileNotFoundError(f"{source}: model package not found")
@@ -191,13 +194,19 @@ class Workspace:
         origin = f"{source.resolve()}|{st.st_size}|{int(st.st_mtime)}"
         for version in self.model_versions():
             try:
-                if (self.models_dir / version / "source.txt").read_text(encoding="utf-8").strip() == origin:
-                    return version
+                if (self.models_dir / version / "source.txt").read_text(encoding="utf-8").strip() != origin:
+                    continue
             except OSError:
                 continue  # a version of no recorded origin (a retrain)
+            if check is not None:
+                check(self.model_path(version))  # imported before packages were checked
+            return version
 
         def write(directory: Path) -> None:
             shutil.copyfile(source, directory / PACKAGE_FILE_NAME)
+            if check is not None:
+                # The copy is checked, not the source: it is what the version will hold.
+                check(directory / PACKAGE_FILE_NAME)
             (directory / "source.txt").write_text(origin + "\n", encoding="utf-8")
 
         return self.add_model_version(write)

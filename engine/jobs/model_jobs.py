@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from engine.io.annotations import Annotations
+from engine.io.model_files import package_file
 from engine.jobs.runner import JobCancelled, JobContext, JobError
 from engine.analysis.ne import evaluate, pooled_ne
 from engine.training.retrain_config import RetrainConfig
@@ -45,13 +46,45 @@ class PredictedBatch:
 
 
 def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike | None) -> str | None:
-    """The active version; with none yet, `default_package` is imported as the first version and activated."""
+    """The active version; with none yet, `default_package` is imported as the first version and
+    activated (`use_model_package`: a package `load_model` refuses never becomes one)."""
     version = workspace.active_model_version()
     if version is not None or default_package is None:
         return version
-    version = workspace.import_model(default_package)
+    return use_model_package(workspace, default_package)
+
+
+def use_model_package(workspace: Workspace, package: str | os.PathLike) -> str:
+    """Import a model package (once) and make it the active version. It is loaded first: a
+    package that is refused (`ModelPackageError` naming the file) becomes no version and the
+    active one stays as it was. Loads torch: run it on the model thread (`use_package_job`)."""
+    source = package_file(package)
+    version = workspace.import_model(package, check=lambda copy: _check_package(copy, source))
     workspace.set_active_model(version)
     return version
+
+
+def use_package_job(workspace: Workspace, package: str | os.PathLike):
+    """`use_model_package` as a `JobRunner` function; returns {"version"}."""
+    def run(ctx: JobContext) -> dict[str, Any]:
+        ctx.progress(0, 1, f"checking model {Path(package).name}")
+        return {"version": use_model_package(workspace, package)}
+
+    return run
+
+
+def _check_package(copy: Path, source: Path) -> None:
+    """Raise `ModelPackageError` naming `source` unless its `copy` loads as a model package."""
+    from engine.model.package import ModelPackageError, load_model
+
+    try:
+        load_model(copy)
+    except ModelPackageError as e:
+        message = str(e)
+        # The copy sits in the workspace's hidden staging folder: name the file the user chose.
+        if message.startswith(str(copy)):
+            message = f"{source}{message[len(str(copy)):]}"
+        raise ModelPackageError(message) from None
 
 
 def predict_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
