@@ -127,6 +127,8 @@ class Workspace:
             return [str(image["id"]) for image in images], coords, visibility
         except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: not a list of images without a category ({e})") from None
+        except RecursionError:  # `[[[[...` thousands deep: damaged, not a crash
+            raise ValueError(f"{path}: not a list of images without a category (nested too deeply)") from None
 
     def lock_path(self, annotations_path: str | os.PathLike) -> Path:
         """The editing lock of one annotation file (`engine.io.lock`), beside its journal."""
@@ -308,6 +310,8 @@ class Workspace:
             ids = json.loads(self.holdout_path.read_text(encoding="utf-8"))["ids"]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{self.holdout_path}: not a hold-out file ({e})") from None
+        except RecursionError:  # `[[[[...` thousands deep: damaged, not a crash
+            raise ValueError(f"{self.holdout_path}: not a hold-out file (nested too deeply)") from None
         return [str(i) for i in ids]
 
     def save_holdout(self, ids: list[str]) -> None:

@@ -62,6 +62,8 @@ def read_manifest(path: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
         raise OnnxModelError(f"{file}: not a UTF-8 text file") from None
     except json.JSONDecodeError as e:
         raise OnnxModelError(f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+    except RecursionError:  # `[[[[...` thousands deep
+        raise OnnxModelError(f"{file}: not an FKP ONNX model description (nested too deeply)") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
         raise OnnxModelError(f"{file}: not an FKP ONNX model description (format {found!r}, expected {FORMAT!r})")
