@@ -283,6 +283,8 @@ class AnnotationDocument(QObject):
         self.workspace.save_uncategorized(self.csv_path, [str(i) for i in self.ann.image_ids[rows]],
                                           self.ann.coords[rows], self.ann.visibility[rows])
         save_annotations(annotations, self.csv_path)
+        if self.lock is not None:
+            self.lock.follow(self.csv_path)  # the saved file is a new inode: its other names lock on it
         self.disk_base = make_base(self.csv_path)
         self.journal.restart(self.disk_base)
         rows = np.flatnonzero(self.review)

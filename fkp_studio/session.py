@@ -144,7 +144,7 @@ class DatasetSession(QObject):
             self.doc.close()
         lock, read_only = None, None
         try:
-            lock = acquire_lock(workspace.lock_path(csv_path))
+            lock = acquire_lock(workspace.lock_path(csv_path), csv_path)  # its other names too
         except LockedError as e:  # another live session edits this file: look, do not touch
             read_only = f"read-only: {csv_path.name} is open for editing by {e.holder.describe() if e.holder else 'another session'}"
         except OSError:
