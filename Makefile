@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test run clean demo-model
+.PHONY: test test-kernels run clean demo-model
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,20 @@ $(STAMP): $(PY) pyproject.toml
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n auto --maxprocesses=4 --dist loadscope --durations=15
+
+# The tests whose figures depend on floating-point kernels (marker float_paths), under other CPUs'
+# kernel sets: oneDNN and ATen choose kernels by CPU, and these caps reproduce an AVX2-only or an
+# SSE4.1 machine's rounding on any x86-64 one. Each set's JUnit report (with the trained tests'
+# figures) lands in $(KERNEL_REPORTS); `python tests/figure_table.py $(KERNEL_REPORTS)/*.xml` tabulates them.
+KERNEL_SETS ?= ONEDNN_MAX_CPU_ISA=SSE41,ATEN_CPU_CAPABILITY=default ONEDNN_MAX_CPU_ISA=AVX2
+KERNEL_REPORTS ?= .kernel-reports
+test-kernels: $(STAMP)
+	mkdir -p $(KERNEL_REPORTS)
+	set -e; for kernels in $(KERNEL_SETS); do \
+		echo "== $$kernels"; \
+		env $$(echo $$kernels | tr , ' ') QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q -n auto --maxprocesses=4 \
+			--dist loadscope -m float_paths --junitxml=$(KERNEL_REPORTS)/$$(echo $$kernels | tr ,= -_).xml; \
+	done
 
 run: $(STAMP)
 	$(VENV)/bin/fkp-studio

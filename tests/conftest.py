@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from trained_fixtures import TEST_SEED, TEST_THREADS, built_once, train_tiny_model
+
+
+def pytest_report_header(config) -> str:
+    """Which kernels this run's arithmetic takes (`make test-kernels` runs the suite's float paths
+    under other CPUs' sets)."""
+    import torch
+
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "the CPU's best")
+    return (f"kernels: ATen {torch.backends.cpu.get_cpu_capability()}, oneDNN up to {isa}; "
+            f"FKP_TEST_SEED={TEST_SEED}, FKP_TEST_THREADS={TEST_THREADS}")
 
 
 @pytest.fixture(autouse=True)

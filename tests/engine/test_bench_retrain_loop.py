@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from engine.model.package import load_model
+
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
 ROOT = Path(__file__).resolve().parents[2]
 

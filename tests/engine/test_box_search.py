@@ -15,6 +15,8 @@ from engine.analysis.ne import evaluate
 from engine.model.package import load_model
 from engine.model.pipeline import Pipeline, merge_batches
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
 

@@ -15,6 +15,8 @@ from engine.model.detector import DetectorConfig, build_detector, detect, load_d
 from engine.training.detector import DetectorSamples, DetectorTraining, box_quality, train_detector
 from engine.model.presets import get_preset
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 TINY = DetectorConfig(backbone="resnet18", min_size=64, max_size=64, fpn_channels=32, box_head_dim=32)
 
 

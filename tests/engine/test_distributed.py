@@ -32,6 +32,8 @@ from engine.synth import generate_dataset
 from engine.training.dataset import Augmentation, KeypointCropDataset
 from engine.training.loader import WORKER_START, EpochItems, EpochSampler, RandomOrder, epoch_loader
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 

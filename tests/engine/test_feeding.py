@@ -20,6 +20,8 @@ from engine.synth import render_sample
 from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch, random_crop_affine
 from engine.training.ohem import grouped_ohem_loss, ohem_loss
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 CPU = torch.device("cpu")
 
 

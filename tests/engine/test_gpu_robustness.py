@@ -27,6 +27,8 @@ from engine.model.visibility import VisibilityNet
 from engine.synth import load_hard_kinds
 from engine.training.retrain import RetrainConfig, choose_holdout, retrain
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 CUDA_OOM = "CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of 79.19 GiB"
 
 

@@ -14,6 +14,8 @@ import torch
 
 from trained_fixtures import TEST_SEED, TEST_THREADS
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 DEMO = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
 
@@ -101,9 +103,22 @@ def test_the_onnx_stand_ins_answer_as_the_torch_networks(exported):
 
 
 def test_predict_with_the_onnx_folder_matches_the_package(exported, unseen, tmp_path):
-    from engine.analysis.ne import evaluate
+    """ONNX Runtime and PyTorch add the same products in another order (and each CPU picks its own
+    kernels), so their outputs differ by rounding (~1e-6). The decode turns rounding into whole steps
+    only at its edges, and the bounds below are those steps, not a gap seen on one machine:
+
+    - a vote peak that two cells share within rounding sends a point to the other cell: allowed for
+      at most 1 point in 10 (seeds 0-9 x default, SSE41 and AVX2 kernels: 0-2 of 38-67 points);
+    - every other point is at the same position up to whole-pixel rounding on disk (1 px), has the
+      same visibility (a flip needs the stage's probability within rounding of 0.5), and a confidence
+      that differs by the votes landing on the edge of the mean-shift window: one vote is worth at
+      most 1 / disk_cells (0.035 for `lite`; an AVX-512/AMX machine saw 0.024), plus 0.001 of rounding
+      to 3 decimals; on average far less (measured: at most 0.009, mean at most 0.0003).
+    """
     from engine.io.annotations import load_annotations
     from engine.io.scores import load_scores, scores_path
+    from engine.model.package import load_model
+    from engine.model.targets import disk_cells
 
     outputs = {}
     for name, model in (("torch", DEMO), ("onnx", exported)):
@@ -113,17 +128,19 @@ def test_predict_with_the_onnx_folder_matches_the_package(exported, unseen, tmp_
     gt = load_annotations(unseen / "Annotations" / "test.csv")
     torch_pred, onnx_pred = (load_annotations(outputs[k]) for k in ("torch", "onnx"))
     assert list(onnx_pred.image_ids) == list(torch_pred.image_ids) == list(gt.image_ids)
-    assert (onnx_pred.visibility == torch_pred.visibility).all()
-    shown = torch_pred.visibility == 1
-    # Whole pixels on disk: a sub-pixel difference shows as 1 px where it crosses a rounding edge.
-    assert np.abs(onnx_pred.coords - torch_pred.coords)[shown].mean() < 0.5
-    # One point rounded 1 px the other way moves the NE of ~60 points by about 0.02 points.
-    ne = {k: 100 * evaluate(gt, p).ne for k, p in (("torch", torch_pred), ("onnx", onnx_pred))}
-    assert abs(ne["onnx"] - ne["torch"]) < 0.05, ne
+    shown = torch_pred.visibility >= 0
+    assert (shown == (onnx_pred.visibility >= 0)).all(), "the same points are predicted"
+    moved = shown & (np.abs(onnx_pred.coords - torch_pred.coords).max(axis=2) > 1)
+    assert moved.sum() <= 0.1 * shown.sum(), f"{moved.sum()} of {shown.sum()} points moved to another peak"
+    same = shown & ~moved
+    assert (onnx_pred.visibility == torch_pred.visibility)[same].all()
     _, onnx_scores = load_scores(scores_path(outputs["onnx"]))
     _, torch_scores = load_scores(scores_path(outputs["torch"]))
-    # Confidences (3 decimals) move with the votes: a rounding edge, or a point 0.3 px away.
-    assert np.abs(onnx_scores - torch_scores).max() <= 0.01
+    preset = load_model(DEMO).preset
+    one_vote = 1 / disk_cells(preset.radius, preset.stride)
+    differ = np.abs(onnx_scores - torch_scores)[same]
+    assert differ.max() <= one_vote + 0.001, differ.max()
+    assert differ.mean() <= 0.1 * one_vote, differ.mean()
 
 
 @pytest.mark.parametrize("missing, command", [("onnxruntime", "predict"), ("onnx", "export-onnx")])

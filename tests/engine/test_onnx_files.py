@@ -24,6 +24,8 @@ from engine.model.onnx_runtime import load_onnx_model  # noqa: E402
 from engine.model.package import TwoStageModel, save_model  # noqa: E402
 from engine.model.presets import get_preset  # noqa: E402
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 PRESET = get_preset("lite").with_(
     input_size=32,
     net={"blocks": (1, 1, 1, 1), "widths": ((8, 4), (8, 4), (8, 4), (8, 4)), "stem_channels": 8,

@@ -22,6 +22,8 @@ from engine.training.retrain import (
 from engine.synth import load_hard_kinds
 from engine.io.workspace import Workspace
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 FAST = RetrainConfig(steps=200, lr=3e-3, batch_size=8, boxes="annotated", detector_steps=10, seed=TEST_SEED)
 
 

@@ -11,6 +11,8 @@ from engine.model.package import load_model
 from engine.synth import load_hard_kinds
 from engine.training.retrain import RetrainConfig, reestimate_batchnorm
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 
 def test_adapt_mode_trains_longer_on_a_larger_share_of_reviewed_images():
     hard, adapt = RetrainConfig(), RetrainConfig.adapt()

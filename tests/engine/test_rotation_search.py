@@ -16,6 +16,8 @@ from engine.model.pipeline import Pipeline, keypoint_squares, upright_angle
 from engine.schema import CATEGORY_MASK, UPRIGHT_BOTTOM, UPRIGHT_TOP
 from engine.synth import generate_dataset
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
 
 

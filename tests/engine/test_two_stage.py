@@ -23,6 +23,8 @@ from engine.model.presets import get_preset
 from engine.schema import CATEGORY_MASK
 from engine.synth import generate_dataset
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 CATEGORIES = "blouse,dress"
 
 

@@ -21,6 +21,8 @@ from engine.model.visibility import VisibilityConfig, VisibilityNet, occlusion_p
 from engine.synth import generate_dataset
 from engine.training.visibility import train_visibility
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 DEMO = "resources/models/demo"
 
 

@@ -11,6 +11,8 @@ from fkp_studio.app import open_demo, resolve_annotations
 from fkp_studio.image_loader import ImageLoader
 from fkp_studio.main_window import MainWindow
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 
 def test_first_start_generates_and_opens_the_demo(qtbot, tmp_path):
     window = MainWindow()

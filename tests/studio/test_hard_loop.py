@@ -10,6 +10,8 @@ from PySide6.QtCore import Qt
 
 from engine.io.workspace import Workspace
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 
 @pytest.fixture
 def loop_data(loop_model, tmp_path):

@@ -16,6 +16,8 @@ from fkp_studio import commands
 from fkp_studio.document import AnnotationDocument, align_to_annotations
 from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 K = KEYPOINT_INDEX
 
 

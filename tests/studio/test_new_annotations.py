@@ -4,11 +4,14 @@ opens editable, and nothing placed is ever dropped on save."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtCore import Qt
 
 from engine.cli import main
 from engine.io.annotations import TEST_HEADER, load_annotations, save_annotations
 from engine.schema import CSV_HEADER, category_keypoints
+
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
 
 def test_a_test_split_opens_editable_and_its_first_save_writes_the_full_layout(open_window, qtbot, tmp_path):

@@ -14,6 +14,8 @@ from engine.io.annotations import load_annotations, save_annotations
 from engine.io.images import write_jpeg
 from engine.schema import CATEGORIES, category_keypoints
 
+pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
+
 IDS = ["Images/misc/d.jpg", "Images/skirt/a.jpg", "Images/skirt/b.jpg"]
 
 
