@@ -21,11 +21,19 @@ as the demo model does on its own (batch (i)'s share of the from-scratch seconds
 Predicted visibility: the model's visibility stage, when its package has one (the demo model's
 does), marks points occluded; the toggles it saves are reported against predicting every point
 visible, with how well it and the keypoint confidence separate occluded from visible points (AUC).
+Refinement after a correction (issue 32 (a), `engine.model.refine`): on (i) and (ii), a reviewer
+who fixes the worst point first, pre-labelled without refinement vs with the model re-decoding
+the untouched points after each fix (shape model of 6,000 synthetic training-like layouts):
+corrections per image (NoC) and seconds, against the goals (<= 14 % of from-scratch on (i),
+<= 25 % on (ii), NoC down by a third on (ii)). `--refine-only` runs just that (no retrain (c)),
+e.g. on smaller batches: `--refine-only --batches 2 --n-new 100 --threads 1`.
+
 The last line printed is one JSON object of the figures.
 
     python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--batches 5]
         [--n-new 200] [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard]
         [--steps N] [--detector-steps N] [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
+        [--refine-only] [--no-refine]
 """
 
 from __future__ import annotations
@@ -42,11 +50,14 @@ import numpy as np
 import torch
 
 from engine.analysis.ne import align_predictions
-from engine.analysis.review_effort import (ReviewCosts, from_scratch, image_confidence, occlusion_auc, prelabelled,
-                                           queue_gain)
+from engine.analysis.review_effort import (ReviewCosts, corrected, from_scratch, image_confidence, occlusion_auc,
+                                           prelabelled, queue_gain)
 from engine.io.annotations import Annotations, concat_annotations, load_annotations
+from engine.io.images import read_image
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
+from engine.model.refine import ImagePrediction, candidate_peaks, refine_points
+from engine.model.shape_model import ShapeModel, synthetic_shape_model
 from engine.synth import generate_dataset
 from engine.training.retrain import RetrainConfig, retrain
 from engine.training.retrain_config import MODES
@@ -100,7 +111,47 @@ def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts,
         shares = figures["prelabelled_share_per_batch"]
         print(f"    per batch of {len(truth) // parts}: " + ", ".join(f"{100 * x:.1f} %" for x in shares)
               + f" (range {100 * min(shares):.1f}-{100 * max(shares):.1f} %)")
-    return {**figures, "_confidence": confidence, "_effort": pre}
+    return {**figures, "_confidence": confidence, "_effort": pre, "_coords": coords, "_vis": vis, "_scores": scores}
+
+
+def _refinement(name: str, model: TwoStageModel, root: Path, truth: Annotations, batch: dict, shapes: ShapeModel,
+                costs: ReviewCosts, goal_share: float) -> dict:
+    """Worst point first, without and with refinement after each fix: NoC and seconds."""
+    pipeline = Pipeline(model)
+    coords, vis, scores = batch["_coords"], batch["_vis"], batch["_scores"]
+    cats = truth.categories.astype(np.int64)
+    peaks, mass = [], []
+    for s in range(0, len(truth), 16):
+        images = [read_image(root / i, root) for i in truth.image_ids[s:s + 16]]
+        p, m = candidate_peaks(pipeline, images, coords[s:s + 16], cats[s:s + 16])
+        peaks.append(p)
+        mass.append(m)
+    peaks, mass = np.concatenate(peaks), np.concatenate(mass)
+    predictions = [ImagePrediction(int(cats[i]), coords[i], scores[i], peaks[i], mass[i]) for i in range(len(truth))]
+    timings: list[float] = []
+
+    def refine(row: int, fixed: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        new = refine_points(shapes, predictions[row], fixed, xy)
+        timings.append(time.perf_counter() - t0)
+        return new
+
+    scratch = from_scratch(truth, costs).total
+    without, with_ = corrected(truth, coords, vis, None, costs), corrected(truth, coords, vis, refine, costs)
+    figures = {"images": len(truth), "scratch_s": round(scratch, 1),
+               "without_s": round(without.total, 1), "without_share": round(without.total / scratch, 4),
+               "without_noc": round(float(without.corrections.mean()), 3),
+               "with_s": round(with_.total, 1), "with_share": round(with_.total / scratch, 4),
+               "with_noc": round(float(with_.corrections.mean()), 3),
+               "noc_change": round(float(with_.corrections.mean() / max(without.corrections.mean(), 1e-9) - 1), 4),
+               "with_actions": with_.counts(), "goal_share": goal_share,
+               "refine_ms_median": round(1000 * float(np.median(timings)), 2) if timings else None}
+    print(f"{name}, refinement after each fix ({len(truth)} images): without {without.total:.0f} s "
+          f"({100 * figures['without_share']:.1f} % of from scratch; goal <= {100 * goal_share:.0f} %), "
+          f"NoC {figures['without_noc']:.2f}; with (a) {with_.total:.0f} s ({100 * figures['with_share']:.1f} %), "
+          f"NoC {figures['with_noc']:.2f} ({100 * figures['noc_change']:+.1f} %; goal on (ii) -33 %); "
+          f"{len(timings)} refinements, median {figures['refine_ms_median']} ms")
+    return figures
 
 
 def main() -> None:
@@ -118,6 +169,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="retrain steps (default: the mode's)")
     p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: the mode's)")
     p.add_argument("--no-loop", action="store_true", help="only (a), (b) and the queue: no retrain (c)")
+    p.add_argument("--refine-only", action="store_true",
+                   help="(b) and the refinement comparison only: no retrain (c); for smaller batches")
+    p.add_argument("--no-refine", action="store_true", help="leave out the refinement comparison")
     for field in dataclasses.fields(ReviewCosts):
         p.add_argument(f"--{field.name}", type=float, default=field.default, help=f"seconds (default {field.default})")
     args = p.parse_args()
@@ -133,7 +187,8 @@ def main() -> None:
                                               size=args.size)) for k in range(args.batches)))
         new = load_annotations(generate_dataset(root, args.n_new, seed=args.seed + 1, split="new", size=args.size,
                                                 layouts=VAL_CSV))
-        replay = load_annotations(generate_dataset(root, args.replay, seed=args.seed + 2, split="replay",
+        replay = load_annotations(generate_dataset(root, 0 if args.refine_only else args.replay, seed=args.seed + 2,
+                                                   split="replay",
                                                    size=args.size))
         print(f"data: {args.batches} x {args.n} ordinary, {args.n_new} new-domain, {args.replay} replay images at "
               f"{args.size} px ({time.perf_counter() - started:.0f} s); costs {dataclasses.asdict(costs)}")
@@ -142,16 +197,25 @@ def main() -> None:
                                           "none (the package has no visibility stage): every point visible"))
         i = _batch("(i) ordinary", model, root, ordinary, costs, args.batches)
         ii = _batch("(ii) new domain", model, root, new, costs)
-        loop = _loop(args, model, root, new, replay, ii, costs, ordinary, i) if not args.no_loop else {}
+        refined = {}
+        if not args.no_refine:
+            shapes = synthetic_shape_model(size=args.size)
+            refined = {"ordinary": _refinement("(i) ordinary", model, root, ordinary, i, shapes, costs, 0.14),
+                       "new": _refinement("(ii) new domain", model, root, new, ii, shapes, costs, 0.25)}
+        loop = _loop(args, model, root, new, replay, ii, costs, ordinary, i) if not (args.no_loop or
+                                                                                   args.refine_only) else {}
     goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
              "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
              "queue_ge_2x_i": i["queue_gain_first_20pct"] >= 2, "queue_ge_2x_ii": ii["queue_gain_first_20pct"] >= 2,
              "queue_moves_ge_2x_i": i["queue_gain_moves_first_20pct"] >= 2,
              "queue_moves_ge_2x_ii": ii["queue_gain_moves_first_20pct"] >= 2,
-             **({"loop_le_60pct": loop["after_share"] <= 0.60} if loop else {})}
+             **({"loop_le_60pct": loop["after_share"] <= 0.60} if loop else {}),
+             **({"i_refined_le_14pct": refined["ordinary"]["with_share"] <= 0.14,
+                 "ii_refined_le_25pct": refined["new"]["with_share"] <= 0.25,
+                 "ii_noc_down_a_third": refined["new"]["noc_change"] <= -1 / 3} if refined else {})}
     print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
     clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}
-    print(json.dumps({**clean, "loop": loop, "visibility": visibility, "goals": goals,
+    print(json.dumps({**clean, "loop": loop, "refinement": refined, "visibility": visibility, "goals": goals,
                       "costs": dataclasses.asdict(costs),
                       "threads": args.threads, "load_average": round(os.getloadavg()[0], 2),
                       "seconds": round(time.perf_counter() - started, 1)}))

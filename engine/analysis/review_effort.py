@@ -7,11 +7,16 @@ one is dragged, a missing one placed, one the truth does not have removed; a poi
 predicted visibility differs from the truth's is toggled (a model without a visibility stage
 predicts every point visible). Either way the
 image is then accepted (Enter). The costs per action are stated and adjustable (`ReviewCosts`).
+
+`corrected` is the reviewer of issue 32: the worst point first, one at a time, and after each fix
+the model may re-predict the points nobody touched (a `Refine` callable, so this module stays
+torch-free); its corrections per image (places + drags) are the NoC of Click-Pose.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,6 +27,10 @@ from engine.io.annotations import Annotations
 from engine.schema import CATEGORY_MASK
 
 ACTIONS = ("place", "drag", "toggle", "remove", "accept")
+
+# (row, set by hand (24,) bool, the image's points (24, 2)) -> its new points (24, 2); the set
+# points must come back where they are.
+Refine = Callable[[int, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -58,6 +67,11 @@ class Effort:
         costs a toggle however sure it is)."""
         return self.actions[:, [0, 1, 3]].sum(axis=1) > 0
 
+    @property
+    def corrections(self) -> np.ndarray:
+        """(N,) points placed or dragged: the number of corrections (NoC)."""
+        return self.actions[:, 0] + self.actions[:, 1]
+
     def counts(self) -> dict[str, int]:
         return {name: int(n) for name, n in zip(ACTIONS, self.actions.sum(axis=0))}
 
@@ -83,28 +97,77 @@ def from_scratch(truth: Annotations, costs: ReviewCosts = ReviewCosts()) -> Effo
 def prelabelled(truth: Annotations, pred_coords: np.ndarray, pred_visibility: np.ndarray,
                 costs: ReviewCosts = ReviewCosts(), t_good: float = DEFAULT_T_GOOD) -> Effort:
     """The actions to turn predictions (aligned with `truth`'s rows) into the truth."""
-    v, cats = truth.visibility, truth.categories.astype(np.int64)
-    garment = CATEGORY_MASK[cats]
-    scale = normalizers(truth.coords, v, cats)
-    # Without a normalizer (one of its points absent), the garment's extent stands in for it.
+    v = truth.visibility
+    scale = review_scale(truth)
     present = v >= 0
-    xy = np.where(present[..., None], truth.coords, np.nan)
+    predicted = (np.asarray(pred_visibility) >= 0) & CATEGORY_MASK[truth.categories.astype(np.int64)]
+    distance = np.hypot(*(np.asarray(pred_coords, np.float64) - truth.coords).transpose(2, 0, 1))
+    good = predicted & present & (distance <= t_good * scale[:, None])
+    actions = _visibility_actions(truth, predicted, pred_visibility)
+    actions[:, 0] = (present & ~predicted).sum(axis=1)
+    actions[:, 1] = (present & predicted & ~good).sum(axis=1)
+    return _effort(actions, costs)
+
+
+def review_scale(truth: Annotations) -> np.ndarray:
+    """(N,) the length `t_good` is a share of: the NE normalizer, or without one (one of its points
+    absent) the garment's extent."""
+    v, cats = truth.visibility, truth.categories.astype(np.int64)
+    scale = normalizers(truth.coords, v, cats)
+    xy = np.where((v >= 0)[..., None], truth.coords, np.nan)
     with np.errstate(invalid="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an image with no point: no extent
         extent = np.hypot(*(np.nanmax(xy, axis=1) - np.nanmin(xy, axis=1)).T)
-    scale = np.where(np.isfinite(scale) & (scale > 0), scale, extent)
-    predicted = (np.asarray(pred_visibility) >= 0) & garment
-    distance = np.hypot(*(np.asarray(pred_coords, np.float64) - truth.coords).transpose(2, 0, 1))
-    good = predicted & present & (distance <= t_good * scale[:, None])
+    return np.where(np.isfinite(scale) & (scale > 0), scale, extent)
+
+
+def _visibility_actions(truth: Annotations, predicted: np.ndarray, pred_visibility: np.ndarray) -> np.ndarray:
+    """(N, 5) actions with the toggles, removals and the accept filled in (they do not depend on
+    where the points end up): a placed point is visible until toggled, a predicted one is toggled
+    when its visibility is wrong."""
+    v, pred_v = truth.visibility, np.asarray(pred_visibility)
+    present = v >= 0
     actions = np.zeros((len(truth), len(ACTIONS)), np.int64)
-    actions[:, 0] = (present & ~predicted).sum(axis=1)
-    actions[:, 1] = (present & predicted & ~good).sum(axis=1)
-    # A placed point is visible until toggled; a predicted one is toggled when its visibility is wrong.
-    pred_v = np.asarray(pred_visibility)
     actions[:, 2] = ((present & ~predicted & (v == 0)) | (present & predicted & (pred_v != v))).sum(axis=1)
     actions[:, 3] = (~present & predicted).sum(axis=1)
     actions[:, 4] = 1
+    return actions
+
+
+def corrected(truth: Annotations, pred_coords: np.ndarray, pred_visibility: np.ndarray,
+              refine: Refine | None = None, costs: ReviewCosts = ReviewCosts(),
+              t_good: float = DEFAULT_T_GOOD) -> Effort:
+    """The actions of a reviewer who fixes the worst point first (a missing one is placed, the
+    farthest beyond `t_good` dragged) until every point the truth has is within `t_good`; with
+    `refine`, the model re-predicts the untouched points after each fix (and may move a good one
+    out, to be fixed in turn). Without `refine` the same actions as `prelabelled`."""
+    present = truth.visibility >= 0
+    predicted = (np.asarray(pred_visibility) >= 0) & CATEGORY_MASK[truth.categories.astype(np.int64)]
+    actions = _visibility_actions(truth, predicted, pred_visibility)
+    limit = t_good * review_scale(truth)
+    for i in range(len(truth)):
+        actions[i, :2] = _fix_image(i, truth.coords[i], present[i], predicted[i], pred_coords[i], limit[i], refine)
     return _effort(actions, costs)
+
+
+def _fix_image(row: int, truth: np.ndarray, present: np.ndarray, predicted: np.ndarray, coords: np.ndarray,
+               limit: float, refine: Refine | None) -> tuple[int, int]:
+    """(places, drags) that bring one image's points within `limit` of the truth, worst first."""
+    current = np.array(coords, np.float64)
+    set_by_hand = np.zeros(len(present), bool)
+    places = drags = 0
+    while True:
+        distance = np.where(predicted | set_by_hand, np.hypot(*(current - truth).T), np.inf)
+        wrong = present & ~set_by_hand & (distance > limit)
+        if not wrong.any():
+            return places, drags
+        worst = int(np.argmax(np.where(wrong, distance, -1.0)))
+        places += int(not predicted[worst])
+        drags += int(predicted[worst])
+        current[worst], set_by_hand[worst] = truth[worst], True
+        if refine is not None:
+            new = np.asarray(refine(row, set_by_hand.copy(), current.copy()), np.float64)
+            current = np.where(set_by_hand[:, None], current, new)
 
 
 def queue_gain(needs_fix: np.ndarray, confidence: np.ndarray, share: float = 0.2) -> float:

@@ -98,21 +98,9 @@ def decode(
     `input_size` is unused beyond documentation: the map size fixes the crop size (h*stride).
     """
     del input_size
-    out = output.detach().float()
-    b, c, h, w = out.shape
-    k = c // 3
-    prob = torch.sigmoid(out[:, :k]).reshape(b, k, h * w)
-    offsets = out[:, k:].reshape(b, k, 2, h * w)
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=out.device, dtype=torch.float32),
-        torch.arange(w, device=out.device, dtype=torch.float32),
-        indexing="ij",
-    )
+    vx, vy, prob, (h, w) = _votes(output, radius, stride)
+    b, k = prob.shape[:2]
     half = (stride - 1) / 2.0
-    cx = (xs.reshape(-1) * stride + half)[None, None]
-    cy = (ys.reshape(-1) * stride + half)[None, None]
-    vx = cx + radius * offsets[:, :, 0]  # votes in crop pixels (B, K, h*w)
-    vy = cy + radius * offsets[:, :, 1]
 
     votes = _splat(vx, vy, prob, h, w, stride)  # (B, K, h*w)
     peak = votes.argmax(dim=2)
@@ -131,6 +119,54 @@ def decode(
         py = torch.where(has, (near * vy).sum(dim=2) / safe, py)
     confidence = (mass / disk_cells(radius, stride)).clamp(max=1.0)
     return torch.stack([px, py], dim=2), confidence
+
+
+def _votes(output: torch.Tensor, radius: float,
+           stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """Every cell's vote of a stage output (B, 3K, h, w): x, y in crop pixels and weight, each (B, K, h*w)."""
+    out = output.detach().float()
+    b, c, h, w = out.shape
+    k = c // 3
+    prob = torch.sigmoid(out[:, :k]).reshape(b, k, h * w)
+    offsets = out[:, k:].reshape(b, k, 2, h * w)
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=out.device, dtype=torch.float32),
+        torch.arange(w, device=out.device, dtype=torch.float32),
+        indexing="ij",
+    )
+    half = (stride - 1) / 2.0
+    cx = (xs.reshape(-1) * stride + half)[None, None]
+    cy = (ys.reshape(-1) * stride + half)[None, None]
+    return cx + radius * offsets[:, :, 0], cy + radius * offsets[:, :, 1], prob, (h, w)
+
+
+def vote_peaks(output: torch.Tensor, radius: float, stride: int,
+               num_peaks: int = 4, refine_steps: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+    """The `num_peaks` strongest local maxima of each keypoint's vote map, each refined as `decode`
+    refines its one peak -> coords (B, K, P, 2) in crop pixels, vote mass (B, K, P) as `decode`'s
+    confidence (0 where a map has fewer maxima). The refinement after a correction chooses among them."""
+    vx, vy, prob, (h, w) = _votes(output, radius, stride)
+    b, k = prob.shape[:2]
+    votes = _splat(vx, vy, prob, h, w, stride).reshape(b * k, 1, h, w)
+    # A local maximum is a cell no 3x3 neighbour outvotes; plateaus of zero are not peaks.
+    is_max = (votes == F.max_pool2d(votes, 3, stride=1, padding=1)) & (votes > 1e-6)
+    strength = torch.where(is_max, votes, torch.zeros_like(votes)).reshape(b, k, h * w)
+    top, cell = strength.topk(min(num_peaks, h * w), dim=2)                     # (B, K, P)
+    half = (stride - 1) / 2.0
+    px = (cell % w).float() * stride + half
+    py = torch.div(cell, w, rounding_mode="floor").float() * stride + half
+    window = max(1.5 * stride, 0.5 * radius)
+    mass = torch.zeros_like(px)
+    x, y, p = vx[:, :, None], vy[:, :, None], prob[:, :, None]                # (B, K, 1, h*w)
+    for _ in range(max(1, refine_steps)):
+        near = ((x - px[..., None]) ** 2 + (y - py[..., None]) ** 2 <= window * window).float() * p
+        mass = near.sum(dim=3)
+        has = mass > 1e-12
+        safe = mass.clamp(min=1e-12)
+        px = torch.where(has, (near * x).sum(dim=3) / safe, px)
+        py = torch.where(has, (near * y).sum(dim=3) / safe, py)
+    mass = torch.where(top > 0, (mass / disk_cells(radius, stride)).clamp(max=1.0), torch.zeros_like(mass))
+    return torch.stack([px, py], dim=3), mass
 
 
 def _splat(vx: torch.Tensor, vy: torch.Tensor, weight: torch.Tensor, h: int, w: int, stride: int) -> torch.Tensor:
