@@ -240,10 +240,12 @@ class AnnotationDocument(QObject):
         return merge_changes(contents.net_changes(), self.ann, self.uncategorized)
 
     def discard_pending(self) -> Path:
-        """Set the journal aside (renamed, never deleted) and start a new one."""
+        """Set the journal aside (renamed, never deleted) and start a new one. OSError (the file
+        became a folder, a full disk) leaves the journal where it is, offered at the next opening."""
+        base = make_base(self.csv_path)  # before the rename: a file that cannot be read moves nothing
         kept = self.journal.path.with_name(f"{self.journal.path.stem}.discarded-{int(time.time())}.jsonl")
         self.journal.discard(keep_as=kept)
-        self.journal = Journal(self.journal.path, make_base(self.csv_path))
+        self.journal = Journal(self.journal.path, base)
         return kept
 
     def base_changed(self, contents: JournalContents) -> bool:
@@ -309,8 +311,9 @@ class AnnotationDocument(QObject):
     def merge_and_save(self) -> tuple[MergeResult, list[Path]]:
         """Re-read the file another program changed, apply this session's edits on top and save
         -> (the merge, files kept aside). Where the merge could not keep everything (conflicts:
-        the other version's value; edited images the file no longer has: this session's), the
-        version that lost is written beside the file first, so nothing is lost."""
+        the other version's value; edited images the file no longer has, and points the merged
+        category has no place for, cleared: this session's), the version that lost is written
+        beside the file first, so nothing is lost."""
         theirs = load_annotations(self.csv_path)
         result = merge_changes(self.session_changes(), theirs)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -318,7 +321,7 @@ class AnnotationDocument(QObject):
         if result.conflicts:
             kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.theirs-{stamp}{self.csv_path.suffix}"))
             atomic_write_bytes(kept[-1], self.csv_path.read_bytes())
-        if result.missing:
+        if result.missing or result.cleared:
             kept.append(self.csv_path.with_name(f"{self.csv_path.stem}.ours-{stamp}{self.csv_path.suffix}"))
             save_annotations(without_rows(self.ann, self.uncategorized), kept[-1])
         # Images that had no category when read and have one now entered the file through this
@@ -340,6 +343,8 @@ class AnnotationDocument(QObject):
         merged.categories[theirs_rows] = self.ann.categories[ours]
         if (at < 0).any():
             merged = append_rows(merged, self.ann.subset(named[at < 0]))
+        if (merged.visibility >= 0).any():
+            merged.add_keypoint_columns()  # the file became a test split meanwhile: its points need the columns
         self._write(merged)
         return result, kept
 
@@ -349,11 +354,13 @@ class AnnotationDocument(QObject):
         save_annotations(without_rows(self.ann, self.uncategorized), path)
 
     def close(self) -> None:
-        self.journal.close()
-        self.review_log.close()
-        if self.lock is not None:
-            self.lock.release()
-            self.lock = None
+        try:
+            self.journal.close()
+            self.review_log.close()
+        finally:  # whatever closing the logs raised, the lock is let go
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
 
 def without_rows(ann: Annotations, drop: np.ndarray) -> Annotations:

@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 from engine.training.hard_set import HardSet
 from fkp_studio import commands
 from fkp_studio.actions import make_actions
-from engine.jobs.runner import JobEvent, JobHandle
-from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job
+from engine.jobs.runner import JobError, JobEvent, JobHandle
+from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, retrain_job, use_package_job
 from engine.training.retrain_config import RetrainConfig
 from engine.io.messages import shorten
 from engine.io.review import REVIEW_STATES, REVIEWED
@@ -175,21 +175,33 @@ class HardLoop(QObject):
         self.window.load_predictions(path)
         return True
 
-    def use_model_package(self, package: str | Path) -> None:
+    def use_model_package(self, package: str | Path) -> JobHandle | None:
         """Make a model package the active version (imported once) and show its predictions:
-        the saved ones when there are, else a fresh "predict all"."""
-        doc = self.doc
+        the saved ones when there are, else a fresh "predict all". The package is loaded first, on
+        the model thread (`use_package_job`): a refused one is an error naming the file, and
+        becomes no version."""
+        doc, w = self.doc, self.window
         if doc is None:
-            return
-        ws = doc.workspace
-        try:
-            version = ws.import_model(package)
-            ws.set_active_model(version)
-        except (OSError, ValueError) as e:
-            self.window.show_error("Cannot use the model", f"{package}: {e}")
-            return
-        if not self.show_saved_predictions(version):
-            self.predict_all()
+            return None
+        check = use_package_job(doc.workspace, package)
+
+        def job(ctx) -> dict:
+            from engine.model.checkpoints import CheckpointError
+
+            try:
+                return check(ctx)
+            except CheckpointError as e:  # names the file already: shown as it is, one line
+                raise JobError(str(e)) from None
+            except ValueError as e:
+                raise JobError(f"{package}: {e}") from None
+
+        def done(result: dict) -> None:
+            if self.doc is doc and not self.show_saved_predictions(result["version"]):
+                self.predict_all()
+
+        return w.model_thread.submit(f"use model {Path(package).name}", job, on_done=done,
+                                     on_error=lambda msg: w.show_error("Cannot use the model", msg),
+                                     on_progress=w.show_progress)
 
     # --- predict ----------------------------------------------------------------------
 

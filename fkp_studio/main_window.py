@@ -270,7 +270,7 @@ class MainWindow(QMainWindow):
             box.button(QMessageBox.No).setText("Discard")
             box.setDefaultButton(QMessageBox.Yes)
             answer = "restore" if box.exec() == QMessageBox.Yes else "discard"
-        if answer == "restore":
+        if answer == "restore" and len(offer.rows):  # (none: every edit was cleared; set aside below)
             self.undo_stack.push(commands.restore_command(doc, offer.rows, offer.coords, offer.visibility,
                                                           offer.categories))
             self.statusBar().showMessage(
@@ -525,7 +525,13 @@ class MainWindow(QMainWindow):
         if answer == QMessageBox.Save:
             return self.save()
         if answer == QMessageBox.Discard:
-            self.doc.discard_pending()  # renamed aside, so nothing is offered for restore
+            try:
+                self.doc.discard_pending()  # renamed aside, so nothing is offered for restore
+            except OSError as e:  # the file became a folder, a full disk: the journal stays as it is
+                self.show_error("Could not set the edits aside",
+                                f"{describe_error(e)}; the unsaved edits stay in the edit journal "
+                                f"{self.doc.journal.path} and are offered when {self.doc.csv_path.name} "
+                                "is opened again")
             self.undo_stack.clear()
             return True
         return False
@@ -534,12 +540,14 @@ class MainWindow(QMainWindow):
         if not self.maybe_save():
             event.ignore()
             return
-        self._save_settings()
-        self.model_thread.shutdown(timeout=2)
-        self.io_thread.shutdown(timeout=2)
-        self.loader.wait(2000)
-        if self.doc is not None:
-            self.doc.close()
+        try:
+            self._save_settings()
+            self.model_thread.shutdown(timeout=2)
+            self.io_thread.shutdown(timeout=2)
+            self.loader.wait(2000)
+        finally:  # the lock is released in this process, whatever went wrong above
+            if self.doc is not None:
+                self.doc.close()
         event.accept()
 
     # --- status, title, errors ----------------------------------------------------------

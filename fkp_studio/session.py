@@ -21,6 +21,7 @@ from engine.io.files import atomic_write_bytes
 from engine.io.journal import JournalContents
 from engine.io.lock import LockedError, acquire_lock
 from engine.io.merge import MergeResult
+from engine.io.messages import describe_error
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
 from engine.schema import NUM_KEYPOINTS
@@ -68,11 +69,15 @@ class RestoreOffer:
         m = self.merge
         text = (f"{file_name} has unsaved edits from an earlier session "
                 f"({m.applied} edited points on {len(self.rows)} images). Restore them?")
+        both = [c for c in m.conflicts if not c.cleared]
         if self.base_changed:
             text += ("\n\nThe file has changed on disk since; the edits are merged onto the new version"
-                     + (f", and {len(m.conflicts)} points changed on both sides would take the earlier "
-                        f"session's value:\n" + "\n".join(c.describe() for c in m.conflicts[:10])
-                        if m.conflicts else "."))
+                     + (f", and {len(both)} points changed on both sides would take the earlier "
+                        f"session's value:\n" + "\n".join(c.describe() for c in both[:10])
+                        if both else "."))
+        if m.cleared:
+            text += (f"\n\n{len(m.cleared)} points have no place in their image's category and will be cleared:\n"
+                     + "\n".join(c.describe() for c in m.cleared[:10]))
         if m.missing:
             text += f"\n\n{len(m.missing)} edited images are no longer in the file and will be skipped."
         if self.contents.bad_lines:
@@ -147,8 +152,9 @@ class DatasetSession(QObject):
             lock = acquire_lock(workspace.lock_path(csv_path), csv_path)  # its other names too
         except LockedError as e:  # another live session edits this file: look, do not touch
             read_only = f"read-only: {csv_path.name} is open for editing by {e.holder.describe() if e.holder else 'another session'}"
-        except OSError:
-            pass  # no state folder to lock in: edit unlocked, as before locks existed
+        except OSError as e:  # a directory, a FIFO, a planted link, another user's file: not ours
+            # Unlocked, the journal and the review log may be a live session's: look, do not touch.
+            read_only = f"read-only: cannot lock {csv_path.name} for editing ({describe_error(e)})"
         self.doc = AnnotationDocument(annotations, csv_path, workspace, uncategorized=uncategorized)
         self.doc.lock, self.doc.read_only = lock, read_only
         remember_dataset(csv_path, str(pred_path) if pred_path else None)
@@ -177,7 +183,7 @@ class DatasetSession(QObject):
             damaged = doc.journal.path.with_name(f"{doc.journal.path.stem}.damaged-{int(time.time())}.jsonl")
             atomic_write_bytes(damaged, doc.journal.path.read_bytes())
         merge = doc.replayed(pending)
-        if not len(merge.rows) and not merge.missing:
+        if not len(merge.rows) and not merge.missing and not merge.cleared:
             doc.discard_pending()
             return None
         return RestoreOffer(pending, merge, doc.base_changed(pending), damaged)

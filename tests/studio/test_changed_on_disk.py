@@ -8,7 +8,7 @@ import numpy as np
 from PySide6.QtWidgets import QMessageBox
 
 from engine.io.annotations import load_annotations, save_annotations
-from engine.schema import KEYPOINT_INDEX
+from engine.schema import KEYPOINT_INDEX, category_code
 
 K = KEYPOINT_INDEX
 
@@ -110,3 +110,96 @@ def test_restore_after_a_crash_merges_onto_the_changed_file_without_undone_edits
     assert a.coords[0, K["neckline_left"]].tolist() == kept
     assert a.coords[0, K["shoulder_left"]].tolist() == [1, 2], "the undone edit was re-applied over the outside change"
     assert again.isWindowModified()
+
+
+def test_a_merge_onto_a_file_rewritten_as_a_test_split_keeps_the_edit(open_window, dataset, qtbot, monkeypatch):
+    """Issue 30 item 1: another program rewrote the file as `image_id,image_category`; the merge
+    gives it the keypoint columns back (as a restore does) and the edit is in the saved file."""
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    _select(window, "neckline_left")
+    window.editing.nudge(5, 0)
+    ours = window.doc.ann.coords[0, K["neckline_left"]].tolist()
+    test_split = "image_id,image_category\n" + "".join(
+        f"{i},{c}\n" for i, c in zip(dataset["ids"], dataset["categories"]))
+    csv.write_text(test_split)
+    shown = _answer(window, monkeypatch, "merge")
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        assert window.save()
+    saved = load_annotations(csv)
+    assert saved.has_keypoints and len(saved) == 6
+    assert saved.coords[0, K["neckline_left"]].tolist() == ours and saved.visibility[0, K["neckline_left"]] == 1
+    assert "this session's value kept" in shown[0]
+    (theirs,) = csv.parent.glob("train.theirs-*.csv")
+    assert theirs.read_text() == test_split
+
+
+def _recategorized(csv, row: int, category: str) -> None:
+    """Another program makes image `row` a `category` garment, with that category's points."""
+    from tests.studio.conftest import garment
+    ann = load_annotations(csv)
+    ann.categories[row] = category_code(category)
+    ann.coords[row], ann.visibility[row] = garment(category)
+    save_annotations(ann, csv)
+
+
+def test_a_merge_onto_a_category_changed_on_disk_clears_and_lists_the_points_it_lacks(open_window, dataset, qtbot,
+                                                                                     monkeypatch):
+    """Issue 30 item 11: the other side made the blouse a skirt; this session's neckline edit has no
+    place on a skirt: cleared and listed, this session's value kept beside the file; the save works."""
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    _select(window, "neckline_left")
+    window.editing.nudge(5, 0)
+    ours = window.doc.ann.coords[0, K["neckline_left"]].tolist()
+    _recategorized(csv, 0, "skirt")
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
+    shown = _answer(window, monkeypatch, "merge")
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        assert window.save()
+    assert not errors
+    saved = load_annotations(csv)
+    assert saved.categories[0] == category_code("skirt") and saved.visibility[0, K["neckline_left"]] == -1
+    assert not saved.problems
+    assert "neckline_left: cleared, skirt has no neckline_left" in shown[0]
+    assert len(list(csv.parent.glob("train.theirs-*.csv"))) == 1
+    (kept,) = csv.parent.glob("train.ours-*.csv")
+    assert load_annotations(kept).coords[0, K["neckline_left"]].tolist() == ours
+    assert not window.isWindowModified()
+
+
+def test_a_restore_onto_a_category_changed_on_disk_clears_the_points_it_lacks(open_window, dataset, qtbot, crash,
+                                                                            monkeypatch):
+    """Issue 30 item 11 (restore): the crashed session's neckline edit on an image now a skirt is
+    not restored onto the skirt (listed in the question); the restored file saves."""
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    _select(window, "neckline_left")
+    window.editing.nudge(4, 0)
+    _select(window, "cuff_left_in")
+    window.editing.nudge(0, 2)
+    _show(window, qtbot, 1)
+    _select(window, "waistband_left")
+    window.editing.nudge(3, 0)
+    trousers = window.doc.ann.coords[1, K["waistband_left"]].tolist()
+    crash(window)
+    _recategorized(csv, 0, "skirt")
+    questions = []
+
+    def answer(box):
+        questions.append(box.text())
+        return QMessageBox.Yes
+    monkeypatch.setattr(QMessageBox, "exec", answer)
+    again = open_window(csv, restore_policy="ask")
+    a = again.doc.ann
+    assert a.categories[0] == category_code("skirt")
+    assert (a.visibility[0, [K["neckline_left"], K["cuff_left_in"]]] == -1).all()
+    assert "neckline_left: cleared, skirt has no neckline_left" in questions[0]
+    assert a.coords[1, K["waistband_left"]].tolist() == trousers and again.isWindowModified()
+    errors = []
+    monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
+    assert again.save() and not errors and not load_annotations(csv).problems

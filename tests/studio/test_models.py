@@ -144,7 +144,7 @@ def test_the_session_opens_off_the_main_thread_and_offers_only_edits_that_change
         doc = opened.args[0]
         assert session.doc is doc and len(doc) == 6 and doc.predictions.present.all()
         assert last_dataset() == (str(dataset["csv"].resolve()), str(dataset["pred"].resolve()))
-        k = K["neckline_left"]
+        k = K["waistband_left"]  # image 2 is a skirt (a point it has no place for is cleared: issue 30 item 11)
         x, y = doc.ann.coords[2, k]
         before = doc.current(2, [k])
         doc.apply(doc.edit_of(2, [k], [[x + 9, y]], [1]))
