@@ -161,6 +161,8 @@ def test_train_and_predict_under_torchrun_write_once_and_match_one_process(data,
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("det")) == ["det.pt"]
 
     assert main([*predict, "--out", str(single)]) == 0
+    # Byte for byte, on any CPU: both runs take this machine's kernels (the environment is passed on),
+    # one thread, and the same batches of 2 (shards are whole batches); only the process differs.
     assert single.read_bytes() == sharded.read_bytes()
     assert single.with_suffix(".scores.csv").read_bytes() == sharded.with_suffix(".scores.csv").read_bytes()
     assert len(load_annotations(sharded)) == 7 and f"error: image {test.image_ids[5]}" in r.stderr
