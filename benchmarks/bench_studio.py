@@ -78,7 +78,7 @@ def main() -> None:
     from PySide6.QtCore import QEventLoop, QSortFilterProxyModel, Qt, QTimer
 
     tmp, app = isolated_studio_app("fkp-bench-studio-")
-    from fkp_studio.image_list import COL_NE
+    from fkp_studio.models.image_list import COL_NE
     from fkp_studio.main_window import MainWindow
 
     t = time.perf_counter()
@@ -87,7 +87,7 @@ def main() -> None:
           f"({csv.stat().st_size / 1e6:.1f} MB + {pred_csv.stat().st_size / 1e6:.1f} MB)")
 
     window = MainWindow()
-    window.restore_policy = "discard"
+    window.questions.restore_policy = "discard"
     window.show()
     app.processEvents()
 

@@ -73,7 +73,7 @@ def measure_latency(app, model: str, n: int = 48, size: int = 512, categories: s
     workdir = Path(workdir or tempfile.mkdtemp(prefix="fkp-bench-latency-"))
     csv = generate_dataset(workdir / "ds", n, seed=3, size=size, categories=categories, hard_fraction=0.5, workers=1)
     window = MainWindow()
-    window.restore_policy = "discard"
+    window.questions.restore_policy = "discard"
     window.show()
     opened = []
     window.datasetOpened.connect(lambda: opened.append(True))
@@ -82,18 +82,17 @@ def measure_latency(app, model: str, n: int = 48, size: int = 512, categories: s
     probe.run_until(app, lambda: bool(opened), 60)
     idle = probe.run_until(app, lambda: False, 3.0)
 
-    loop = window.hard_loop
     done = []
-    loop.predictionsDone.connect(lambda v: done.append(v))
-    window.predict_with_model(model)
+    window.predict.predictionsDone.connect(lambda v: done.append(v))
+    window.predict.use_model_package(model)
     predict = probe.run_until(app, lambda: bool(done), 600)
 
-    loop.add_worst(max(4, n // 4))
-    dialog = loop.open_retrain_dialog()
+    window.hard_set.add_worst(max(4, n // 4))
+    dialog = window.open_retrain_dialog()
     dialog.steps.setValue(steps)
     finished = []
-    loop.retrainFinished.connect(lambda r: finished.append(r))
-    loop.retrainFailed.connect(lambda m: finished.append(m))
+    window.retrain.retrainFinished.connect(lambda r: finished.append(r))
+    window.retrain.retrainFailed.connect(lambda m: finished.append(m))
     dialog.start()
     retrain = probe.run_until(app, lambda: bool(finished), 900)
     if isinstance(finished[-1], str):

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
 from engine.io.workspace import find_annotation_files
 from fkp_studio.main_window import MainWindow
-from fkp_studio.session import last_dataset
+from fkp_studio.models.session import last_dataset
 
 ORGANIZATION = "fkp-studio"
 APPLICATION = "FKP Studio"

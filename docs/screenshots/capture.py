@@ -45,7 +45,7 @@ def new_window():
     from fkp_studio.main_window import MainWindow
 
     w = MainWindow()
-    w.restore_policy = "discard"
+    w.questions.restore_policy = "discard"
     w.resize(1600, 1000)
     w.show()
     return w

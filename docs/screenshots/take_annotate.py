@@ -61,8 +61,8 @@ def main() -> None:
     w.list_panel.go_to(0)
     shot(w, out / "studio-new-images.png")
 
-    w.hard_loop.use_model_package(demo_model())
-    wait_for(w.hard_loop.predictionsDone)
+    w.predict.use_model_package(demo_model())
+    wait_for(w.predict.predictionsDone)
     w.list_panel.go_to(0)
     wait(800)
     w.activateWindow()

@@ -63,28 +63,27 @@ def main() -> None:
                 raise SystemExit("timed out")
 
     window = MainWindow()
-    window.restore_policy = "discard"
+    window.questions.restore_policy = "discard"
     window.resize(1500, 920)
     window.show()
     opened = []
     window.datasetOpened.connect(lambda: opened.append(1))
     window.open_dataset(csv)
     wait(lambda: opened)
-    loop = window.hard_loop
     done = []
-    loop.predictionsDone.connect(done.append)
-    window.predict_with_model(args.model)
+    window.predict.predictionsDone.connect(done.append)
+    window.predict.use_model_package(args.model)
     wait(lambda: done)
-    window.worst_first()
-    loop.add_worst(args.worst)
-    loop.dock.raise_()
-    dialog = loop.open_retrain_dialog()
+    window.list_panel.worst_first()
+    window.hard_set.add_worst(args.worst)
+    window.hard_set_dock.raise_()
+    dialog = window.open_retrain_dialog()
     dialog.steps.setValue(args.steps)
     dialog.detector_steps.setValue(args.detector_steps)
     dialog.move(window.x() + 420, window.y() + 80)
     finished = []
-    loop.retrainFinished.connect(finished.append)
-    loop.retrainFailed.connect(finished.append)
+    window.retrain.retrainFinished.connect(finished.append)
+    window.retrain.retrainFailed.connect(finished.append)
     dialog.start()
     wait(lambda: finished)
     if isinstance(finished[-1], str):

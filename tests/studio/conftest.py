@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import QMessageBox
 
 from engine.io.annotations import Annotations, save_annotations
 from engine.io.images import write_jpeg
@@ -91,9 +90,9 @@ def open_window(qtbot):
 
     def _open(csv: Path, predictions: Path | None = None, restore_policy: str = "discard"):
         window = MainWindow()
-        window.restore_policy = restore_policy
+        window.questions.restore_policy = restore_policy
         # Tear-down closes windows: never block on the "save your edits?" question.
-        window.ask_unsaved = lambda: QMessageBox.Discard
+        window.questions.unsaved = lambda name: "discard"
         qtbot.addWidget(window)
         window.show()
         signals = [window.datasetOpened] + ([window.predictionsReady] if predictions else [])

@@ -6,7 +6,7 @@ from collections import Counter
 
 from PySide6.QtGui import QKeySequence
 
-from fkp_studio.actions import ACTIONS, TOOLBAR
+from fkp_studio.views.actions import ACTIONS, TOOLBAR
 
 
 def test_every_action_is_made_once_by_id_and_no_two_share_a_shortcut(qtbot):

@@ -8,7 +8,7 @@ from PySide6.QtGui import QImage
 
 from engine.io.images import write_jpeg
 from fkp_studio.app import open_demo, resolve_annotations
-from fkp_studio.image_loader import ImageLoader
+from fkp_studio.models.image_loader import ImageLoader
 from fkp_studio.main_window import MainWindow
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
@@ -47,7 +47,7 @@ def test_model_predictions_arrive_in_the_background(qtbot, loop_model):
         window.open_dataset(data / "Annotations" / "train.csv")
     assert window.doc.predictions is None
     with qtbot.waitSignal(window.predictionsReady, timeout=300000):
-        window.predict_with_model(model)
+        window.predict.use_model_package(model)
     doc = window.doc
     assert doc.predictions.present.all()
     assert np.isfinite(doc.ne).sum() > 0

@@ -9,7 +9,7 @@ import numpy as np
 from PySide6.QtCore import QSettings, Qt
 
 from engine.schema import CATEGORIES, category_code
-from fkp_studio.image_list import COL_CATEGORY, COL_ID, COL_NE, COL_VISIBLE
+from fkp_studio.models.image_list import COL_CATEGORY, COL_ID, COL_NE, COL_VISIBLE
 
 VAL_CSV = Path(__file__).resolve().parents[1] / "data" / "fashionai" / "val.csv"
 
@@ -66,7 +66,7 @@ def test_edit_updates_ne_and_edited_columns(open_window, dataset, qtbot):
     before = window.doc.ne[row]
     ks = np.flatnonzero(window.doc.ann.visibility[row] == 1)
     # Move every visible point onto its prediction: the image's NE drops to 0.
-    from fkp_studio import commands
+    from fkp_studio.models import commands
     for k in ks:
         x, y = window.doc.predictions.coords[row, k]
         window.undo_stack.push(commands.move_point(window.doc, row, int(k), float(x), float(y)))
@@ -145,7 +145,7 @@ def test_real_val_csv_without_images(open_window, qtbot, tmp_path):
 
 def test_geometry_and_last_dataset_persist(open_window, dataset, qtbot):
     from fkp_studio.main_window import MainWindow
-    from fkp_studio.session import last_dataset
+    from fkp_studio.models.session import last_dataset
 
     window = open_window(dataset["csv"], dataset["pred"])
     window.resize(760, 540)

@@ -31,7 +31,7 @@ def _outside_change(csv, row: int, keypoint: str, xy) -> None:
 
 def _answer(window, monkeypatch, answer: str) -> list[str]:
     shown = []
-    monkeypatch.setattr(window, "ask_changed_on_disk", lambda: answer)
+    monkeypatch.setattr(window.questions, "changed_on_disk", lambda name: answer)
     monkeypatch.setattr(QMessageBox, "information", lambda parent, title, text, *a: shown.append(text))
     return shown
 
@@ -85,7 +85,7 @@ def test_save_as_writes_a_copy_and_leaves_the_changed_file(open_window, dataset,
     outside = csv.read_bytes()
     _answer(window, monkeypatch, "save_as")
     copy = csv.parent / "mine.csv"
-    monkeypatch.setattr(window, "ask_save_path", lambda: str(copy))
+    monkeypatch.setattr(window.questions, "save_path", lambda start: str(copy))
     with qtbot.waitSignal(window.datasetOpened, timeout=10000):
         assert window.save()
     assert csv.read_bytes() == outside

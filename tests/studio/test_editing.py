@@ -220,7 +220,7 @@ def test_failed_save_when_root_owns_the_files(open_window, dataset, qtbot, monke
     def disk_full(ann, path):
         raise OSError(28, "No space left on device")  # as a failing write() raises it: no file name
 
-    monkeypatch.setattr("fkp_studio.document.save_annotations", disk_full)
+    monkeypatch.setattr("fkp_studio.models.document.save_annotations", disk_full)
     before = dataset["csv"].read_bytes()
     assert not window.save()
     assert "not saved (No space left on device)" in errors[0] and "None" not in errors[0]
@@ -234,10 +234,10 @@ def test_quitting_with_unsaved_edits_asks(open_window, dataset, qtbot, monkeypat
     _show(window, qtbot, 0)
     window.editing.next_keypoint()
     window.editing.nudge(1, 0)
-    monkeypatch.setattr(window, "ask_unsaved", lambda: QMessageBox.Cancel)
+    monkeypatch.setattr(window.questions, "unsaved", lambda name: "cancel")
     assert not window.close()
     assert window.isVisible()
-    monkeypatch.setattr(window, "ask_unsaved", lambda: QMessageBox.Save)
+    monkeypatch.setattr(window.questions, "unsaved", lambda name: "save")
     assert window.close()
     assert load_annotations(dataset["csv"]).coords[0, window.editing.selected_k, 0] == window.doc.ann.coords[0, window.editing.selected_k, 0]
 
@@ -281,13 +281,13 @@ def test_kill_9_mid_session_loses_nothing(open_window, dataset, qtbot, tmp_path)
         w.open_dataset({str(dataset["csv"])!r})
         QTimer.singleShot(30000, loop.quit)
         loop.exec()
-        w.show_row(2)
+        w.state.set_current_row(2)
         w.editing.next_keypoint()
         w.editing.nudge(7, -3)
         w.editing.cycle_visibility()
         w.editing.swap_left_right()
         w.undo_stack.undo()
-        w.show_row(3)
+        w.state.set_current_row(3)
         w.editing.next_keypoint()
         w.editing.remove_point()
         state = {{str(r): [w.doc.ann.coords[r].tolist(), w.doc.ann.visibility[r].tolist()] for r in (2, 3)}}

@@ -36,9 +36,9 @@ def _predicted_window(open_window, qtbot, csv, model):
                    if window.current_row in set(rows.tolist()) else None)
         batches.append((filled, current))
 
-    window.hard_loop.batchShown.connect(on_batch)
-    with qtbot.waitSignal(window.hard_loop.predictionsDone, timeout=300000):
-        window.predict_with_model(model)
+    window.predict.batchShown.connect(on_batch)
+    with qtbot.waitSignal(window.predict.predictionsDone, timeout=300000):
+        window.predict.use_model_package(model)
     return window, batches
 
 
@@ -59,24 +59,24 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     """Hard-set NE after / before in the dialog: 0.44-0.62 over FKP_TEST_SEED 0-4 x 1-2 threads."""
     csv, model = loop_data
     window, batches = _predicted_window(open_window, qtbot, csv, model)
-    loop, doc = window.hard_loop, window.doc
+    doc = window.doc
     assert len(batches) >= 6 and all(filled for filled, _ in batches), "NE filled in batch by batch while predicting"
     assert [current for _, current in batches if current is not None] == [True], \
         "the current image's prediction is shown as soon as its batch arrives"
     ws = doc.workspace
     assert ws.active_model_version() == "v001" and ws.predictions_path("v001", csv).is_file()
-    assert "Device: CPU" in loop.device_label.text()
+    assert "Device: CPU" in window.status_bar.device_label.text()
 
     window.list_panel.worst_first()
     worst = window.list_model.order[:10]
-    assert loop.add_worst(10) == 10
-    assert sorted(loop.member_rows().tolist()) == sorted(worst.tolist())
-    assert loop.table.rowCount() == 10 and ws.load_hard_set() == {str(doc.ann.image_ids[r]): "worst-ne" for r in worst}
-    before = loop.hard_ne()
+    assert window.hard_set.add_worst(10) == 10
+    assert sorted(window.state.hard_rows().tolist()) == sorted(worst.tolist())
+    assert window.hard_set_panel.table.rowCount() == 10 and ws.load_hard_set() == {str(doc.ann.image_ids[r]): "worst-ne" for r in worst}
+    before = window.state.hard_ne()
 
-    dialog = loop.open_retrain_dialog()
+    dialog = window.open_retrain_dialog()
     _small_retrain(dialog, 300)
-    with qtbot.waitSignal(loop.retrainFinished, timeout=300000):
+    with qtbot.waitSignal(window.retrain.retrainFinished, timeout=300000):
         dialog.start()
     table = dialog.table_values()
     figure("hard_ratio", table["hard set"][1] / table["hard set"][0])
@@ -87,8 +87,8 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     assert dialog.progress.value() == dialog.progress.maximum() == 310
     assert ws.active_model_version() == "v001", "nothing changes before Accept"
 
-    old_coords = doc.predictions.coords[loop.member_rows()].copy()
-    with qtbot.waitSignal(loop.predictionsDone, timeout=300000) as done:
+    old_coords = doc.predictions.coords[window.state.hard_rows()].copy()
+    with qtbot.waitSignal(window.predict.predictionsDone, timeout=300000) as done:
         dialog.accept_result()
     assert done.args == ["v002"] and ws.active_model_version() == "v002"
     assert ws.predictions_path("v002", csv).is_file()
@@ -96,23 +96,23 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
     # detector, whose boxes are poor on exactly these worst-ranked images (a from-scratch
     # detector trained for seconds), so the retrain's effect is asserted above on annotated
     # boxes; here: the predictions were refreshed and the list's NE is that of v002's file.
-    assert not np.allclose(doc.predictions.coords[loop.member_rows()], old_coords)
+    assert not np.allclose(doc.predictions.coords[window.state.hard_rows()], old_coords)
     from engine.analysis.ne import evaluate
 
     saved, _ = ws.load_predictions("v002", csv)
-    rows = loop.member_rows()
+    rows = window.state.hard_rows()
     expected = evaluate(doc.ann.subset(rows), saved, intersect=True).ne
-    assert loop.hard_ne() == pytest.approx(expected, abs=1e-12) and loop.hard_ne() != pytest.approx(before)
-    loop.evaluate()
+    assert window.state.hard_ne() == pytest.approx(expected, abs=1e-12) and window.state.hard_ne() != pytest.approx(before)
+    window.predict.evaluate()
     qtbot.waitUntil(lambda: window.statusBar().currentMessage().startswith("v002: NE"), timeout=60000)
     assert f"hard set {100 * expected:.2f} %" in window.statusBar().currentMessage()
 
     # Reopened: the active version's predictions and the hard set load without predicting again.
     again = open_window(csv)
     qtbot.waitUntil(lambda: again.doc.predictions is not None, timeout=60000)
-    assert again.hard_loop.version == "v002" and again.doc.predictions.present.all()
-    assert again.hard_loop.predict_handle is None
-    assert len(again.hard_loop.members()) == 10
+    assert again.predict.version == "v002" and again.doc.predictions.present.all()
+    assert again.predict.handle is None
+    assert len(again.state.hard_members()) == 10
     # A fresh prediction run and a reopened one show the same NE and the same suspects.
     np.testing.assert_array_equal(again.doc.ne, doc.ne)
     np.testing.assert_array_equal(again.doc.predictions.scores, doc.predictions.scores)
@@ -122,13 +122,13 @@ def test_predict_rank_hard_set_retrain_accept_lowers_hard_set_ne(open_window, qt
 def test_cancel_mid_retrain_keeps_the_old_model(open_window, qtbot, loop_data):
     csv, model = loop_data
     window, _ = _predicted_window(open_window, qtbot, csv, model)
-    loop = window.hard_loop
-    loop.add_worst(8)
+    window.hard_set.add_worst(8)
     ws = window.doc.workspace
     state = _state(ws)
-    dialog = loop.open_retrain_dialog()
+    dialog = window.open_retrain_dialog()
     _small_retrain(dialog, 5000)
-    handle = dialog.start()
+    dialog.start()
+    handle = window.retrain.handle
     qtbot.waitUntil(lambda: len(dialog.losses) >= 3, timeout=120000)
     dialog.cancel()
     assert handle.wait(60)
@@ -142,15 +142,14 @@ def test_cancel_mid_retrain_keeps_the_old_model(open_window, qtbot, loop_data):
 def test_a_failing_retrain_reports_the_error_and_leaves_the_workspace_intact(open_window, qtbot, loop_data):
     csv, model = loop_data
     window, _ = _predicted_window(open_window, qtbot, csv, model)
-    loop = window.hard_loop
-    loop.add_worst(6)
+    window.hard_set.add_worst(6)
     ws = window.doc.workspace
-    broken = str(window.doc.ann.image_ids[loop.member_rows()[0]])
+    broken = str(window.doc.ann.image_ids[window.state.hard_rows()[0]])
     (ws.root / broken).write_bytes(b"truncated")
     state = _state(ws)
-    dialog = loop.open_retrain_dialog()
+    dialog = window.open_retrain_dialog()
     _small_retrain(dialog, 20)
-    with qtbot.waitSignal(loop.retrainFailed, timeout=120000) as failed:
+    with qtbot.waitSignal(window.retrain.retrainFailed, timeout=120000) as failed:
         dialog.start()
     assert broken.rsplit("/", 1)[-1] in failed.args[0]
     assert "Retrain failed" in dialog.status.text() and broken.rsplit("/", 1)[-1] in dialog.status.text()
@@ -162,16 +161,16 @@ def test_a_failing_retrain_reports_the_error_and_leaves_the_workspace_intact(ope
 def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window, qtbot, loop_data):
     csv, model = loop_data
     window, _ = _predicted_window(open_window, qtbot, csv, model)
-    loop, doc = window.hard_loop, window.doc
-    loop.add_worst(6)
-    removed_row = int(loop.member_rows()[0])
-    loop.remove_rows([removed_row])
-    dialog = loop.open_retrain_dialog()
+    doc = window.doc
+    window.hard_set.add_worst(6)
+    removed_row = int(window.state.hard_rows()[0])
+    window.hard_set.remove_rows([removed_row])
+    dialog = window.open_retrain_dialog()
     _small_retrain(dialog, 200)
-    with qtbot.waitSignal(loop.retrainFinished, timeout=300000):
+    with qtbot.waitSignal(window.retrain.retrainFinished, timeout=300000):
         dialog.start()
         qtbot.waitUntil(lambda: len(dialog.losses) >= 2, timeout=120000)
-        edited = [r for r in range(len(doc)) if r != removed_row and str(doc.ann.image_ids[r]) not in loop.members()][0]
+        edited = [r for r in range(len(doc)) if r != removed_row and str(doc.ann.image_ids[r]) not in window.state.hard_members()][0]
         for row in (edited, removed_row):
             window.list_panel.list_view.selectRow(window.list_model.view_row(row))
             k = int(np.flatnonzero(doc.ann.visibility[row] >= 0)[0])
@@ -198,16 +197,15 @@ def test_editing_during_a_retrain_is_not_lost_and_joins_the_hard_set(open_window
 def test_the_retrain_dialog_can_train_on_every_reviewed_image(open_window, qtbot, loop_data):
     csv, model = loop_data
     window, _ = _predicted_window(open_window, qtbot, csv, model)
-    loop = window.hard_loop
     window.canvas.setFocus()
     for _ in range(4):  # accept (nothing is missing: the rows are annotated) and mark reviewed
         qtbot.keyClick(window.canvas, Qt.Key_Return)
-    reviewed = loop.training_ids("reviewed")
-    assert len(reviewed) == 4 and not loop.members()
-    dialog = loop.open_retrain_dialog()
+    reviewed = window.state.training_ids("reviewed")
+    assert len(reviewed) == 4 and not window.state.hard_members()
+    dialog = window.open_retrain_dialog()
     dialog.source.setCurrentIndex(dialog.source.findData("reviewed"))
     assert "on 4 reviewed images" in dialog.info.text()
     _small_retrain(dialog, 5, detector_steps=0)
-    with qtbot.waitSignal(loop.retrainFinished, timeout=300000) as done:
+    with qtbot.waitSignal(window.retrain.retrainFinished, timeout=300000) as done:
         dialog.start()
     assert done.args[0]["report"]["hard_images"] == 4  # the hold-out is chosen among the other images

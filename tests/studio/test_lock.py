@@ -120,7 +120,7 @@ def test_a_lock_this_session_cannot_open_means_read_only_and_the_journal_untouch
     before = doc.ann.coords.copy()
     window.editing.next_keypoint()
     window.editing.nudge(5, 0)
-    window.editing.accept_image()
+    window.review.accept_image()
     np.testing.assert_array_equal(doc.ann.coords, before)
     errors = []
     window.show_error = lambda title, text: errors.append(text)
@@ -141,8 +141,6 @@ def test_closing_in_trouble_shows_the_error_keeps_the_journal_and_releases_the_l
     """Issue 30 item 17: closing (edits discarded) when the file became a folder, or on a full disk:
     the error is shown (one line naming the file), the edits' journal stays where the next session
     offers it, and the lock is released (closeEvent never raises half-way)."""
-    from PySide6.QtWidgets import QMessageBox
-
     csv = dataset["csv"]
     window = open_window(csv)
     _show(window, qtbot, 0)
@@ -157,7 +155,7 @@ def test_closing_in_trouble_shows_the_error_keeps_the_journal_and_releases_the_l
         monkeypatch.setattr("engine.io.journal.os.replace", _no_space)
     errors = []
     window.show_error = lambda title, text: errors.append(text)
-    window.ask_unsaved = lambda: QMessageBox.Discard
+    window.questions.unsaved = lambda name: "discard"
     assert window.close()
     monkeypatch.undo()
     assert len(errors) == 1 and "\n" not in errors[0] and str(journal if trouble == "full_disk" else csv) in errors[0]

@@ -12,9 +12,9 @@ from engine.io.annotations import load_annotations
 from engine.io.journal import read_journal
 from engine.io.workspace import Workspace
 from engine.schema import FLIP_PERMUTATION, KEYPOINT_INDEX, category_keypoints
-from fkp_studio import commands
-from fkp_studio.document import AnnotationDocument, align_to_annotations
-from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
+from fkp_studio.models import commands
+from fkp_studio.models.document import AnnotationDocument, align_to_annotations
+from fkp_studio.models.image_list import COL_NE, ImageListModel, ListFilter
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
@@ -132,8 +132,8 @@ def test_the_error_index_types_points_and_lists_suspects_with_or_without_scores(
 
 
 def test_the_session_opens_off_the_main_thread_and_offers_only_edits_that_change_something(dataset, qtbot):
-    from fkp_studio.engine_thread import EngineThread
-    from fkp_studio.session import DatasetSession, last_dataset
+    from fkp_studio.models.engine_thread import EngineThread
+    from fkp_studio.models.session import DatasetSession, last_dataset
 
     thread = EngineThread("io")
     session = DatasetSession(thread)

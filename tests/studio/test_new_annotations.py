@@ -73,7 +73,7 @@ def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_st
     window = open_window(csv, dataset["pred"])
     doc, canvas = window.doc, window.canvas
     qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
-    from fkp_studio.canvas import MarkerItem
+    from fkp_studio.views.canvas import MarkerItem
 
     shown = {item.k: item.visibility for item in canvas.scene().items()
              if isinstance(item, MarkerItem) and item.kind == "prediction"}
@@ -92,8 +92,8 @@ def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_st
     np.testing.assert_array_equal(doc.ann.visibility[0, others], pred.visibility[0, others])
     assert doc.ann.visibility[0, occluded] == 0 and doc.ann.coords[0, first].tolist() == hand
     assert doc.review_state(0) == "reviewed" and window.current_row != 0
-    assert not window.hard_loop.members(), "annotating a new image is not correcting one: not in the hard set"
-    assert window.review_label.text() == "1 / 6 reviewed"
+    assert not window.state.hard_members(), "annotating a new image is not correcting one: not in the hard set"
+    assert window.status_bar.review_label.text() == "1 / 6 reviewed"
     assert window.list_model.data(window.list_model.index(window.list_model.view_row(0), 5)) == "✓ reviewed"
     window.undo_stack.undo()  # accept and review are one step
     assert (doc.ann.visibility[0, others] == -1).all() and doc.review_state(0) == "unreviewed"
@@ -127,7 +127,7 @@ def test_space_follows_the_review_queue_least_confident_first_and_states_survive
     again = open_window(dataset["csv"])
     assert [again.doc.review_state(r) for r in range(6)] == [
         "unreviewed", "unreviewed", "unreviewed", "reviewed", "skipped", "unreviewed"]
-    assert again.review_label.text() == "1 / 6 reviewed"
+    assert again.status_bar.review_label.text() == "1 / 6 reviewed"
 
 
 def test_a_double_click_on_a_prediction_accepts_that_point(open_window, dataset, qtbot):
@@ -160,18 +160,18 @@ def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(open_windo
     train = dataset["csv"]
     before = train.read_bytes()
     # An id already in the training file is refused, naming it; nothing is appended.
-    monkeypatch.setattr(window, "ask_training_file", lambda: str(train))
+    monkeypatch.setattr(window.questions, "training_file", lambda start: str(train))
     errors = []
     monkeypatch.setattr(window, "show_error", lambda title, text: errors.append(text))
-    window.add_reviewed_to_training_file()
+    window.review.add_reviewed_to_training_file()
     qtbot.waitUntil(lambda: bool(errors), timeout=5000)
     assert "in the file already" in errors[0] and dataset["ids"][reviewed[0]] in errors[0]
     assert train.read_bytes() == before
     fresh = tmp_path / "reviewed.csv"
     fresh.write_bytes(before[:before.index(b"\n") + 1])  # a header-only training file
-    monkeypatch.setattr(window, "ask_training_file", lambda: str(fresh))
+    monkeypatch.setattr(window.questions, "training_file", lambda start: str(fresh))
     with qtbot.waitSignal(window.io_thread.busyChanged, timeout=5000, check_params_cb=lambda busy: not busy):
-        window.add_reviewed_to_training_file()
+        window.review.add_reviewed_to_training_file()
     added = load_annotations(fresh)
     assert fresh.read_bytes().startswith(before[:before.index(b"\n") + 1])
     assert added.image_ids.tolist() == [dataset["ids"][r] for r in reviewed]
@@ -189,7 +189,7 @@ def test_a_folder_of_images_without_a_csv_becomes_new_annotations_on_the_first_s
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         write_jpeg(root / name, np.full((120, 100, 3), 90, np.uint8))
     window = MainWindow()
-    window.ask_unsaved = lambda: QMessageBox.Discard
+    window.questions.unsaved = lambda name: "discard"
     qtbot.addWidget(window)
     window.show()
     with qtbot.waitSignal(window.datasetOpened, timeout=10000):
@@ -213,8 +213,8 @@ def test_a_folder_of_images_without_a_csv_becomes_new_annotations_on_the_first_s
 
 
 def test_each_points_confidence_is_shown_and_unsure_predictions_are_ringed(open_window, dataset, qtbot):
-    from fkp_studio.canvas import MarkerItem
-    from fkp_studio.keypoint_table import COL_CONFIDENCE
+    from fkp_studio.views.canvas import MarkerItem
+    from fkp_studio.views.keypoint_table import COL_CONFIDENCE
 
     _scores(dataset, [0.3, 0.9, 0.9, 0.9, 0.9, 0.9])
     window = open_window(dataset["csv"], dataset["pred"])
@@ -278,7 +278,7 @@ def test_a_folder_of_photos_takes_the_categories_of_its_predictions(qtbot, tmp_p
     coords[:, 15:17], vis[:, 15:17] = 50, 1  # skirt waistbands
     save_annotations(Annotations.from_arrays(ids, [3, 3], coords, vis), tmp_path / "pred.csv")
     window = MainWindow()
-    window.ask_unsaved = lambda: QMessageBox.Discard
+    window.questions.unsaved = lambda name: "discard"
     qtbot.addWidget(window)
     window.show()
     with qtbot.waitSignals([window.datasetOpened, window.predictionsReady], timeout=10000):

@@ -10,7 +10,7 @@ from engine.training.retrain_config import RetrainConfig
 
 def test_training_on_reviewed_images_defaults_to_the_adapt_mode(open_window, dataset, qtbot):
     window = open_window(dataset["csv"])
-    dialog = window.hard_loop.open_retrain_dialog()
+    dialog = window.open_retrain_dialog()
     hard, adapt = RetrainConfig(), RetrainConfig.adapt()
     config = dialog.config()
     assert config == dataclasses.replace(hard, batch_size=None)

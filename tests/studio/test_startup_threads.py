@@ -45,19 +45,18 @@ SCRIPT = textwrap.dedent("""
 
     sys.meta_path.insert(0, Watch())
 
-    from PySide6.QtWidgets import QMessageBox
     from fkp_studio.app import init_application
     from fkp_studio.main_window import MainWindow
 
     app = init_application()
     imported_with_the_studio = "torch" in sys.modules
     window = MainWindow()
-    window.ask_unsaved = lambda: QMessageBox.Discard
+    window.questions.unsaved = lambda name: "discard"
     window.show()
     opened = []
     window.datasetOpened.connect(lambda: opened.append(True))
     window.open_dataset(sys.argv[1])
-    label = window.hard_loop.device_label
+    label = window.status_bar.device_label
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and not (opened and not label.text().endswith("…")):
         app.processEvents()

@@ -9,7 +9,7 @@ import pytest
 from engine.io.annotations import load_annotations, save_annotations
 from engine.analysis.error_types import GOOD, INVERSION, UNTYPED
 from engine.schema import CATEGORY_MASK, FLIP_PERMUTATION, KEYPOINT_INDEX, category_code
-from fkp_studio.keypoint_table import COL_TYPE
+from fkp_studio.views.keypoint_table import COL_TYPE
 
 K = KEYPOINT_INDEX
 
@@ -85,14 +85,14 @@ def test_check_annotation_filter_and_panel(open_window, error_dataset, qtbot):
 
 def test_keypoint_table_shows_each_points_type(open_window, error_dataset, qtbot):
     window = open_window(error_dataset["csv"], error_dataset["pred"])
-    window.go_to_point(0, K["neckline_left"])
+    window.editing.go_to_point(0, K["neckline_left"])
     table = window.keypoint_table
     assert table.horizontalHeaderItem(COL_TYPE).text() == "Error type"
     types = {table.keypoints[i]: table.item(i, COL_TYPE).text() for i in range(table.rowCount())}
     assert types[K["neckline_left"]] == types[K["cuff_right_out"]] == "inversion"
     assert types[K["center_front"]] == ""  # occluded in the annotation: not scored, no type
     assert types[K["shoulder_left"]] == "inversion"
-    window.go_to_point(1, K["crotch"])
+    window.editing.go_to_point(1, K["crotch"])
     types = {table.keypoints[i]: table.item(i, COL_TYPE).text() for i in range(table.rowCount())}
     assert types[K["crotch"]] == "miss" and types[K["waistband_left"]] == "good"
 
@@ -103,7 +103,7 @@ def test_swap_left_right_fixes_a_mirrored_annotation_in_one_step(open_window, er
     ks = np.flatnonzero(CATEGORY_MASK[category_code("blouse")])
     paired = ks[FLIP_PERMUTATION[ks] != ks]
     assert (index.types[0, paired] == INVERSION).all()
-    window.go_to_point(0, K["neckline_left"])
+    window.editing.go_to_point(0, K["neckline_left"])
     window.editing.swap_left_right()
     assert window.undo_stack.count() == 1
     scored = ks[window.doc.ann.visibility[0, ks] == 1]
@@ -119,12 +119,12 @@ def test_swap_with_twin_fixes_one_inverted_pair(open_window, error_dataset, qtbo
     index = window.doc.error_index
     cuffs = [K["cuff_left_out"], K["cuff_right_out"]]
     assert (index.types[5, cuffs] == INVERSION).all()
-    window.go_to_point(5, K["cuff_right_out"])
+    window.editing.go_to_point(5, K["cuff_right_out"])
     window.editing.swap_twin()
     assert window.undo_stack.count() == 1
     ks = np.flatnonzero(CATEGORY_MASK[category_code("blouse")])
     assert (index.types[5, ks] == GOOD).all(), "the other pairs stay as they were"
-    window.go_to_point(5, K["center_front"])
+    window.editing.go_to_point(5, K["center_front"])
     window.editing.swap_twin()  # no twin: nothing happens
     assert window.undo_stack.count() == 1
 

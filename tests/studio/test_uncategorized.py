@@ -33,8 +33,8 @@ def _window(qtbot):
     from fkp_studio.main_window import MainWindow
 
     window = MainWindow()
-    window.restore_policy = "restore"
-    window.ask_unsaved = lambda: QMessageBox.Discard
+    window.questions.restore_policy = "restore"
+    window.questions.unsaved = lambda name: "discard"
     qtbot.addWidget(window)
     window.show()
     return window
@@ -150,7 +150,7 @@ def test_points_placed_after_naming_and_saving_survive_a_save_onto_a_file_change
     other = outside.index_of(IDS[1])
     outside.coords[other, k], outside.visibility[other, k] = (7, 8), 1
     save_annotations(outside, csv)
-    monkeypatch.setattr(window, "ask_changed_on_disk", lambda: "merge")
+    monkeypatch.setattr(window.questions, "changed_on_disk", lambda name: "merge")
     monkeypatch.setattr(QMessageBox, "information", lambda *a: None)
     with qtbot.waitSignal(window.datasetOpened, timeout=10000):
         assert window.save()
@@ -177,8 +177,8 @@ def test_predict_all_gives_an_image_without_a_category_the_detectors_class_in_on
     row = doc.ann.index_of("Images/misc/t.jpg")
     assert doc.uncategorized[row] and window.list_model.data(window.list_model.index(
         int(np.flatnonzero(window.list_model.order == row)[0]), 1)) == "—"
-    with qtbot.waitSignal(window.hard_loop.predictionsDone, timeout=120000):
-        window.hard_loop.use_model_package(demo_model())
+    with qtbot.waitSignal(window.predict.predictionsDone, timeout=120000):
+        window.predict.use_model_package(demo_model())
     assert not doc.uncategorized[row] and CATEGORIES[doc.categories[row]] == "trousers"
     assert CATEGORIES[doc.categories[doc.ann.index_of("Images/skirt/s.jpg")]] == "skirt"
     assert "1 without a category took the detector's" in window.statusBar().currentMessage()

@@ -15,7 +15,7 @@ def test_a_refused_model_package_never_becomes_the_active_version(open_window, d
     window = open_window(dataset["csv"])
     errors = []
     window.show_error = lambda title, text: errors.append((title, text))
-    window.predict_with_model(bad)
+    window.predict.use_model_package(bad)
     qtbot.waitUntil(lambda: bool(errors), timeout=30000)
     qtbot.waitUntil(lambda: not window.model_thread.busy, timeout=30000)
     ws = window.doc.workspace

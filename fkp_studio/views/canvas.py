@@ -20,8 +20,9 @@ from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPixmapItem, QGraphicsRect
                                QGraphicsSimpleTextItem, QGraphicsTextItem, QGraphicsView, QStyleOptionGraphicsItem, QWidget)
 
 from engine.schema import SKELETONS
-from fkp_studio.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_COLOURS, LOW_CONFIDENCE,
-                                LOW_CONFIDENCE_RING, PREDICTION_OUTLINE, SELECTION, SKELETON, keypoint_label)
+from fkp_studio.views.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_COLOURS, LOW_CONFIDENCE,
+                                LOW_CONFIDENCE_RING, PREDICTION_OUTLINE, SELECTION, SKELETON)
+from fkp_studio.models.keypoint_names import keypoint_label
 
 GRAB_RADIUS = 14.0  # screen pixels
 MARKER_RADIUS = 6.0

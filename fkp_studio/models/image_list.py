@@ -17,7 +17,7 @@ from PySide6.QtGui import QColor
 from engine.io.messages import shorten
 from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES, KEYPOINTS
-from fkp_studio.document import AnnotationDocument
+from fkp_studio.models.document import AnnotationDocument
 
 COL_ID, COL_CATEGORY, COL_NE, COL_VISIBLE, COL_EDITED, COL_REVIEW = range(6)
 HEADERS = ("Image", "Category", "NE %", "Visible", "Edited", "Review")

@@ -15,9 +15,9 @@ from PySide6.QtWidgets import QHBoxLayout, QWidget
 from engine.analysis.error_types import ERROR_TYPES
 from engine.analysis.ne import grouped_ne, pooled_ne
 from engine.schema import CATEGORIES, KEYPOINTS, NUM_KEYPOINTS
-from fkp_studio.document import AnnotationDocument
-from fkp_studio.error_index import ErrorTypeIndex, follow
-from fkp_studio.palette import KEYPOINT_COLOURS, TYPE_COLOURS
+from fkp_studio.models.document import AnnotationDocument
+from fkp_studio.models.error_index import ErrorTypeIndex, follow
+from fkp_studio.views.palette import KEYPOINT_COLOURS, TYPE_COLOURS
 
 _BG = "#2b2d31"
 _FG = "#d8d8d8"
@@ -89,6 +89,7 @@ class DatasetCharts(QWidget):
         if doc is not None:
             doc.rowsChanged.connect(lambda _rows: self._timer.start())
             doc.predictionsChanged.connect(self._timer.start)
+            doc.predictionsFilled.connect(lambda _rows: self.refresh_within_a_second())
         # Drawn just after the list shows: opening a data set never waits for the charts.
         QTimer.singleShot(0, self.refresh)
 

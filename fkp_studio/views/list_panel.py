@@ -1,8 +1,9 @@
 """The image list panel: filters (category, error type, id search, edited only), "worst NE
 first", the list itself and going to an image.
 
-It owns the `ImageListModel` of the open document and tells the window which image the user
-picked (`rowActivated`); the window decides what showing an image means.
+It views the state's `ImageListModel` of the open document and tells which image the user
+picked (`rowActivated`, wired to `StudioState.set_current_row`); a flow that wants another image
+asks the state (`rowRequested`), which this panel follows (`go_to`).
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 
 from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES
-from fkp_studio.document import AnnotationDocument
-from fkp_studio.error_index import ERROR_FILTERS
-from fkp_studio.image_list import COL_NE, ImageListModel, ListFilter
+from fkp_studio.models.error_index import ERROR_FILTERS
+from fkp_studio.models.image_list import COL_NE, ImageListModel, ListFilter
 
 COLUMN_WIDTHS = (150, 70, 56, 50, 64, 72)
 
 
 class ImageListPanel(QWidget):
-    """Filter widgets above the image list; `set_document` gives it a new list model."""
+    """Filter widgets above the image list; `set_model` gives it the new document's list model."""
 
     rowActivated = Signal(int)  # data row the user moved to
 
@@ -106,10 +106,11 @@ class ImageListPanel(QWidget):
 
     # --- document -----------------------------------------------------------------------
 
-    def set_document(self, doc: AnnotationDocument) -> None:
-        """A new list model for `doc`, unfiltered, in file order."""
+    def set_model(self, model: ImageListModel) -> None:
+        """The new document's list model, unfiltered, in file order; new predictions sort it worst first."""
         self.current_row = None
-        self.model = ImageListModel(doc)
+        self.model = model
+        model.doc.predictionsChanged.connect(self.worst_first)
         self.model.viewChanged.connect(self._after_view_changed)
         self.list_view.setModel(self.model)
         self.list_view.selectionModel().currentRowChanged.connect(self._on_current)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from PySide6.QtGui import QColor
 
-from engine.schema import FLIP_PAIRS, KEYPOINTS, NUM_KEYPOINTS
+from engine.schema import FLIP_PAIRS, NUM_KEYPOINTS
 
 
 def _keypoint_colours() -> tuple[QColor, ...]:
@@ -37,10 +37,6 @@ SELECTION = QColor(255, 230, 0)
 LOW_CONFIDENCE = 0.5
 LOW_CONFIDENCE_RING = QColor(255, 170, 0)
 
-
-def keypoint_label(k: int) -> str:
-    """Human-readable keypoint name: `cuff_left_in` -> `cuff left in`."""
-    return KEYPOINTS[k].replace("_", " ")
 
 # Error types (engine.analysis.error_types.ERROR_TYPES) in charts and the keypoint table.
 TYPE_COLOURS: dict[str, QColor] = {

@@ -11,8 +11,8 @@ import numpy as np
 from PySide6.QtGui import QUndoCommand
 
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PERMUTATION, category_keypoints
-from fkp_studio.document import AnnotationDocument
-from fkp_studio.palette import keypoint_label
+from fkp_studio.models.document import AnnotationDocument
+from fkp_studio.models.keypoint_names import keypoint_label
 
 # Consecutive nudges of the same point merge into one undo step.
 _NUDGE_ID = 1001

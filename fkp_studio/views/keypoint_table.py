@@ -9,8 +9,9 @@ from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
 from engine.schema import category_keypoints
-from fkp_studio.document import AnnotationDocument
-from fkp_studio.palette import KEYPOINT_COLOURS, LOW_CONFIDENCE, LOW_CONFIDENCE_RING, TYPE_COLOURS, keypoint_label
+from fkp_studio.models.document import AnnotationDocument
+from fkp_studio.views.palette import KEYPOINT_COLOURS, LOW_CONFIDENCE, LOW_CONFIDENCE_RING, TYPE_COLOURS
+from fkp_studio.models.keypoint_names import keypoint_label
 
 _VIS = {1: "visible", 0: "occluded", -1: "absent"}
 HEADERS = ("Keypoint", "Annotation", "Prediction", "Conf.", "NE %", "Visibility", "Error type")

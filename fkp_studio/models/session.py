@@ -25,9 +25,9 @@ from engine.io.messages import describe_error
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
 from engine.schema import NUM_KEYPOINTS
-from fkp_studio.document import (NO_CATEGORY_PLACEHOLDER, AnnotationDocument, Predictions, align_to_annotations,
+from fkp_studio.models.document import (NO_CATEGORY_PLACEHOLDER, AnnotationDocument, Predictions, align_to_annotations,
                                   append_rows, compute_errors)
-from fkp_studio.engine_thread import EngineThread
+from fkp_studio.models.engine_thread import EngineThread
 
 
 def state_dir_for(root: Path) -> Path | None:

@@ -1,7 +1,11 @@
 """The "Retrain on hard samples" dialog: settings, live loss curve and progress, cancel, and the
 before/after NE side by side (held-out overall, per category, hard set) with Accept / Discard.
 
-Non-modal: the user keeps editing while it trains (the job trains on a snapshot). The loss
+Non-modal: the user keeps editing while it trains (the job trains on a snapshot). The dialog
+runs nothing itself: it emits what the user asks for (`startRequested`, `cancelRequested`,
+`acceptRequested`, `discardRequested`), which the window wires to the retrain controller, and
+draws what the controller reports (`on_started`, `on_loss`, `on_progress`, `on_finished`,
+`on_failed`) and the state's hard set. The loss
 curve is drawn by matplotlib's Agg renderer on a helper thread and shown as an image: a
 matplotlib redraw takes tens of milliseconds, which on the main thread would stall the
 event loop every time the curve updates.
@@ -21,6 +25,7 @@ from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, 
                                QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
 from engine.training.retrain_config import RetrainConfig
+from fkp_studio.models.state import StudioState
 
 _BG, _FG, _LINE = "#2b2d31", "#d8d8d8", "#5fa8e8"
 
@@ -87,9 +92,14 @@ class LossPlotter(QObject):
 class RetrainDialog(QDialog):
     """Settings -> Start -> live loss -> before/after -> Accept or Discard."""
 
-    def __init__(self, loop):
-        super().__init__(loop.window)
-        self.loop = loop
+    startRequested = Signal(object, str)   # RetrainConfig, training source ("hard" / "reviewed")
+    cancelRequested = Signal()
+    acceptRequested = Signal(str)          # the retrained version to make active
+    discardRequested = Signal(str)         # the retrained version to remove
+
+    def __init__(self, state: StudioState, parent=None):
+        super().__init__(parent)
+        self.state = state
         self.setWindowTitle("Retrain on hard samples")
         self.setModal(False)
         self.result: dict | None = None
@@ -180,9 +190,7 @@ class RetrainDialog(QDialog):
         layout.addWidget(self.table, 1)
         layout.addLayout(buttons)
         self.resize(620, 720)
-        loop.retrainFinished.connect(self._finished)
-        loop.retrainFailed.connect(self._failed)
-        loop.hardSetChanged.connect(self._update_info)
+        state.hardSetChanged.connect(self._update_info)
 
     # --- states -------------------------------------------------------------------------
 
@@ -211,8 +219,8 @@ class RetrainDialog(QDialog):
 
     def _update_info(self) -> None:
         source = self.source.currentData()
-        n = len(self.loop.training_ids(source))
-        ne = self.loop.hard_ne() if source == "hard" else math.nan
+        n = len(self.state.training_ids(source))
+        ne = self.state.hard_ne() if source == "hard" else math.nan
         what = "hard" if source == "hard" else "reviewed"
         how = ("" if source == "hard" else " Adapting to the reviewed images' domain: they fill a larger share "
                "of each batch, for more steps.")
@@ -241,21 +249,20 @@ class RetrainDialog(QDialog):
 
     # --- actions ------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
+        """Ask for a retrain with these settings (`on_started` follows when it runs)."""
         self.losses = []
         self.table.setRowCount(0)
-        handle = self.loop.start_retrain(self.config(), self.source.currentData())
-        if handle is not None:
-            self._set_running(True, have_result=False)
-            self.progress.setRange(0, self.steps.value() + self.detector_steps.value())
-            self.progress.setValue(0)
-            self.status.setText("Measuring the current model…")
-        return handle
+        self.startRequested.emit(self.config(), self.source.currentData())
+
+    def on_started(self) -> None:
+        self._set_running(True, have_result=False)
+        self.progress.setRange(0, self.steps.value() + self.detector_steps.value())
+        self.progress.setValue(0)
+        self.status.setText("Measuring the current model…")
 
     def cancel(self) -> None:
-        handle = self.loop.retrain_handle
-        if handle is not None and not handle.done:
-            handle.cancel()
+        self.cancelRequested.emit()
         self._set_running(False, have_result=False)
         self.status.setText("Cancelled: the active model is unchanged.")
 
@@ -264,7 +271,7 @@ class RetrainDialog(QDialog):
             return
         version = self.result["version"]
         self.result = None
-        self.loop.accept_version(version)
+        self.acceptRequested.emit(version)
         self.status.setText(f"{version} is now the active model; predictions are being refreshed.")
         self._set_running(False, have_result=False)
         self.start_button.setEnabled(False)
@@ -274,14 +281,13 @@ class RetrainDialog(QDialog):
             return
         version = self.result["version"]
         self.result = None
-        self.loop.discard_version(version)
+        self.discardRequested.emit(version)
         self.status.setText(f"{version} discarded; the active model is unchanged.")
         self._set_running(False, have_result=False)
 
     def closeEvent(self, event) -> None:
-        handle = self.loop.retrain_handle
-        if handle is not None and not handle.done:
-            handle.cancel()
+        if self.running:
+            self.cancelRequested.emit()
             self._set_running(False, have_result=False)
         super().closeEvent(event)
 
@@ -301,9 +307,9 @@ class RetrainDialog(QDialog):
             self.progress.setRange(0, max(1, int(total)))
             self.progress.setValue(int(done))
 
-    def _finished(self, result: dict) -> None:
+    def on_finished(self, result: dict) -> None:
         if not self.running:  # finished in the instant the user cancelled: not wanted
-            self.loop.discard_version(result["version"])
+            self.discardRequested.emit(result["version"])
             return
         self.result = result
         report = result["report"]
@@ -314,7 +320,7 @@ class RetrainDialog(QDialog):
         self._set_running(False, have_result=True)
         self._draw_losses()
 
-    def _failed(self, message: str) -> None:
+    def on_failed(self, message: str) -> None:
         self.status.setText(f"Retrain failed: {message}\nThe active model is unchanged.")
         self._set_running(False, have_result=False)
 

@@ -10,7 +10,7 @@ from engine.analysis.label_errors import Suspect
 from engine.io.annotations import RowProblem
 from engine.io.messages import shorten
 from engine.schema import KEYPOINTS
-from fkp_studio.error_index import ErrorTypeIndex, follow
+from fkp_studio.models.error_index import ErrorTypeIndex, follow
 
 
 def _read_only_list(table: QTableWidget, headers: tuple[str, ...]) -> None:

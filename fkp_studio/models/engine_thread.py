@@ -2,17 +2,30 @@
 
 A thin bridge over `engine.jobs.JobRunner`: the runner calls back on its worker thread;
 `_Relay` re-emits each event as a signal, which Qt queues to the main thread. Callers pass
-per-job callbacks (`on_done`, `on_error`, `on_progress`) that then run on the main thread.
+per-job callbacks (`on_done`, `on_error`, `on_progress`, `on_partial`) that then run on the main
+thread: a job's partial results go to its own `on_partial`, never through a side table.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
 from engine.jobs.runner import JobContext, JobEvent, JobHandle, JobRunner
+
+
+@dataclass(frozen=True)
+class _Callbacks:
+    """What one job calls back on the main thread (each optional)."""
+
+    on_done: Callable[[Any], None] | None = None
+    on_error: Callable[[str], None] | None = None
+    on_progress: Callable[[float, float, str], None] | None = None
+    on_partial: Callable[[Any], None] | None = None
+    on_cancelled: Callable[[], None] | None = None
 
 
 class EngineThread(QObject):
@@ -24,7 +37,7 @@ class EngineThread(QObject):
     def __init__(self, name: str = "engine", parent: QObject | None = None):
         super().__init__(parent)
         self.name = name
-        self._callbacks: dict[int, tuple[Callable | None, Callable | None, Callable | None]] = {}
+        self._callbacks: dict[int, _Callbacks] = {}
         self.event.connect(self._dispatch)
         # The worker thread is named for what it runs ("fkp-model"): the model thread is the one
         # that imports torch and creates the CUDA context, never the Qt main thread. Only it
@@ -35,10 +48,12 @@ class EngineThread(QObject):
 
     def submit(self, name: str, fn: Callable[[JobContext], Any], on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
-               on_progress: Callable[[float, float, str], None] | None = None) -> JobHandle:
+               on_progress: Callable[[float, float, str], None] | None = None,
+               on_partial: Callable[[Any], None] | None = None,
+               on_cancelled: Callable[[], None] | None = None) -> JobHandle:
         """Queue `fn(ctx)`; the callbacks run on the main thread."""
         handle = self._runner.submit(name, fn)
-        self._callbacks[handle.id] = (on_done, on_error, on_progress)
+        self._callbacks[handle.id] = _Callbacks(on_done, on_error, on_progress, on_partial, on_cancelled)
         self._running += 1
         if self._running == 1:
             self.busyChanged.emit(True)
@@ -49,16 +64,20 @@ class EngineThread(QObject):
         return self._running > 0
 
     def _dispatch(self, ev: JobEvent) -> None:
-        on_done, on_error, on_progress = self._callbacks.get(ev.job_id, (None, None, None))
-        if ev.kind == "progress" and on_progress is not None:
-            on_progress(*ev.payload)
+        calls = self._callbacks.get(ev.job_id, _Callbacks())
+        if ev.kind == "progress" and calls.on_progress is not None:
+            calls.on_progress(*ev.payload)
+        elif ev.kind == "partial" and calls.on_partial is not None:
+            calls.on_partial(ev.payload)
         elif ev.kind in ("finished", "failed", "cancelled"):
             self._callbacks.pop(ev.job_id, None)
             self._running -= 1
-            if ev.kind == "finished" and on_done is not None:
-                on_done(ev.payload)
-            elif ev.kind == "failed" and on_error is not None:
-                on_error(str(ev.payload))
+            if ev.kind == "finished" and calls.on_done is not None:
+                calls.on_done(ev.payload)
+            elif ev.kind == "failed" and calls.on_error is not None:
+                calls.on_error(str(ev.payload))
+            elif ev.kind == "cancelled" and calls.on_cancelled is not None:
+                calls.on_cancelled()
             if self._running == 0:
                 self.busyChanged.emit(False)
 

@@ -32,7 +32,7 @@ from engine.io.merge import MergeResult, PointChanges, merge_changes
 from engine.io.messages import describe_error
 from engine.schema import NUM_KEYPOINTS
 from engine.io.workspace import Workspace
-from fkp_studio.error_index import ErrorTypeIndex
+from fkp_studio.models.error_index import ErrorTypeIndex
 
 # The code an image without a category carries in the arrays, so that everything indexing by
 # category still works; `AnnotationDocument.uncategorized` says it is not a choice, and its edits
@@ -85,6 +85,7 @@ class AnnotationDocument(QObject):
 
     rowsChanged = Signal(object)  # np.ndarray of data rows whose values changed
     predictionsChanged = Signal()
+    predictionsFilled = Signal(object)  # np.ndarray of data rows whose predictions and NE just arrived
     journalFailed = Signal(str)  # an edit could not be journaled (it is still in memory)
 
     def __init__(self, annotations: Annotations, csv_path: str | Path, workspace: Workspace,
@@ -135,6 +136,21 @@ class AnnotationDocument(QObject):
         self.ne, self.errors = errors if errors is not None else compute_errors(self.ann, predictions)
         self.error_index.recompute()
         self.predictionsChanged.emit()
+
+    def fill_predictions(self, coords: np.ndarray, visibility: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
+        """One batch of a prediction run arrived (`scores` -1 where unknown): store it, score it
+        against the annotations as they are now (edits made meanwhile count), emit `predictionsFilled`."""
+        p, rows = self.predictions, np.asarray(rows, np.int64)
+        p.coords[rows], p.visibility[rows] = coords, visibility
+        p.scores[rows] = np.where(scores >= 0, scores, np.nan)
+        p.present[rows] = True
+        self.ne[rows], self.errors[rows] = compute_errors(self.ann, p, rows)
+        # The error types wait for the end of the run (`set_predictions`): a pass over every point.
+        self.predictionsFilled.emit(rows)
+
+    def ids(self, rows) -> list[str]:
+        """The image ids of these data rows."""
+        return [str(self.ann.image_ids[r]) for r in np.asarray(rows, np.int64).tolist()]
 
     # --- editing ------------------------------------------------------------------------
 
