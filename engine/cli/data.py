@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from engine.cli.arguments import fraction, non_negative_float, positive_int
 from engine.cli.registry import command as _command
+
+if TYPE_CHECKING:  # pandas and numpy load only when a command needs them
+    from engine.io.annotations import Annotations, RowProblem
 
 
 @_command
@@ -204,6 +208,9 @@ def _register_validate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("validate", help="list every problem of an annotation CSV (exit 1 if a row cannot be parsed)")
     p.add_argument("csv", help="FashionAI annotation CSV")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--images", metavar="ROOT",
+                   help="also report the rows whose image file is not under ROOT (the data set root the ids "
+                        "are relative to)")
     p.set_defaults(func=_run_validate)
 
 
@@ -214,20 +221,37 @@ def _run_validate(args: argparse.Namespace) -> int:
     from engine.io.annotations import load_annotations
 
     ann = load_annotations(args.csv)
+    missing = _rows_without_image(ann, args.images) if args.images is not None else []
     # Every problem leaves a row (the header included) unparsed and kept verbatim.
-    failed = bool(ann.problems)
+    failed = bool(ann.problems) or bool(missing)
     if args.json:
         print(json.dumps({
             "path": str(args.csv), "ok": not failed, "rows": len(ann), "unparsed": ann.unparsed_count,
             "has_keypoints": ann.has_keypoints, "problems": [asdict(p) for p in ann.problems],
+            **({"missing_images": [asdict(p) for p in missing]} if args.images is not None else {}),
         }))
     else:
-        for problem in ann.problems:
+        for problem in sorted([*ann.problems, *missing], key=lambda p: p.line):
             print(problem.describe(args.csv))
         kind = "keypoint annotations" if ann.has_keypoints else "test split (no keypoint columns)"
+        images = f", {len(missing)} rows without their image under {args.images}" if args.images is not None else ""
         print(f"{args.csv}: {len(ann)} rows loaded, {ann.unparsed_count} rows not parsed (kept as is), "
-              f"{len(ann.problems)} problems; {kind}")
+              f"{len(ann.problems)} problems{images}; {kind}")
     return 1 if failed else 0
+
+
+def _rows_without_image(ann: Annotations, root: str) -> list[RowProblem]:
+    """A `RowProblem` for each parsed row whose image file is not under `root` (line named)."""
+    from pathlib import Path
+
+    from engine.io.annotations import RowProblem, row_line_numbers
+
+    base = Path(root)
+    if not base.is_dir():
+        raise ValueError(f"{root}: no such data set folder (--images)")
+    lines = row_line_numbers(ann)
+    return [RowProblem(int(line), str(image_id), None, f"no image file {base / str(image_id)}", "")
+            for line, image_id in zip(lines.tolist(), ann.image_ids) if not (base / str(image_id)).is_file()]
 
 
 @_command

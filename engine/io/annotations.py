@@ -670,17 +670,137 @@ def save_annotations(annotations: Annotations, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, format_annotations(annotations))
 
 
-def append_annotations(path: str | os.PathLike, rows: Annotations) -> int:
-    """Append `rows` to the FashionAI file at `path` (created when missing or empty): its bytes
-    stay as they are, the new rows follow in its line ending. Refused with ValueError, before
-    anything is written, when an id is in the file already or twice in `rows`, when the rows
-    are of the other kind (keypoint rows into a test split or the reverse) or would not load
-    back; FileChangedError when the file changed between reading and replacing it. Returns how
-    many rows were appended."""
+def dataset_root_of(annotations_path: str | os.PathLike) -> Path:
+    """The data set root an annotation file belongs to: image ids are relative to it.
+
+    FashionAI keeps annotation files in `<root>/Annotations/`; a CSV elsewhere is taken to
+    sit in its own root.
+    """
+    parent = Path(annotations_path).resolve().parent
+    return parent.parent if parent.name.lower() == "annotations" else parent
+
+
+def row_line_numbers(annotations: Annotations) -> np.ndarray:
+    """The 1-based line of the file each parsed row was read from (the header is line 1)."""
+    n = len(annotations)
+    first = 2 if annotations.header is not None else 1
+    # Each unparsed line kept verbatim after `pos` parsed rows pushes the rows from `pos` on down.
+    before = np.array([pos for pos, _ in annotations.verbatim], np.int64)
+    return first + np.arange(n) + np.searchsorted(np.sort(before), np.arange(n), side="right")
+
+
+@dataclass
+class AppendPlan:
+    """What appending rows to an annotation file does, worked out before anything is written:
+    the rows it adds, the ids it skips (in the file already with the same values) and the
+    conflicts (in the file with other values, or in a row of it that does not load), which are
+    left as they are: never overwritten, never added twice."""
+
+    path: Path
+    added: Annotations
+    skipped: list[str]
+    conflicts: list[str]
+    data: bytes  # the file's bytes with the added rows after them
+    version: FileVersion  # the file as read: a change made since is never written over
+
+    def summary(self) -> str:
+        """One line: how many rows it adds and skips, and the conflicts (the first few named)."""
+        text = (f"{self.path.name}: adds {len(self.added)} image{'s' if len(self.added) != 1 else ''}, "
+                f"skips {len(self.skipped)} already there with the same points")
+        if self.conflicts:
+            more = f" and {len(self.conflicts) - 3} more" if len(self.conflicts) > 3 else ""
+            text += (f"; {len(self.conflicts)} there with other points left as they are (conflicts: "
+                     f"{', '.join(self.conflicts[:3])}{more})")
+        return text
+
+    def write(self) -> int:
+        """Append the new rows (atomically; nothing when there are none); FileChangedError when
+        the file changed since it was read. Returns how many rows were added."""
+        if len(self.added):
+            atomic_write_bytes(self.path, self.data, unchanged=self.version)
+        return len(self.added)
+
+
+def plan_append(path: str | os.PathLike, rows: Annotations,
+                images_root: str | os.PathLike | None = None) -> AppendPlan:
+    """How appending `rows` to the FashionAI file at `path` (created when missing or empty) goes:
+    ids not in it yet are added after its bytes; an id there with the same values is skipped, one
+    there with other values is a conflict (`AppendPlan`). Refused with ValueError naming the
+    file, before anything is written: an id twice in `rows`, rows of the other kind (keypoint
+    rows into a test split or the reverse), rows that would not load back, and, with
+    `images_root` (the data root the rows' ids are relative to), a file in another data root
+    that does not hold the images of the rows to add."""
     path = Path(path)
     data, version = read_versioned(path, missing_ok=True)
-    atomic_write_bytes(path, _appended(data, parse_annotations(data, path), rows, path), unchanged=version)
-    return len(rows)
+    target = parse_annotations(data, path)
+    ids = [str(i) for i in rows.image_ids]
+    twice = sorted(_duplicated(ids))
+    if twice:
+        more = f" and {len(twice) - 5} more" if len(twice) > 5 else ""
+        raise ValueError(f"{path}: {len(twice)} image ids are given twice, nothing appended: "
+                         f"{', '.join(twice[:5])}{more}")
+    if target.header is not None or len(target) or target.verbatim:
+        _check_kind(target, rows, path)
+    skipped, conflicts = _already_there(target, rows)
+    kept = set(skipped) | set(conflicts)
+    added = rows.subset([j for j, i in enumerate(ids) if i not in kept])
+    if images_root is not None:
+        _check_images_held(path, added, Path(images_root))
+    return AppendPlan(path, added, skipped, conflicts, _appended(data, target, added, path) if len(added) else data,
+                      version)
+
+
+def append_annotations(path: str | os.PathLike, rows: Annotations,
+                       images_root: str | os.PathLike | None = None) -> int:
+    """Append to the FashionAI file at `path` the `rows` whose ids it does not hold yet (its bytes
+    stay as they are, the new rows follow in its line ending); ids there with the same values are
+    skipped. Refused as `plan_append` refuses, and when an id is there with other values (named;
+    a caller that shows `plan_append`'s summary first may write the others: `AppendPlan.write`).
+    FileChangedError when the file changed between reading and replacing it. Returns how many
+    rows were appended."""
+    plan = plan_append(path, rows, images_root)
+    if plan.conflicts:
+        # Told, not dropped: this caller did not see the plan, so nothing is written.
+        more = f" and {len(plan.conflicts) - 5} more" if len(plan.conflicts) > 5 else ""
+        raise ValueError(f"{plan.path}: {len(plan.conflicts)} image ids are in the file already with other points "
+                         f"(left as they are): {', '.join(plan.conflicts[:5])}{more}: nothing appended")
+    return plan.write()
+
+
+def _already_there(target: Annotations, rows: Annotations) -> tuple[list[str], list[str]]:
+    """Of the ids of `rows`, (those `target` holds with the same values, those it holds
+    otherwise: other values, or an unparsed row naming it), in the order of `rows`."""
+    index = target.id_index()
+    unparsed = {p.image_id for p in target.problems if p.image_id}
+    ids = [str(i) for i in rows.image_ids]
+    there = [(j, index[i]) for j, i in enumerate(ids) if i in index]
+    differs: set[int] = {j for j, i in enumerate(ids) if i in unparsed and i not in index}
+    if there:
+        # A row's text as the file would hold it is its value: compare the canonical lines.
+        mine = _row_texts(rows.subset([j for j, _ in there]))
+        theirs = _row_texts(target.subset([k for _, k in there]))
+        differs |= {j for (j, _), a, b in zip(there, mine, theirs) if a != b}
+    same = {j for j, _ in there} - differs
+    return [ids[j] for j in sorted(same)], [ids[j] for j in sorted(differs)]
+
+
+def _row_texts(a: Annotations) -> list[bytes]:
+    """Each row of `a` as the bytes of its line."""
+    body, offsets = _format_rows(a, b"\n")
+    return [body[offsets[i]:offsets[i + 1]] for i in range(len(a))]
+
+
+def _check_images_held(path: Path, rows: Annotations, images_root: Path) -> None:
+    """ValueError naming `path` when it lies in another data root than `images_root` and that
+    root has no file for some of the rows' images: its rows would name images it does not hold."""
+    root = dataset_root_of(path)
+    if root == images_root.resolve():
+        return
+    missing = [str(i) for i in rows.image_ids if not (root / str(i)).is_file()]
+    if missing:
+        raise ValueError(f"{path}: its data root {root} does not hold {len(missing)} of the {len(rows)} images "
+                         f"to add (e.g. {missing[0]}): its rows would name images that are not there; copy the "
+                         f"images into {root} first: nothing appended")
 
 
 def merge_annotation_files(base: str | os.PathLike, more: Sequence[str | os.PathLike],
@@ -724,13 +844,7 @@ def _appended(data: bytes, target: Annotations, rows: Annotations, path: Path) -
     new = rows.subset(np.arange(len(rows)))
     if target.header is None and not len(target) and not target.verbatim:
         return format_annotations(new)  # an empty file: the rows make it, header first
-    if target.header is None:
-        raise ValueError(f"{path}: line 1 is not a FashionAI header: nothing appended (`fkp validate {path}`)")
-    if rows.has_keypoints and not target.has_keypoints:
-        raise ValueError(f"{path}: a test split (no keypoint columns) cannot take annotated rows: nothing appended")
-    if not rows.has_keypoints and target.has_keypoints:
-        raise ValueError(f"{path}: has keypoint columns; rows of a test split (image_id,image_category only) "
-                         f"cannot go into it: nothing appended")
+    _check_kind(target, rows, path)
     ids = [str(i) for i in rows.image_ids]
     present = set(map(str, target.image_ids)) | {p.image_id for p in target.problems if p.image_id}
     clash = sorted({i for i in ids if i in present} | _duplicated(ids))
@@ -744,6 +858,17 @@ def _appended(data: bytes, target: Annotations, rows: Annotations, path: Path) -
     nl = target.newline.encode("ascii")
     joint = b"" if not data or data.endswith(nl) else nl
     return data + joint + tail
+
+
+def _check_kind(target: Annotations, rows: Annotations, path: Path) -> None:
+    """ValueError naming `path` unless the file (with a header) can take rows of `rows`' kind."""
+    if target.header is None:
+        raise ValueError(f"{path}: line 1 is not a FashionAI header: nothing appended (`fkp validate {path}`)")
+    if rows.has_keypoints and not target.has_keypoints:
+        raise ValueError(f"{path}: a test split (no keypoint columns) cannot take annotated rows: nothing appended")
+    if not rows.has_keypoints and target.has_keypoints:
+        raise ValueError(f"{path}: has keypoint columns; rows of a test split (image_id,image_category only) "
+                         f"cannot go into it: nothing appended")
 
 
 def _check_rows_load_back(target: Annotations, tail: bytes, n: int, path: Path) -> None:

@@ -4,7 +4,10 @@ A data set root in the FashionAI layout (`Annotations/*.csv`, `Images/<category>
 gets a state folder beside its data. Layout (folders are created on first use):
 
     <root>/.fkp/
-        journal/<csv stem>-<hash>.jsonl    edit journal of one annotation file
+        journal/<csv stem>-<hash>.jsonl    edit journal of one annotation file (<hash>: of its path
+                                           relative to the root, so the state travels with a moved,
+                                           copied or renamed data set folder)
+        journal/<csv stem>-<hash>.review.jsonl   the review states of its images
         journal/<csv stem>-<hash>.uncategorized.json   its images without a category yet (and
                                            their points): no FashionAI row can hold them
 
@@ -24,6 +27,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.io.annotations import load_annotations, save_annotations
+from engine.io.annotations import dataset_root_of, load_annotations, save_annotations  # noqa: F401 (public here)
 from engine.io.files import atomic_write_text, fsync_dir
 from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.io.scores import load_scores, save_scores, scores_path
@@ -42,16 +46,11 @@ UNCATEGORIZED_FORMAT = "fkp-uncategorized/1"
 HARD_REASONS = ("worst-ne", "corrected", "manual")
 REMOVED = "removed"
 _VERSION = re.compile(r"^v(\d{3,})$")
-
-
-def dataset_root_of(annotations_path: str | os.PathLike) -> Path:
-    """The data set root an annotation file belongs to: image ids are relative to it.
-
-    FashionAI keeps annotation files in `<root>/Annotations/`; a CSV elsewhere is taken to
-    sit in its own root.
-    """
-    parent = Path(annotations_path).resolve().parent
-    return parent.parent if parent.name.lower() == "annotations" else parent
+# The files of one annotation file's state that a new key adopts from an old one. The lock is not
+# state: a live session of an older version holds its own, and the annotation file's identity
+# lock (`engine.io.lock`) keeps the two apart anyway.
+_STATE_SUFFIXES = (".jsonl", ".review.jsonl", ".uncategorized.json")
+_TAG = re.compile(r"^[0-9a-f]{10}$")
 
 
 def find_annotation_files(root: str | os.PathLike) -> list[Path]:
@@ -69,16 +68,64 @@ class Workspace:
     def __init__(self, root: str | os.PathLike, state_dir: str | os.PathLike | None = None):
         self.root = Path(root).resolve()
         self.state_dir = Path(state_dir) if state_dir is not None else self.root / STATE_DIR_NAME
+        self._adopted: set[str] = set()  # state keys whose earlier-version state was looked for
 
     @property
     def journal_dir(self) -> Path:
         return self.state_dir / "journal"
 
     def journal_path(self, annotations_path: str | os.PathLike) -> Path:
-        """The journal file of one annotation file (stable across runs, unique per path)."""
+        """The journal file of one annotation file (stable across runs and moves, unique per path).
+
+        The state of an earlier version's key (the absolute path's) is adopted first."""
         path = Path(annotations_path).resolve()
-        tag = hashlib.sha1(str(path).encode("utf-8")).hexdigest()[:10]
-        return self.journal_dir / f"{path.stem}-{tag}.jsonl"
+        key = self.state_key(path)
+        if key not in self._adopted:
+            self._adopted.add(key)  # once per key: this is called for every state file's path
+            self._adopt_old_state(path, key)
+        return self.journal_dir / f"{key}.jsonl"
+
+    def state_key(self, annotations_path: str | os.PathLike) -> str:
+        """`<stem>-<hash>` naming one annotation file's state: the hash of its path relative to
+        the root (a moved, copied or renamed data set folder keeps its keys), or of its absolute
+        path for a file outside the root."""
+        path = Path(annotations_path).resolve()
+        try:
+            name = path.relative_to(self.root).as_posix()
+        except ValueError:
+            name = str(path)
+        return f"{path.stem}-{_tag(name)}"
+
+    def _adopt_old_state(self, path: Path, key: str) -> None:
+        """Rename the state an earlier version keyed by the absolute path to `key`: the key of the
+        file's path now, else (the folder was moved since) the one key of its name that no
+        annotation file of this root has now. A file already under `key` is never replaced."""
+        old = self._old_key(path, key)
+        if old is None:
+            return
+        moved = False
+        for suffix in _STATE_SUFFIXES:
+            source, target = self.journal_dir / f"{old}{suffix}", self.journal_dir / f"{key}{suffix}"
+            if _is_own_regular_file(source) and not os.path.lexists(target):
+                moved |= _rename_new(source, target)
+        if moved:
+            fsync_dir(self.journal_dir)
+
+    def _old_key(self, path: Path, key: str) -> str | None:
+        """The earlier version's key of `path`'s state, when one is found here; else None."""
+        legacy = f"{path.stem}-{_tag(str(path))}"
+        if any(os.path.lexists(self.journal_dir / f"{legacy}{s}") for s in _STATE_SUFFIXES):
+            return legacy if legacy != key else None
+        try:
+            names = os.listdir(self.journal_dir)
+        except OSError:
+            return None
+        # Keys of this root's annotation files as they are now: theirs, not a moved file's.
+        taken = {self.state_key(p) for p in (*find_annotation_files(self.root), path)}
+        taken |= {f"{p.stem}-{_tag(str(p.resolve()))}" for p in find_annotation_files(self.root)}
+        orphans = {k for k in map(_state_key_of, names)
+                   if k is not None and k.rpartition("-")[0] == path.stem and k not in taken}
+        return orphans.pop() if len(orphans) == 1 else None  # two or more: not guessed
 
     def review_path(self, annotations_path: str | os.PathLike) -> Path:
         """The review states of one annotation file's images (`engine.io.review`)."""
@@ -317,6 +364,48 @@ class Workspace:
     def save_holdout(self, ids: list[str]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.holdout_path, json.dumps({"ids": sorted(ids)}, indent=0) + "\n")
+
+
+def _tag(name: str) -> str:
+    """The short hash of a path in a state file's name."""
+    return hashlib.sha1(name.encode("utf-8")).hexdigest()[:10]
+
+
+def _state_key_of(name: str) -> str | None:
+    """The `<stem>-<hash>` key of a state file's name (journal, review log, uncategorized), or None."""
+    for suffix in sorted(_STATE_SUFFIXES, key=len, reverse=True):
+        if name.endswith(suffix):
+            key = name[:-len(suffix)]
+            return key if _TAG.match(key.rpartition("-")[2]) else None
+    return None
+
+
+def _is_own_regular_file(path: Path) -> bool:
+    """Whether `path` itself (not followed) is a regular file this user owns: a planted link is
+    never adopted (the state files are opened only so, `engine.io.state_files`)."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISREG(info.st_mode) and (not hasattr(os, "geteuid") or info.st_uid == os.geteuid())
+
+
+def _rename_new(source: Path, target: Path) -> bool:
+    """Give `source` the name `target` unless `target` exists (a link, then an unlink: a plain
+    rename would replace a file another session just created); False if nothing moved."""
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    except FileNotFoundError:
+        return False  # another session adopted it first
+    except OSError:  # a file system without hard links
+        if os.path.lexists(target):
+            return False
+        os.rename(source, target)
+        return True
+    os.unlink(source)
+    return True
 
 
 def _check_version(version: str) -> str:
