@@ -170,15 +170,25 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default 8)")
     p.add_argument("--limit", type=positive_int, help="predict only the first N images")
     p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    p.add_argument("--threads", type=positive_int,
+                   help="CPU threads for torch (default: one per usable CPU, at most torch's own count)")
     p.set_defaults(func=_run_predict)
 
 
 def _run_predict(args: argparse.Namespace) -> int:
+    from engine.model.device import predict_threads, torch_threads
+
+    # Where `fkp predict` chooses its CPU threads (the studio's predict job: `predict_job`): the
+    # engine's count unless --threads says otherwise, given back after (in-process callers).
+    with torch_threads(args.threads or predict_threads()):
+        return _predict(args)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    """`fkp predict` on the thread count `_run_predict` set."""
     from pathlib import Path
 
     import numpy as np
-    import torch
 
     from engine.io.annotations import load_annotations, save_annotations
     from engine.io.files import check_writable
@@ -189,8 +199,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     from engine.model.pipeline import Pipeline
     from engine.cli.progress import ProgressBar
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model = _load_for_predict(args) if _is_onnx_model(args.model) else load_model(args.model)
     if (args.data is None) == (args.images is None):
         raise ValueError("give --data ROOT (with --split) or --images DIR")

@@ -100,6 +100,14 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
     rows = np.arange(len(annotations)) if rows is None else np.asarray(rows, np.int64)
 
     def run(ctx: JobContext) -> dict[str, Any]:
+        from engine.model.device import predict_threads, torch_threads
+
+        # Where the studio's model thread gets its CPU thread count: set on that thread (OpenMP
+        # counts threads per calling thread) for this job, given back after.
+        with torch_threads(predict_threads()):
+            return predict(ctx)
+
+    def predict(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
         from engine.model.pipeline import Pipeline, predict_within_memory
         from engine.model.device import out_of_memory_message

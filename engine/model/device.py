@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+from collections.abc import Iterator
 
 import torch
 
 log = logging.getLogger(__name__)
+# Torch's intra-op thread count before anything set it: its physical cores, or OMP_NUM_THREADS.
+_TORCH_STARTUP_THREADS = torch.get_num_threads()
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -28,6 +32,42 @@ def pick_device(prefer: str | None = None) -> torch.device:
             raise ValueError(f"{prefer!r}: there are {torch.cuda.device_count()} CUDA devices")
         return dev
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def usable_cpus() -> int:
+    """The logical CPUs this process may run on (its affinity; every CPU where that is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def predict_threads(cpus: int | None = None, limit: int | None = None) -> int:
+    """The torch threads prediction runs on the CPU with: one per usable CPU (`cpus`, default this
+    process's affinity, which torch's own count ignores in some versions: `taskset`, containers),
+    at most `limit` (default torch's own count at startup: its physical cores, or
+    `OMP_NUM_THREADS`).
+
+    Measured with `benchmarks/bench_predict_threads.py` (docs/benchmarks.md, issue 29 item 13):
+    once waiting threads sleep (`OMP_WAIT_POLICY=PASSIVE`, set in `engine/__init__.py`), two
+    threads on 2 CPUs predict faster than one (best of 3: 1.15x idle, 1.35x beside a busy
+    process); the second thread was slower only while OpenMP's waiting threads spun (8-20x
+    slower on a shared machine)."""
+    own = _TORCH_STARTUP_THREADS if limit is None else limit
+    return max(1, min(usable_cpus() if cpus is None else cpus, own))
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's CPU threads set to `threads` (None: left as they are) in this block, then back."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def amp_dtype(device: torch.device) -> torch.dtype | None:
