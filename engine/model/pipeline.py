@@ -323,7 +323,7 @@ class Pipeline:
                     mats[i, j, v] = crop_affine(cx, cy, side, size, float(angles[i]), flip=flip)
         x = prepare_input(images.crops(mats.reshape(n, k * len(views), 2, 3), size), self.device)
         with autocast_for(self.device):
-            out = self.keypoint_net(x)[-1]
+            out = self._network(x)
         pts, conf = decode(out.float(), p.radius, p.stride)
         both = torch.cat([pts.reshape(len(pts), -1), conf], dim=1).cpu().numpy()  # one copy to the host
         pts = both[:, :NUM_KEYPOINTS * 2].reshape(n, k, len(views), NUM_KEYPOINTS, 2)
@@ -334,6 +334,10 @@ class Pipeline:
             conf[:, :, 1] = conf[:, :, 1][:, :, FLIP_PERMUTATION]
         image_pts = apply_affine(pts, invert_affine(mats))
         return image_pts, conf
+
+    def _network(self, x: torch.Tensor) -> torch.Tensor:
+        """The keypoint net's last stage on a batch of crops (`engine.model.uncertainty` keeps the others)."""
+        return self.keypoint_net(x)[-1]
 
     # -- whole splits -----------------------------------------------------------------------
 
