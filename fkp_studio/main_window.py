@@ -212,6 +212,7 @@ class MainWindow(QMainWindow):
         self.canvas.pointClicked.connect(editing.select_keypoint)
         self.canvas.placeRequested.connect(editing.place)
         self.canvas.predictionAccepted.connect(editing.accept_point)
+        self.canvas.predictionDragged.connect(editing.accept_point_at)
         self.canvas.hovered.connect(status.hover_label.setText)
         self.check_panel.suspectClicked.connect(editing.go_to_point)
         panel = self.hard_set_panel

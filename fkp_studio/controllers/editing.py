@@ -100,6 +100,16 @@ class EditingController(QObject):
             self.push(commands.accept_prediction(s.doc, s.current_row, [k]))
             self.select_keypoint(k)
 
+    def accept_point_at(self, k: int, x: float, y: float) -> None:
+        """The prediction of keypoint k, dragged to (x, y), becomes its annotation there (one step)."""
+        s = self.state
+        if not s.editable():
+            if s.doc is not None and s.current_row is not None:
+                s.redraw.emit()  # the dragged cross of a read-only file goes back
+            return
+        self.push(commands.accept_prediction_at(s.doc, s.current_row, k, x, y))
+        self.select_keypoint(k)
+
     # --- category -------------------------------------------------------------------------
 
     def set_category(self, category: int) -> None:

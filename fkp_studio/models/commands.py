@@ -123,6 +123,16 @@ def accept_prediction(doc: AnnotationDocument, row: int, keypoints=None) -> SetK
     return SetKeypointsCommand(doc, row, ks, np.rint(p.coords[row, ks]), vis, f"Accept prediction: {what}")
 
 
+def accept_prediction_at(doc: AnnotationDocument, row: int, k: int, x: float, y: float) -> SetKeypointsCommand | None:
+    """Keypoint k's prediction accepted where the user dropped it: (x, y), with the predicted
+    visibility (one undo step for the whole gesture). None without a prediction of k."""
+    p = doc.predictions
+    if p is None or not p.present[row] or p.visibility[row, k] < 0:
+        return None
+    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [int(p.visibility[row, k])],
+                               f"Accept and move {keypoint_label(k)}")
+
+
 def swap_left_right(doc: AnnotationDocument, row: int) -> SetKeypointsCommand:
     """Swap every left keypoint of the garment with its right twin (a mirrored labelling)."""
     ks = np.array(category_keypoints(int(doc.categories[row])), dtype=np.int64)

@@ -25,6 +25,7 @@ from fkp_studio.views.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_C
 from fkp_studio.models.keypoint_names import keypoint_label
 
 GRAB_RADIUS = 14.0  # screen pixels
+DRAG_THRESHOLD = 4.0  # screen pixels a press on a prediction must travel to become a drag
 MARKER_RADIUS = 6.0
 ZOOM_STEP = 1.25
 _VIS_TEXT = {1: "visible", 0: "occluded", -1: "absent"}
@@ -102,6 +103,7 @@ class KeypointCanvas(QGraphicsView):
     placeRequested = Signal(int, float, float)  # keypoint to place, x, y
     hovered = Signal(str)
     predictionAccepted = Signal(int)  # keypoint whose predicted point was double-clicked
+    predictionDragged = Signal(int, float, float)  # keypoint whose prediction was dragged (accepted there), x, y
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -130,6 +132,9 @@ class KeypointCanvas(QGraphicsView):
         self.place_mode: int | None = None
         self.show_predictions = True
         self._drag: int | None = None
+        self._drag_kind = "annotation"  # or "prediction": a predicted point of an absent keypoint
+        self._press_scene = QPointF()
+        self._press_view = QPointF()
         self._drag_moved = False
         self._drag_offset = (0.0, 0.0)
         self._fit_pending = True
@@ -355,15 +360,20 @@ class KeypointCanvas(QGraphicsView):
         if event.button() == Qt.LeftButton:
             pos = event.position()
             scene = self.mapToScene(pos.toPoint())
+            k = self._absent_prediction_at(pos)
+            if k is not None and self.place_mode in (None, k):
+                # A predicted point whose annotation is absent: a click selects it, a double click
+                # accepts it, a drag accepts it where it is dropped (one gesture, one undo step).
+                self._start_drag(k, "prediction", self.pred_coords[k], scene)
+                event.accept()
+                return
             if self.place_mode is not None:
                 self.placeRequested.emit(self.place_mode, scene.x(), scene.y())
                 event.accept()
                 return
             k = self.pick(pos)
             if k is not None:
-                self._drag, self._drag_moved = k, False
-                # Keep the grab offset: the point must not jump to the cursor.
-                self._drag_offset = (float(self.coords[k, 0]) - scene.x(), float(self.coords[k, 1]) - scene.y())
+                self._start_drag(k, "annotation", self.coords[k], scene)
                 self.pointClicked.emit(k)
                 event.accept()
                 return
@@ -374,10 +384,28 @@ class KeypointCanvas(QGraphicsView):
                 return
         super().mousePressEvent(event)
 
+    def _absent_prediction_at(self, view_pos: QPointF) -> int | None:
+        """The keypoint whose prediction is under the cursor while its annotation is absent."""
+        if self.pick(view_pos) is not None:
+            return None  # an annotated point under the cursor wins
+        k = self.pick(view_pos, "prediction")
+        return k if k is not None and self.visibility[k] < 0 else None
+
+    def _start_drag(self, k: int, kind: str, xy, scene: QPointF) -> None:
+        """Start dragging keypoint k's annotation or prediction."""
+        self._drag, self._drag_kind, self._drag_moved = k, kind, False
+        self._press_scene = scene
+        self._press_view = self.mapFromScene(scene)
+        # Keep the grab offset: the point must not jump to the cursor.
+        self._drag_offset = (float(xy[0]) - scene.x(), float(xy[1]) - scene.y())
+
     def mouseDoubleClickEvent(self, event) -> None:
-        if event.button() == Qt.LeftButton and self.place_mode is None:
+        if event.button() == Qt.LeftButton:
             k = self.pick(event.position(), "prediction")
-            if k is not None:
+            # The first click of a double click selected an absent keypoint (place mode): the
+            # double click on its cross still accepts the prediction.
+            if k is not None and self.place_mode in (None, k):
+                self._drag = None
                 self.predictionAccepted.emit(k)
                 event.accept()
                 return
@@ -387,7 +415,15 @@ class KeypointCanvas(QGraphicsView):
         if self._drag is not None:
             scene = self.mapToScene(event.position().toPoint())
             dx, dy = self._drag_offset
-            self.coords[self._drag] = (scene.x() + dx, scene.y() + dy)
+            k = self._drag
+            if (self._drag_kind == "prediction" and not self._drag_moved
+                    and (event.position() - self._press_view).manhattanLength() < DRAG_THRESHOLD):
+                event.accept()  # a hand's tremor in a click is not a drag of the prediction
+                return
+            if self._drag_kind == "prediction":
+                # Drawn as the annotation it becomes (this copy only; the document changes on release).
+                self.visibility[k] = max(int(self.pred_visibility[k]), 0) if self.pred_visibility is not None else 1
+            self.coords[k] = (scene.x() + dx, scene.y() + dy)
             self._drag_moved = True
             self._redraw()
             event.accept()
@@ -398,11 +434,15 @@ class KeypointCanvas(QGraphicsView):
 
     def mouseReleaseEvent(self, event) -> None:
         if self._drag is not None and event.button() == Qt.LeftButton:
-            k, moved = self._drag, self._drag_moved
+            k, moved, kind = self._drag, self._drag_moved, self._drag_kind
             self._drag = None
             if moved:
                 x, y = self.coords[k]
-                self.pointDragged.emit(k, float(x), float(y))
+                (self.predictionDragged if kind == "prediction" else self.pointDragged).emit(k, float(x), float(y))
+            elif kind == "prediction" and self.place_mode == k:
+                self.placeRequested.emit(k, self._press_scene.x(), self._press_scene.y())
+            elif kind == "prediction":
+                self.pointClicked.emit(k)
             event.accept()
             return
         super().mouseReleaseEvent(event)

@@ -1,0 +1,65 @@
+"""The hand on the canvas (issue 29, items 8-10): a prediction accepted by a double click or a drag
+while its point is absent, the image on show kept when a prediction run re-sorts the list, and
+the first view of an image fitted when its pixels arrive."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPoint, Qt
+
+from engine.io.annotations import load_annotations
+from engine.schema import category_keypoints
+
+
+def _test_split_of(dataset) -> object:
+    """The 6-image data set as a test split (ids and categories only: every point absent)."""
+    csv = dataset["csv"].with_name("test.csv")
+    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
+    return csv
+
+
+def _shown(window, qtbot, row: int):
+    """Go to data row `row` and wait until its pixels are on the canvas."""
+    window.list_panel.go_to(row)
+    qtbot.waitUntil(lambda: window.current_row == row and window.canvas.image_size() is not None, timeout=5000)
+    return window.canvas
+
+
+def test_a_double_click_on_the_cross_of_an_absent_point_accepts_it(open_window, dataset, qtbot):
+    window = open_window(_test_split_of(dataset), dataset["pred"])
+    canvas, doc = _shown(window, qtbot, 1), window.doc
+    pred = load_annotations(dataset["pred"])
+    k = category_keypoints(int(doc.categories[1]))[0]
+    assert doc.ann.visibility[1, k] == -1  # the normal review case: nothing annotated yet
+    px, py = pred.coords[1, k]
+    at = canvas.mapFromScene(float(px), float(py))
+    # What X delivers for a double click: press, release, then the double click (and its release).
+    qtbot.mouseClick(canvas.viewport(), Qt.LeftButton, pos=at)
+    assert window.editing.selected_k == k and doc.ann.visibility[1, k] == -1  # the first click selects
+    qtbot.mouseDClick(canvas.viewport(), Qt.LeftButton, pos=at)
+    assert doc.ann.coords[1, k].tolist() == [px, py] and doc.ann.visibility[1, k] == 1
+    assert window.undo_stack.count() == 1
+    window.undo_stack.undo()
+    assert doc.ann.visibility[1, k] == -1
+
+
+def test_pressing_on_a_prediction_and_dragging_it_accepts_and_moves_it_in_one_step(open_window, dataset, qtbot):
+    window = open_window(_test_split_of(dataset), dataset["pred"])
+    canvas, doc = _shown(window, qtbot, 1), window.doc
+    pred = load_annotations(dataset["pred"])
+    k = category_keypoints(int(doc.categories[1]))[1]
+    px, py = pred.coords[1, k]
+    start = canvas.mapFromScene(float(px), float(py))
+    viewport = canvas.viewport()
+    qtbot.mousePress(viewport, Qt.LeftButton, pos=start)
+    for step in range(1, 5):
+        qtbot.mouseMove(viewport, start + QPoint(10 * step, 6 * step))
+    end = start + QPoint(40, 24)
+    qtbot.mouseRelease(viewport, Qt.LeftButton, pos=end)
+    dropped = canvas.mapToScene(end)
+    x, y = doc.ann.coords[1, k]
+    assert doc.ann.visibility[1, k] == 1
+    assert abs(x - dropped.x()) <= 1 and abs(y - dropped.y()) <= 1 and abs(x - px) >= 10
+    assert window.undo_stack.count() == 1 and "Accept" in window.undo_stack.text(0)
+    window.undo_stack.undo()
+    assert doc.ann.visibility[1, k] == -1
