@@ -110,7 +110,9 @@ class ImageListPanel(QWidget):
         """The new document's list model, unfiltered, in file order; new predictions sort it worst first."""
         self.current_row = None
         self.model = model
-        model.doc.predictionsChanged.connect(self.worst_first)
+        # New predictions sort the list worst first, the image on show kept (a key pressed then
+        # must act on the image the user sees).
+        model.doc.predictionsChanged.connect(lambda: self.worst_first(keep_current=True))
         self.model.viewChanged.connect(self._after_view_changed)
         self.list_view.setModel(self.model)
         self.list_view.selectionModel().currentRowChanged.connect(self._on_current)
@@ -178,15 +180,17 @@ class ImageListPanel(QWidget):
             reset()
             widget.blockSignals(False)
 
-    def worst_first(self) -> None:
-        """Sort by per-image NE, largest first, and go to the top."""
+    def worst_first(self, keep_current: bool = False) -> None:
+        """Sort by per-image NE, largest first, and go to the top (with `keep_current`: stay on
+        the image on show, wherever it now is)."""
         if self.model is None:
             return
         self.model.worst_first()
         header = self.list_view.horizontalHeader()
         header.setSortIndicator(COL_NE, Qt.DescendingOrder)
         header.setSortIndicatorShown(True)
-        self._select_view_row(0)
+        here = self.model.view_row(self.current_row) if keep_current and self.current_row is not None else -1
+        self._select_view_row(here if here >= 0 else 0)
 
     # --- moving -------------------------------------------------------------------------
 

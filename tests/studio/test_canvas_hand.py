@@ -63,3 +63,16 @@ def test_pressing_on_a_prediction_and_dragging_it_accepts_and_moves_it_in_one_st
     assert window.undo_stack.count() == 1 and "Accept" in window.undo_stack.text(0)
     window.undo_stack.undo()
     assert doc.ann.visibility[1, k] == -1
+
+
+def test_the_end_of_a_prediction_run_re_sorts_the_list_but_keeps_the_image_on_show(open_window, dataset, qtbot):
+    window = open_window(dataset["csv"], dataset["pred"])
+    canvas = _shown(window, qtbot, 2)
+    panel, doc = window.list_panel, window.doc
+    canvas.setFocus()
+    doc.set_predictions(doc.predictions)  # what a run's end does (`PredictController._finish`)
+    assert window.list_model.sort_column == 2 and window.list_model.order[0] != 2, "sorted worst first"
+    assert window.current_row == 2
+    assert window.list_model.data_row(panel.list_view.currentIndex().row()) == 2
+    qtbot.keyClick(canvas, Qt.Key_K)  # a key pressed then acts on the image the user sees
+    assert doc.review_state(2) == "skipped" and int((doc.review == 2).sum()) == 1
