@@ -8,8 +8,10 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject
 
-from engine.io.annotations import append_annotations
+from engine.io.annotations import AppendPlan, plan_append
+from engine.io.messages import describe_error
 from engine.io.review import REVIEWED, SKIPPED
+from engine.jobs.runner import JobError
 from fkp_studio.controllers.questions import UserQuestions
 from fkp_studio.models import commands
 from fkp_studio.models.state import StudioState, reviewed_rows
@@ -61,8 +63,9 @@ class ReviewController(QObject):
             s.show_message("Every image is reviewed or skipped")
 
     def add_reviewed_to_training_file(self) -> None:
-        """Append the reviewed images (their annotations as they are now) to a training CSV, off
-        the main thread; its existing bytes stay as they are, ids already there are refused."""
+        """Append the reviewed images (their annotations as they are now) to a training CSV: the
+        plan is made on the io thread, its summary asked about, then written on the io thread; its
+        existing bytes stay as they are, ids already there are skipped or named as conflicts."""
         s, doc = self.state, self.state.doc
         if doc is None:
             return
@@ -78,7 +81,39 @@ class ReviewController(QObject):
             return
         snapshot = doc.ann.subset(rows)
         snapshot.add_keypoint_columns()
+        images_root = doc.workspace.root
         s.io_thread.submit(
-            f"append to {Path(target).name}", lambda ctx: append_annotations(target, snapshot),
-            on_done=lambda n: s.show_message(f"Added {n} reviewed images to {target}", 8000),
+            f"plan adding to {Path(target).name}", lambda ctx: _user_facing(plan_append, target, snapshot, images_root),
+            on_done=self._confirm_append,
             on_error=lambda msg: s.show_error("Cannot add the reviewed images", msg))
+
+    def _confirm_append(self, plan: AppendPlan) -> None:
+        """Say what adding does (adds, skips, conflicts) and write it, on the io thread, if the user agrees."""
+        s = self.state
+        if not len(plan.added):
+            if plan.conflicts:
+                more = f" and {len(plan.conflicts) - 5} more" if len(plan.conflicts) > 5 else ""
+                s.show_error("Nothing to add", f"{plan.path}: nothing added: {len(plan.conflicts)} reviewed images are "
+                             f"in the file already with other points (left as they are): "
+                             f"{', '.join(plan.conflicts[:5])}{more}")
+            else:
+                s.show_message(f"{plan.path.name}: nothing to add, every reviewed image is there already "
+                               f"({len(plan.skipped)} skipped)", 8000)
+            return
+        if not self.questions.confirm("Add reviewed images", plan.summary() + ". Add them?"):
+            s.show_message(f"Nothing added to {plan.path.name}")
+            return
+        s.io_thread.submit(
+            f"append to {plan.path.name}", lambda ctx: _user_facing(plan.write),
+            on_done=lambda n: s.show_message(f"Added {n} reviewed images to {plan.path} "
+                                             f"({len(plan.skipped)} skipped, {len(plan.conflicts)} conflicts)", 8000),
+            on_error=lambda msg: s.show_error("Cannot add the reviewed images", msg))
+
+
+def _user_facing(fn, *args):
+    """`fn(*args)` with its refusals (ValueError, OSError: they name the file) as messages for the
+    user, never a Python type and a source line."""
+    try:
+        return fn(*args)
+    except (ValueError, OSError) as e:
+        raise JobError(describe_error(e)) from e

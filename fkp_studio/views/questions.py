@@ -80,3 +80,8 @@ class Questions:
     def inform(self, title: str, text: str) -> None:
         """A message the user acknowledges (the result of a merge)."""
         QMessageBox.information(self.parent, title, text)
+
+    def confirm(self, title: str, text: str) -> bool:
+        """Whether to go ahead with what `text` describes (OK / Cancel)."""
+        answer = QMessageBox.question(self.parent, title, text, QMessageBox.Ok | QMessageBox.Cancel, QMessageBox.Ok)
+        return answer == QMessageBox.Ok

@@ -167,15 +167,59 @@ def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(open_windo
     qtbot.waitUntil(lambda: bool(errors), timeout=5000)
     assert "in the file already" in errors[0] and dataset["ids"][reviewed[0]] in errors[0]
     assert train.read_bytes() == before
-    fresh = tmp_path / "reviewed.csv"
+    fresh = dataset["root"] / "reviewed.csv"  # in the data root that holds the images (else refused)
     fresh.write_bytes(before[:before.index(b"\n") + 1])  # a header-only training file
     monkeypatch.setattr(window.questions, "training_file", lambda start: str(fresh))
-    with qtbot.waitSignal(window.io_thread.busyChanged, timeout=5000, check_params_cb=lambda busy: not busy):
-        window.review.add_reviewed_to_training_file()
+    asked = []
+    monkeypatch.setattr(window.questions, "confirm", lambda title, text: asked.append(text) or True)
+    window.review.add_reviewed_to_training_file()
+    qtbot.waitUntil(lambda: fresh.read_bytes() != before[:before.index(b"\n") + 1], timeout=5000)
+    assert asked == ["reviewed.csv: adds 2 images, skips 0 already there with the same points. Add them?"]
     added = load_annotations(fresh)
     assert fresh.read_bytes().startswith(before[:before.index(b"\n") + 1])
     assert added.image_ids.tolist() == [dataset["ids"][r] for r in reviewed]
     np.testing.assert_array_equal(added.coords, window.doc.ann.coords[reviewed])
+
+
+def test_adding_more_reviewed_images_adds_the_new_ones_after_saying_what_it_skips(open_window, dataset, qtbot,
+                                                                                 monkeypatch, tmp_path):
+    csv = _test_split_of(dataset, tmp_path)
+    window = open_window(csv, dataset["pred"])
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    train = dataset["root"] / "Annotations" / "reviewed.csv"
+    train.write_bytes(dataset["csv"].read_bytes().splitlines(keepends=True)[0])
+    asked, errors = [], []
+    monkeypatch.setattr(window.questions, "training_file", lambda start: str(train))
+    monkeypatch.setattr(window.questions, "confirm", lambda title, text: asked.append(text) or True)
+    monkeypatch.setattr(window, "show_error", lambda title, text: errors.append(text))
+    add = window.action_by_id["review.add_to_training_file"]
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_Return)  # one reviewed, added
+    add.trigger()
+    qtbot.waitUntil(lambda: len(load_annotations(train)) == 1, timeout=5000)
+    first = train.read_bytes()
+    for _ in range(2):  # two more reviewed: the first is in the file already, the others are added
+        qtbot.keyClick(window.canvas, Qt.Key_Return)
+    add.trigger()
+    qtbot.waitUntil(lambda: len(load_annotations(train)) == 3, timeout=5000)
+    assert asked[-1] == "reviewed.csv: adds 2 images, skips 1 already there with the same points. Add them?"
+    assert train.read_bytes().startswith(first) and errors == []
+    reviewed = np.flatnonzero(window.doc.review == 1).tolist()
+    assert load_annotations(train).image_ids.tolist() == [dataset["ids"][r] for r in reviewed]
+    # Cancelled: nothing written. A file of another data root without the images: refused, why said.
+    qtbot.keyClick(window.canvas, Qt.Key_Return)
+    monkeypatch.setattr(window.questions, "confirm", lambda title, text: asked.append(text) and False)
+    with qtbot.waitSignal(window.io_thread.busyChanged, timeout=5000, check_params_cb=lambda busy: not busy):
+        add.trigger()
+    assert len(load_annotations(train)) == 3 and "adds 1 image," in asked[-1]
+    elsewhere = tmp_path / "other" / "Annotations" / "train.csv"
+    elsewhere.parent.mkdir(parents=True)
+    elsewhere.write_bytes(first)
+    monkeypatch.setattr(window.questions, "training_file", lambda start: str(elsewhere))
+    add.trigger()
+    qtbot.waitUntil(lambda: bool(errors), timeout=5000)
+    assert "does not hold" in errors[0] and str(elsewhere) in errors[0] and "Error" not in errors[0]
+    assert elsewhere.read_bytes() == first
 
 
 def test_a_folder_of_images_without_a_csv_becomes_new_annotations_on_the_first_save(qtbot, tmp_path):
