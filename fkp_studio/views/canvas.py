@@ -236,7 +236,7 @@ class KeypointCanvas(QGraphicsView):
         rect = (QRectF(0, 0, *self._image_size) if self._image_size else self._points_extent())
         self.scene().setSceneRect(rect.adjusted(-200, -200, 200, 200))
         if self._fit_pending:
-            self.zoom_fit()
+            self._fit(keep_pending=self._image_size is None)
 
     # --- drawing ------------------------------------------------------------------------
 
@@ -308,12 +308,19 @@ class KeypointCanvas(QGraphicsView):
     # --- zoom ---------------------------------------------------------------------------
 
     def zoom_fit(self) -> None:
-        self._fit_pending = False
+        """Show the whole image (or, while there is none, the points)."""
+        self._fit(keep_pending=False)
+
+    def _fit(self, keep_pending: bool) -> None:
+        # While a placeholder is shown the fit stays pending: the image's pixels, when they
+        # arrive, are fitted again (its first view is never the placeholder's zoom).
+        self._fit_pending = keep_pending
         rect = QRectF(0, 0, *self._image_size) if self._image_size else self._points_extent()
         self.fitInView(rect, Qt.KeepAspectRatio)
 
     def zoom_actual(self) -> None:
         """1:1 — one image pixel per screen pixel, centred where the view is."""
+        self._fit_pending = False  # the user chose a zoom: the arriving pixels keep it
         centre = self.mapToScene(self.viewport().rect().center())
         self.resetTransform()
         self.centerOn(centre)
@@ -321,6 +328,7 @@ class KeypointCanvas(QGraphicsView):
     def zoom_by(self, factor: float, anchor=QGraphicsView.AnchorViewCenter) -> None:
         """Zoom about the view centre (keys, menu) or the cursor (wheel)."""
         scale = self.transform().m11() * factor
+        self._fit_pending = False  # the user chose a zoom: the arriving pixels keep it
         if 0.02 <= scale <= 64:
             self.setTransformationAnchor(anchor)
             self.scale(factor, factor)
@@ -334,7 +342,7 @@ class KeypointCanvas(QGraphicsView):
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
         if self._fit_pending:
-            self.zoom_fit()
+            self._fit(keep_pending=self._image_size is None)
 
     # --- mouse --------------------------------------------------------------------------
 

@@ -76,3 +76,21 @@ def test_the_end_of_a_prediction_run_re_sorts_the_list_but_keeps_the_image_on_sh
     assert window.list_model.data_row(panel.list_view.currentIndex().row()) == 2
     qtbot.keyClick(canvas, Qt.Key_K)  # a key pressed then acts on the image the user sees
     assert doc.review_state(2) == "skipped" and int((doc.review == 2).sum()) == 1
+
+
+def test_an_image_decoded_after_it_is_shown_is_fitted_when_its_pixels_arrive(open_window, dataset, qtbot):
+    from PySide6.QtCore import QRectF
+
+    window = open_window(dataset["csv"], dataset["pred"])
+    _shown(window, qtbot, 0)
+    canvas = window.canvas
+    path = str(window.doc.image_path(4))
+    assert window.loader.cached(path) is None  # not a prefetched neighbour of row 0: not decoded yet
+    window.list_panel.go_to(4)
+    assert window.current_row == 4 and canvas.image_size() is None  # "loading…" first
+    qtbot.waitUntil(lambda: canvas.image_size() is not None, timeout=5000)
+    w, h = canvas.image_size()
+    on_screen = canvas.mapFromScene(QRectF(0, 0, w, h)).boundingRect()
+    viewport = canvas.viewport().rect()
+    fill = max(on_screen.width() / viewport.width(), on_screen.height() / viewport.height())
+    assert fill > 0.95, f"the image fills {fill:.0%} of the canvas"
