@@ -37,6 +37,7 @@ from fkp_studio.views.list_panel import ImageListPanel
 from fkp_studio.views.panels import CheckAnnotationPanel, ProblemsPanel
 from fkp_studio.views.questions import Questions
 from fkp_studio.views.status_bar import StudioStatusBar
+from fkp_studio.views.text_fields import keep_keys_in_text_fields
 
 APP_TITLE = "FKP Studio"
 
@@ -75,6 +76,7 @@ class MainWindow(QMainWindow):
         self.current_image = CurrentImageView(state, self.canvas, self.keypoint_table, self.category_combo,
                                               self.loader, self.list_panel.neighbour_rows)
         self._wire()
+        keep_keys_in_text_fields(self)  # review keys act on the canvas and the list, never from a text field
         self._update_title()
         self.charts.refresh()
         self.predict.find_device()

@@ -32,13 +32,30 @@ class ReviewController(QObject):
         if not s.editable():
             return
         doc, row, stack = s.doc, s.current_row, s.undo_stack
+        accept = commands.accept_prediction(doc, row)
+        if accept is None and not self._confirm_no_points(row):
+            return
         stack.beginMacro("Accept image")
-        for command in (commands.accept_prediction(doc, row),
+        for command in (accept,
                         commands.ReviewCommand(doc, row, REVIEWED) if doc.review_state(row) != REVIEWED else None):
             if command is not None:
                 stack.push(command)
         stack.endMacro()
         self.next_unreviewed()
+
+    def _confirm_no_points(self, row: int) -> bool:
+        """Whether an image with nothing to accept may be marked reviewed: without an annotated
+        point it would go into training as an empty garment, so the user confirms it."""
+        doc = self.state.doc
+        if (doc.ann.visibility[row] >= 0).any():
+            return True
+        name = Path(str(doc.ann.image_ids[row])).name
+        if self.questions.confirm("No annotated point",
+                                  f"{name} has no annotated point (nothing predicted to accept). Mark it reviewed "
+                                  "as an image without points? (K skips it instead)"):
+            return True
+        self.state.show_message(f"{name} not marked reviewed: it has no annotated point (K skips it)", 8000)
+        return False
 
     def skip_image(self) -> None:
         """Mark the image skipped (it leaves the review queue) and show the next unreviewed one."""
