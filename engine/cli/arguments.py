@@ -59,3 +59,20 @@ def _finite(text: str) -> float:
     if not math.isfinite(value):
         raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
     return value
+
+
+# The runtime arguments' help, one text each: every command that takes one says the same.
+THREADS_HELP = "CPU threads for torch (default: {default})"
+DEVICE_HELP = "cpu, cuda or cuda:N (default: CUDA when available{ranks})"
+SEED_HELP = "random seed of the run (default 0)"
+
+
+def add_runtime_arguments(p: argparse.ArgumentParser, *, device: bool = True, seed: bool = True,
+                          threads_default: str = "torch's choice", torchrun: bool = False) -> None:
+    """Declare `--threads` (and `--device`, `--seed` unless told not to) on a command."""
+    p.add_argument("--threads", type=positive_int, help=THREADS_HELP.format(default=threads_default))
+    if device:
+        ranks = "; under torchrun each rank's cuda:LOCAL_RANK" if torchrun else ""
+        p.add_argument("--device", help=DEVICE_HELP.format(ranks=ranks))
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help=SEED_HELP)

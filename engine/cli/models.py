@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.cli.arguments import fraction, non_negative_int, positive_float, positive_int
+from engine.cli.arguments import add_runtime_arguments, fraction, non_negative_int, positive_float, positive_int
 from engine.cli.registry import command as _command
 from engine.io.messages import describe_error
 
@@ -37,12 +37,9 @@ def _add_detector_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=positive_int, help="use at most this many training images")
     p.add_argument("--detector-images", type=positive_int, default=4000,
                    help="the detector holds its training images in memory, scaled: use at most this many (default 4000)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available; under torchrun "
-                                    "each rank's cuda:LOCAL_RANK)")
+    add_runtime_arguments(p, torchrun=True)
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on GPUs: synchronize BatchNorm statistics across the ranks (SyncBatchNorm)")
-    p.add_argument("--seed", type=int, default=0)
 
 
 @_command
@@ -108,6 +105,7 @@ def _detector_reporting(steps: int):
 
 
 def _set_threads(args: argparse.Namespace) -> None:
+    """Torch's CPU thread count from `--threads`, when given."""
     if args.threads:
         import torch
 
@@ -169,9 +167,9 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
                    help="passes that re-crop around the predicted keypoints (default 1; 0: the detector's box only)")
     p.add_argument("--batch-size", type=positive_int, default=8, help="images per batch (default 8)")
     p.add_argument("--limit", type=positive_int, help="predict only the first N images")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    p.add_argument("--threads", type=positive_int,
-                   help="CPU threads for torch (default: one per usable CPU, at most torch's own count)")
+    # Under torchrun each rank predicts its share on its own device (`predict_sharded`).
+    add_runtime_arguments(p, seed=False, torchrun=True,
+                          threads_default="one per usable CPU, at most torch's own count")
     p.set_defaults(func=_run_predict)
 
 
@@ -282,7 +280,7 @@ def _register_export_onnx(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True,
                    help="folder to write detector.onnx, keypoints.onnx and fkp_onnx.json into (fkp predict --model OUT)")
     p.add_argument("--opset", type=positive_int, default=17, help="ONNX opset (default 17; at least 11)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
+    add_runtime_arguments(p, device=False, seed=False)
     p.set_defaults(func=_run_export_onnx)
 
 
@@ -327,27 +325,21 @@ def _register_train_keypoints(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-steps", type=positive_int, help="stop after this many steps (smoke tests)")
     p.add_argument("--time-budget", type=positive_float,
                    help="minutes of training: the learning-rate schedule fits them and training stops when spent")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available; under torchrun "
-                                    "each rank's cuda:LOCAL_RANK)")
+    add_runtime_arguments(p, torchrun=True)
     p.add_argument("--sync-bn", action="store_true",
                    help="under torchrun on GPUs: synchronize BatchNorm statistics across the ranks (SyncBatchNorm)")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_train_keypoints)
 
 
 def _run_train_keypoints(args: argparse.Namespace) -> int:
     import logging
 
-    import torch
-
     from engine.model.presets import TORCHVISION_WIDTHS, SEED_WIDTHS, get_preset
     from engine.cli.progress import ProgressBar
     from engine.training.keypoints import train_keypoints
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     preset = get_preset(args.preset)
     if args.widths:
         preset = preset.with_(net={"widths": TORCHVISION_WIDTHS if args.widths == "torchvision" else SEED_WIDTHS})
@@ -446,9 +438,7 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
     p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
                    help="measure before/after with the detector's boxes (default) or the annotated ones")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch")
-    p.add_argument("--seed", type=int, default=0)
+    add_runtime_arguments(p)
     p.add_argument("--json", action="store_true", help="print the before/after figures as one JSON object last")
     p.set_defaults(func=_run_retrain)
 
@@ -472,16 +462,13 @@ def _run_retrain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import torch
-
     from engine.io.annotations import load_annotations
     from engine.io.files import atomic_write_text
     from engine.model.package import load_model
     from engine.cli.progress import ProgressBar
     from engine.training.retrain import RetrainConfig, RetrainError, choose_holdout, retrain, save_retrained
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
     model = load_model(args.model)
     ann = load_annotations(split_path)
@@ -544,10 +531,8 @@ def _register_train_visibility(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="package to write (file or folder; may be --model itself)")
     p.add_argument("--limit", type=positive_int, help="use at most this many images")
     p.add_argument("--epochs", type=positive_int, default=12, help="passes over the points (default 12)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    p.add_argument("--device", help="cpu, cuda or cuda:N (default: CUDA when available)")
+    add_runtime_arguments(p)
     p.add_argument("--half", action="store_true", help="store the package's weights as float16")
-    p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_run_train_visibility)
 
 
@@ -556,7 +541,6 @@ def _run_train_visibility(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     import numpy as np
-    import torch
 
     from engine.cli.progress import ProgressBar
     from engine.io.annotations import load_annotations
@@ -564,8 +548,7 @@ def _run_train_visibility(args: argparse.Namespace) -> int:
     from engine.model.package import load_model, save_package
     from engine.training.visibility import train_visibility
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    _set_threads(args)
     model = load_model(args.model)
     split = Path(args.data) / "Annotations" / f"{args.split}.csv"
     ann = load_annotations(split)
