@@ -198,10 +198,16 @@ def test_the_retrain_dialog_can_train_on_every_reviewed_image(open_window, qtbot
     csv, model = loop_data
     window, _ = _predicted_window(open_window, qtbot, csv, model)
     window.canvas.setFocus()
-    for _ in range(4):  # accept (nothing is missing: the rows are annotated) and mark reviewed
+    before = window.doc.ann.copy()
+    for _ in range(4):  # accept the predictions of points not annotated yet, and mark reviewed
         qtbot.keyClick(window.canvas, Qt.Key_Return)
     reviewed = window.state.training_ids("reviewed")
-    assert len(reviewed) == 4 and not window.state.hard_members()
+    # Which images the queue shows, and whether one lacks a point (a garment cut by the frame) that
+    # the model predicts, depend on the model's arithmetic: an accept that added a point is an edit,
+    # and an edited image joins the hard set; nothing else does.
+    gained = {str(window.doc.ann.image_ids[r]) for r in range(len(before.image_ids))
+              if (window.doc.ann.visibility[r] != before.visibility[r]).any()}
+    assert len(reviewed) == 4 and set(window.state.hard_members()) == gained <= set(reviewed)
     dialog = window.open_retrain_dialog()
     dialog.source.setCurrentIndex(dialog.source.findData("reviewed"))
     assert "on 4 reviewed images" in dialog.info.text()
