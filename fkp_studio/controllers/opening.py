@@ -77,18 +77,26 @@ class OpeningController(QObject):
         self.state.datasetOpened.emit()
 
     def _offer_restore(self, doc: AnnotationDocument) -> None:
+        """Ask about an earlier session's unsaved edits and review marks, shown before either is
+        applied: restored as one undo step, or discarded together."""
         offer = self.state.session.restore_offer()
         if offer is None:
             return
         answer = self.questions.restore(offer.question(doc.csv_path.name))
+        parts = []
         if answer == "restore" and len(offer.rows):  # (none: every edit was cleared; set aside below)
-            self.state.undo_stack.push(commands.restore_command(doc, offer.rows, offer.coords, offer.visibility,
-                                                                offer.categories))
-            self.state.show_message(f"Restored {offer.merge.applied} unsaved edited points on {len(offer.rows)} images",
-                                    8000)
+            parts.append(commands.restore_command(doc, offer.rows, offer.coords, offer.visibility, offer.categories))
+        if answer == "restore":
+            parts += [commands.ReviewCommand(doc, row, state) for row, state in sorted(offer.marks.items())]
+        if parts:
+            doc.pending_review = {}
+            self.state.undo_stack.push(commands.CompoundCommand("Restore unsaved edits", parts))
+            restored = [f"{offer.merge.applied} unsaved edited points on {len(offer.rows)} images"] if len(offer.rows) else []
+            restored += [offer.marks_text()] if offer.marks else []
+            self.state.show_message(f"Restored {' and '.join(restored)}", 8000)
         else:
             kept = doc.discard_pending()
-            self.state.show_message(f"Unsaved edits set aside in {kept}", 8000)
+            self.state.show_message(f"Unsaved edits and review marks set aside in {kept}", 8000)
 
     def _predictions_loaded(self, path: str) -> None:
         self.state.show_message(f"Predictions: {Path(path).name}")

@@ -197,16 +197,43 @@ class AnnotationDocument(QObject):
     # --- review state -----------------------------------------------------------------
 
     def _load_review(self) -> list[str]:
+        """The review states saved with the file; those set since the last save wait in
+        `pending_review` (row -> state) for the restore question, as unsaved edits do."""
+        self.pending_review: dict[int, str] = {}
         try:
-            states, bad = self.review_log.load()
+            saved, pending, bad = self.review_log.load_parts()
         except OSError as e:
             return [f"{self.review_log.path}: {describe_error(e)}"]
         index = self.ann.id_index()
-        for image_id, state in states.items():
+        for image_id, state in saved.items():
             row = index.get(image_id)
             if row is not None:
                 self.review[row] = REVIEW_STATES.index(state)
+        for image_id, state in pending.items():
+            row = index.get(image_id)
+            if row is not None and REVIEW_STATES.index(state) != self.review[row]:
+                self.pending_review[row] = state
         return [f"{self.review_log.path}, {line}" for line in bad]
+
+    def show_pending_review(self) -> None:
+        """Show the review states set since the last save as they are (a read-only document: they
+        are the live session's that holds the lock)."""
+        for row, state in self.pending_review.items():
+            self.review[row] = REVIEW_STATES.index(state)
+        self.pending_review = {}
+
+    def discard_review_marks(self) -> np.ndarray:
+        """Review states set since the last save go back to the saved ones, in the log and here
+        (their edits were discarded). Returns the rows changed."""
+        self.pending_review = {}
+        index = self.ann.id_index()
+        reverted = self.review_log.discard_pending()
+        rows = np.array(sorted(index[i] for i in reverted if i in index), np.int64)
+        for row in rows.tolist():
+            self.review[row] = REVIEW_STATES.index(reverted[str(self.ann.image_ids[row])])
+        if len(rows):
+            self.rowsChanged.emit(rows)
+        return rows
 
     def set_review(self, rows, state: str) -> None:
         """Mark images reviewed, skipped or unreviewed; durable before it returns."""
@@ -256,8 +283,16 @@ class AnnotationDocument(QObject):
         return merge_changes(contents.net_changes(), self.ann, self.uncategorized)
 
     def discard_pending(self) -> Path:
-        """Set the journal aside (renamed, never deleted) and start a new one. OSError (the file
-        became a folder, a full disk) leaves the journal where it is, offered at the next opening."""
+        """Discard the unsaved edits and the review marks they came with: the journal is set aside
+        (renamed, never deleted) and a new one started, the review states go back to the saved
+        ones. OSError (the file became a folder, a full disk) leaves the journal where it is,
+        offered at the next opening."""
+        kept = self.set_journal_aside()
+        self.discard_review_marks()
+        return kept
+
+    def set_journal_aside(self) -> Path:
+        """Rename the journal aside (never deleted) and start a new one; the review log stays."""
         base = make_base(self.csv_path)  # before the rename: a file that cannot be read moves nothing
         kept = self.journal.path.with_name(f"{self.journal.path.stem}.discarded-{int(time.time())}.jsonl")
         self.journal.discard(keep_as=kept)
@@ -309,7 +344,10 @@ class AnnotationDocument(QObject):
         try:  # the review log grows by a line per change; a save is a good time to compact it
             self.review_log.compact({str(self.ann.image_ids[r]): REVIEW_STATES[self.review[r]] for r in rows.tolist()})
         except OSError:
-            pass  # the appended log stays valid
+            try:  # the appended log stays valid; its marks are saved now (a later Discard keeps them)
+                self.review_log.mark_saved()
+            except OSError:
+                pass
 
     def changed_on_disk(self) -> bool:
         """Whether another program changed (or removed) the file since this document read or saved it."""

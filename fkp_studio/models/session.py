@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,7 @@ from engine.io.journal import JournalContents
 from engine.io.lock import LockedError, acquire_lock
 from engine.io.merge import MergeResult
 from engine.io.messages import describe_error
+from engine.io.review import REVIEWED, SKIPPED, UNREVIEWED
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of
 from engine.schema import NUM_KEYPOINTS
@@ -40,16 +41,18 @@ def state_dir_for(root: Path) -> Path | None:
 
 @dataclass
 class RestoreOffer:
-    """Unsaved edits of an earlier session, merged onto the file as it is now."""
+    """Unsaved work of an earlier session: its edits, merged onto the file as it is now, and the
+    review marks they came with (one history: restored or discarded together)."""
 
-    contents: JournalContents
-    merge: MergeResult      # its rows are the ones to restore, with the merged values
+    contents: JournalContents | None   # None: no edit changes anything, only review marks
+    merge: MergeResult | None          # its rows are the ones to restore, with the merged values
     base_changed: bool      # the file changed on disk since the edits were made
     damaged_copy: Path | None = None  # where the journal was copied when some lines were damaged
+    marks: dict[int, str] = field(default_factory=dict)  # row -> review state set since the last save
 
     @property
     def rows(self) -> np.ndarray:
-        return self.merge.rows
+        return self.merge.rows if self.merge is not None else np.zeros(0, np.int64)
 
     @property
     def coords(self) -> np.ndarray:
@@ -65,10 +68,21 @@ class RestoreOffer:
         named = set(self.merge.category_rows.tolist())
         return [int(self.merge.annotations.categories[r]) if r in named else None for r in self.rows.tolist()]
 
+    def marks_text(self) -> str:
+        """The review marks, counted per state ("2 images marked reviewed, 1 skipped")."""
+        counts = {state: sum(1 for s in self.marks.values() if s == state) for state in (REVIEWED, SKIPPED, UNREVIEWED)}
+        parts = [f"{n} marked {state}" for state, n in counts.items() if n]
+        return f"review marks on {len(self.marks)} image{'s' if len(self.marks) != 1 else ''} ({', '.join(parts)})"
+
     def question(self, file_name: str) -> str:
         m = self.merge
-        text = (f"{file_name} has unsaved edits from an earlier session "
-                f"({m.applied} edited points on {len(self.rows)} images). Restore them?")
+        what = [f"{m.applied} edited points on {len(self.rows)} images"] if m is not None else []
+        if self.marks:
+            what.append(self.marks_text())
+        text = (f"{file_name} has unsaved edits from an earlier session ({' and '.join(what)}). Restore them? "
+                "Discard drops the edits and the review marks together.")
+        if m is None:
+            return text
         both = [c for c in m.conflicts if not c.cleared]
         if self.base_changed:
             text += ("\n\nThe file has changed on disk since; the edits are merged onto the new version"
@@ -171,22 +185,29 @@ class DatasetSession(QObject):
     # --- unsaved edits of an earlier session ---------------------------------------------
 
     def restore_offer(self) -> RestoreOffer | None:
-        """The earlier session's unsaved edits, or None when there are none that change anything
-        (edits that were all undone again are set aside without asking)."""
+        """The earlier session's unsaved edits and review marks, or None when there are none that
+        change anything (edits that were all undone again are set aside without asking)."""
         doc = self.doc
-        # A read-only document's journal is the live session's that holds the lock, not a crash's.
-        pending = doc.pending_edits() if doc is not None and not doc.read_only else None
-        if pending is None:
+        if doc is None:
             return None
-        damaged = None
-        if pending.bad_lines:  # the good edits are offered; the file as it was is kept for inspection
-            damaged = doc.journal.path.with_name(f"{doc.journal.path.stem}.damaged-{int(time.time())}.jsonl")
-            atomic_write_bytes(damaged, doc.journal.path.read_bytes())
-        merge = doc.replayed(pending)
-        if not len(merge.rows) and not merge.missing and not merge.cleared:
-            doc.discard_pending()
+        if doc.read_only:
+            # A read-only document's journal and marks are the live session's that holds the lock, not a crash's.
+            doc.show_pending_review()
             return None
-        return RestoreOffer(pending, merge, doc.base_changed(pending), damaged)
+        marks = dict(doc.pending_review)
+        pending = doc.pending_edits()
+        merge, damaged = None, None
+        if pending is not None:
+            if pending.bad_lines:  # the good edits are offered; the file as it was is kept for inspection
+                damaged = doc.journal.path.with_name(f"{doc.journal.path.stem}.damaged-{int(time.time())}.jsonl")
+                atomic_write_bytes(damaged, doc.journal.path.read_bytes())
+            merge = doc.replayed(pending)
+            if not len(merge.rows) and not merge.missing and not merge.cleared:
+                doc.set_journal_aside()
+                pending, merge = None, None
+        if pending is None and not marks:
+            return None
+        return RestoreOffer(pending, merge, pending is not None and doc.base_changed(pending), damaged, marks)
 
     # --- predictions --------------------------------------------------------------------
 

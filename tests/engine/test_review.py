@@ -27,7 +27,7 @@ os.kill(os.getpid(), signal.SIGKILL)
         f.write(b'{"id": "c", "state": "maybe"}\n{"id": "d", "state": "reviewed"}\n{"id": "e", "st')  # torn
     states, bad = ReviewLog(path).load()
     assert states == {"a": "reviewed", "b": "reviewed", "d": "reviewed"}
-    assert len(bad) == 1 and bad[0].startswith("line 4: unknown state 'maybe'")
+    assert len(bad) == 1 and bad[0].startswith("line 5: unknown state 'maybe'")  # line 1: the saved mark
     log = ReviewLog(path)
     log.compact({"a": "reviewed", "b": "unreviewed", "d": "skipped"})
     assert log.load() == ({"a": "reviewed", "d": "skipped"}, [])
@@ -54,3 +54,18 @@ def test_compaction_keeps_the_states_of_ids_missing_from_the_file(tmp_path):
     log.append({"undone": "unreviewed"})
     log.compact({"a": "skipped"})  # the file at this save lacks "gone"
     assert log.load() == ({"a": "skipped", "gone": "skipped"}, [])
+
+
+def test_marks_since_the_last_save_are_pending_and_discarding_them_keeps_the_saved_ones(tmp_path):
+    path = tmp_path / "r.review.jsonl"
+    path.write_text('{"id": "a", "state": "reviewed"}\n')  # an earlier version's log: no saved mark
+    log = ReviewLog(path)
+    assert log.load_parts() == ({"a": "reviewed"}, {}, [])
+    log.append({"b": "skipped", "a": "unreviewed"})
+    assert log.load_parts() == ({"a": "reviewed"}, {"b": "skipped", "a": "unreviewed"}, [])
+    assert log.discard_pending() == {"b": "unreviewed", "a": "reviewed"}
+    assert log.load_parts() == ({"a": "reviewed"}, {}, [])
+    log.append({"c": "reviewed"})
+    log.compact({"c": "reviewed"})  # saved with the file: nothing pending
+    assert log.load_parts() == ({"a": "reviewed", "c": "reviewed"}, {}, [])
+    assert log.discard_pending() == {} and log.load()[0] == {"a": "reviewed", "c": "reviewed"}

@@ -124,7 +124,7 @@ def test_space_follows_the_review_queue_least_confident_first_and_states_survive
     window.list_panel.review_box.setCurrentIndex(window.list_panel.review_box.findData("skipped"))
     assert window.list_model.order.tolist() == [4]
     crash(window)
-    again = open_window(dataset["csv"])
+    again = open_window(dataset["csv"], restore_policy="restore")  # marks are unsaved work, as edits are
     assert [again.doc.review_state(r) for r in range(6)] == [
         "unreviewed", "unreviewed", "unreviewed", "reviewed", "skipped", "unreviewed"]
     assert again.status_bar.review_label.text() == "1 / 6 reviewed"
