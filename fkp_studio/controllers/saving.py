@@ -42,11 +42,23 @@ class SavingController(QObject):
         return True
 
     def _save_changed_file(self) -> bool:
+        if not self.state.doc.csv_path.exists():
+            return self._save_gone_file()
         answer = self.questions.changed_on_disk(self.state.doc.csv_path.name)
         if answer == "merge":
             return self._merge()
         if answer == "save_as":
             return self._save_as()
+        return False
+
+    def _save_gone_file(self) -> bool:
+        """The file was deleted or moved away since it was read: nothing to merge onto, so say so
+        and offer Save as (the edits stay in memory and the journal when cancelled)."""
+        doc = self.state.doc
+        if self.questions.file_gone(str(doc.csv_path)) == "save_as":
+            return self._save_as()
+        self.state.show_message(f"{doc.csv_path} is gone from disk: not saved (your edits are kept; Save as… writes "
+                                "them elsewhere)", 15000)
         return False
 
     def _merge(self) -> bool:

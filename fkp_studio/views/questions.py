@@ -50,6 +50,18 @@ class Questions:
         box.exec()
         return {merge: "merge", save_as: "save_as"}.get(box.clickedButton(), "cancel")
 
+    def file_gone(self, path: str) -> str:
+        """"save_as" or "cancel" for an annotation file deleted or moved away since it was opened."""
+        box = QMessageBox(QMessageBox.Warning, "File is gone",
+                          f"{path} is gone from disk: it was deleted or moved since it was opened, so there is "
+                          "nothing to merge onto.\n\nSave as: write the annotations with your edits to a file you "
+                          "choose (the same name recreates it).", parent=self.parent)
+        save_as = box.addButton("Save as…", QMessageBox.AcceptRole)
+        box.addButton(QMessageBox.Cancel)
+        box.setDefaultButton(save_as)
+        box.exec()
+        return "save_as" if box.clickedButton() is save_as else "cancel"
+
     def save_path(self, start: str) -> str:
         """A file name to save a copy to ("" when cancelled)."""
         path, _ = QFileDialog.getSaveFileName(self.parent, "Save annotations as", start, CSV_FILTER)

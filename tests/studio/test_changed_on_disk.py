@@ -5,6 +5,7 @@ crash merges onto the changed file and never re-applies an undone edit."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PySide6.QtWidgets import QMessageBox
 
 from engine.io.annotations import load_annotations, save_annotations
@@ -203,3 +204,31 @@ def test_a_restore_onto_a_category_changed_on_disk_clears_the_points_it_lacks(op
     errors = []
     monkeypatch.setattr(QMessageBox, "critical", lambda parent, title, text, *a: errors.append(text))
     assert again.save() and not errors and not load_annotations(csv).problems
+
+
+def test_saving_a_deleted_file_says_it_is_gone_and_offers_save_as(open_window, dataset, qtbot, monkeypatch):
+    from PySide6.QtCore import Qt
+
+    csv = dataset["csv"]
+    window = open_window(csv)
+    _show(window, qtbot, 0)
+    canvas = window.canvas
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_N)
+    qtbot.keyClick(canvas, Qt.Key_Right)  # nudged 1 px
+    ours = window.doc.ann.coords[0].copy()
+    csv.unlink()
+    asked, errors = [], []
+    monkeypatch.setattr(window.questions, "changed_on_disk", lambda name: pytest.fail("nothing to merge onto"))
+    monkeypatch.setattr(window.questions, "file_gone", lambda path: asked.append(path) or "cancel", raising=False)
+    monkeypatch.setattr(window, "show_error", lambda title, text: errors.append(text))
+    qtbot.keyClick(canvas, Qt.Key_S, Qt.ControlModifier)
+    assert asked == [str(csv.resolve())] and errors == [] and window.isWindowModified() and not csv.exists()
+    assert "is gone from disk" in window.status_bar.currentMessage()
+    again = csv.parent / "again.csv"
+    monkeypatch.setattr(window.questions, "file_gone", lambda path: "save_as")
+    monkeypatch.setattr(window.questions, "save_path", lambda start: str(again))
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        qtbot.keyClick(canvas, Qt.Key_S, Qt.ControlModifier)
+    np.testing.assert_array_equal(load_annotations(again).coords[0], ours)
+    assert window.doc.csv_path == again.resolve() and errors == []
