@@ -44,8 +44,8 @@ class OpeningController(QObject):
         categories and predictions of `predictions` where given; False if cancelled."""
         if not self.saving.maybe_save():
             return False
-        csv_path = self.state.session.open_images(images_dir, model, predictions)
-        self.state.show_message(f"Listing the images of {Path(images_dir).name} for {csv_path.name}…", 0)
+        self.state.session.open_images(images_dir, model, predictions)
+        self.state.show_message(f"Listing the images of {Path(images_dir).name}…", 0)
         return True
 
     def choose_annotations(self) -> None:

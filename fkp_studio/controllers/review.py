@@ -24,6 +24,12 @@ class ReviewController(QObject):
         super().__init__(state)
         self.state = state
         self.questions = questions
+        # Undo may revert an image that is no longer on show (Enter moved on): the rows an undo
+        # changed are caught as the document reports them, then shown and named.
+        self._changed_rows: list[int] = []
+        self._undo_index = 0
+        state.documentChanged.connect(lambda doc: doc.rowsChanged.connect(self._rows_changed))
+        state.undo_stack.indexChanged.connect(self._undo_moved)
 
     def accept_image(self) -> None:
         """The prediction becomes the annotation of every point not placed yet, the image is
@@ -56,6 +62,21 @@ class ReviewController(QObject):
             return True
         self.state.show_message(f"{name} not marked reviewed: it has no annotated point (K skips it)", 8000)
         return False
+
+    def _rows_changed(self, rows) -> None:
+        self._changed_rows.extend(int(r) for r in rows)
+
+    def _undo_moved(self, index: int) -> None:
+        """After an undo that changed only images other than the one on show: go to the image
+        and say what was undone, so that nothing changes out of sight."""
+        s, rows, undone = self.state, self._changed_rows, index < self._undo_index
+        self._changed_rows, self._undo_index = [], index
+        if not undone or s.doc is None or not rows or s.current_row in rows:
+            return
+        row = rows[0]
+        name = Path(str(s.doc.ann.image_ids[row])).name
+        s.go_to(row)
+        s.show_message(f"Undid {s.undo_stack.text(index)!r} on {name}, which was not on show: showing it", 8000)
 
     def skip_image(self) -> None:
         """Mark the image skipped (it leaves the review queue) and show the next unreviewed one."""

@@ -24,7 +24,7 @@ from engine.io.merge import MergeResult
 from engine.io.messages import describe_error
 from engine.io.review import REVIEWED, SKIPPED, UNREVIEWED
 from engine.io.scores import load_scores, scores_path
-from engine.io.workspace import Workspace, dataset_root_of
+from engine.io.workspace import Workspace, dataset_root_of, find_annotation_files
 from engine.schema import NUM_KEYPOINTS
 from fkp_studio.models.document import (NO_CATEGORY_PLACEHOLDER, AnnotationDocument, Predictions, align_to_annotations,
                                   append_rows, compute_errors)
@@ -131,7 +131,8 @@ class DatasetSession(QObject):
                     predictions: str | Path | None = None) -> Path:
         """Start new annotations for a folder of images with no annotation file: the folder is
         scanned on the io thread; the file, `<root>/Annotations/<root name>.csv`, is created on
-        the first save (when it exists, it is opened, with the folder's images it lacks added).
+        the first save (when it exists, or the root holds one annotation file of another name,
+        that file is opened, with the folder's images it lacks added).
         An image whose folder names no category takes the one of its row in `predictions`
         (e.g. `fkp predict --images`: the detector's), which are then shown; without one it is
         listed with no category, for the user to choose. Returns the file's path."""
@@ -140,7 +141,12 @@ class DatasetSession(QObject):
         pred_path = Path(predictions).resolve() if predictions else None
         workspace = workspace_of(csv_path)
 
-        def job(ctx) -> tuple[Annotations, np.ndarray]:
+        def job(ctx) -> tuple[Path, Annotations, np.ndarray]:
+            # Listed here, on the io thread: a folder on a network share can take seconds.
+            csv = existing_annotation_file(root, pred_path) or csv_path
+            return (csv, *read(ctx, csv))
+
+        def read(ctx, csv_path: Path) -> tuple[Annotations, np.ndarray]:
             scanned = scan_images(images_dir, progress=lambda n: ctx.progress(n, 0, "listing images"),
                                   should_stop=ctx.should_stop)
             if pred_path is not None:
@@ -153,7 +159,7 @@ class DatasetSession(QObject):
             return new_annotations(scanned, csv_path)
 
         self.io_thread.submit(f"list {Path(images_dir).name}", job,
-                              on_done=lambda loaded: self._install(csv_path, *loaded, pred_path, model, workspace),
+                              on_done=lambda loaded: self._install(*loaded, pred_path, model, workspace),
                               on_error=lambda msg: self.failed.emit("Cannot list the images", msg))
         return csv_path
 
@@ -239,6 +245,17 @@ class DatasetSession(QObject):
 
         self.io_thread.submit(f"load {path.name}", job, on_done=done,
                               on_error=lambda msg: self.failed.emit("Cannot use the predictions", f"{path}: {msg}"))
+
+
+def existing_annotation_file(root: Path, predictions: Path | None = None) -> Path | None:
+    """The annotation file a folder of images already has: `<root>/Annotations/<root name>.csv`,
+    else the root's one annotation file of another name (`find_annotation_files`; a predictions
+    file given is not one). None: none, or several (which one is not guessed)."""
+    default = (root / "Annotations" / f"{root.name}.csv").resolve()
+    if default.is_file():
+        return default
+    found = [p.resolve() for p in find_annotation_files(root) if p.resolve() != predictions and p.is_file()]
+    return found[0] if len(found) == 1 else None
 
 
 def workspace_of(csv_path: Path) -> Workspace:
