@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from engine.io.annotations import Annotations
+from engine.io.predictions import known_scores
 from engine.analysis.error_types import GOOD, MISS, ErrorTypes
 from engine.analysis.ne import normalizers
 from engine.schema import FLIP_PAIRS, KEYPOINT_INDEX, KEYPOINTS, NUM_KEYPOINTS
@@ -103,7 +104,7 @@ def wrong_side(coords: np.ndarray, visibility: np.ndarray, categories: np.ndarra
 
 
 def align_scores(gt: Annotations, image_ids: Sequence[str], scores: np.ndarray) -> np.ndarray:
-    """(N_gt, 24) confidences aligned to `gt` rows by image id; NaN where unknown or -1."""
+    """(N_gt, 24) confidences aligned to `gt` rows by image id; NaN where unknown or missing."""
     scores = np.asarray(scores, dtype=np.float64)
     if scores.shape != (len(image_ids), NUM_KEYPOINTS):
         raise ValueError(f"scores have shape {scores.shape}, expected ({len(image_ids)}, {NUM_KEYPOINTS})")
@@ -111,8 +112,7 @@ def align_scores(gt: Annotations, image_ids: Sequence[str], scores: np.ndarray) 
     rows = np.array([where.get(str(i), -1) for i in gt.image_ids.tolist()], dtype=np.int64)
     out = np.full((len(gt), NUM_KEYPOINTS), np.nan)
     found = rows >= 0
-    out[found] = scores[rows[found]]
-    out[out < 0] = np.nan
+    out[found] = known_scores(scores[rows[found]])
     return out
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from engine.io.annotations import dataset_root_of, load_annotations, save_annotations  # noqa: F401 (public here)
 from engine.io.files import atomic_write_text, fsync_dir
 from engine.io.model_files import PACKAGE_FILE_NAME, package_file
-from engine.io.scores import load_scores, save_scores, scores_path
+from engine.io.scores import load_scores, scores_path, write_predictions
 from engine.schema import NUM_KEYPOINTS
 
 STATE_DIR_NAME = ".fkp"
@@ -295,8 +295,7 @@ class Workspace:
         predictions file on disk always has matching scores beside it."""
         path = self.predictions_path(version, annotations_path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_scores(scores_path(path), list(predictions.image_ids), scores)
-        save_annotations(predictions, path)
+        write_predictions(path, predictions, scores)
         return path
 
     def load_predictions(self, version: str, annotations_path: str | os.PathLike) -> tuple[Any, Any] | None:

@@ -21,6 +21,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from engine.analysis.label_errors import align_scores
+from engine.io.predictions import known_scores
 from engine.analysis.ne import align_predictions, normalized_errors, per_image_ne
 from engine.analysis.review_effort import image_confidence
 from engine.io.annotations import Annotations, load_annotations, save_annotations
@@ -138,11 +139,11 @@ class AnnotationDocument(QObject):
         self.predictionsChanged.emit()
 
     def fill_predictions(self, coords: np.ndarray, visibility: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
-        """One batch of a prediction run arrived (`scores` -1 where unknown): store it, score it
-        against the annotations as they are now (edits made meanwhile count), emit `predictionsFilled`."""
+        """One batch of a prediction run arrived (as saved; a missing score is `MISSING_SCORE`): store it,
+        score it against the annotations as they are now (edits made meanwhile count), emit `predictionsFilled`."""
         p, rows = self.predictions, np.asarray(rows, np.int64)
         p.coords[rows], p.visibility[rows] = coords, visibility
-        p.scores[rows] = np.where(scores >= 0, scores, np.nan)
+        p.scores[rows] = known_scores(scores)
         p.present[rows] = True
         self.ne[rows], self.errors[rows] = compute_errors(self.ann, p, rows)
         # The error types wait for the end of the run (`set_predictions`): a pass over every point.
