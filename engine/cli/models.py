@@ -174,55 +174,34 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from engine.model.device import predict_threads, torch_threads
+    from engine.model.prediction import prediction_threads
 
-    # Where `fkp predict` chooses its CPU threads (the studio's predict job: `predict_job`): the
+    # Where `fkp predict` chooses its CPU threads (as the studio's predict job does): the
     # engine's count unless --threads says otherwise, given back after (in-process callers).
-    with torch_threads(args.threads or predict_threads()):
+    with prediction_threads(args.threads):
         return _predict(args)
 
 
 def _predict(args: argparse.Namespace) -> int:
-    """`fkp predict` on the thread count `_run_predict` set."""
-    from pathlib import Path
-
+    """`fkp predict` on the thread count `_run_predict` set: the images, then the workflow."""
     import numpy as np
 
-    from engine.io.annotations import load_annotations, save_annotations
-    from engine.io.files import check_writable
-    from engine.io.image_scan import IMAGE_SUFFIXES, scan_images
-    from engine.model.package import load_model
-    from engine.io.scores import save_scores, scores_path
-    from engine.model.distributed import join_process_group, predict_sharded, shard_bounds
+    from engine.io.scores import check_prediction_outputs, scores_path, write_predictions
+    from engine.model.distributed import join_process_group, shard_bounds
     from engine.model.pipeline import Pipeline
+    from engine.model.prediction import load_for_prediction, predict_split_as_saved
     from engine.cli.progress import ProgressBar
 
-    model = _load_for_predict(args) if _is_onnx_model(args.model) else load_model(args.model)
-    if (args.data is None) == (args.images is None):
-        raise ValueError("give --data ROOT (with --split) or --images DIR")
-    if args.images is not None:
-        scanned = scan_images(args.images)
-        for skipped in scanned.skipped:  # before the work: a name no row can hold must not cost the rest
-            print(f"warning: {skipped}", file=sys.stderr)
-        if not scanned.image_ids:
-            raise ValueError(f"{args.images}: no image files to predict ({', '.join(IMAGE_SUFFIXES)})")
-        root, ids, cats, problems = scanned.root, scanned.image_ids, scanned.categories, []
-        where = args.images
-    else:
-        split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
-        if not split_path.is_file():
-            raise FileNotFoundError(2, "annotation file not found", str(split_path))
-        ann = load_annotations(split_path)
-        root, ids, cats, problems = args.data, list(ann.image_ids), [int(c) for c in ann.categories], ann.problems
-        where = split_path
+    model, default_device = load_for_prediction(args.model, threads=args.threads)
+    if "onnx" in model.metadata:
+        print(f"ONNX Runtime: {', '.join(model.metadata['onnx']['providers'])}", file=sys.stderr)
+    root, ids, cats, problems, where = _images_to_predict(args)
     if args.limit is not None:
         ids, cats = ids[:args.limit], cats[:args.limit]
-    # Before the work, not after it: a CSV row and its scores row take well under 1 KB.
-    check_writable(args.out, 1024 * len(ids))
-    check_writable(scores_path(args.out), 0)
+    check_prediction_outputs(args.out, len(ids))  # before the work, not after it
     # Under torchrun every rank predicts its share of the images on its own device and rank 0
     # writes them all, in the order of one process (engine.model.distributed.predict_sharded).
-    ranks = join_process_group(args.device)
+    ranks = join_process_group(args.device or default_device)
     if ranks.main:
         for problem in problems:
             print(f"warning: {problem.describe(where)} (row not predicted)", file=sys.stderr)
@@ -233,8 +212,8 @@ def _predict(args: argparse.Namespace) -> int:
     label = "predict" if not ranks.distributed else f"predict (rank 0's {bounds[1]} of {len(ids)})"
     bar = ProgressBar(int(bounds[1]), label=label, log_every=10.0) if ranks.main else None
     # An image without a known category (a folder that names none) takes the detector's.
-    merged = predict_sharded(pipeline, root, ids, cats,
-                             on_progress=(lambda done, total: bar.update(done)) if bar else None)
+    merged = predict_split_as_saved(pipeline, root, ids, cats,
+                                    on_progress=(lambda done, total: bar.update(done)) if bar else None)
     if bar is not None:
         bar.close()
     if merged is None:  # another rank than 0: rank 0 writes
@@ -248,29 +227,32 @@ def _predict(args: argparse.Namespace) -> int:
               f"{pred.image_ids[unknown[0]]}", file=sys.stderr)
         keep = np.flatnonzero(pred.categories >= 0)
         pred, scores = pred.subset(keep), scores[keep]
-    save_annotations(pred, args.out)
-    save_scores(scores_path(args.out), list(pred.image_ids), scores)
+    write_predictions(args.out, pred, scores)
     print(f"wrote {args.out} ({len(pred)} images, {len(errors)} unreadable) and {scores_path(args.out)}")
     return 0
 
 
-def _is_onnx_model(path: str) -> bool:
-    """Whether `--model` names a folder written by `fkp export-onnx` (it holds the JSON)."""
-    from engine.model.onnx_runtime import is_onnx_model
+def _images_to_predict(args: argparse.Namespace) -> tuple:
+    """(root, ids, categories, row problems, where) of `--images DIR` or `--data ROOT --split`."""
+    from pathlib import Path
 
-    return is_onnx_model(path)
+    from engine.io.annotations import load_annotations
+    from engine.io.image_scan import IMAGE_SUFFIXES, scan_images
 
-
-def _load_for_predict(args: argparse.Namespace):
-    """The exported ONNX model as a `TwoStageModel` for the pipeline (networks on ONNX Runtime)."""
-    from engine.model.onnx_runtime import load_onnx_model
-
-    model = load_onnx_model(args.model, threads=args.threads)
-    # ONNX Runtime picks its own device (CUDA first when it has it); torch only moves the
-    # tensors between the networks, which the CPU does best unless told otherwise.
-    args.device = args.device or "cpu"
-    print(f"ONNX Runtime: {', '.join(model.metadata['onnx']['providers'])}", file=sys.stderr)
-    return model
+    if (args.data is None) == (args.images is None):
+        raise ValueError("give --data ROOT (with --split) or --images DIR")
+    if args.images is not None:
+        scanned = scan_images(args.images)
+        for skipped in scanned.skipped:  # before the work: a name no row can hold must not cost the rest
+            print(f"warning: {skipped}", file=sys.stderr)
+        if not scanned.image_ids:
+            raise ValueError(f"{args.images}: no image files to predict ({', '.join(IMAGE_SUFFIXES)})")
+        return scanned.root, scanned.image_ids, scanned.categories, [], args.images
+    split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
+    if not split_path.is_file():
+        raise FileNotFoundError(2, "annotation file not found", str(split_path))
+    ann = load_annotations(split_path)
+    return args.data, list(ann.image_ids), [int(c) for c in ann.categories], ann.problems, split_path
 
 
 @_command

@@ -33,14 +33,14 @@ from engine.io.workspace import Workspace
 @dataclass
 class PredictedBatch:
     """Partial result of a predict job: the predictions of annotation rows `rows` exactly as the
-    version's predictions files will hold them (whole pixels, confidences to 3 decimals), so a
-    fresh run and a reopened one show the same points, NE and suspects."""
+    version's predictions files will hold them (`engine.io.predictions.as_saved`), so a fresh
+    run and a reopened one show the same points, NE and suspects."""
 
     version: str
     rows: np.ndarray
     coords: np.ndarray      # (R, 24, 2) float32 whole pixels, -1 where absent
     visibility: np.ndarray  # (R, 24) int8
-    scores: np.ndarray      # (R, 24) float32 in [0, 1], -1 where the category lacks the keypoint
+    scores: np.ndarray      # (R, 24) float32 in [0, 1], MISSING_SCORE (-1) where the category lacks the keypoint
     errors: dict[str, str]  # image id -> why it could not be read
     categories: np.ndarray  # (R,) int64: the category predicted with (the detector's where it chose)
 
@@ -92,7 +92,8 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                 detector_chooses: np.ndarray | None = None):
     """Predict annotation rows `rows` (default all) with model `version`; each batch is sent as a
     `PredictedBatch` partial; the predictions are merged into the version's saved predictions.
-    A batch that runs out of memory is predicted again in halves (`pipeline.predict_within_memory`).
+    The workflow is `fkp predict`'s (`engine.model.prediction`): the thread count, a batch out
+    of memory predicted again in halves, every batch rounded as saved.
     Where `detector_chooses` (bool per annotation row) is set, the detector's class is the
     category (images without one); elsewhere the annotation's category.
 
@@ -100,37 +101,34 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
     rows = np.arange(len(annotations)) if rows is None else np.asarray(rows, np.int64)
 
     def run(ctx: JobContext) -> dict[str, Any]:
-        from engine.model.device import predict_threads, torch_threads
+        from engine.model.prediction import prediction_threads
 
         # Where the studio's model thread gets its CPU thread count: set on that thread (OpenMP
         # counts threads per calling thread) for this job, given back after.
-        with torch_threads(predict_threads()):
+        with prediction_threads():
             return predict(ctx)
 
     def predict(ctx: JobContext) -> dict[str, Any]:
-        from engine.model.package import load_model
-        from engine.model.pipeline import Pipeline, predict_within_memory
-        from engine.model.device import out_of_memory_message
+        from engine.model.pipeline import Pipeline
+        from engine.model.prediction import (PredictionError, load_for_prediction, out_of_memory_named,
+                                             predict_as_saved)
 
-        ctx.progress(0, len(rows), f"loading model {version}")
+        phase = f"loading model {version}"
+        ctx.progress(0, len(rows), phase)
         try:
-            pipeline = Pipeline(load_model(workspace.model_path(version)), device=device, batch_size=batch_size)
-        except (RuntimeError, MemoryError) as e:
-            message = out_of_memory_message(e, f"loading model {version}")
-            if message is None:
-                raise
-            raise JobError(message) from None
+            with out_of_memory_named(phase):
+                model, default_device = load_for_prediction(workspace.model_path(version))
+                pipeline = Pipeline(model, device=device or default_device, batch_size=batch_size)
+        except PredictionError as e:
+            raise JobError(str(e)) from None
         ids = [str(annotations.image_ids[r]) for r in rows]
         chooses = np.zeros(len(annotations), bool) if detector_chooses is None else np.asarray(detector_chooses, bool)
         cats = [None if chooses[r] else int(annotations.categories[r]) for r in rows]
         done: list[PredictedBatch] = []
-        for batch in predict_within_memory(pipeline, workspace.root, ids, cats, should_stop=ctx.should_stop,
-                                           on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
-            batch_rows = rows[batch.start:batch.start + len(batch)]
-            coords = np.where(batch.visibility[..., None] >= 0, np.rint(batch.coords), -1).astype(np.float32)
-            scores = np.round(batch.scores.astype(np.float64), 3).astype(np.float32)
-            part = PredictedBatch(version, batch_rows, coords, batch.visibility, scores, batch.errors,
-                                  np.asarray(batch.categories, np.int64))
+        for batch in predict_as_saved(pipeline, workspace.root, ids, cats, should_stop=ctx.should_stop,
+                                      on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
+            part = PredictedBatch(version, rows[batch.start:batch.start + len(batch)], batch.coords,
+                                  batch.visibility, batch.scores, batch.errors, np.asarray(batch.categories, np.int64))
             done.append(part)
             ctx.partial(part)
         path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None
