@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 
 from engine.cli.arguments import add_runtime_arguments, fraction, non_negative_int, positive_float, positive_int
 from engine.cli.registry import command as _command
@@ -439,16 +440,25 @@ def _read_id_list(path) -> list[str]:
     return ids
 
 
+def _holdout_writer(path) -> Callable[[list[str]], None]:
+    """Writes a new hold-out choice to `path` as an id list (read back by `_read_id_list`)."""
+    from engine.io.files import atomic_write_text
+
+    def write(ids: list[str]) -> None:
+        atomic_write_text(path, "image_id\n" + "".join(f"{i}\n" for i in ids))
+
+    return write
+
+
 def _run_retrain(args: argparse.Namespace) -> int:
     import errno
     import json
     from pathlib import Path
 
     from engine.io.annotations import load_annotations
-    from engine.io.files import atomic_write_text
     from engine.model.package import load_model
     from engine.cli.progress import ProgressBar
-    from engine.training.retrain import RetrainConfig, RetrainError, choose_holdout, retrain, save_retrained
+    from engine.training.retrain import RetrainConfig, RetrainError, retrain_and_save, save_retrained
 
     _set_threads(args)
     split_path = Path(args.data) / "Annotations" / f"{args.split}.csv"
@@ -463,28 +473,25 @@ def _run_retrain(args: argparse.Namespace) -> int:
                                     detector_steps=args.detector_steps, detector_lr=args.detector_lr,
                                     boxes=args.boxes, device=args.device, seed=args.seed, **given)
     config.check()
-    holdout, new_holdout = None, False
-    if args.holdout and Path(args.holdout).is_file():
-        holdout = _read_id_list(args.holdout)
-    elif args.holdout:
-        if not Path(args.holdout).resolve().parent.is_dir():
+    holdout_file = Path(args.holdout) if args.holdout else None
+    saved = _read_id_list(holdout_file) if holdout_file is not None and holdout_file.is_file() else None
+    keep_holdout = None
+    if holdout_file is not None and saved is None:  # checked before the work; written after a success
+        if not holdout_file.resolve().parent.is_dir():
             raise FileNotFoundError(errno.ENOENT, "folder for the hold-out file not found", args.holdout)
-        holdout = choose_holdout(list(ann.image_ids), hard, config.holdout_fraction, config.max_holdout)
-        new_holdout = True
+        keep_holdout = _holdout_writer(holdout_file)
     bar = ProgressBar(config.steps + config.detector_steps, label="retrain", log_every=10.0)
     try:
-        result = retrain(model, args.data, ann, hard, config, holdout_ids=holdout,
-                         on_step=lambda step, steps, loss: bar.update(step, loss=loss),
-                         on_progress=lambda done, total, message: bar.update(int(done))
-                         if done > config.steps else None)
+        result, written = retrain_and_save(
+            model, args.data, ann, hard, config, saved,
+            save=lambda r: save_retrained(r, args.out, parent=str(Path(args.model).resolve())),
+            keep_holdout=keep_holdout, on_step=lambda step, steps, loss: bar.update(step, loss=loss),
+            on_progress=lambda done, total, message: bar.update(int(done)) if done > config.steps else None)
     except RetrainError as e:
         print(f"\nfkp retrain: {describe_error(e)}", file=sys.stderr)
         return 1
     finally:
         bar.close()
-    written = save_retrained(result, args.out, parent=str(Path(args.model).resolve()))
-    if new_holdout:  # only a run that succeeded fixes its hold-out choice for the next
-        atomic_write_text(args.holdout, "image_id\n" + "".join(f"{i}\n" for i in holdout))
     before, after = result.before, result.after
     print(f"wrote {written}: {len(result.hard_ids)} hard + {result.replay_images} replay images, "
           f"{len(result.holdout_ids)} held out")

@@ -191,37 +191,33 @@ def retrain_job(workspace: Workspace, annotations: Annotations, hard_ids: list[s
     """Retrain the active (or `base_version`) model on the hard set of the annotation snapshot.
 
     Partials are {"step", "steps", "loss"}; the result is {"version" (new, not active),
-    "base_version", "report"}. The held-out ids are chosen on the first retrain and persisted
-    with its version.
+    "base_version", "report"}. The workflow is `fkp retrain`'s (`retrain.retrain_and_save`): the
+    held-out ids are chosen on the first retrain and kept once its version is saved.
     Cancelled or failed, no version is added."""
 
     def run(ctx: JobContext) -> dict[str, Any]:
         from engine.model.package import load_model
-        from engine.training.retrain import RetrainCancelled, RetrainError, choose_holdout, retrain, save_retrained
+        from engine.training.retrain import RetrainCancelled, RetrainError, retrain_and_save, save_retrained
 
         base = base_version or workspace.active_model_version()
         if base is None:
             raise FileNotFoundError(f"{workspace.state_dir}: no active model to retrain")
         model = load_model(workspace.model_path(base))
-        holdout = workspace.load_holdout()
-        first_holdout = holdout is None
-        if first_holdout:
-            holdout = choose_holdout([str(i) for i in annotations.image_ids], hard_ids, config.holdout_fraction,
-                                     config.max_holdout)
-        present = set(map(str, annotations.image_ids))
+
+        def add_version(result) -> str:
+            ctx.check_cancelled()  # cancelled after the last step: still no version
+            return workspace.add_model_version(lambda d: save_retrained(result, d, parent=base))
+
         try:
-            result = retrain(model, workspace.root, annotations, hard_ids, config,
-                             holdout_ids=[i for i in holdout if i in present],
-                             on_step=lambda s, n, loss: ctx.partial({"step": s, "steps": n, "loss": loss}),
-                             on_progress=ctx.progress, should_stop=ctx.should_stop)
+            result, version = retrain_and_save(
+                model, workspace.root, annotations, hard_ids, config, workspace.load_holdout(), save=add_version,
+                keep_holdout=workspace.save_holdout,
+                on_step=lambda s, n, loss: ctx.partial({"step": s, "steps": n, "loss": loss}),
+                on_progress=ctx.progress, should_stop=ctx.should_stop)
         except RetrainCancelled:
             raise JobCancelled() from None
         except RetrainError as e:  # its message is the user's: "out of GPU memory during ...: try ..."
             raise JobError(str(e)) from None
-        ctx.check_cancelled()
-        version = workspace.add_model_version(lambda d: save_retrained(result, d, parent=base))
-        if first_holdout:  # kept from now on, so later retrains never train on these images
-            workspace.save_holdout(holdout)
         return {"version": version, "base_version": base, "report": result.report()}
 
     return run

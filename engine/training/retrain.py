@@ -453,6 +453,36 @@ def save_retrained(result: RetrainResult, path, parent: str | None = None) -> An
     return save_package(path, m, meta)
 
 
+def holdout_for(saved: Sequence[str] | None, annotations: Annotations, hard_ids: Sequence[str],
+                config: RetrainConfig) -> tuple[list[str], bool]:
+    """(the held-out ids, whether they are a new choice): the saved choice's ids still in the
+    annotations, else a new deterministic one (`choose_holdout`)."""
+    ids = [str(i) for i in annotations.image_ids]
+    if saved is None:
+        return choose_holdout(ids, hard_ids, config.holdout_fraction, config.max_holdout), True
+    present = set(ids)
+    return [str(i) for i in saved if str(i) in present], False
+
+
+def retrain_and_save(model: TwoStageModel, root, annotations: Annotations, hard_ids: Sequence[str],
+                     config: RetrainConfig, saved_holdout: Sequence[str] | None,
+                     save: Callable[[RetrainResult], Any],
+                     keep_holdout: Callable[[list[str]], None] | None = None,
+                     on_step: Callable[[int, int, float], None] | None = None,
+                     on_progress: Callable[[float, float, str], None] | None = None,
+                     should_stop: Callable[[], bool] | None = None) -> tuple[RetrainResult, Any]:
+    """The retrain workflow of `fkp retrain` and the studio's retrain job: the hold-out
+    (`holdout_for`), `retrain`, then `save(result)` (what it returns comes back); a new hold-out
+    choice is kept (`keep_holdout`) only after the save, so a failed or cancelled run fixes nothing."""
+    holdout, new_holdout = holdout_for(saved_holdout, annotations, hard_ids, config)
+    result = retrain(model, root, annotations, hard_ids, config, holdout_ids=holdout, on_step=on_step,
+                     on_progress=on_progress, should_stop=should_stop)
+    written = save(result)
+    if new_holdout and keep_holdout is not None:  # later retrains never train on these images
+        keep_holdout(holdout)
+    return result, written
+
+
 class _Grouped(torch.utils.data.Dataset):
     """A dataset whose items carry a "group" number (hard set 0, replay 1) for per-group OHEM."""
 
