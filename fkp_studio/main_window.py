@@ -151,7 +151,8 @@ class MainWindow(QMainWindow):
             "edit.remove_point": editing.remove_point, "edit.swap_left_right": editing.swap_left_right,
             "edit.swap_twin": editing.swap_twin, "edit.cancel": editing.cancel_mode,
             "edit.cycle_category": editing.cycle_category,
-            "review.accept": review.accept_image, "review.skip": review.skip_image,
+            # Enter waits while the image is predicted again with a new category (never the old crosses).
+            "review.accept": lambda: None if self.state.waits_for_prediction() else review.accept_image(), "review.skip": review.skip_image,
             "review.next_unreviewed": review.next_unreviewed,
             "review.add_to_training_file": review.add_reviewed_to_training_file,
             "view.fit": canvas.zoom_fit, "view.actual_size": canvas.zoom_actual,
@@ -164,6 +165,8 @@ class MainWindow(QMainWindow):
             "model.add_to_hard_set": hard.add_current, "model.add_worst": self.hard_set_panel.request_add_worst,
             "model.retrain": self.open_retrain_dialog,
         }
+        for c in range(len(CATEGORIES)):
+            slots[f"edit.category_{c}"] = lambda _=False, c=c: editing.set_category(c)
         for key, dx, dy in (("left", -1, 0), ("right", 1, 0), ("up", 0, -1), ("down", 0, 1)):
             slots[f"edit.nudge_{key}"] = lambda _=False, dx=dx, dy=dy: editing.nudge(dx, dy)
             slots[f"edit.nudge_{key}_10"] = lambda _=False, dx=dx, dy=dy: editing.nudge(10 * dx, 10 * dy)

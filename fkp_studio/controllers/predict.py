@@ -6,6 +6,11 @@ All model work is an `engine.jobs.model_jobs` job on the state's model thread; e
 reports goes to its own `on_partial` callback and into the document (`fill_predictions`), which
 emits, so the list, the canvas and the charts draw it at once. Images without a category take the
 detector's class when the run ends (one undo step).
+
+A prediction belongs to the category it was predicted with: when an image's category changes
+(`C`, `1`-`5`, the category box, undo), its crosses of the old category are hidden at once and the
+image is predicted again with the new one (a small job on the model thread; `Enter` waits for it,
+`StudioState.waits_for_prediction`); a category it had before gets its earlier prediction back.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, use_package_job
 from engine.jobs.runner import JobError, JobHandle
@@ -42,6 +47,12 @@ class PredictController(QObject):
         self.version: str | None = None            # model version shown in the list
         self.handle: JobHandle | None = None       # the running (or last) prediction run
         self._detected: dict[int, int] = {}        # row -> the detector's class, this run
+        self._predicted_with = np.zeros(0, np.int64)  # per row: the category its prediction was made with
+        self._aside: dict[tuple[int, int], tuple] = {}  # (row, category) -> a hidden prediction of that category
+        self._stale: set[int] = set()              # rows to predict again with their new category
+        state.documentChanged.connect(self._follow)
+        if state.doc is not None:  # built after a document was opened (a script, a test)
+            self._follow(state.doc)
         state.datasetOpened.connect(self._show_active_version)
         state.session.modelRequested.connect(self.use_model_package)
 
@@ -51,6 +62,75 @@ class PredictController(QObject):
         self.state.model_thread.submit("find the device", lambda ctx: _describe_device(),
                                        on_done=self.deviceFound.emit,
                                        on_error=lambda msg: self.deviceFound.emit("unknown"))
+
+    def _follow(self, doc: AnnotationDocument) -> None:
+        """A document was opened: its predictions (a file's or a run's) are taken as made with each
+        image's category as it is now."""
+        self._predicted_with = doc.categories.copy()
+        self._aside.clear()
+        self._stale.clear()
+        doc.rowsChanged.connect(lambda rows: self._category_check(doc, rows))
+
+    # --- a category change predicts the image again --------------------------------------
+
+    def _category_check(self, doc: AnnotationDocument, rows: np.ndarray) -> None:
+        """Rows whose category is no longer the one their prediction was made with: hide that
+        prediction (kept aside), bring back one made with the new category, else predict again."""
+        p = doc.predictions
+        if self.state.doc is not doc or p is None:
+            return
+        rows = np.asarray(rows, np.int64)
+        rows = rows[(doc.categories[rows] != self._predicted_with[rows]) & ~doc.uncategorized[rows]]
+        if not len(rows):
+            return
+        for r in rows.tolist():
+            if p.present[r]:
+                self._aside[(r, int(self._predicted_with[r]))] = (p.coords[r].copy(), p.visibility[r].copy(),
+                                                                  np.nan_to_num(p.scores[r], nan=-1.0))
+        _hide_predictions(doc, rows)
+        for r in rows.tolist():
+            earlier = self._aside.pop((r, int(doc.categories[r])), None)
+            if earlier is not None:
+                self._predicted_with[r] = doc.categories[r]
+                doc.fill_predictions(*(a[None] for a in earlier), np.array([r]))
+            else:
+                self._stale.add(r)
+                self.state.predicting_rows.add(r)  # Enter waits from now on, not from the job's start
+        if self._stale:
+            # After the edit's own signals (and once for a step changing many images).
+            QTimer.singleShot(0, lambda: self._predict_stale(doc))
+
+    def _predict_stale(self, doc: AnnotationDocument) -> None:
+        """Predict the images whose category changed, with their new category, on the model thread."""
+        s = self.state
+        rows = np.array(sorted(self._stale), np.int64)
+        self._stale.clear()
+        if s.doc is not doc or not len(rows):
+            return
+        version = doc.workspace.active_model_version()
+        if version is None:
+            s.predicting_rows.difference_update(rows.tolist())
+            s.show_message("The category changed: its old predictions are hidden (no model to predict it again)")
+            return
+        job = predict_job(doc.workspace, version, doc.csv_path, doc.ann.subset(np.arange(len(doc))), rows=rows)
+
+        def landed(part: PredictedBatch) -> None:
+            # Only where the category is still the one predicted with (the user may have changed it again).
+            ok = (doc.categories[part.rows] == part.categories) & ~doc.uncategorized[part.rows]
+            if s.doc is doc and doc.predictions is not None and ok.any():
+                self._predicted_with[part.rows[ok]] = part.categories[ok]
+                doc.fill_predictions(part.coords[ok], part.visibility[ok], part.scores[ok], part.rows[ok])
+                self.batchShown.emit(part.rows[ok])
+
+        def ended(*_args) -> None:
+            s.predicting_rows.difference_update(rows.tolist())
+            if s.doc is doc and doc.predictions is not None:
+                self._finish(doc)
+
+        s.model_thread.submit(f"predict {len(rows)} image{'s' if len(rows) != 1 else ''} with the new category",
+                              job, on_done=ended, on_partial=landed, on_cancelled=ended,
+                              on_error=lambda msg: (ended(), s.show_error("Prediction failed", msg)))
+        s.show_message("Predicting the image again with its new category…", 4000)
 
     # --- which predictions are shown ------------------------------------------------------
 
@@ -188,6 +268,8 @@ class PredictController(QObject):
             return
         rows = part.rows
         doc.fill_predictions(part.coords, part.visibility, part.scores, rows)
+        self._predicted_with[rows] = part.categories
+        self._category_check(doc, rows)  # a category changed while the run was predicting it
         read = np.array([str(doc.ann.image_ids[r]) not in part.errors for r in rows.tolist()], bool)
         self._detected.update(zip(rows[read].tolist(), part.categories[read].tolist()))
         self.batchShown.emit(rows)
@@ -235,3 +317,12 @@ class PredictController(QObject):
         return s.model_thread.submit(f"evaluate {version}",
                                      evaluate_job(doc.workspace, version, doc.csv_path, snapshot, s.hard_members()),
                                      on_done=done, on_error=lambda msg: s.show_error("Evaluation failed", msg))
+
+
+def _hide_predictions(doc: AnnotationDocument, rows: np.ndarray) -> None:
+    """These rows have no prediction (one of another category is not theirs); views redraw them."""
+    p = doc.predictions
+    p.present[rows], p.visibility[rows], p.coords[rows], p.scores[rows] = False, -1, -1, np.nan
+    doc.ne[rows], doc.errors[rows] = np.nan, np.nan
+    doc.error_index.update_rows(rows)
+    doc.predictionsFilled.emit(rows)

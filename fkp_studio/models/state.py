@@ -50,6 +50,7 @@ class StudioState(QObject):
         self.current_row: int | None = None
         self.selected_k: int | None = None
         self.hard_set = HardSet()
+        self.predicting_rows: set[int] = set()  # images being predicted again after a category change
 
     @property
     def doc(self) -> AnnotationDocument | None:
@@ -86,6 +87,14 @@ class StudioState(QObject):
         """Select keypoint k of the current image (None: none)."""
         self.selected_k = None if k is None else int(k)
         self.selectionChanged.emit(self.selected_k)
+
+    def waits_for_prediction(self) -> bool:
+        """Whether the image on show is being predicted again with its new category (its old
+        category's crosses are gone; accepting now would accept nothing): says so when it is."""
+        if self.current_row is None or self.current_row not in self.predicting_rows:
+            return False
+        self.show_message("Predicting this image with its new category… Enter accepts once its crosses appear")
+        return True
 
     def go_to(self, row: int) -> None:
         """Ask the image list to show data row `row` (it clears a filter that hides it)."""

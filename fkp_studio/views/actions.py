@@ -14,6 +14,8 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMenu, QWidget
 
+from engine.schema import CATEGORIES
+
 Key = str | QKeySequence.StandardKey
 
 
@@ -34,6 +36,13 @@ _NUDGES = tuple(
                (f"Shift+{key}" if big else key,), canvas_only=True)
     for key in ("Left", "Right", "Up", "Down") for big in (False, True))
 
+# `1`-`5` give the current image a category directly (FashionAI's order, as in the category box).
+_CATEGORY_KEYS = tuple(
+    ActionSpec(f"edit.category_{c}", f"Category: {name}", (str(c + 1),), "edit",
+               f"The image is a {name} garment: points it has no place for are cleared, the image is predicted again",
+               separator_before=c == 0)
+    for c, name in enumerate(CATEGORIES))
+
 ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("file.open_annotations", "&Open annotations…", (QKeySequence.Open,), "file"),
     ActionSpec("file.new_from_images", "&New annotations from images…", (QKeySequence.New,), "file",
@@ -50,7 +59,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("edit.swap_twin", "Swap with &twin", ("Shift+S",), "edit",
                "Swap the selected keypoint with its left/right twin (fixes one inverted pair)"),
     ActionSpec("edit.cycle_category", "Change &category", ("C",), "edit",
-               "The next garment category; points the new category has no place for are cleared (undo brings them back)"),
+               "The next garment category; points the new category has no place for are cleared (undo brings them "
+               "back); the image is predicted again with it"),
+    *_CATEGORY_KEYS,
     ActionSpec("edit.cancel", "Cancel", ("Escape",)),
     ActionSpec("review.accept", "&Accept prediction and next", ("Return", "Enter"), "review",
                "The prediction becomes the annotation of every point not placed yet; mark the image reviewed"),
@@ -62,7 +73,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                separator_before=True),
     *_NUDGES,
     ActionSpec("view.fit", "&Fit image", ("F",), "view"),
-    ActionSpec("view.actual_size", "&Actual size (1:1)", ("1",), "view"),
+    ActionSpec("view.actual_size", "&Actual size (1:1)", ("0",), "view"),
     ActionSpec("view.zoom_in", "Zoom &in", ("+", "="), "view"),
     ActionSpec("view.zoom_out", "Zoom &out", ("-",), "view"),
     ActionSpec("view.show_predictions", "Show &predictions", ("P",), "view", checkable=True),
