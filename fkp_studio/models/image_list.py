@@ -17,6 +17,7 @@ from PySide6.QtGui import QColor
 from engine.io.messages import shorten
 from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES, KEYPOINTS
+from fkp_studio.models.corrections import correction_px, made_from_predictions
 from fkp_studio.models.document import AnnotationDocument
 
 COL_ID, COL_CATEGORY, COL_NE, COL_VISIBLE, COL_EDITED, COL_REVIEW = range(6)
@@ -105,6 +106,10 @@ class ImageListModel(QAbstractTableModel):
             if col == COL_CATEGORY:
                 return "—" if doc.uncategorized[r] else CATEGORIES[doc.categories[r]]
             if col == COL_NE:
+                if made_from_predictions(doc, [r])[0]:
+                    # No NE against the predictions it was made from: how far the review moved them.
+                    moved = correction_px(doc, [r])[0]
+                    return "Δ —" if np.isnan(moved) else f"Δ {moved:.1f} px"
                 ne = doc.ne[r]
                 return "—" if np.isnan(ne) else f"{ne * 100:.2f}"
             if col == COL_VISIBLE:
@@ -117,9 +122,12 @@ class ImageListModel(QAbstractTableModel):
             return shorten(str(doc.ann.image_ids[r]), 1000)
         elif role == Qt.TextAlignmentRole and col in (COL_NE, COL_VISIBLE):
             return int(Qt.AlignRight | Qt.AlignVCenter)
+        elif role == Qt.ToolTipRole and col == COL_NE and made_from_predictions(doc, [r])[0]:
+            return ("Annotated from this model's predictions (accepted or corrected in review): the mean "
+                    "distance the corrections moved the predicted points, not NE")
         elif role == Qt.ForegroundRole and col == COL_NE:
             ne = doc.ne[r]
-            if not np.isnan(ne) and ne > 0.10:
+            if not np.isnan(ne) and ne > 0.10 and not made_from_predictions(doc, [r])[0]:
                 return QColor(220, 70, 60)
         elif role == Qt.ForegroundRole and col == COL_EDITED:
             return QColor(240, 170, 40)
@@ -199,6 +207,7 @@ class ImageListModel(QAbstractTableModel):
             key = doc.ne[rows].copy()
             if self.filter.keypoint is not None:
                 key = doc.errors[rows, self.filter.keypoint].copy()
+            key[made_from_predictions(doc, rows)] = np.nan  # no NE: after the images that have one
         elif col == COL_VISIBLE:
             key = doc.visible_count[rows].astype(np.float64)
         elif col == COL_EDITED:

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QHBoxLayout, QWidget
 from engine.analysis.error_types import ERROR_TYPES
 from engine.analysis.ne import grouped_ne, pooled_ne
 from engine.schema import CATEGORIES, KEYPOINTS, NUM_KEYPOINTS
+from fkp_studio.models.corrections import made_from_predictions
 from fkp_studio.models.document import AnnotationDocument
 from fkp_studio.models.error_index import ErrorTypeIndex, follow
 from fkp_studio.views.palette import KEYPOINT_COLOURS, TYPE_COLOURS
@@ -32,6 +33,24 @@ def short_keypoint_name(k: int) -> str:
                         ("center_front", "ctr front"), ("bottom", "btm"), ("_left", " L"), ("_right", " R")):
         name = name.replace(long, short)
     return name.replace("_", " ")
+
+
+class _NeView:
+    """A document's NE figures without the images annotated from its predictions (they have none)."""
+
+    def __init__(self, doc: AnnotationDocument, drop: np.ndarray):
+        self._doc = doc
+        self.ne = np.where(drop, np.nan, doc.ne)
+        self.errors = np.where(drop[:, None], np.nan, doc.errors)
+
+    def __getattr__(self, name: str):
+        return getattr(self._doc, name)
+
+
+def _without_own_annotations(doc: AnnotationDocument) -> AnnotationDocument | _NeView:
+    """`doc` as the charts read it: NE only for annotations not made from these predictions."""
+    drop = made_from_predictions(doc)
+    return _NeView(doc, drop) if drop.any() else doc
 
 
 class _Chart(FigureCanvasQTAgg):
@@ -101,10 +120,13 @@ class DatasetCharts(QWidget):
 
     def refresh(self) -> None:
         doc = self.doc
+        if doc is not None:
+            doc = _without_own_annotations(doc)
         titles = ("Per-image NE", "NE per keypoint", "NE per category")
         if doc is None or doc.predictions is None or np.isnan(doc.errors).all():
             why = ("no data set" if doc is None else "no predictions yet" if doc.predictions is None
-                   else "no annotated point to compare yet")
+                   else "no NE: the annotations were made\nfrom these predictions (the list shows\nhow far the review moved them)"
+                   if isinstance(doc, _NeView) else "no annotated point to compare yet")
             hint = "\n\nFile ▸ Open predictions… or\nFile ▸ Predict with model…" if doc is not None else ""
             for chart, title in zip((self.hist, self.per_kp, self.per_cat), titles):
                 chart.message(title, why + (hint if chart is self.hist else ""))
@@ -188,6 +210,17 @@ class ErrorTypeChart(FigureCanvasQTAgg):
         follow(self, index)
         self.refresh()
 
+    def _empty_reason(self) -> str:
+        """Why there is no bar: no predictions, a run still going (types come at its end), or no
+        annotated point to type."""
+        doc = self.index.doc if self.index is not None else None
+        p = doc.predictions if doc is not None else None
+        if p is None or not p.present.any():
+            return "no predictions yet"
+        if not np.isfinite(doc.errors).any():
+            return "no annotated point to compare yet"
+        return "error types when the prediction run ends"
+
     def counts(self) -> np.ndarray:
         """(24, 4) points of each type per keypoint."""
         t = self.index.types
@@ -206,7 +239,7 @@ class ErrorTypeChart(FigureCanvasQTAgg):
             ax.set_title("Error types per keypoint", color=_FG, fontsize=9, loc="left")
             ax.set_xticks([])
             ax.set_yticks([])
-            ax.text(0.5, 0.5, "no predictions yet", ha="center", va="center", color="#999", fontsize=9,
+            ax.text(0.5, 0.5, self._empty_reason(), ha="center", va="center", color="#999", fontsize=9,
                     transform=ax.transAxes)
             self.draw_idle()
             return

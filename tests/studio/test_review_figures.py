@@ -1,0 +1,27 @@
+"""What the studio shows a reviewer (issue 29, items 11 and 12): no NE against the predictions an
+annotation was made from, the toolbar that keeps its place, the shortcut sheet on `?`."""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QApplication
+
+from fkp_studio.models.image_list import COL_NE
+
+
+def test_an_accepted_image_shows_how_far_review_moved_the_prediction_not_ne(open_window, dataset, qtbot):
+    window = open_window(dataset["csv"], dataset["pred"])
+    window.list_panel.go_to(2)
+    qtbot.waitUntil(lambda: window.current_row == 2, timeout=3000)
+    model, canvas = window.list_model, window.canvas
+    assert model.data(model.index(model.view_row(2), COL_NE)).replace(".", "").isdigit()  # NE before review
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_Return)  # accepted in review: its annotation now comes from the model
+    assert window.doc.review_state(2) == "reviewed"
+    cell = model.index(model.view_row(2), COL_NE)
+    assert model.data(cell) == "Δ 6.0 px"  # row 2 is predicted 6 px to the right of its annotation
+    assert model.data(cell, Qt.ForegroundRole) is None  # no red
+    window.list_panel.worst_first()
+    finite = [r for r in range(6) if r != 2 and np.isfinite(window.doc.ne[r])]
+    assert model.order.tolist().index(2) >= len(finite), "not sorted among the worst"
