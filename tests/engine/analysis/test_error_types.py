@@ -17,7 +17,7 @@ from engine.analysis.error_types import (
 from engine.analysis.ne import evaluate
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PAIRS, FLIP_PERMUTATION, KEYPOINT_INDEX
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
+DATA = Path(__file__).resolve().parents[2] / "data" / "fashionai"
 K = KEYPOINT_INDEX
 BLOUSE = CATEGORIES.index("blouse")
 

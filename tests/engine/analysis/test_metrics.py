@@ -13,7 +13,7 @@ from engine.io.annotations import Annotations, load_annotations
 from engine.analysis.ne import evaluate, normalized_errors
 from engine.schema import CATEGORIES, KEYPOINT_INDEX
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
+DATA = Path(__file__).resolve().parents[2] / "data" / "fashionai"
 K = KEYPOINT_INDEX
 
 

@@ -34,7 +34,7 @@ from engine.training.loader import WORKER_START, EpochItems, EpochSampler, Rando
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 HERE = Path(__file__).resolve().parent
 
 

@@ -22,7 +22,7 @@ from engine.io.images import ImageError, image_size, read_image
 from engine.io.messages import describe_error, printable
 from engine.schema import CSV_HEADER
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "resources" / "models" / "demo"
 
 
 @pytest.fixture
@@ -224,7 +224,7 @@ hard = HardSet(workspace=Workspace({str(tmp_path)!r}))
 hard.add(["Images/blouse/a.jpg", "Images/skirt/b.jpg"], "manual")
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[3])
     assert proc.returncode == -signal.SIGKILL
     from engine.io.workspace import Workspace
     from engine.training.hard_set import HardSet

@@ -14,7 +14,7 @@ from engine.io.images import write_jpeg
 from engine.io.coco import CocoError, from_coco, load_coco, to_coco, to_coco_results
 from engine.schema import CATEGORIES, KEYPOINT_INDEX, KEYPOINTS, SKELETONS
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
+DATA = Path(__file__).resolve().parents[2] / "data" / "fashionai"
 K = KEYPOINT_INDEX
 
 

@@ -13,7 +13,7 @@ from engine.io.annotations import load_annotations
 from engine.cli import main
 from engine.io.images import read_image
 
-REAL = Path(__file__).resolve().parents[1] / "data" / "fashionai" / "val.csv"
+REAL = Path(__file__).resolve().parents[2] / "data" / "fashionai" / "val.csv"
 
 
 def _samples(seed: int, size=(256, 256), per_kind: int = 2) -> list[synth.Sample]:

@@ -22,7 +22,7 @@ from engine.io.yolo import (
 )
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PAIRS, FLIP_PERMUTATION, KEYPOINT_INDEX
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
+DATA = Path(__file__).resolve().parents[2] / "data" / "fashionai"
 SIZES = [(513, 513), (640, 520), (520, 777), (1000, 600)]  # every real coordinate (0..512) fits
 
 

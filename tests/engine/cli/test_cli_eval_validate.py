@@ -10,7 +10,7 @@ import pytest
 from engine.cli import main
 from engine.schema import CSV_HEADER
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
+DATA = Path(__file__).resolve().parents[2] / "data" / "fashionai"
 VAL = str(DATA / "val.csv")
 PRED = str(DATA / "pred_blouse_test_b.csv")
 

@@ -24,7 +24,7 @@ from engine.jobs.runner import JobRunner, JobState
 from engine.model.device import predict_threads
 from engine.model.pipeline import Pipeline
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DEMO_MODEL = REPO / "resources" / "models" / "demo"
 
 

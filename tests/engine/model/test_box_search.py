@@ -17,7 +17,7 @@ from engine.model.pipeline import Pipeline, merge_batches
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "resources" / "models" / "demo"
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from trained_fixtures import TEST_SEED, TEST_THREADS
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
-DEMO = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+DEMO = Path(__file__).resolve().parents[3] / "resources" / "models" / "demo"
 
 
 def _fkp(*args) -> int:

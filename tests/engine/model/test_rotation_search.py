@@ -18,7 +18,7 @@ from engine.synth import generate_dataset
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "resources" / "models" / "demo"
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ from engine.training.keypoints import fine_tune, validate
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 TINY = NetConfig(blocks=(1, 1, 1, 1), widths=((24, 12), (32, 12), (48, 12), (48, 12)), stem_channels=16,
                  decoder_channels=32, num_stages=2, refine_widths=((24, 8), (48, 8), (48, 8)), refine_blocks=(1, 1, 1))
 

@@ -21,7 +21,7 @@ log.append({{"a": "reviewed", "b": "skipped"}})
 log.append({{"b": "reviewed"}})
 os.kill(os.getpid(), signal.SIGKILL)
 """
-    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[2])
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).resolve().parents[3])
     assert proc.returncode == -signal.SIGKILL
     with open(path, "ab") as f:
         f.write(b'{"id": "c", "state": "maybe"}\n{"id": "d", "state": "reviewed"}\n{"id": "e", "st')  # torn

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from engine.io.annotations import Annotations, RowProblem, concat_annotations, load_annotations, save_annotations
 from engine.schema import CATEGORIES, CATEGORY_MASK, CSV_HEADER, KEYPOINT_INDEX
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "fashionai"
+DATA = Path(__file__).resolve().parents[2] / "data" / "fashionai"
 HEADER = ",".join(CSV_HEADER)
 BLOUSE_ROW = (
     "Images/blouse/a.jpg,blouse,241_135_1,301_135_1,259_136_1,216_142_1,319_144_1,212_186_1,"

@@ -15,7 +15,7 @@ from engine.model.package import load_model
 
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_benchmark_smoke_run_prints_json_last(loop_model, tmp_path) -> None:

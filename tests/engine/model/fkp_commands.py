@@ -1,6 +1,6 @@
 """Runs several `fkp` commands one after the other in one process: a single `torchrun` launch
 then trains and predicts in the same process group (a group cannot be started twice in one
-launch). Usage: `torchrun ... tests/engine/fkp_commands.py '[["train", ...], ["predict", ...]]'`."""
+launch). Usage: `torchrun ... tests/engine/model/fkp_commands.py '[["train", ...], ["predict", ...]]'`."""
 
 import json
 import sys

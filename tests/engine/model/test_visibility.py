@@ -1,5 +1,5 @@
 """The visibility stage: trained on annotated points it tells occluded points from visible ones,
-travels in the model package (and its ONNX export: tests/engine/test_onnx.py), and the pipeline
+travels in the model package (and its ONNX export: tests/engine/model/test_onnx.py), and the pipeline
 predicts v = 0 where it says so."""
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ from engine.io.annotations import Annotations, load_annotations, save_annotation
 from engine.io.image_scan import scan_images
 from engine.io.images import write_jpeg
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+DEMO_MODEL = Path(__file__).resolve().parents[3] / "resources" / "models" / "demo"
 
 
 def _photos(root: Path, synth_root: Path) -> None:
