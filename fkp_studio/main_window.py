@@ -131,11 +131,16 @@ class MainWindow(QMainWindow):
         bar = self.menuBar()
         menus = {key: bar.addMenu(title) for key, title in
                  (("file", "&File"), ("edit", "&Edit"), ("review", "&Review"), ("view", "&View"), ("go", "&Go"),
-                  ("model", "&Model"))}
+                  ("model", "&Model"), ("help", "&Help"))}
         undo = self.undo_stack.createUndoAction(self, "&Undo")
         undo.setShortcuts([QKeySequence("Ctrl+Z")])
         redo = self.undo_stack.createRedoAction(self, "&Redo")
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        # The toolbar buttons keep their words (and their places); what they undo is the tip.
+        for action, word, changed in ((undo, "Undo", self.undo_stack.undoTextChanged),
+                                      (redo, "Redo", self.undo_stack.redoTextChanged)):
+            action.setIconText(word)
+            changed.connect(lambda text, a=action, w=word: a.setToolTip(f"{w} {text}".strip()))
         for a in (undo, redo):
             self.addAction(a)
             menus["edit"].addAction(a)
@@ -164,6 +169,7 @@ class MainWindow(QMainWindow):
             "model.cancel_prediction": predict.cancel, "model.evaluate": predict.evaluate,
             "model.add_to_hard_set": hard.add_current, "model.add_worst": self.hard_set_panel.request_add_worst,
             "model.retrain": self.open_retrain_dialog,
+            "help.shortcuts": self.show_shortcuts,
         }
         for c in range(len(CATEGORIES)):
             slots[f"edit.category_{c}"] = lambda _=False, c=c: editing.set_category(c)
@@ -290,6 +296,13 @@ class MainWindow(QMainWindow):
         self.retrain_dialog.show()
         self.retrain_dialog.raise_()
         return self.retrain_dialog
+
+    def show_shortcuts(self) -> None:
+        """The shortcut sheet, built from the actions bound now."""
+        from fkp_studio.views.shortcut_sheet import ShortcutSheet
+
+        self.shortcut_sheet = ShortcutSheet(self.action_by_id.values(), self)
+        self.shortcut_sheet.show()
 
     # --- title, errors, closing ---------------------------------------------------------
 

@@ -91,6 +91,7 @@ ACTIONS: tuple[ActionSpec, ...] = (
                separator_before=True),
     ActionSpec("model.add_worst", "Add &worst N by NE", (), "model"),
     ActionSpec("model.retrain", "&Retrain on hard samples…", (), "model"),
+    ActionSpec("help.shortcuts", "&Keyboard shortcuts", ("?",), "help", "Every key and what it does"),
 )
 SPECS: dict[str, ActionSpec] = {a.id: a for a in ACTIONS}
 TOOLBAR: tuple[str, ...] = ("file.save", "edit.undo", "edit.redo", None, "view.fit", "view.actual_size",

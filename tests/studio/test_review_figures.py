@@ -25,3 +25,25 @@ def test_an_accepted_image_shows_how_far_review_moved_the_prediction_not_ne(open
     window.list_panel.worst_first()
     finite = [r for r in range(6) if r != 2 and np.isfinite(window.doc.ne[r])]
     assert model.order.tolist().index(2) >= len(finite), "not sorted among the worst"
+
+
+def test_toolbar_buttons_keep_their_places_and_question_mark_lists_the_bound_keys(open_window, dataset, qtbot):
+    from PySide6.QtWidgets import QToolBar
+
+    window = open_window(dataset["csv"], dataset["pred"])
+    qtbot.waitUntil(lambda: window.current_row is not None, timeout=3000)
+    toolbar = window.findChild(QToolBar, "main_toolbar")
+    undo = window.action_by_id["edit.undo"]
+    fit = toolbar.widgetForAction(window.action_by_id["view.fit"])
+    x_before = fit.x()
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_S)  # an undo step with a long name
+    QApplication.processEvents()
+    assert "Swap" in undo.toolTip() and toolbar.widgetForAction(undo).text() == "Undo"
+    assert fit.x() == x_before
+    qtbot.keyClick(window, Qt.Key_Question)
+    sheet = window.shortcut_sheet
+    qtbot.waitUntil(sheet.isVisible, timeout=2000)
+    listed = {sheet.table.item(i, 0).text() for i in range(sheet.table.rowCount())}
+    assert any("Ctrl+Z" in keys for keys in listed) and {"1", "5", "C", "?", "0"} <= listed
+    sheet.close()
