@@ -5,9 +5,9 @@ this controller reports."""
 
 from __future__ import annotations
 
-import numpy as np
 from PySide6.QtCore import QObject, Signal
 
+from engine.io.messages import shorten
 from engine.jobs.model_jobs import retrain_job
 from engine.jobs.runner import JobHandle
 from engine.training.retrain_config import RetrainConfig
@@ -38,18 +38,17 @@ class RetrainController(QObject):
         if version is None:
             s.show_error("No model", "This data set has no model to retrain: predict with a model first.")
             return None
-        hard = s.training_ids(source)
+        hard, left_out = s.split_trainable(source)
         if not hard:
             s.show_error("Nothing to train on", "Add images to the hard set first (H, or Add worst N by NE)."
                          if source == "hard" else "Review images first (Enter accepts and marks reviewed).")
             return None
-        # Editing goes on meanwhile: a snapshot, of the images with at least one point (an image
-        # of new annotations that nobody has touched yet teaches nothing).
-        # Nor does an image without a category (its code is a placeholder).
-        snapshot = doc.ann.subset(np.flatnonzero((doc.ann.visibility >= 0).any(axis=1) & ~doc.uncategorized))
+        if left_out:
+            s.show_message(f"{len(left_out)} {'hard' if source == 'hard' else 'reviewed'} image(s) left out of the "
+                           f"retrain: no annotated point or no category ({shorten(', '.join(left_out), 200)})", 10000)
+        # Editing goes on meanwhile: the job trains on a snapshot.
+        snapshot = doc.ann.subset(s.trainable_rows())
         snapshot.add_keypoint_columns()
-        index = snapshot.id_index()
-        hard = [i for i in hard if i in index]
         job = retrain_job(doc.workspace, snapshot, hard, config, base_version=version)
         self.handle = s.model_thread.submit(f"retrain {version}", job, on_done=self.retrainFinished.emit,
                                             on_error=self.retrainFailed.emit, on_progress=self._progress,

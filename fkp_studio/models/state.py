@@ -143,6 +143,23 @@ class StudioState(QObject):
         index = doc.ann.id_index()
         return [i for i in self.hard_members() if i in index]
 
+    def trainable_rows(self) -> np.ndarray:
+        """The rows a retrain can learn from: at least one annotated point (an image of new
+        annotations nobody has touched teaches nothing) and a category (an uncategorized image's
+        code is a placeholder)."""
+        doc = self.doc
+        if doc is None:
+            return np.zeros(0, np.int64)
+        return np.flatnonzero((doc.ann.visibility >= 0).any(axis=1) & ~doc.uncategorized)
+
+    def split_trainable(self, source: str = "hard") -> tuple[list[str], list[str]]:
+        """`training_ids(source)` split into (those a retrain learns from, those it leaves out)."""
+        ids = self.training_ids(source)
+        if not ids:
+            return [], []
+        usable = set(self.doc.ids(self.trainable_rows()))
+        return [i for i in ids if i in usable], [i for i in ids if i not in usable]
+
 
 def reviewed_rows(doc: AnnotationDocument) -> np.ndarray:
     """The rows marked reviewed that have a category (an image without one has no FashionAI row)."""

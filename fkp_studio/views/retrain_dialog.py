@@ -1,5 +1,6 @@
-"""The "Retrain on hard samples" dialog: settings, live loss curve and progress, cancel, and the
-before/after NE side by side (held-out overall, per category, hard set) with Accept / Discard.
+"""The retrain dialog: settings, live loss curve, progress with the time left, cancel, and the
+before/after NE side by side (held-out overall, per category, the images trained on) with Accept /
+Discard. Worded for its source: the hard set, or every reviewed image.
 
 Non-modal: the user keeps editing while it trains (the job trains on a snapshot). The dialog
 runs nothing itself: it emits what the user asks for (`startRequested`, `cancelRequested`,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -24,6 +26,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (QComboBox, QDialog, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                                QProgressBar, QPushButton, QSpinBox, QTableWidget, QTableWidgetItem, QVBoxLayout)
 
+from engine.io.messages import shorten
 from engine.training.retrain_config import RetrainConfig
 from fkp_studio.models.state import StudioState
 
@@ -105,6 +108,7 @@ class RetrainDialog(QDialog):
         self.result: dict | None = None
         self.losses: list[float] = []
         self.running = False
+        self._started_at = math.nan
         defaults = RetrainConfig()
 
         form = QFormLayout()
@@ -191,6 +195,7 @@ class RetrainDialog(QDialog):
         layout.addLayout(buttons)
         self.resize(620, 720)
         state.hardSetChanged.connect(self._update_info)
+        self._update_info()
 
     # --- states -------------------------------------------------------------------------
 
@@ -206,6 +211,8 @@ class RetrainDialog(QDialog):
         self.progress.setValue(0)
         self.status.setText("")
         self._set_running(False, have_result=False)
+        self.accept_button.setDefault(False)
+        self.discard_button.setDefault(False)
         self._update_info()
 
     def _set_running(self, running: bool, have_result: bool) -> None:
@@ -217,16 +224,23 @@ class RetrainDialog(QDialog):
         self.accept_button.setEnabled(have_result)
         self.discard_button.setEnabled(have_result)
 
+    def _what(self) -> str:
+        """What the retrain trains on, in words: "hard" or "reviewed"."""
+        return "hard" if self.source.currentData() == "hard" else "reviewed"
+
     def _update_info(self) -> None:
         source = self.source.currentData()
-        n = len(self.state.training_ids(source))
+        kept, left_out = self.state.split_trainable(source)
         ne = self.state.hard_ne() if source == "hard" else math.nan
-        what = "hard" if source == "hard" else "reviewed"
+        what = self._what()
+        self.setWindowTitle("Retrain on hard samples" if source == "hard" else "Retrain on the reviewed images")
         how = ("" if source == "hard" else " Adapting to the reviewed images' domain: they fill a larger share "
                "of each batch, for more steps.")
-        self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {n} {what} "
-                          "images, replaying the other annotated images; a held-out subset that is never trained "
-                          f"on measures the rest.{how} "
+        left = (f" {len(left_out)} {what} image(s) without an annotated point or a category are left out: "
+                f"{shorten(', '.join(left_out), 160)}." if left_out else "")
+        self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {len(kept)} "
+                          f"{what} images, replaying the other annotated images; a held-out subset that is never "
+                          f"trained on measures the rest.{how}{left} "
                           + (f"Hard-set NE now: {100 * ne:.2f} %." if math.isfinite(ne) else ""))
 
     def mode(self) -> str:
@@ -259,6 +273,7 @@ class RetrainDialog(QDialog):
         self._set_running(True, have_result=False)
         self.progress.setRange(0, self.steps.value() + self.detector_steps.value())
         self.progress.setValue(0)
+        self._started_at = time.monotonic()
         self.status.setText("Measuring the current model…")
 
     def cancel(self) -> None:
@@ -303,9 +318,18 @@ class RetrainDialog(QDialog):
     def on_progress(self, done: float, total: float, message: str) -> None:
         """The job's progress over all its steps (keypoint network, then detector)."""
         if self.running:
-            self.status.setText(message)
+            self.status.setText(message + self._time_left(done, total))
             self.progress.setRange(0, max(1, int(total)))
             self.progress.setValue(int(done))
+
+    def _time_left(self, done: float, total: float) -> str:
+        """", about N s left" from the pace so far, once a few steps ran (the first ones include
+        measuring the current model)."""
+        elapsed = time.monotonic() - self._started_at
+        if done < 3 or not math.isfinite(elapsed) or total <= done:
+            return ""
+        left = elapsed / done * (total - done)
+        return f", about {left:.0f} s left" if left < 120 else f", about {left / 60:.0f} min left"
 
     def on_finished(self, result: dict) -> None:
         if not self.running:  # finished in the instant the user cancelled: not wanted
@@ -314,11 +338,24 @@ class RetrainDialog(QDialog):
         self.result = result
         report = result["report"]
         self._fill_table(report["before"], report["after"])
+        verdict = self._verdict(report)
         self.status.setText(f"{result['version']} trained from {result['base_version']} in {report['seconds']:.0f} s: "
-                            f"{report['hard_images']} hard + {report['replay_images']} replay images, "
-                            f"{report['holdout_images']} held out. Accept to make it active, or discard it.")
+                            f"{report['hard_images']} {self._what()} + {report['replay_images']} replay images, "
+                            f"{report['holdout_images']} held out. " + (verdict or "Accept to make it active, or "
+                                                                           "discard it."))
         self._set_running(False, have_result=True)
+        self.accept_button.setEnabled(verdict is None)
+        (self.discard_button if verdict else self.accept_button).setDefault(True)
         self._draw_losses()
+
+    def _verdict(self, report: dict) -> str | None:
+        """Why the result must not be accepted, or None: with nothing held out, the images trained on
+        are the only measure, and a model worse on them shows nothing better."""
+        before, after = report["before"]["hard"], report["after"]["hard"]
+        if report["holdout_images"] == 0 and not after < before:
+            return (f"Nothing was held out and the {self._what()} images got worse ({100 * before:.2f} -> "
+                    f"{100 * after:.2f} %): nothing shows this model is better, so it can only be discarded.")
+        return None
 
     def on_failed(self, message: str) -> None:
         self.status.setText(f"Retrain failed: {message}\nThe active model is unchanged.")
@@ -329,7 +366,7 @@ class RetrainDialog(QDialog):
         for cat in sorted(set(before["per_category"]) | set(after["per_category"])):
             rows.append((f"held-out, {cat}", before["per_category"].get(cat, math.nan),
                          after["per_category"].get(cat, math.nan)))
-        rows.append(("hard set", before["hard"], after["hard"]))
+        rows.append(("hard set" if self._what() == "hard" else "reviewed images", before["hard"], after["hard"]))
         self.table.setRowCount(len(rows))
         for r, (name, b, a) in enumerate(rows):
             self.table.setItem(r, 0, QTableWidgetItem(name))
