@@ -136,11 +136,10 @@ class MainWindow(QMainWindow):
         undo.setShortcuts([QKeySequence("Ctrl+Z")])
         redo = self.undo_stack.createRedoAction(self, "&Redo")
         redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        # The toolbar buttons keep their words (and their places); what they undo is the tip.
-        for action, word, changed in ((undo, "Undo", self.undo_stack.undoTextChanged),
-                                      (redo, "Redo", self.undo_stack.redoTextChanged)):
-            action.setIconText(word)
-            changed.connect(lambda text, a=action, w=word: a.setToolTip(f"{w} {text}".strip()))
+        # The toolbar buttons keep their words (and their places); what they undo is the tip,
+        # which follows the action's text ("Undo Move …").
+        undo.setIconText("Undo")
+        redo.setIconText("Redo")
         for a in (undo, redo):
             self.addAction(a)
             menus["edit"].addAction(a)
