@@ -110,9 +110,10 @@ class ImageListPanel(QWidget):
         """The new document's list model, unfiltered, in file order; new predictions sort it worst first."""
         self.current_row = None
         self.model = model
-        # New predictions sort the list worst first, the image on show kept (a key pressed then
-        # must act on the image the user sees).
-        model.doc.predictionsChanged.connect(lambda: self.worst_first(keep_current=True))
+        self._sorted_by_predictions = False
+        self._user_moved = False  # the user went to an image (a key, a click, a flow's request)
+        self._auto = False        # the panel itself is selecting a row
+        model.doc.predictionsChanged.connect(self._predictions_changed)
         self.model.viewChanged.connect(self._after_view_changed)
         self.list_view.setModel(self.model)
         self.list_view.selectionModel().currentRowChanged.connect(self._on_current)
@@ -180,6 +181,16 @@ class ImageListPanel(QWidget):
             reset()
             widget.blockSignals(False)
 
+    def _predictions_changed(self) -> None:
+        """The first predictions shown before the user went anywhere (a data set opened with them)
+        sort the list worst first and show the worst image; any other (a run's end) sorts it too but
+        keeps the image on show, so a key pressed then acts on the image the user sees."""
+        p = self.model.doc.predictions
+        if p is None or not p.present.any():
+            return  # a run starting: nothing to sort by yet
+        first, self._sorted_by_predictions = not self._sorted_by_predictions, True
+        self.worst_first(keep_current=self._user_moved or not first)
+
     def worst_first(self, keep_current: bool = False) -> None:
         """Sort by per-image NE, largest first, and go to the top (with `keep_current`: stay on
         the image on show, wherever it now is)."""
@@ -190,7 +201,7 @@ class ImageListPanel(QWidget):
         header.setSortIndicator(COL_NE, Qt.DescendingOrder)
         header.setSortIndicatorShown(True)
         here = self.model.view_row(self.current_row) if keep_current and self.current_row is not None else -1
-        self._select_view_row(here if here >= 0 else 0)
+        self._select_view_row(here if here >= 0 else 0, auto=not keep_current)
 
     # --- moving -------------------------------------------------------------------------
 
@@ -209,14 +220,19 @@ class ImageListPanel(QWidget):
         row = self.list_view.currentIndex().row()
         self._select_view_row(min(max(row + delta, 0), self.model.rowCount() - 1))
 
-    def _select_view_row(self, view_row: int) -> None:
-        self.list_view.selectRow(view_row)
+    def _select_view_row(self, view_row: int, auto: bool = False) -> None:
+        self._auto = auto
+        try:
+            self.list_view.selectRow(view_row)
+        finally:
+            self._auto = False
         self.list_view.scrollTo(self.model.index(view_row, 0))
 
     def _on_current(self, current, _previous) -> None:
         if current.isValid() and self.model is not None:
             row = self.model.data_row(current.row())
             if row != self.current_row:  # a re-sort moves the current image, it does not change it
+                self._user_moved = self._user_moved or not self._auto
                 self.current_row = row
                 self.rowActivated.emit(row)
 
@@ -231,6 +247,6 @@ class ImageListPanel(QWidget):
         if row < 0 and model.rowCount():
             row = 0
         if row >= 0:
-            self._select_view_row(row)
+            self._select_view_row(row, auto=True)
         elif not model.rowCount():
             self.list_view.clearSelection()

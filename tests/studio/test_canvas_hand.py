@@ -94,3 +94,16 @@ def test_an_image_decoded_after_it_is_shown_is_fitted_when_its_pixels_arrive(ope
     viewport = canvas.viewport().rect()
     fill = max(on_screen.width() / viewport.width(), on_screen.height() / viewport.height())
     assert fill > 0.95, f"the image fills {fill:.0%} of the canvas"
+
+
+def test_the_first_run_on_a_data_set_without_predictions_keeps_the_image_on_show(open_window, dataset, qtbot):
+    from fkp_studio.models.document import Predictions
+
+    window = open_window(dataset["csv"])
+    _shown(window, qtbot, 3)
+    doc, pred = window.doc, load_annotations(dataset["pred"])
+    doc.set_predictions(Predictions.empty(len(doc), "model v001"))  # what a run's start does
+    rows = np.arange(len(doc))
+    doc.fill_predictions(pred.coords, pred.visibility, np.full(pred.visibility.shape, 0.9), rows)
+    doc.set_predictions(doc.predictions)  # and its end
+    assert window.list_model.order[0] != 3 and window.current_row == 3
