@@ -63,7 +63,9 @@ def point_features(scores: np.ndarray, visibility: np.ndarray, signals: np.ndarr
     """(N, 24, F) features of each predicted point: `CONFIDENCE_FEATURES` from the scores, or with
     `signals` (N, 24, 4) in `SIGNAL_NAMES` order `SIGNAL_FEATURES`; 0 where nothing is predicted."""
     vis = np.asarray(visibility)
-    columns = [np.clip(1.0 - np.asarray(scores, np.float64), 0.0, 1.0), (vis == 0).astype(np.float64)]
+    # A point without a score (NaN in the studio, MISSING_SCORE in files) counts as unsure as can be.
+    confidence = np.nan_to_num(np.asarray(scores, np.float64), nan=-1.0)
+    columns = [np.clip(1.0 - confidence, 0.0, 1.0), (vis == 0).astype(np.float64)]
     if signals is not None:
         s = np.asarray(signals, np.float64)
         columns += [(s[..., SIGNAL_NAMES.index(name)] > t).astype(np.float64) for name, t in SIGNAL_THRESHOLDS.items()]

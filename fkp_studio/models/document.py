@@ -23,7 +23,7 @@ from PySide6.QtCore import QObject, Signal
 from engine.analysis.label_errors import align_scores
 from engine.io.predictions import known_scores
 from engine.analysis.ne import align_predictions, normalized_errors, per_image_ne
-from engine.analysis.review_effort import image_confidence
+from engine.analysis.review_queue import expected_review_seconds
 from engine.io.annotations import Annotations, load_annotations, save_annotations
 from engine.io.files import atomic_write_bytes
 from engine.io.journal import NO_CATEGORY, Edit, Journal, JournalContents, JournalError, make_base, read_journal
@@ -252,15 +252,15 @@ class AnnotationDocument(QObject):
         return REVIEW_STATES[int(self.review[row])]
 
     def review_queue(self) -> np.ndarray:
-        """Unreviewed images, least confident prediction first (the mean confidence of the
-        garment's predicted points), then those without a prediction, in file order."""
+        """Unreviewed images, the most expected correction seconds first (`engine.analysis.review_queue`),
+        then those without a prediction, in file order."""
         rows = np.flatnonzero(self.review == 0)
         p = self.predictions
         if p is None:
             return rows
-        confidence = image_confidence(p.scores[rows], p.visibility[rows])
-        confidence[~p.present[rows]] = np.inf
-        return rows[np.argsort(confidence, kind="stable")]
+        seconds = expected_review_seconds(p.scores[rows], p.visibility[rows])
+        seconds[~p.present[rows]] = -np.inf
+        return rows[np.argsort(-seconds, kind="stable")]
 
     # --- journal: restoring unsaved edits ----------------------------------------------
 

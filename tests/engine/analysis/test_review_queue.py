@@ -105,3 +105,11 @@ def test_the_signals_come_with_the_plain_predictions_coordinates(flip_tta):
     assert signals.shape == (3, 24, len(SIGNALS)) and np.isfinite(signals).all() and (signals >= 0).all()
     # The first signal is the decoded peak's shortfall: 1 - the score.
     np.testing.assert_allclose(signals[..., 0], 1 - scores, atol=1e-5)
+
+
+def test_a_point_without_a_score_counts_as_the_least_sure():
+    vis = np.ones((3, 24), np.int8)
+    scores = np.full((3, 24), 0.9)
+    scores[1, 0], scores[2, 0] = np.nan, 0.0  # the studio's missing score, and a score of 0
+    seconds = expected_review_seconds(scores, vis)
+    assert np.isfinite(seconds).all() and seconds[1] == seconds[2] > seconds[0]
