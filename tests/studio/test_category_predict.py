@@ -92,6 +92,7 @@ def test_c_cycles_forward_in_one_journaled_step_and_undo_brings_the_old_crosses_
     monkeypatch.setattr(doc.workspace, "active_model_version", lambda: "v001")
     errors = []
     monkeypatch.setattr(window, "show_error", lambda title, text: errors.append(f"{title}: {text}"))
+    window.list_panel.go_to(0)  # a data set with predictions opens on its worst image
     qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
     before = doc.predictions.coords[0].copy()
     canvas.setFocus()
