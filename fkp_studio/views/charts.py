@@ -47,6 +47,9 @@ class _NeView:
         return getattr(self._doc, name)
 
 
+_MADE_FROM_PREDICTIONS = "no NE: annotated from\nthese predictions (the list\nshows how far review\nmoved them)"
+
+
 def _without_own_annotations(doc: AnnotationDocument) -> AnnotationDocument | _NeView:
     """`doc` as the charts read it: NE only for annotations not made from these predictions."""
     drop = made_from_predictions(doc)
@@ -125,9 +128,9 @@ class DatasetCharts(QWidget):
         titles = ("Per-image NE", "NE per keypoint", "NE per category")
         if doc is None or doc.predictions is None or np.isnan(doc.errors).all():
             why = ("no data set" if doc is None else "no predictions yet" if doc.predictions is None
-                   else "no NE: the annotations were made\nfrom these predictions (the list shows\nhow far the review moved them)"
-                   if isinstance(doc, _NeView) else "no annotated point to compare yet")
-            hint = "\n\nFile ▸ Open predictions… or\nFile ▸ Predict with model…" if doc is not None else ""
+                   else _MADE_FROM_PREDICTIONS if isinstance(doc, _NeView) else "no annotated point to compare yet")
+            hint = ("\n\nFile ▸ Open predictions… or\nFile ▸ Predict with model…"
+                    if doc is not None and doc.predictions is None else "")
             for chart, title in zip((self.hist, self.per_kp, self.per_cat), titles):
                 chart.message(title, why + (hint if chart is self.hist else ""))
             return
@@ -217,13 +220,19 @@ class ErrorTypeChart(FigureCanvasQTAgg):
         p = doc.predictions if doc is not None else None
         if p is None or not p.present.any():
             return "no predictions yet"
-        if not np.isfinite(doc.errors).any():
+        scored = np.isfinite(doc.errors).any(axis=1)
+        if not scored.any():
             return "no annotated point to compare yet"
+        if not (scored & ~made_from_predictions(doc)).any():
+            return _MADE_FROM_PREDICTIONS.replace("no NE", "no error types")
         return "error types when the prediction run ends"
 
     def counts(self) -> np.ndarray:
         """(24, 4) points of each type per keypoint."""
         t = self.index.types
+        # An annotation made from these predictions is no ground truth for them: its points would
+        # all count as good (or a point placed where nothing was predicted as a miss).
+        t = t[~made_from_predictions(self.index.doc)]
         return np.count_nonzero(t[:, :, None] == np.arange(len(ERROR_TYPES)), axis=0)
 
     def refresh(self) -> None:

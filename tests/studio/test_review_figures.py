@@ -47,3 +47,17 @@ def test_toolbar_buttons_keep_their_places_and_question_mark_lists_the_bound_key
     listed = {sheet.table.item(i, 0).text() for i in range(sheet.table.rowCount())}
     assert any("Ctrl+Z" in keys for keys in listed) and {"1", "5", "C", "?", "0"} <= listed
     sheet.close()
+
+
+def test_the_error_type_chart_leaves_out_images_annotated_from_the_predictions(open_window, dataset, qtbot):
+    window = open_window(dataset["csv"], dataset["pred"])
+    chart, doc = window.error_chart, window.doc
+    qtbot.waitUntil(lambda: chart.index is not None and chart.counts().sum() > 0, timeout=5000)
+    before = chart.counts().sum()
+    window.list_panel.go_to(2)
+    qtbot.waitUntil(lambda: window.current_row == 2, timeout=3000)
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_Return)  # accepted: row 2's points would all count as good
+    assert doc.review_state(2) == "reviewed"
+    predicted = int(((doc.ann.visibility[2] >= 0) & (doc.predictions.visibility[2] >= 0)).sum())
+    assert chart.counts().sum() == before - predicted > 0
