@@ -19,13 +19,13 @@ from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
 from engine.io.workspace import find_annotation_files
+from fkp_studio.controllers.predict import DEMO_MODEL_DIR, demo_model  # noqa: F401 (the demo model, for callers of app)
 from fkp_studio.main_window import MainWindow
 from fkp_studio.models.session import last_dataset
 
 ORGANIZATION = "fkp-studio"
 APPLICATION = "FKP Studio"
 DEMO_IMAGES = 300
-DEMO_MODEL_DIR = Path(__file__).resolve().parent.parent / "resources" / "models" / "demo"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,14 +70,6 @@ def _images_without_annotations(root: Path) -> Path | None:
 
 def demo_root() -> Path:
     return Path(QStandardPaths.writableLocation(QStandardPaths.AppDataLocation)) / "demo"
-
-
-def demo_model() -> Path | None:
-    """The demo model package, when it is installed."""
-    from engine.io.model_files import package_file
-
-    file = package_file(DEMO_MODEL_DIR)
-    return file if file.is_file() else None
 
 
 def open_demo(window: MainWindow, root: Path | None = None, n: int = DEMO_IMAGES) -> None:

@@ -58,7 +58,7 @@ class MainWindow(QMainWindow):
         self.opening = OpeningController(state, self.questions, self.saving)
         self.editing = EditingController(state)
         self.review = ReviewController(state, self.questions)
-        self.predict = PredictController(state)
+        self.predict = PredictController(state, self.questions)
         self.hard_set = HardSetController(state)
         self.retrain = RetrainController(state, self.predict)
         self.retrain_dialog = None

@@ -22,15 +22,30 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, use_package_job
 from engine.jobs.runner import JobError, JobHandle
+from fkp_studio.controllers.questions import UserQuestions
 from fkp_studio.models import commands
 from fkp_studio.models.document import AnnotationDocument, Predictions
 from fkp_studio.models.state import StudioState
+
+
+DEMO_MODEL_DIR = Path(__file__).resolve().parents[2] / "resources" / "models" / "demo"
+
+
+def demo_model() -> Path | None:
+    """The demo model package shipped with the studio, when it is installed (one file check)."""
+    from engine.io.model_files import package_file
+
+    file = package_file(DEMO_MODEL_DIR)
+    return file if file.is_file() else None
 
 
 def _describe_device() -> str:
     from engine.model.device import describe_device, pick_device
 
     return describe_device(pick_device())
+
+
+NO_MODEL = "This data set has no model yet: choose one with File › Predict with model…."
 
 
 class PredictController(QObject):
@@ -41,9 +56,10 @@ class PredictController(QObject):
     runningChanged = Signal(bool)      # a prediction run started (True) or ended
     deviceFound = Signal(str)          # where the model runs, in words
 
-    def __init__(self, state: StudioState):
+    def __init__(self, state: StudioState, questions: UserQuestions | None = None):
         super().__init__(state)
         self.state = state
+        self.questions = questions  # None: no one to ask (a script): no demo model is offered
         self.version: str | None = None            # model version shown in the list
         self.handle: JobHandle | None = None       # the running (or last) prediction run
         self._detected: dict[int, int] = {}        # row -> the detector's class, this run
@@ -187,9 +203,25 @@ class PredictController(QObject):
     # --- predict ----------------------------------------------------------------------
 
     def predict_all(self) -> JobHandle | None:
-        if self.state.doc is not None:
-            return self.predict_rows(np.arange(len(self.state.doc)))
-        return None
+        """Predict every image with the active version; with none yet, offer the demo model (one
+        question: yes uses it and predicts, no does nothing)."""
+        doc = self.state.doc
+        if doc is None:
+            return None
+        if doc.workspace.active_model_version() is None:
+            return self._offer_demo_model()
+        return self.predict_rows(np.arange(len(doc)))
+
+    def _offer_demo_model(self) -> JobHandle | None:
+        demo = demo_model()
+        if demo is None or self.questions is None:
+            self.state.show_error("No model", NO_MODEL)
+            return None
+        if not self.questions.yes_no(
+                "No model", "This data set has no model yet.\n\nPredict every image with the demo model "
+                "that comes with the studio? (File › Predict with model… uses another one.)"):
+            return None
+        return self.use_model_package(demo)
 
     def predict_selection(self) -> JobHandle | None:
         """Predict the images on show in the list (the filtered rows), or the current image."""
@@ -208,7 +240,7 @@ class PredictController(QObject):
             return None
         version = doc.workspace.active_model_version()
         if version is None:
-            s.show_error("No model", "This data set has no model yet: choose one with File › Predict with model….")
+            s.show_error("No model", NO_MODEL)
             return None
         if self.handle is not None and not self.handle.done:
             self.handle.cancel()

@@ -16,7 +16,7 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES
 from fkp_studio.models.error_index import ERROR_FILTERS
-from fkp_studio.models.image_list import COL_NE, ImageListModel, ListFilter
+from fkp_studio.models.image_list import ImageListModel, ListFilter
 
 COLUMN_WIDTHS = (150, 70, 56, 50, 64, 72)
 
@@ -121,7 +121,6 @@ class ImageListPanel(QWidget):
         header.setSectionResizeMode(QHeaderView.Interactive)
         for col, width in enumerate(COLUMN_WIDTHS):
             self.list_view.setColumnWidth(col, width)
-        header.setSortIndicatorShown(False)
         self._reset_filter_widgets()
         self._after_view_changed()
 
@@ -196,10 +195,7 @@ class ImageListPanel(QWidget):
         the image on show, wherever it now is)."""
         if self.model is None:
             return
-        self.model.worst_first()
-        header = self.list_view.horizontalHeader()
-        header.setSortIndicator(COL_NE, Qt.DescendingOrder)
-        header.setSortIndicatorShown(True)
+        self.model.worst_first()  # the NE column's arrow follows (`_sync_sort_indicator`)
         here = self.model.view_row(self.current_row) if keep_current and self.current_row is not None else -1
         self._select_view_row(here if here >= 0 else 0, auto=not keep_current)
 
@@ -236,8 +232,19 @@ class ImageListPanel(QWidget):
                 self.current_row = row
                 self.rowActivated.emit(row)
 
+    def _sync_sort_indicator(self) -> None:
+        """The header's arrow is the list's order: on the sorted column, none while in file order."""
+        model, header = self.model, self.list_view.horizontalHeader()
+        sorted_by = model.sort_column if model is not None else -1
+        if sorted_by >= 0:
+            header.blockSignals(True)  # the view would sort the model again
+            header.setSortIndicator(sorted_by, model.sort_order)
+            header.blockSignals(False)
+        header.setSortIndicatorShown(sorted_by >= 0)
+
     def _after_view_changed(self) -> None:
         model = self.model
+        self._sync_sort_indicator()
         flt = model.filter
         extra = ListFilter(ne_range=flt.ne_range, keypoint=flt.keypoint).describe()
         self.filter_label.setText(f"Filter: {extra}" if extra else "")

@@ -97,3 +97,8 @@ class Questions:
         """Whether to go ahead with what `text` describes (OK / Cancel)."""
         answer = QMessageBox.question(self.parent, title, text, QMessageBox.Ok | QMessageBox.Cancel, QMessageBox.Ok)
         return answer == QMessageBox.Ok
+
+    def yes_no(self, title: str, text: str) -> bool:
+        """A question answered Yes (True) or No."""
+        answer = QMessageBox.question(self.parent, title, text, QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+        return answer == QMessageBox.Yes
