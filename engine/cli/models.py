@@ -398,7 +398,8 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model package to write (.fkpmodel file or a directory)")
     p.add_argument("--mode", choices=MODES, default="hard",
                    help="hard (default): fix the hard set's images without moving the rest; adapt: learn from "
-                        f"reviewed images of a new domain ({adapt.hard_share:g} of each batch, {adapt.steps} steps)")
+                        f"reviewed images of a new domain ({adapt.hard_share:g} of each batch, {adapt.steps} steps; 1 in 5 of "
+                        "them, at least 10 (none below 10 reviewed), held out and measured before and after)")
     p.add_argument("--steps", type=positive_int,
                    help=f"keypoint network training steps (default {RetrainConfig.steps}, with --mode adapt {adapt.steps})")
     p.add_argument("--lr", type=positive_float,
@@ -493,14 +494,21 @@ def _run_retrain(args: argparse.Namespace) -> int:
     finally:
         bar.close()
     before, after = result.before, result.after
+    reviewed = len(result.reviewed_holdout_ids)
     print(f"wrote {written}: {len(result.hard_ids)} hard + {result.replay_images} replay images, "
-          f"{len(result.holdout_ids)} held out")
+          f"{len(result.holdout_ids)} held out" + (f", {reviewed} reviewed held out" if reviewed else ""))
+    if result.reviewed_holdout_note:
+        print(f"note: {result.reviewed_holdout_note}")
     rows = [("held-out NE", before.overall, after.overall), ("hard-set NE", before.hard, after.hard)]
     rows += [(f"  {c}", before.per_category.get(c, float("nan")), after.per_category.get(c, float("nan")))
              for c in sorted(set(before.per_category) | set(after.per_category))]
-    print(f"{'':16s} {'before':>9s} {'after':>9s}")
+    if reviewed:
+        rows.append(("reviewed held-out NE", before.reviewed_holdout, after.reviewed_holdout))
+    print(f"{'':20s} {'before':>9s} {'after':>9s}")
     for name, b, a in rows:
-        print(f"{name:16s} {100 * b:8.2f}% {100 * a:8.2f}%")
+        print(f"{name:20s} {100 * b:8.2f}% {100 * a:8.2f}%")
+    if reviewed:
+        print(f"{'  review seconds':20s} {before.reviewed_holdout_seconds:8.1f}s {after.reviewed_holdout_seconds:8.1f}s")
     if args.json:
         report = result.report()
         for side in ("before", "after"):

@@ -11,7 +11,10 @@ statistics frozen (`RetrainConfig.freeze_batchnorm`). A held-out validation subs
 carved deterministically out of the non-hard images and never trained on, measures what the
 retrain did to ordinary images; the hard set measures what it did where it was aimed. Both are
 scored with the whole two-stage pipeline (or the annotated boxes, `RetrainConfig.boxes`)
-before and after.
+before and after. An adapt retrain (`RetrainConfig.adapt()`, training on reviewed images) run
+through `retrain_and_save` also holds out a share of the reviewed images themselves
+(`choose_reviewed_holdout`): their NE and a simulated reviewer's seconds before and after say
+whether the model learnt the new domain, on images it never trained on.
 
 The model passed in is never modified; a failure (NaN loss, out of memory, unreadable image)
 raises `RetrainError` with a clear message and nothing is written.
@@ -59,9 +62,17 @@ class NESummary:
     per_category: dict[str, float]
     hard: float
     hard_per_image: dict[str, float] = field(default_factory=dict)
+    # The reviewed images held out of an adapt retrain (NaN without any): their NE, and the seconds
+    # a simulated reviewer spends correcting the predictions (`review_effort.prelabelled`, summed).
+    reviewed_holdout: float = math.nan
+    reviewed_holdout_seconds: float = math.nan
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Its fields; the reviewed hold-out's only where there was one."""
+        out = asdict(self)
+        if math.isnan(self.reviewed_holdout) and math.isnan(self.reviewed_holdout_seconds):
+            del out["reviewed_holdout"], out["reviewed_holdout_seconds"]
+        return out
 
 
 @dataclass
@@ -77,6 +88,8 @@ class RetrainResult:
     hard_ids: list[str]          # the hard images trained on
     replay_images: int
     seconds: float
+    reviewed_holdout_ids: list[str] = field(default_factory=list)  # reviewed images held out, never trained on
+    reviewed_holdout_note: str = ""  # why fewer were held out than the rule asks (too few reviewed images)
 
     def report(self) -> dict[str, Any]:
         """Plain numbers for metadata, JSON and the studio's before/after table."""
@@ -86,7 +99,9 @@ class RetrainResult:
                 "detector_final_loss": (float(np.mean(self.detector_losses[-10:])) if self.detector_losses
                                         else float("nan")),
                 "holdout_images": len(self.holdout_ids), "hard_images": len(self.hard_ids),
-                "replay_images": self.replay_images, "seconds": self.seconds}
+                "replay_images": self.replay_images, "seconds": self.seconds,
+                "reviewed_holdout_images": len(self.reviewed_holdout_ids),
+                "reviewed_holdout_note": self.reviewed_holdout_note}
 
 
 # --- which images do what --------------------------------------------------------------------
@@ -106,6 +121,37 @@ def choose_holdout(image_ids: Sequence[str], hard_ids: Sequence[str], fraction: 
     keys = np.array([int.from_bytes(hashlib.sha1(i.encode("utf-8")).digest()[:8], "big") for i in candidates],
                     dtype=np.uint64)
     return sorted(candidates[j] for j in np.argsort(keys, kind="stable")[:n])
+
+
+# An adapt retrain holds out at least this share of the reviewed images, and at least this many
+# while as many are left to train on.
+REVIEWED_HOLDOUT_SHARE = 0.2
+REVIEWED_HOLDOUT_MIN = 10
+
+
+def choose_reviewed_holdout(reviewed_ids: Sequence[str], seed: int) -> tuple[list[str], str]:
+    """(the reviewed images an adapt retrain holds out, a note when fewer than the rule asks).
+
+    The rule: at least 1 in 5 (`REVIEWED_HOLDOUT_SHARE`) and at least 10 (`REVIEWED_HOLDOUT_MIN`)
+    while 10 are left to train on, never all of them: of N reviewed images max(ceil(N / 5),
+    min(10, N - 10)); fewer than 10 reviewed images, none (one or two images would measure
+    nothing, and would be taken from very few to train on). The images whose id hashes lowest
+    with `seed` are chosen, so the same seed chooses the same images whatever their order.
+    """
+    ids = sorted(dict.fromkeys(str(i) for i in reviewed_ids))
+    n = len(ids)
+    k = max(math.ceil(REVIEWED_HOLDOUT_SHARE * n), min(REVIEWED_HOLDOUT_MIN, n - REVIEWED_HOLDOUT_MIN))
+    k = k if n >= REVIEWED_HOLDOUT_MIN else 0
+    note = ""
+    if k == 0:
+        note = (f"only {n} reviewed image(s), fewer than {REVIEWED_HOLDOUT_MIN}: none held out, so nothing "
+                "measures the new domain on images the retrain did not train on")
+    elif k < REVIEWED_HOLDOUT_MIN:
+        note = (f"only {n} reviewed images: {k} held out (the rule asks for {REVIEWED_HOLDOUT_MIN} with "
+                f"{REVIEWED_HOLDOUT_MIN} left to train on), so their NE is a rough measure")
+    keys = np.array([int.from_bytes(hashlib.sha1(f"{seed}:{i}".encode("utf-8")).digest()[:8], "big") for i in ids],
+                    dtype=np.uint64)
+    return sorted(ids[j] for j in np.argsort(keys, kind="stable")[:k]), note
 
 
 def _hard_per_batch(batch_size: int, hard_share: float) -> int:
@@ -149,10 +195,14 @@ def device_copy(model: TwoStageModel, device: torch.device) -> TwoStageModel:
 
 
 def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotations, device: torch.device,
-              boxes: str, batch_size: int, should_stop: Callable[[], bool] | None) -> NESummary:
-    """NE on the held-out images (overall, per category) and on the hard set; `boxes` as in
+              boxes: str, batch_size: int, should_stop: Callable[[], bool] | None,
+              reviewed_holdout: Annotations | None = None) -> NESummary:
+    """NE on the held-out images (overall, per category) and on the hard set, and on the reviewed
+    images held out (with the simulated reviewer's seconds) when given; `boxes` as in
     RetrainConfig. The model's networks must be on `device` already (the Pipeline takes them as they are)."""
     both = concat_annotations(holdout, hard)
+    if reviewed_holdout is not None and len(reviewed_holdout):
+        both = concat_annotations(both, reviewed_holdout)
     if boxes == "detector":
         from engine.model.pipeline import Pipeline
 
@@ -168,13 +218,34 @@ def summarize(model: TwoStageModel, root, holdout: Annotations, hard: Annotation
     n = len(holdout)
     held = evaluate(holdout, _rows_for(pred, holdout), intersect=True) if n else None
     hard_eval = evaluate(hard, _rows_for(pred, hard), intersect=True) if len(hard) else None
+    reviewed_ne = reviewed_seconds = math.nan
+    if reviewed_holdout is not None and len(reviewed_holdout):
+        reviewed_ne = evaluate(reviewed_holdout, _rows_for(pred, reviewed_holdout), intersect=True).ne
+        reviewed_seconds = _review_seconds(reviewed_holdout, pred)
     return NESummary(
         overall=held.ne if held else math.nan,
         per_category={k: v["ne"] for k, v in held.per_category.items()} if held else {},
         hard=hard_eval.ne if hard_eval else math.nan,
         hard_per_image=({str(i): float(e) for i, e in zip(hard.image_ids, hard_eval.per_image) if np.isfinite(e)}
                         if hard_eval is not None else {}),
+        reviewed_holdout=reviewed_ne,
+        reviewed_holdout_seconds=reviewed_seconds,
     )
+
+
+def _review_seconds(truth: Annotations, pred: Annotations) -> float:
+    """Seconds a simulated reviewer spends turning the predictions into `truth` (summed over its
+    images; an image without a prediction row is annotated from scratch)."""
+    from engine.analysis.review_effort import prelabelled
+
+    index = pred.id_index()
+    coords = np.full(truth.coords.shape, -1.0, np.float64)
+    visibility = np.full(truth.visibility.shape, -1, np.int8)
+    for r, image_id in enumerate(truth.image_ids):
+        j = index.get(str(image_id))
+        if j is not None:
+            coords[r], visibility[r] = pred.coords[j], pred.visibility[j]
+    return prelabelled(truth, coords, visibility).total
 
 
 @torch.no_grad()
@@ -219,11 +290,15 @@ def retrain(
     on_step: Callable[[int, int, float], None] | None = None,
     on_progress: Callable[[float, float, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    reviewed_holdout_ids: Sequence[str] = (),
+    reviewed_holdout_note: str = "",
 ) -> RetrainResult:
     """Fine-tune a copy of `model`'s keypoint network on `hard_ids` (+ replay of the other images).
 
     `annotations` is the snapshot trained on (ids relative to `root`); `holdout_ids` default to
-    `choose_holdout(...)`. `on_step(step, steps, loss)` after each step; `should_stop()` polled
+    `choose_holdout(...)`. `reviewed_holdout_ids` (hard / reviewed images, `choose_reviewed_holdout`)
+    are never trained on either and measured apart (`NESummary.reviewed_holdout`; the hard-set
+    figures are of the images trained on). `on_step(step, steps, loss)` after each step; `should_stop()` polled
     between steps raises `RetrainCancelled`. Raises `RetrainError` on NaN loss, out of memory or an
     unreadable image.
     """
@@ -242,18 +317,26 @@ def retrain(
     if holdout_ids is None:
         holdout_ids = choose_holdout(ids, sorted(hard_set), config.holdout_fraction, config.max_holdout)
     held = set(map(str, holdout_ids))
+    reviewed_held = set(map(str, reviewed_holdout_ids))
+    if reviewed_held - hard_set:
+        raise RetrainError(f"{len(reviewed_held - hard_set)} reviewed held-out image(s) are not in the hard set, "
+                           f"e.g. {sorted(reviewed_held - hard_set)[0]}")
     is_held = np.isin(ids, list(held))
+    is_reviewed_held = np.isin(ids, list(reviewed_held))
     is_hard = np.isin(ids, list(hard_set))
-    hard_rows = np.flatnonzero(is_hard & ~is_held)     # a held-out image is never trained on
+    # A held-out image (of either hold-out) is never trained on.
+    hard_rows = np.flatnonzero(is_hard & ~is_held & ~is_reviewed_held)
     replay_rows = np.flatnonzero(~is_hard & ~is_held)
     holdout = annotations.subset(np.flatnonzero(is_held))
-    hard_all = annotations.subset(np.flatnonzero(is_hard))
+    hard_all = annotations.subset(np.flatnonzero(is_hard & ~is_reviewed_held))
+    reviewed_holdout = annotations.subset(np.flatnonzero(is_reviewed_held & ~is_held))
 
     progress(0, 1, "measuring the current model")
     # Everything below runs on copies of the networks on the device: the caller's model is never
     # moved (a GPU retrain would otherwise leave it on the GPU) nor changed.
     work = _guarded(lambda: device_copy(model, device), "moving the model to the device")
-    before = _guarded(lambda: summarize(work, root, holdout, hard_all, device, config.boxes, 8, stop),
+    before = _guarded(lambda: summarize(work, root, holdout, hard_all, device, config.boxes, 8, stop,
+                                              reviewed_holdout),
                       "measuring the current model")
 
     augment = Augmentation() if config.augment else None
@@ -322,10 +405,13 @@ def retrain(
     new_model = TwoStageModel(preset=preset, detector=detector, detector_config=model.detector_config,
                               keypoint_net=net, metadata=dict(model.metadata), visibility=work.visibility)
     progress(total_steps, total_steps, "measuring the retrained model")
-    after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop),
+    after = _guarded(lambda: summarize(new_model, root, holdout, hard_all, device, config.boxes, 8, stop,
+                                             reviewed_holdout),
                      "measuring the retrained model")
     return RetrainResult(new_model, losses, detector_losses, before, after, sorted(held), [str(i) for i in ids[hard_rows]],
-                         len(replay_ds), time.monotonic() - started)
+                         len(replay_ds), time.monotonic() - started,
+                         reviewed_holdout_ids=sorted(map(str, reviewed_holdout.image_ids)),
+                         reviewed_holdout_note=reviewed_holdout_note)
 
 
 @torch.no_grad()
@@ -470,13 +556,21 @@ def retrain_and_save(model: TwoStageModel, root, annotations: Annotations, hard_
                      keep_holdout: Callable[[list[str]], None] | None = None,
                      on_step: Callable[[int, int, float], None] | None = None,
                      on_progress: Callable[[float, float, str], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> tuple[RetrainResult, Any]:
+                     should_stop: Callable[[], bool] | None = None,
+                     hold_out_reviewed: bool | None = None) -> tuple[RetrainResult, Any]:
     """The retrain workflow of `fkp retrain` and the studio's retrain job: the hold-out
     (`holdout_for`), `retrain`, then `save(result)` (what it returns comes back); a new hold-out
-    choice is kept (`keep_holdout`) only after the save, so a failed or cancelled run fixes nothing."""
+    choice is kept (`keep_holdout`) only after the save, so a failed or cancelled run fixes nothing.
+    `hold_out_reviewed` (None: in adapt mode) also holds out a share of the hard / reviewed images
+    (`choose_reviewed_holdout` with the config's seed; chosen again each run), measured before and after."""
     holdout, new_holdout = holdout_for(saved_holdout, annotations, hard_ids, config)
+    reviewed, note = [], ""
+    if config.mode == "adapt" if hold_out_reviewed is None else hold_out_reviewed:
+        held = set(holdout)
+        reviewed, note = choose_reviewed_holdout([i for i in map(str, hard_ids) if i not in held], config.seed)
     result = retrain(model, root, annotations, hard_ids, config, holdout_ids=holdout, on_step=on_step,
-                     on_progress=on_progress, should_stop=should_stop)
+                     on_progress=on_progress, should_stop=should_stop, reviewed_holdout_ids=reviewed,
+                     reviewed_holdout_note=note)
     written = save(result)
     if new_holdout and keep_holdout is not None:  # later retrains never train on these images
         keep_holdout(holdout)

@@ -1,6 +1,7 @@
 """The retrain dialog: settings, live loss curve, progress with the time left, cancel, and the
-before/after NE side by side (held-out overall, per category, the images trained on) with Accept /
-Discard. Worded for its source: the hard set, or every reviewed image.
+before/after NE side by side (held-out overall, per category, the images trained on; trained on
+the reviewed images, the reviewed images held out of the retrain too, with a simulated reviewer's
+seconds) with Accept / Discard. Worded for its source: the hard set, or every reviewed image.
 
 Non-modal: the user keeps editing while it trains (the job trains on a snapshot). The dialog
 runs nothing itself: it emits what the user asks for (`startRequested`, `cancelRequested`,
@@ -235,7 +236,8 @@ class RetrainDialog(QDialog):
         what = self._what()
         self.setWindowTitle("Retrain on hard samples" if source == "hard" else "Retrain on the reviewed images")
         how = ("" if source == "hard" else " Adapting to the reviewed images' domain: they fill a larger share "
-               "of each batch, for more steps.")
+               "of each batch, for more steps. 1 in 5 of them (at least 10 while 10 are left to train on) are held "
+               "out and never trained on (none below 10): their NE before and after says whether the model learnt.")
         left = (f" {len(left_out)} {what} image(s) without an annotated point or a category are left out: "
                 f"{shorten(', '.join(left_out), 160)}." if left_out else "")
         self.info.setText(f"Fine-tunes the keypoint network of the active model, then its detector, on {len(kept)} "
@@ -337,20 +339,33 @@ class RetrainDialog(QDialog):
             return
         self.result = result
         report = result["report"]
-        self._fill_table(report["before"], report["after"])
+        self._fill_table(report["before"], report["after"], report.get("reviewed_holdout_images", 0))
         verdict = self._verdict(report)
+        reviewed = report.get("reviewed_holdout_images", 0)
+        note = report.get("reviewed_holdout_note", "")
         self.status.setText(f"{result['version']} trained from {result['base_version']} in {report['seconds']:.0f} s: "
                             f"{report['hard_images']} {self._what()} + {report['replay_images']} replay images, "
-                            f"{report['holdout_images']} held out. " + (verdict or "Accept to make it active, or "
-                                                                           "discard it."))
+                            f"{report['holdout_images']} held out"
+                            + (f", {reviewed} reviewed held out" if reviewed else "")
+                            + (f" ({note})" if note else "") + ". "
+                            + (verdict or "Accept to make it active, or discard it."))
         self._set_running(False, have_result=True)
         self.accept_button.setEnabled(verdict is None)
         (self.discard_button if verdict else self.accept_button).setDefault(True)
         self._draw_losses()
 
     def _verdict(self, report: dict) -> str | None:
-        """Why the result must not be accepted, or None: with nothing held out, the images trained on
-        are the only measure, and a model worse on them shows nothing better."""
+        """Why the result must not be accepted, or None. Reviewed images held out of the retrain are
+        the measure where there are any: a model no better on them learnt nothing that shows. Else,
+        with nothing held out, the images trained on are the only measure, and a model worse on them
+        shows nothing better."""
+        reviewed = report.get("reviewed_holdout_images", 0)
+        if reviewed:
+            before, after = report["before"]["reviewed_holdout"], report["after"]["reviewed_holdout"]
+            if not after < before:
+                return (f"The {reviewed} reviewed images held out of the retrain got no better ({100 * before:.2f} -> "
+                        f"{100 * after:.2f} %): nothing shows this model learnt them, so it can only be discarded.")
+            return None
         before, after = report["before"]["hard"], report["after"]["hard"]
         if report["holdout_images"] == 0 and not after < before:
             return (f"Nothing was held out and the {self._what()} images got worse ({100 * before:.2f} -> "
@@ -361,17 +376,26 @@ class RetrainDialog(QDialog):
         self.status.setText(f"Retrain failed: {message}\nThe active model is unchanged.")
         self._set_running(False, have_result=False)
 
-    def _fill_table(self, before: dict, after: dict) -> None:
-        rows = [("held-out, all", before["overall"], after["overall"])]
+    def _fill_table(self, before: dict, after: dict, reviewed_held_out: int = 0) -> None:
+        # (name, before, after, scale): NE rows in %, the reviewer's seconds as they are.
+        rows = []
+        if reviewed_held_out:  # the measure of an adapt retrain: first
+            rows.append(("reviewed, held out", before["reviewed_holdout"], after["reviewed_holdout"], 100))
+            rows.append(("reviewed, held out: review seconds", before.get("reviewed_holdout_seconds", math.nan),
+                         after.get("reviewed_holdout_seconds", math.nan), 1))
+        rows.append(("held-out, all", before["overall"], after["overall"], 100))
         for cat in sorted(set(before["per_category"]) | set(after["per_category"])):
             rows.append((f"held-out, {cat}", before["per_category"].get(cat, math.nan),
-                         after["per_category"].get(cat, math.nan)))
-        rows.append(("hard set" if self._what() == "hard" else "reviewed images", before["hard"], after["hard"]))
+                         after["per_category"].get(cat, math.nan), 100))
+        trained = ("hard set" if self._what() == "hard" else
+                   "reviewed, trained on" if reviewed_held_out else "reviewed images")
+        rows.append((trained, before["hard"], after["hard"], 100))
         self.table.setRowCount(len(rows))
-        for r, (name, b, a) in enumerate(rows):
+        for r, (name, b, a, scale) in enumerate(rows):
             self.table.setItem(r, 0, QTableWidgetItem(name))
             change = 100 * (a / b - 1) if math.isfinite(a) and math.isfinite(b) and b > 0 else math.nan
-            for c, text in ((1, f"{100 * b:.2f}"), (2, f"{100 * a:.2f}"), (3, f"{change:+.1f} %")):
+            digits = 2 if scale == 100 else 1
+            for c, text in ((1, f"{scale * b:.{digits}f}"), (2, f"{scale * a:.{digits}f}"), (3, f"{change:+.1f} %")):
                 item = QTableWidgetItem(text if "nan" not in text else "–")
                 item.setTextAlignment(Qt.AlignRight | Qt.AlignVCenter)
                 if c >= 2 and math.isfinite(change):
