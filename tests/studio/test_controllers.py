@@ -16,6 +16,8 @@ from fkp_studio.controllers.predict import PredictController
 from fkp_studio.controllers.saving import SavingController
 from fkp_studio.models.state import StudioState
 
+pytestmark = pytest.mark.float_paths  # predictions of a trained model: make test-kernels
+
 
 class Answers:
     """The user's answers, given in advance; every question asked is recorded."""

@@ -12,6 +12,8 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 from engine.io.images import write_jpeg
 from fkp_studio.models.image_list import COL_EDITED, COL_NE, COL_VISIBLE
 
+pytestmark = pytest.mark.float_paths  # predictions of a trained model: make test-kernels
+
 
 def _window(qtbot):
     from fkp_studio.main_window import MainWindow

@@ -16,6 +16,8 @@ from engine.synth import load_hard_kinds
 from engine.training import retrain as retrain_module
 from engine.training.retrain import choose_reviewed_holdout
 
+pytestmark = pytest.mark.float_paths  # predictions of a trained model: make test-kernels
+
 
 def test_the_reviewed_hold_out_rule():
     ids = [f"Images/blouse/{i:03d}.jpg" for i in range(100)]
