@@ -19,14 +19,6 @@ def _edit(image_id, ks, xy, v):
     return Edit(image_id, np.array(ks), np.array(xy, dtype=np.float32), np.array(v, dtype=np.int8))
 
 
-@pytest.fixture
-def csv(tmp_path):
-    path = tmp_path / "Annotations" / "train.csv"
-    path.parent.mkdir()
-    path.write_text("image_id,image_category\nImages/a.jpg,blouse\n")
-    return path
-
-
 def test_no_file_until_first_edit_then_base_and_edits_round_trip(tmp_path, csv):
     journal_path = Workspace(tmp_path).journal_path(csv)
     journal = Journal(journal_path, make_base(csv))

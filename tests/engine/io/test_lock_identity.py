@@ -12,14 +12,6 @@ from engine.io.lock import LockedError, acquire_lock
 from engine.io.workspace import Workspace
 
 
-@pytest.fixture
-def csv(tmp_path):
-    path = tmp_path / "Annotations" / "train.csv"
-    path.parent.mkdir()
-    path.write_text("image_id,image_category\nImages/a.jpg,blouse\n")
-    return path
-
-
 def test_a_hard_link_to_the_file_gets_no_second_editor(tmp_path, csv):
     link = csv.with_name("same.csv")
     os.link(csv, link)
