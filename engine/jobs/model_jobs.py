@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,25 +23,11 @@ import numpy as np
 
 from engine.io.annotations import Annotations
 from engine.io.model_files import package_file
+from engine.io.predictions import Predictions
 from engine.jobs.runner import JobCancelled, JobContext, JobError
 from engine.analysis.ne import evaluate, pooled_ne
 from engine.training.retrain_config import RetrainConfig
 from engine.io.workspace import Workspace
-
-
-@dataclass
-class PredictedBatch:
-    """Partial result of a predict job: the predictions of annotation rows `rows` exactly as the
-    version's predictions files will hold them (`engine.io.predictions.as_saved`), so a fresh
-    run and a reopened one show the same points, NE and suspects."""
-
-    version: str
-    rows: np.ndarray
-    coords: np.ndarray      # (R, 24, 2) float32 whole pixels, -1 where absent
-    visibility: np.ndarray  # (R, 24) int8
-    scores: np.ndarray      # (R, 24) float32 in [0, 1], MISSING_SCORE (-1) where the category lacks the keypoint
-    errors: dict[str, str]  # image id -> why it could not be read
-    categories: np.ndarray  # (R,) int64: the category predicted with (the detector's where it chose)
 
 
 def ensure_active_model(workspace: Workspace, default_package: str | os.PathLike | None) -> str | None:
@@ -91,7 +76,8 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
                 rows: np.ndarray | None = None, device: str | None = None, batch_size: int = 8,
                 detector_chooses: np.ndarray | None = None):
     """Predict annotation rows `rows` (default all) with model `version`; each batch is sent as a
-    `PredictedBatch` partial; the predictions are merged into the version's saved predictions.
+    `Predictions` partial (its `rows` annotation rows, its `source` "model VERSION", exactly as the
+    version's predictions file will hold it); they are merged into the version's saved predictions.
     The workflow is `fkp predict`'s (`engine.model.prediction`): the thread count, a batch out
     of memory predicted again in halves, every batch rounded as saved.
     Where `detector_chooses` (bool per annotation row) is set, the detector's class is the
@@ -124,31 +110,31 @@ def predict_job(workspace: Workspace, version: str, annotations_path: str | os.P
         ids = [str(annotations.image_ids[r]) for r in rows]
         chooses = np.zeros(len(annotations), bool) if detector_chooses is None else np.asarray(detector_chooses, bool)
         cats = [None if chooses[r] else int(annotations.categories[r]) for r in rows]
-        done: list[PredictedBatch] = []
+        done: list[Predictions] = []
         for batch in predict_as_saved(pipeline, workspace.root, ids, cats, should_stop=ctx.should_stop,
                                       on_progress=lambda d, t: ctx.progress(d, t, f"predicting with {version}")):
-            part = PredictedBatch(version, rows[batch.start:batch.start + len(batch)], batch.coords,
-                                  batch.visibility, batch.scores, batch.errors, np.asarray(batch.categories, np.int64))
-            done.append(part)
-            ctx.partial(part)
-        path = _merge_and_save(workspace, version, annotations_path, annotations, done) if done else None
+            batch.rows, batch.source = rows[batch.rows], model_source(version)
+            done.append(batch)
+            ctx.partial(batch)
+        merged = Predictions.concat(done)
+        path = _merge_and_save(workspace, version, annotations_path, annotations, merged) if done else None
         ctx.check_cancelled()
-        errors = {k: v for b in done for k, v in b.errors.items()}
-        return {"version": version, "path": path, "predicted": sum(len(b.rows) for b in done), "errors": errors,
+        return {"version": version, "path": path, "predicted": len(merged), "errors": merged.errors,
                 "batch_size": pipeline.batch_size}
 
     return run
 
 
+def model_source(version: str) -> str:
+    """The `Predictions.source` of what model `version` predicted."""
+    return f"model {version}"
+
+
 def _merge_and_save(workspace: Workspace, version: str, annotations_path, annotations: Annotations,
-                    batches: list[PredictedBatch]) -> Path:
+                    new: Predictions) -> Path:
     """The version's saved predictions with these rows replaced or added, written atomically."""
-    rows = np.concatenate([b.rows for b in batches])
-    new_ids = [str(annotations.image_ids[r]) for r in rows]
-    new_cats = np.concatenate([b.categories for b in batches])
-    coords = np.concatenate([b.coords for b in batches])
-    vis = np.concatenate([b.visibility for b in batches])
-    scores = np.concatenate([b.scores for b in batches])
+    new_ids = [str(annotations.image_ids[r]) for r in new.rows]
+    new_cats, coords, vis, scores = new.categories, new.coords, new.visibility, new.scores
     saved = workspace.load_predictions(version, annotations_path)
     if saved is not None:
         old, old_scores = saved

@@ -209,12 +209,12 @@ def predict_sharded(pipeline: Any, root: str | os.PathLike, image_ids: Sequence[
     cats = list(categories) if categories is not None else [None] * len(image_ids)
     mine = []
     for batch in predict_within_memory(pipeline, root, list(image_ids[lo:hi]), cats[lo:hi], on_progress=on_progress):
-        batch.start += lo
+        batch.rows += lo
         mine.append(batch)
     gathered = gather_to_main(mine)
     if gathered is None:
         return None
-    batches = sorted((b for share in gathered for b in share), key=lambda b: b.start)
+    batches = sorted((b for share in gathered for b in share), key=lambda b: int(b.rows[0]))
     return merge_batches(batches)
 
 

@@ -23,7 +23,6 @@ import logging
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -32,6 +31,7 @@ import torch
 from torchvision.ops import box_iou, nms
 
 from engine.io.annotations import Annotations
+from engine.io.predictions import Predictions
 from engine.model.crops import apply_affine, crop_affine, invert_affine, normalize_image, square_around, warp_crop
 from engine.model.detector import Detections, detections_to_host, fuse_boxes, scale_for
 from engine.model.device import (autocast_for, out_of_memory_kind, pick_device, prepare_input, prepare_model,
@@ -57,40 +57,6 @@ ROTATION_GRID = (45, 90, 135, 180, 225, 270, 315)
 
 # Threads decoding the next batch's images while one is predicted.
 DECODE_THREADS = 4
-
-
-@dataclass
-class PredictionBatch:
-    """Predictions for consecutive images `start .. start + len(image_ids)` of a `predict` call.
-
-    `coords` (n, 24, 2) image pixels and `visibility` (n, 24): the category's keypoints v = 1,
-    the others -1 (coordinates -1). `scores` (n, 24) are confidences in [0, 1] (-1 where the
-    category has no such keypoint). An image that could not be read has an entry in `errors`
-    (image id -> message) and all its keypoints -1.
-    """
-
-    start: int
-    image_ids: list[str]
-    categories: np.ndarray
-    coords: np.ndarray
-    visibility: np.ndarray
-    scores: np.ndarray
-    boxes: np.ndarray
-    errors: dict[str, str] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    @classmethod
-    def unpredicted(cls, start: int, ids: list[str], categories: np.ndarray,
-                    errors: dict[str, str]) -> PredictionBatch:
-        """A batch of these images with every keypoint -1 (filled in as they are predicted)."""
-        n = len(ids)
-        return cls(start=start, image_ids=ids, categories=np.array(categories, np.int64),
-                   coords=np.full((n, NUM_KEYPOINTS, 2), -1.0, np.float32),
-                   visibility=np.full((n, NUM_KEYPOINTS), -1, np.int8),
-                   scores=np.full((n, NUM_KEYPOINTS), -1.0, np.float32),
-                   boxes=np.zeros((n, 4), np.float32), errors=errors)
 
 
 class Pipeline:
@@ -348,11 +314,12 @@ class Pipeline:
         categories: Sequence[int | None] | None = None,
         on_progress: Callable[[int, int], None] | None = None,
         should_stop: Callable[[], bool] | None = None,
-    ) -> Iterator[PredictionBatch]:
-        """Predict images `root / image_id` batch by batch; stops early when `should_stop()` says so.
+    ) -> Iterator[Predictions]:
+        """Predict images `root / image_id` batch by batch (each batch's `rows` are positions in
+        `image_ids`); stops early when `should_stop()` says so.
 
         Unreadable or missing images do not stop the run: they are reported in the batch's
-        `errors` and their keypoints are all -1.
+        `errors`, not `present`, and their keypoints are all -1.
         """
         from engine.io.images import ImageError, read_image
 
@@ -398,10 +365,10 @@ class Pipeline:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _batch(self, start: int, ids: list[str], cats_in: list[int | None], images: list[np.ndarray],
-               ok_rows: list[int], errors: dict[str, str]) -> PredictionBatch:
-        """The `PredictionBatch` of images `start ..` (the decoded ones predicted, the others errors)."""
+               ok_rows: list[int], errors: dict[str, str]) -> Predictions:
+        """The `Predictions` of images `start ..` (the decoded ones predicted, the others errors)."""
         cats = np.array([c if c is not None else -1 for c in cats_in[start:start + len(ids)]], np.int64)
-        batch = PredictionBatch.unpredicted(start, ids, cats, errors)
+        batch = Predictions.unpredicted(ids, cats, rows=np.arange(start, start + len(ids)), errors=errors)
         if images:
             coords, scores, pred_cats, boxes = self.predict_images(images, [cats_in[start + j] for j in ok_rows])
             rows = np.asarray(ok_rows)
@@ -411,6 +378,7 @@ class Pipeline:
             batch.visibility[rows] = self._visibility(images, coords, mask)
             batch.scores[rows] = np.where(mask, scores, -1.0)
             batch.boxes[rows] = boxes
+            batch.present[rows] = True
         # An unreadable image of unknown category still needs a valid category code in the CSV.
         batch.categories[batch.categories < 0] = 0
         return batch
@@ -510,8 +478,8 @@ class DeviceImages:
 def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],
                           categories: Sequence[int | None] | None = None,
                           on_progress: Callable[[int, int], None] | None = None,
-                          should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
-    """`pipeline.iter_predict` (same arguments, same `PredictionBatch`es, `start` counted over
+                          should_stop: Callable[[], bool] | None = None) -> Iterator[Predictions]:
+    """`pipeline.iter_predict` (same arguments, same `Predictions` batches, `rows` counted over
     all `image_ids`) that survives running out of memory: the batch that did not fit is
     predicted again with half the batch size, kept for the rest of the run, down to one image;
     an image that does not fit even alone gets its own error (all keypoints -1) and the run goes on."""
@@ -524,9 +492,9 @@ def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids
             for batch in pipeline.iter_predict(root, image_ids[base:], cats[base:], should_stop=should_stop,
                                                on_progress=(None if on_progress is None else
                                                             lambda d, _t: on_progress(base + d, total))):
-                batch.start += base
+                batch.rows += base
                 yield batch
-                start = batch.start + len(batch)
+                start = int(batch.rows[-1]) + 1
             return
         except (RuntimeError, MemoryError) as e:
             failed = out_of_memory_kind(e)
@@ -541,25 +509,18 @@ def predict_within_memory(pipeline: Pipeline, root: str | os.PathLike, image_ids
         image_id = str(image_ids[start])
         message = f"{image_id}: out of {failed} even alone" + (": try the CPU" if failed == "GPU memory" else "")
         log.warning("%s", message)
-        yield PredictionBatch.unpredicted(start, [image_id], [max(cats[start] or 0, 0)], {image_id: message})
+        yield Predictions.unpredicted([image_id], [max(cats[start] or 0, 0)], rows=[start], errors={image_id: message})
         start += 1
         if on_progress is not None:
             on_progress(start, total)
 
 
-def merge_batches(batches: Sequence[PredictionBatch]) -> tuple[Annotations, np.ndarray, dict[str, str]]:
-    """(Annotations of all rows, scores (N, 24), errors) from consecutive batches."""
-    if not batches:
-        return Annotations.from_arrays([], np.zeros(0, np.int64), np.zeros((0, NUM_KEYPOINTS, 2)), np.zeros((0, NUM_KEYPOINTS))), np.zeros((0, NUM_KEYPOINTS), np.float32), {}
-    ids = [i for b in batches for i in b.image_ids]
-    ann = Annotations.from_arrays(
-        ids,
-        np.concatenate([b.categories for b in batches]),
-        np.concatenate([b.coords for b in batches]),
-        np.concatenate([b.visibility for b in batches]),
-    )
-    errors = {k: v for b in batches for k, v in b.errors.items()}
-    return ann, np.concatenate([b.scores for b in batches]), errors
+def merge_batches(batches: Sequence[Predictions]) -> tuple[Annotations, np.ndarray, dict[str, str]]:
+    """(Annotations of all rows, scores (N, 24), errors) from consecutive batches: the form NE
+    and the predictions files take (`Predictions.to_annotations`)."""
+    merged = Predictions.concat(batches)
+    pred, scores = merged.to_annotations()
+    return pred, scores, merged.errors
 
 
 def _same_garment(boxes: np.ndarray, scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

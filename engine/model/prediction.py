@@ -13,10 +13,10 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 
 from engine.io.annotations import Annotations
-from engine.io.predictions import as_saved
+from engine.io.predictions import Predictions, as_saved
 from engine.model.device import out_of_memory_message, predict_threads, torch_threads
 from engine.model.package import TwoStageModel, load_model
-from engine.model.pipeline import PredictionBatch, Pipeline, predict_within_memory
+from engine.model.pipeline import Pipeline, predict_within_memory
 
 
 class PredictionError(Exception):
@@ -56,12 +56,11 @@ def out_of_memory_named(phase: str) -> Iterator[None]:
 def predict_as_saved(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],
                      categories: Sequence[int | None] | None = None,
                      on_progress: Callable[[int, int], None] | None = None,
-                     should_stop: Callable[[], bool] | None = None) -> Iterator[PredictionBatch]:
+                     should_stop: Callable[[], bool] | None = None) -> Iterator[Predictions]:
     """`predict_within_memory`'s batches with coordinates and confidences as saved (`as_saved`)."""
     for batch in predict_within_memory(pipeline, root, image_ids, categories, on_progress=on_progress,
                                        should_stop=should_stop):
-        batch.coords, batch.scores = as_saved(batch.coords, batch.visibility, batch.scores)
-        yield batch
+        yield batch.as_saved()
 
 
 def predict_split_as_saved(pipeline: Pipeline, root: str | os.PathLike, image_ids: Sequence[str],

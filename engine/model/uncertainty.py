@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from engine.model.device import autocast_for
-from engine.model.pipeline import Pipeline, PredictionBatch
+from engine.io.predictions import Predictions
+from engine.model.pipeline import Pipeline
 from engine.model.targets import decode, vote_peaks
 from engine.schema import FLIP_PERMUTATION, NUM_KEYPOINTS
 
@@ -48,7 +49,7 @@ class SignalPipeline(Pipeline):
         coords, scores, cats, boxes = self.predict_images(images, categories)
         return coords, scores, cats, boxes, self._last_signals(len(images))
 
-    def _batch(self, start: int, ids: list[str], cats_in, images, ok_rows, errors) -> PredictionBatch:
+    def _batch(self, start: int, ids: list[str], cats_in, images, ok_rows, errors) -> Predictions:
         batch = super()._batch(start, ids, cats_in, images, ok_rows, errors)
         if images:
             signals = self._last_signals(len(images))

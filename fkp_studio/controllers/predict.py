@@ -20,11 +20,12 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
-from engine.jobs.model_jobs import PredictedBatch, evaluate_job, predict_job, use_package_job
+from engine.io.predictions import Predictions
+from engine.jobs.model_jobs import evaluate_job, model_source, predict_job, use_package_job
 from engine.jobs.runner import JobError, JobHandle
 from fkp_studio.controllers.questions import UserQuestions
 from fkp_studio.models import commands
-from fkp_studio.models.document import AnnotationDocument, Predictions
+from fkp_studio.models.document import AnnotationDocument
 from fkp_studio.models.state import StudioState
 
 
@@ -64,7 +65,7 @@ class PredictController(QObject):
         self.handle: JobHandle | None = None       # the running (or last) prediction run
         self._detected: dict[int, int] = {}        # row -> the detector's class, this run
         self._predicted_with = np.zeros(0, np.int64)  # per row: the category its prediction was made with
-        self._aside: dict[tuple[int, int], tuple] = {}  # (row, category) -> a hidden prediction of that category
+        self._aside: dict[tuple[int, int], Predictions] = {}  # (row, category) -> a hidden prediction of that category
         self._stale: set[int] = set()              # rows to predict again with their new category
         state.documentChanged.connect(self._follow)
         if state.doc is not None:  # built after a document was opened (a script, a test)
@@ -101,14 +102,13 @@ class PredictController(QObject):
             return
         for r in rows.tolist():
             if p.present[r]:
-                self._aside[(r, int(self._predicted_with[r]))] = (p.coords[r].copy(), p.visibility[r].copy(),
-                                                                  np.nan_to_num(p.scores[r], nan=-1.0))
-        _hide_predictions(doc, rows)
+                self._aside[(r, int(self._predicted_with[r]))] = p.take([r])
+        doc.clear_predictions(rows)
         for r in rows.tolist():
             earlier = self._aside.pop((r, int(doc.categories[r])), None)
             if earlier is not None:
                 self._predicted_with[r] = doc.categories[r]
-                doc.fill_predictions(*(a[None] for a in earlier), np.array([r]))
+                doc.fill_predictions(earlier)
             else:
                 self._stale.add(r)
                 self.state.predicting_rows.add(r)  # Enter waits from now on, not from the job's start
@@ -130,13 +130,14 @@ class PredictController(QObject):
             return
         job = predict_job(doc.workspace, version, doc.csv_path, doc.ann.subset(np.arange(len(doc))), rows=rows)
 
-        def landed(part: PredictedBatch) -> None:
+        def landed(part: Predictions) -> None:
             # Only where the category is still the one predicted with (the user may have changed it again).
-            ok = (doc.categories[part.rows] == part.categories) & ~doc.uncategorized[part.rows]
-            if s.doc is doc and doc.predictions is not None and ok.any():
-                self._predicted_with[part.rows[ok]] = part.categories[ok]
-                doc.fill_predictions(part.coords[ok], part.visibility[ok], part.scores[ok], part.rows[ok])
-                self.batchShown.emit(part.rows[ok])
+            ok = np.flatnonzero((doc.categories[part.rows] == part.categories) & ~doc.uncategorized[part.rows])
+            if s.doc is doc and doc.predictions is not None and len(ok):
+                part = part.take(ok)
+                self._predicted_with[part.rows] = part.categories
+                doc.fill_predictions(part)
+                self.batchShown.emit(part.rows)
 
         def ended(*_args) -> None:
             s.predicting_rows.difference_update(rows.tolist())
@@ -246,7 +247,7 @@ class PredictController(QObject):
             self.handle.cancel()
         snapshot = doc.ann.subset(np.arange(len(doc)))
         if not self._showing(version):
-            doc.set_predictions(Predictions.empty(len(doc), f"model {version}"))
+            doc.start_predictions(model_source(version))
             self.version = version
         self._detected.clear()
         # Images without a category take the detector's class (applied when the run ends).
@@ -292,14 +293,14 @@ class PredictController(QObject):
         if p is None or self.version != version:
             return False
         saved = doc.workspace.predictions_path(version, doc.csv_path).resolve()
-        return p.source in (f"model {version}", str(saved))
+        return p.source in (model_source(version), str(saved))
 
-    def _batch(self, doc: AnnotationDocument, part: PredictedBatch) -> None:
+    def _batch(self, doc: AnnotationDocument, part: Predictions) -> None:
         """One batch of predictions arrived: into the document, which emits."""
-        if self.state.doc is not doc or doc.predictions is None or part.version != self.version:
+        if self.state.doc is not doc or doc.predictions is None or part.source != model_source(self.version):
             return
         rows = part.rows
-        doc.fill_predictions(part.coords, part.visibility, part.scores, rows)
+        doc.fill_predictions(part)
         self._predicted_with[rows] = part.categories
         self._category_check(doc, rows)  # a category changed while the run was predicting it
         read = np.array([str(doc.ann.image_ids[r]) not in part.errors for r in rows.tolist()], bool)
@@ -349,12 +350,3 @@ class PredictController(QObject):
         return s.model_thread.submit(f"evaluate {version}",
                                      evaluate_job(doc.workspace, version, doc.csv_path, snapshot, s.hard_members()),
                                      on_done=done, on_error=lambda msg: s.show_error("Evaluation failed", msg))
-
-
-def _hide_predictions(doc: AnnotationDocument, rows: np.ndarray) -> None:
-    """These rows have no prediction (one of another category is not theirs); views redraw them."""
-    p = doc.predictions
-    p.present[rows], p.visibility[rows], p.coords[rows], p.scores[rows] = False, -1, -1, np.nan
-    doc.ne[rows], doc.errors[rows] = np.nan, np.nan
-    doc.error_index.update_rows(rows)
-    doc.predictionsFilled.emit(rows)

@@ -14,14 +14,13 @@ writes every other row and keeps these, with their points, in the workspace
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
 
 from engine.analysis.label_errors import align_scores
-from engine.io.predictions import known_scores
+from engine.io.predictions import MISSING_SCORE, Predictions
 from engine.analysis.ne import align_predictions, normalized_errors, per_image_ne
 from engine.analysis.review_queue import expected_review_seconds
 from engine.io.annotations import Annotations, load_annotations, save_annotations
@@ -41,31 +40,17 @@ from fkp_studio.models.error_index import ErrorTypeIndex
 NO_CATEGORY_PLACEHOLDER = 0
 
 
-@dataclass
-class Predictions:
-    """Predictions aligned with the annotation rows (rows without a prediction: visibility -1)."""
-
-    coords: np.ndarray  # (N, 24, 2) float32
-    visibility: np.ndarray  # (N, 24) int8
-    present: np.ndarray  # (N,) bool: the image has a prediction row
-    source: str  # what produced them: a CSV path or a model name
-    scores: np.ndarray  # (N, 24) float64 confidences in [0, 1]; NaN where unknown
-
-    @classmethod
-    def empty(cls, n: int, source: str) -> Predictions:
-        """No image predicted yet (a prediction run fills the rows in)."""
-        return cls(np.full((n, NUM_KEYPOINTS, 2), -1, np.float32), np.full((n, NUM_KEYPOINTS), -1, np.int8),
-                   np.zeros(n, bool), source, np.full((n, NUM_KEYPOINTS), np.nan))
-
-
 def align_to_annotations(gt: Annotations, pred: Annotations, source: str,
                          scores: tuple[list[str], np.ndarray] | None = None) -> Predictions:
-    """Reorder prediction rows (and their `scores`, (ids, (M, 24)) as read from a scores file)
-    to the annotation rows by image id."""
+    """Prediction rows (and their `scores`, (ids, (M, 24)) as read from a scores file) reordered
+    to the annotation rows by image id; rows the file lacks are not `present`."""
     coords, vis, matched = align_predictions(gt, pred)
-    coords = np.where(np.isfinite(coords), coords, -1).astype(np.float32)
-    aligned = align_scores(gt, *scores) if scores is not None else np.full((len(gt), NUM_KEYPOINTS), np.nan)
-    return Predictions(coords, vis, matched, source, aligned)
+    aligned = Predictions.unpredicted(gt.image_ids, gt.categories, source=source)
+    aligned.coords[:] = np.where(np.isfinite(coords), coords, -1)
+    aligned.visibility[:], aligned.present[:] = vis, matched
+    if scores is not None:
+        aligned.scores[:] = np.nan_to_num(align_scores(gt, *scores), nan=MISSING_SCORE)
+    return aligned
 
 
 def compute_errors(gt: Annotations, pred: Predictions, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -138,15 +123,25 @@ class AnnotationDocument(QObject):
         self.error_index.recompute()
         self.predictionsChanged.emit()
 
-    def fill_predictions(self, coords: np.ndarray, visibility: np.ndarray, scores: np.ndarray, rows: np.ndarray) -> None:
-        """One batch of a prediction run arrived (as saved; a missing score is `MISSING_SCORE`): store it,
-        score it against the annotations as they are now (edits made meanwhile count), emit `predictionsFilled`."""
-        p, rows = self.predictions, np.asarray(rows, np.int64)
-        p.coords[rows], p.visibility[rows] = coords, visibility
-        p.scores[rows] = known_scores(scores)
-        p.present[rows] = True
-        self.ne[rows], self.errors[rows] = compute_errors(self.ann, p, rows)
+    def start_predictions(self, source: str) -> None:
+        """A prediction run begins: no image predicted yet (`fill_predictions` brings them)."""
+        self.set_predictions(Predictions.unpredicted(self.ann.image_ids, self.categories, source=source))
+
+    def fill_predictions(self, part: Predictions) -> None:
+        """Predictions of rows `part.rows` arrived (a run's batch, as saved): store them, score them
+        against the annotations as they are now (edits made meanwhile count), emit `predictionsFilled`."""
+        self.predictions.put(part)
+        rows = part.rows
+        self.ne[rows], self.errors[rows] = compute_errors(self.ann, self.predictions, rows)
         # The error types wait for the end of the run (`set_predictions`): a pass over every point.
+        self.predictionsFilled.emit(rows)
+
+    def clear_predictions(self, rows: np.ndarray) -> None:
+        """These rows have no prediction any more (one made for another category is not theirs)."""
+        rows = np.asarray(rows, np.int64)
+        self.predictions.clear(rows)
+        self.ne[rows], self.errors[rows] = np.nan, np.nan
+        self.error_index.update_rows(rows)
         self.predictionsFilled.emit(rows)
 
     def ids(self, rows) -> list[str]:

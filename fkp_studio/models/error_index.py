@@ -13,6 +13,7 @@ import dataclasses
 import numpy as np
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from engine.io.predictions import known_scores
 from engine.analysis.error_types import DEFAULT_T_GOOD, DEFAULT_T_MISS, ERROR_TYPES, UNTYPED, classify_errors
 from engine.analysis.label_errors import Suspect, suspected_label_errors
 from engine.schema import KEYPOINTS, NUM_KEYPOINTS
@@ -75,7 +76,7 @@ class ErrorTypeIndex(QObject):
             self.types[rows] = types.types
         else:
             self.types[rows] = UNTYPED
-        scores = self._scores[rows] if self._scores is not None else None
+        scores = known_scores(self._scores[rows]) if self._scores is not None else None
         found = suspected_label_errors(a.subset(rows), types, scores)
         for r in rows.tolist():
             self.suspects.pop(r, None)

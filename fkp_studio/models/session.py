@@ -23,10 +23,11 @@ from engine.io.lock import LockedError, acquire_lock
 from engine.io.merge import MergeResult
 from engine.io.messages import describe_error
 from engine.io.review import REVIEWED, SKIPPED, UNREVIEWED
+from engine.io.predictions import Predictions
 from engine.io.scores import load_scores, scores_path
 from engine.io.workspace import Workspace, dataset_root_of, find_annotation_files
 from engine.schema import NUM_KEYPOINTS
-from fkp_studio.models.document import (NO_CATEGORY_PLACEHOLDER, AnnotationDocument, Predictions, align_to_annotations,
+from fkp_studio.models.document import (NO_CATEGORY_PLACEHOLDER, AnnotationDocument, align_to_annotations,
                                   append_rows, compute_errors)
 from fkp_studio.models.engine_thread import EngineThread
 

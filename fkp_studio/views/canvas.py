@@ -19,6 +19,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QPainter, QPainterPath, QPen, Q
 from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPixmapItem, QGraphicsRectItem, QGraphicsScene,
                                QGraphicsSimpleTextItem, QGraphicsTextItem, QGraphicsView, QStyleOptionGraphicsItem, QWidget)
 
+from engine.io.predictions import MISSING_SCORE
 from engine.schema import SKELETONS
 from fkp_studio.views.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_COLOURS, LOW_CONFIDENCE,
                                 LOW_CONFIDENCE_RING, PREDICTION_OUTLINE, SELECTION, SKELETON)
@@ -205,8 +206,8 @@ class KeypointCanvas(QGraphicsView):
                    pred_scores: np.ndarray | None = None) -> None:
         """Show an image's annotated (and predicted) points; predictions scored below
         LOW_CONFIDENCE are ringed."""
-        self.pred_unsure = (np.zeros(24, bool) if pred_scores is None
-                            else np.nan_to_num(np.asarray(pred_scores, np.float64), nan=1.0) < LOW_CONFIDENCE)
+        scores = np.full(24, MISSING_SCORE) if pred_scores is None else np.asarray(pred_scores, np.float64)
+        self.pred_unsure = (scores >= 0) & (scores < LOW_CONFIDENCE)  # an unknown confidence is not low
         self.category = int(category)
         self.coords = np.array(coords, np.float32)
         self.visibility = np.array(visibility, np.int8)

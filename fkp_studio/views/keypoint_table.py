@@ -63,7 +63,7 @@ class KeypointTable(QTableWidget):
                 pred = "—"
             err = doc.errors[row, k]
             kind = doc.error_index.type_of(row, k)
-            cells = (keypoint_label(k), ann, pred, "—" if np.isnan(score) else f"{score:.2f}",
+            cells = (keypoint_label(k), ann, pred, f"{score:.2f}" if score >= 0 else "—",
                      "—" if np.isnan(err) else f"{err * 100:.1f}", _VIS[v], kind)
             for col, text in enumerate(cells):
                 item = QTableWidgetItem(text)

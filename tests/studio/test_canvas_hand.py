@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPoint, Qt
 
+from engine.io.predictions import Predictions
 from engine.io.annotations import load_annotations
 from engine.schema import category_keypoints
 
@@ -97,13 +98,11 @@ def test_an_image_decoded_after_it_is_shown_is_fitted_when_its_pixels_arrive(ope
 
 
 def test_the_first_run_on_a_data_set_without_predictions_keeps_the_image_on_show(open_window, dataset, qtbot):
-    from fkp_studio.models.document import Predictions
-
     window = open_window(dataset["csv"])
     _shown(window, qtbot, 3)
     doc, pred = window.doc, load_annotations(dataset["pred"])
-    doc.set_predictions(Predictions.empty(len(doc), "model v001"))  # what a run's start does
-    rows = np.arange(len(doc))
-    doc.fill_predictions(pred.coords, pred.visibility, np.full(pred.visibility.shape, 0.9), rows)
+    doc.start_predictions("model v001")  # what a run's start does
+    batch = Predictions.from_annotations(pred, np.full(pred.visibility.shape, 0.9), "model v001")
+    doc.fill_predictions(batch)
     doc.set_predictions(doc.predictions)  # and its end
     assert window.list_model.order[0] != 3 and window.current_row == 3

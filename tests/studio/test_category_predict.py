@@ -11,7 +11,8 @@ import pytest
 from PySide6.QtCore import Qt
 
 from engine.io.journal import read_journal
-from engine.jobs.model_jobs import PredictedBatch
+from engine.io.predictions import Predictions
+from engine.jobs.model_jobs import model_source
 from engine.schema import CATEGORIES, category_code, category_keypoints
 from tests.studio.conftest import garment
 
@@ -32,8 +33,10 @@ def fake_model(monkeypatch):
             made = [garment(CATEGORIES[c]) for c in cats]
             coords = np.stack([np.where(v[:, None] >= 0, c + 7, -1) for c, v in made]).astype(np.float32)
             vis = np.stack([v for _, v in made])
-            ctx.partial(PredictedBatch(version, rows, coords, vis, np.where(vis >= 0, 0.9, -1).astype(np.float32),
-                                       {}, cats))
+            part = Predictions.unpredicted(snapshot.image_ids[rows], cats, rows=rows, source=model_source(version))
+            part.coords[:], part.visibility[:], part.present[:] = coords, vis, True
+            part.scores[:] = np.where(vis >= 0, 0.9, -1)
+            ctx.partial(part)
             return {"version": version, "path": None, "predicted": len(rows), "errors": {}, "batch_size": 8}
 
         return run

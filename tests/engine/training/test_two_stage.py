@@ -144,7 +144,7 @@ def test_pipeline_reports_progress_partial_batches_and_stops_when_asked(trained)
     seen = []
     batches = list(pipeline.iter_predict(data, list(test.image_ids), list(test.categories.astype(int)),
                                          on_progress=lambda done, total: seen.append((done, total))))
-    assert [len(b) for b in batches] == [4, 4, 4, 4] and [b.start for b in batches] == [0, 4, 8, 12]
+    assert [len(b) for b in batches] == [4, 4, 4, 4] and [int(b.rows[0]) for b in batches] == [0, 4, 8, 12]
     assert seen == [(0, 16), (4, 16), (8, 16), (12, 16), (16, 16)]
     calls = []
     stopped = list(pipeline.iter_predict(data, list(test.image_ids), should_stop=lambda: len(calls.append(1) or calls) > 2))
