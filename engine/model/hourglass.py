@@ -23,6 +23,13 @@ Output of every stage: a (B, 72, H/4, W/4) tensor, for K = 24 keypoints:
     channels K + 2k + 1    y offset of keypoint k, in units of R
 `forward` returns the list of all stages' outputs (all are supervised); the last is the
 prediction. `split_output` separates heatmaps (B, K, h, w) and offsets (B, K, 2, h, w).
+
+Hints (issue 32 (b), `NetConfig.hint_channels` = K): `forward(x, hints)` also takes one heatmap
+per keypoint set by hand (B, K, H, W), zero where none is set (`engine.model.hints`). They enter
+twice, each through a convolution initialized to zero: beside the stem's 7x7 convolution (added
+to its output before the BatchNorm) and, max-pooled to 1/4, into every later stage's entry (added
+after it). So a net that gains hint channels computes exactly what it did before until it is
+trained with them (`with_hint_channels`), and `forward(x)` without hints is the plain net.
 """
 
 from __future__ import annotations
@@ -108,9 +115,16 @@ class Encoder(nn.Module):
         self.layer2 = _group(c1, c2, w2, n2, stride=2, dilation=1)
         self.layer3 = _group(c2, c3, w3, n3, stride=1, dilation=2)
         self.layer4 = _group(c3, c4, w4, n4, stride=1, dilation=4)
+        self.hint_conv: nn.Conv2d | None = None
+        if cfg.hint_channels:
+            self.hint_conv = nn.Conv2d(cfg.hint_channels, stem, 7, stride=2, padding=3, bias=False)
+            nn.init.zeros_(self.hint_conv.weight)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv1(x)
+        if hints is not None and self.hint_conv is not None:
+            x = x + self.hint_conv(hints.to(x.dtype))
+        x = self.maxpool(self.relu(self.bn1(x)))
         skip = self.layer1(x)
         deep = self.layer4(self.layer3(self.layer2(skip)))
         return skip, deep
@@ -159,9 +173,18 @@ class RefineStage(nn.Module):
         self.group_c = _group(b, c, wc, nc, stride=1, dilation=2)
         self.decoder = Decoder(c, a, d)
         self.head = Head(d, cfg.num_keypoints)
+        self.hint_enter: nn.Conv2d | None = None
+        if cfg.hint_channels:
+            self.hint_enter = nn.Conv2d(cfg.hint_channels, a, 1, bias=False)
+            nn.init.zeros_(self.hint_enter.weight)
 
-    def forward(self, features: torch.Tensor, prediction: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        skip = self.group_a(self.enter(torch.cat([features, prediction], dim=1)))
+    def forward(self, features: torch.Tensor, prediction: torch.Tensor,
+                hints: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`hints` (B, K, h, w) at the features' resolution, or None."""
+        entered = self.enter(torch.cat([features, prediction], dim=1))
+        if hints is not None and self.hint_enter is not None:
+            entered = entered + self.hint_enter(hints.to(entered.dtype))
+        skip = self.group_a(entered)
         deep = self.group_c(self.group_b(skip))
         features = features + self.decoder(skip, deep)
         return features, self.head(features)
@@ -180,14 +203,38 @@ class KeypointNet(nn.Module):
         self.head = Head(config.decoder_channels, config.num_keypoints)
         self.refine = nn.ModuleList(RefineStage(config) for _ in range(config.num_stages - 1))
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        skip, deep = self.encoder(x)
+    @property
+    def takes_hints(self) -> bool:
+        return bool(self.config.hint_channels)
+
+    def forward(self, x: torch.Tensor, hints: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """`hints` (B, K, H, W) at the input's resolution (`engine.model.hints.hint_heatmaps`), or
+        None: no point set (the same as all-zero hints). A net without hint channels ignores them."""
+        if not self.takes_hints:
+            hints = None
+        skip, deep = self.encoder(x, hints)
         features = self.decoder(skip, deep)
         outputs = [self.head(features)]
+        small = None
+        if hints is not None and len(self.refine):
+            small = F.adaptive_max_pool2d(hints, features.shape[-2:])
         for stage in self.refine:
-            features, out = stage(features, outputs[-1])
+            features, out = stage(features, outputs[-1], small)
             outputs.append(out)
         return outputs
+
+
+def with_hint_channels(net: KeypointNet) -> KeypointNet:
+    """A copy of `net` that takes hints, its hint weights zero: with or without hints it computes
+    exactly what `net` does (in the same train/eval mode) until it is trained with them."""
+    from dataclasses import replace
+
+    if net.takes_hints:
+        raise ValueError("the network takes hints already")
+    hinted = KeypointNet(replace(net.config, hint_channels=net.config.num_keypoints))
+    missing, unexpected = hinted.load_state_dict(net.state_dict(), strict=False)
+    assert not unexpected and all(".hint_" in k for k in missing), (missing, unexpected)
+    return hinted.to(next(net.parameters()).device).train(net.training)
 
 
 def count_parameters(model: nn.Module) -> int:

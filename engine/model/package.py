@@ -7,7 +7,7 @@ It is a plain dict of tensors, numbers and strings, written atomically and read 
 
 Layout :
 
-    {"format": "fkp-model/1",
+    {"format": "fkp-model/1" (or "fkp-model/2": the keypoint net takes hints, see below),
      "preset": Preset.to_dict(),
      "detector": {"config": DetectorConfig.to_dict(), "state_dict": {...}},
      "keypoints": {"config": NetConfig.to_dict(), "state_dict": {...}},
@@ -15,6 +15,11 @@ Layout :
      "metadata": {"data": ..., "date": ..., "val_ne": ..., ...}}
 
 Without a visibility stage every predicted point is visible (v = 1).
+
+Format 2 (issue 32 (b)) is format 1 whose keypoint net takes hints: its config has
+`hint_channels` (24) and its weights the hint convolutions (`engine.model.hourglass`). A package
+whose net takes no hints is still written as format 1, byte for byte as before, so an earlier
+version of this program reads it; both formats load here (a format-1 net takes no hints).
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.model.checkpoints import CheckpointError, load_checkpoint, save_checkpoint
 
 FORMAT = "fkp-model/1"
+HINT_FORMAT = "fkp-model/2"     # the keypoint net takes hints (NetConfig.hint_channels)
+FORMATS = (FORMAT, HINT_FORMAT)
+
+
 class ModelPackageError(CheckpointError):
     """A model package is missing, corrupt, truncated, foreign, or does not fit its config."""
 
@@ -70,11 +79,14 @@ def save_model(
         path.mkdir(parents=True, exist_ok=True)
         path = path / PACKAGE_FILE_NAME
     meta = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **(metadata or {})}
+    net_config = getattr(keypoint_net, "config", None)
+    hinted = bool(getattr(net_config, "hint_channels", 0))
     package = {
-        "format": FORMAT,
+        "format": HINT_FORMAT if hinted else FORMAT,
         "preset": preset.to_dict(),
         "detector": {"config": detector_config.to_dict(), "state_dict": _weights(detector, half)},
-        "keypoints": {"config": preset.net.to_dict(), "state_dict": _weights(keypoint_net, half)},
+        "keypoints": {"config": (net_config if hinted else preset.net).to_dict(),
+                      "state_dict": _weights(keypoint_net, half)},
         "metadata": _plain_metadata(meta),
     }
     if visibility is not None:
@@ -188,8 +200,9 @@ def _read(file: Path) -> dict[str, Any]:
 
 
 def _check_layout(pkg: Any, file: Path) -> None:
-    if pkg.get("format") != FORMAT:
-        raise ModelPackageError(f"{file}: not an FKP model package (it holds {pkg.get('format')!r}, expected {FORMAT!r})")
+    if pkg.get("format") not in FORMATS:
+        raise ModelPackageError(f"{file}: not an FKP model package (it holds {pkg.get('format')!r}, "
+                                f"expected {' or '.join(map(repr, FORMATS))})")
     for key in ("preset", "detector", "keypoints", "metadata"):
         if not isinstance(pkg.get(key), dict):
             raise ModelPackageError(f"{file}: model package has no {key!r} section")

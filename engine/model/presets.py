@@ -38,9 +38,15 @@ class NetConfig:
     refine_widths: tuple[tuple[int, int], ...] = ((256, 64), (512, 64), (512, 64))
     refine_blocks: tuple[int, int, int] = (1, 2, 2)
     num_keypoints: int = 24
+    # Hint input (issue 32 (b)): one heatmap per keypoint set by hand, 0 (no hint input) or
+    # `num_keypoints`; a config written before it existed has none.
+    hint_channels: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        d = _plain(asdict(self))
+        if not self.hint_channels:
+            del d["hint_channels"]  # a net without hints is stored exactly as before
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> NetConfig:
@@ -253,6 +259,8 @@ def _check_net(net: NetConfig, where: str) -> None:
     _sequence(f"{where} refine_blocks", net.refine_blocks, 3, 1, SIZE_LIMITS["blocks"])
     if net.num_keypoints != NUM_KEYPOINTS or isinstance(net.num_keypoints, bool):
         raise ValueError(f"{where} num_keypoints {_shown(net.num_keypoints)} is not {NUM_KEYPOINTS}")
+    if net.hint_channels not in (0, NUM_KEYPOINTS) or isinstance(net.hint_channels, bool):
+        raise ValueError(f"{where} hint_channels {_shown(net.hint_channels)} is neither 0 nor {NUM_KEYPOINTS}")
 
 
 def _shown(value: Any) -> str:
