@@ -29,15 +29,19 @@ Refinement after a correction (issue 32 (a), `engine.model.refine`): on (i) and 
 who fixes the worst point first, pre-labelled without refinement vs with the model re-decoding
 the untouched points after each fix (shape model of 6,000 synthetic training-like layouts):
 corrections per image (NoC) and seconds, against the goals (<= 14 % of from-scratch on (i),
-<= 25 % on (ii), NoC down by a third on (ii)). `--refine-only` runs just that (no retrain (c)),
-e.g. on smaller batches: `--refine-only --batches 2 --n-new 100 --threads 1`.
+<= 25 % on (ii), NoC down by a third on (ii)). Beside (a), refinement (b) (`engine.model.hint_refine`):
+the keypoint net of `--hint-model` (a format-2 package whose net takes hints, made by
+`python -m engine.training.hint_training` from the demo model) re-predicts the untouched points on
+the garment crop with the set points as hints after each fix; the pre-labels stay the demo
+model's, so the three rows differ only in the refinement. `--refine-only` runs just that (no
+retrain (c)), e.g. on smaller batches: `--refine-only --batches 2 --n-new 100 --threads 1`.
 
 The last line printed is one JSON object of the figures.
 
     python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--batches 5]
         [--n-new 200] [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard]
         [--steps N] [--detector-steps N] [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
-        [--refine-only] [--no-refine] [--queue-only]
+        [--refine-only] [--no-refine] [--queue-only] [--hint-model resources/models/demo-hints | --hint-model none]
 """
 
 from __future__ import annotations
@@ -62,6 +66,7 @@ from engine.io.annotations import Annotations, concat_annotations, load_annotati
 from engine.io.images import read_image
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
+from engine.model.hint_refine import HintRefiner
 from engine.model.refine import ImagePrediction, candidate_peaks, refine_points
 from engine.model.uncertainty import SIGNALS, SignalPipeline
 from engine.model.shape_model import ShapeModel, synthetic_shape_model
@@ -156,8 +161,9 @@ def _batch(name: str, model, root: Path, truth: Annotations, costs: ReviewCosts,
 
 
 def _refinement(name: str, model: TwoStageModel, root: Path, truth: Annotations, batch: dict, shapes: ShapeModel,
-                costs: ReviewCosts, goal_share: float) -> dict:
-    """Worst point first, without and with refinement after each fix: NoC and seconds."""
+                costs: ReviewCosts, goal_share: float, hint_model: TwoStageModel | None = None) -> dict:
+    """Worst point first, without and with refinement after each fix ((a); (b) with `hint_model`):
+    NoC and seconds."""
     pipeline = Pipeline(model)
     coords, vis, scores = batch["_coords"], batch["_vis"], batch["_scores"]
     cats = truth.categories.astype(np.int64)
@@ -192,6 +198,35 @@ def _refinement(name: str, model: TwoStageModel, root: Path, truth: Annotations,
           f"NoC {figures['without_noc']:.2f}; with (a) {with_.total:.0f} s ({100 * figures['with_share']:.1f} %), "
           f"NoC {figures['with_noc']:.2f} ({100 * figures['noc_change']:+.1f} %; goal on (ii) -33 %); "
           f"{len(timings)} refinements, median {figures['refine_ms_median']} ms")
+    if hint_model is not None:
+        figures["b"] = _hinted(name, hint_model, root, truth, coords, vis, costs, scratch, without)
+    return figures
+
+
+def _hinted(name: str, hint_model: TwoStageModel, root: Path, truth: Annotations, coords: np.ndarray,
+            vis: np.ndarray, costs: ReviewCosts, scratch: float, without) -> dict:
+    """Refinement (b): the hint-taking net re-predicts the untouched points after each fix."""
+    refiner = HintRefiner(hint_model)
+    cats = truth.categories.astype(np.int64)
+    images = [read_image(root / i, root) for i in truth.image_ids]
+    timings: list[float] = []
+
+    def refine(row: int, fixed: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = refiner.refine(images[row], int(cats[row]), xy, fixed, vis[row]).coords
+        timings.append(time.perf_counter() - t0)
+        return out
+
+    b = corrected(truth, coords, vis, refine, costs)
+    figures = {"with_s": round(b.total, 1), "with_share": round(b.total / scratch, 4),
+               "with_noc": round(float(b.corrections.mean()), 3),
+               "noc_change": round(float(b.corrections.mean() / max(without.corrections.mean(), 1e-9) - 1), 4),
+               "with_actions": b.counts(), "refinements": len(timings),
+               "refine_ms_median": round(1000 * float(np.median(timings)), 2) if timings else None}
+    print(f"{name}, refinement (b) after each fix (the hint-taking net): {b.total:.0f} s "
+          f"({100 * figures['with_share']:.1f} % of from scratch), NoC {figures['with_noc']:.2f} "
+          f"({100 * figures['noc_change']:+.1f} % against no refinement); {len(timings)} refinements, "
+          f"median {figures['refine_ms_median']} ms")
     return figures
 
 
@@ -213,6 +248,8 @@ def main() -> None:
     p.add_argument("--refine-only", action="store_true",
                    help="(b) and the refinement comparison only: no retrain (c); for smaller batches")
     p.add_argument("--no-refine", action="store_true", help="leave out the refinement comparison")
+    p.add_argument("--hint-model", default=str(REPO / "resources" / "models" / "demo-hints"),
+                   help="a package whose keypoint net takes hints, for refinement (b) ('none': leave (b) out)")
     p.add_argument("--queue-only", action="store_true",
                    help="(a), (b) and the review queue's cost capture only: no refinement, no retrain (c)")
     for field in dataclasses.fields(ReviewCosts):
@@ -244,8 +281,17 @@ def main() -> None:
         refined = {}
         if not (args.no_refine or args.queue_only):
             shapes = synthetic_shape_model(size=args.size)
-            refined = {"ordinary": _refinement("(i) ordinary", model, root, ordinary, i, shapes, costs, 0.14),
-                       "new": _refinement("(ii) new domain", model, root, new, ii, shapes, costs, 0.25)}
+            hint_model = None if args.hint_model == "none" else load_model(args.hint_model)
+            refined = {"ordinary": _refinement("(i) ordinary", model, root, ordinary, i, shapes, costs, 0.14,
+                                               hint_model),
+                       "new": _refinement("(ii) new domain", model, root, new, ii, shapes, costs, 0.25, hint_model)}
+            for key, label, goal in (("ordinary", "(i)", 14), ("new", "(ii)", 25)):
+                r = refined[key]
+                rows = [("without refinement", r["without_share"], r["without_noc"]), ("(a)", r["with_share"], r["with_noc"])]
+                rows += [("(b)", r["b"]["with_share"], r["b"]["with_noc"])] if "b" in r else []
+                print(f"{label} % of from-scratch time / NoC: " + "; ".join(f"{n} {100 * sh:.1f} % / {noc:.2f}"
+                                                                           for n, sh, noc in rows)
+                      + f" (goal <= {goal} %" + (", NoC -33 %)" if key == "new" else ")"))
         loop = _loop(args, model, root, new, replay, ii, costs, ordinary, i) if not (args.no_loop or
                                                                                    args.refine_only or
                                                                                    args.queue_only) else {}
@@ -255,7 +301,11 @@ def main() -> None:
              **({"loop_le_60pct": loop["after_share"] <= 0.60} if loop else {}),
              **({"i_refined_le_14pct": refined["ordinary"]["with_share"] <= 0.14,
                  "ii_refined_le_25pct": refined["new"]["with_share"] <= 0.25,
-                 "ii_noc_down_a_third": refined["new"]["noc_change"] <= -1 / 3} if refined else {})}
+                 "ii_noc_down_a_third": refined["new"]["noc_change"] <= -1 / 3} if refined else {}),
+             **({"i_b_le_14pct": refined["ordinary"]["b"]["with_share"] <= 0.14,
+                 "ii_b_le_25pct": refined["new"]["b"]["with_share"] <= 0.25,
+                 "ii_b_noc_down_a_third": refined["new"]["b"]["noc_change"] <= -1 / 3}
+                if refined and "b" in refined["new"] else {})}
     print("goals: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in goals.items()))
     clean = {k: {kk: vv for kk, vv in d.items() if not kk.startswith("_")} for k, d in (("ordinary", i), ("new", ii))}
     print(json.dumps({**clean, "loop": loop, "refinement": refined, "visibility": visibility, "goals": goals,

@@ -10,7 +10,11 @@ image is then accepted (Enter). The costs per action are stated and adjustable (
 
 `corrected` is the reviewer of issue 32: the worst point first, one at a time, and after each fix
 the model may re-predict the points nobody touched (a `Refine` callable, so this module stays
-torch-free); its corrections per image (places + drags) are the NoC of Click-Pose.
+torch-free); its corrections per image (places + drags) are the NoC of Click-Pose. Either
+refinement fits it: (a) `engine.model.refine.refine_points` over stored peaks, or (b) the
+hint-taking keypoint net, `lambda row, fixed, xy: HintRefiner(model).refine(image[row],
+category[row], xy, fixed).coords` (`engine.model.hint_refine`, as `benchmarks/bench_annotation_effort.py`
+does). Toggles are counted on the pre-labels' visibility.
 """
 
 from __future__ import annotations
