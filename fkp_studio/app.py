@@ -14,7 +14,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from PySide6.QtCore import QStandardPaths, Qt, QTimer
+from PySide6.QtCore import QStandardPaths, Qt
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication, QMessageBox, QProgressDialog
 
@@ -198,8 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     app = init_application()
     window = MainWindow()
+    window.firstFrameShown.connect(lambda: start(window, args))
     window.show()
-    QTimer.singleShot(0, lambda: start(window, args))
     return app.exec()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSettings, Qt, Signal
+from PySide6.QtCore import QByteArray, QSettings, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QKeySequence
 from PySide6.QtWidgets import QComboBox, QDockWidget, QMainWindow, QMessageBox, QWidget
 
@@ -48,6 +48,7 @@ class MainWindow(QMainWindow):
     datasetOpened = Signal()
     imageShown = Signal(int)  # data row, once its image (or placeholder) is on the canvas
     predictionsReady = Signal()
+    firstFrameShown = Signal()  # the window has painted once: slow starts may begin
 
     def __init__(self):
         super().__init__()
@@ -79,8 +80,17 @@ class MainWindow(QMainWindow):
         keep_keys_in_text_fields(self)  # review keys act on the canvas and the list, never from a text field
         self._update_title()
         self.charts.refresh()
-        self.predict.find_device()
+        # Importing torch holds the GIL for seconds: begun before the first paint, the window
+        # stayed black that long.
+        self._first_frame = False
+        self.firstFrameShown.connect(self.predict.find_device)
         self._restore_settings()
+
+    def paintEvent(self, event) -> None:
+        super().paintEvent(event)
+        if not self._first_frame:
+            self._first_frame = True
+            QTimer.singleShot(0, self.firstFrameShown.emit)  # once this frame is on the screen
 
     @property
     def doc(self) -> AnnotationDocument | None:
@@ -342,13 +352,21 @@ class MainWindow(QMainWindow):
         if isinstance(geometry, QByteArray) and not geometry.isEmpty():
             self.restoreGeometry(geometry)
         else:
-            self.resize(1400, 880)
+            self.resize(self._default_size())
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
         else:
-            self.resizeDocks([self.list_dock, self.keypoint_dock], [400, 470], Qt.Horizontal)
+            # Wide enough for every column (measured in the font), the rest for the image.
+            self.resizeDocks([self.list_dock, self.keypoint_dock],
+                             [self.list_panel.needed_width(), self.keypoint_table.needed_width()], Qt.Horizontal)
             self.resizeDocks([self.charts_dock], [230], Qt.Vertical)
+
+    def _default_size(self) -> QSize:
+        """Both docks' columns whole and an image of at least 560 px beside them, within the screen."""
+        wanted = QSize(self.list_panel.needed_width() + self.keypoint_table.needed_width() + 560, 900)
+        screen = self.screen().availableGeometry().size() if self.screen() is not None else wanted
+        return wanted.boundedTo(screen * 0.95).expandedTo(QSize(1200, 800).boundedTo(screen))
 
     def _save_settings(self) -> None:
         s = QSettings()

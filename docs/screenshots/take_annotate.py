@@ -6,7 +6,9 @@ A folder of synthetic photos (fixed seed): a few under `Images/skirt/`, the rest
 `Images/new/` (no category). Opened in the studio as new annotations (`studio-new-images.png`:
 the photos without a category listed with "—"), then predicted with the demo model, which gives
 them the detector's class, the first image accepted with Enter, and an image with points
-predicted occluded on show (`studio-annotate.png`).
+predicted occluded on show (`studio-annotate.png`); the next image of the review queue with a
+predicted point dragged into place (`studio-review-flow.png`), and the `?` sheet of every key
+(`studio-shortcuts.png`).
 Settings and data live in a temporary folder: the user's own studio state is untouched.
 """
 
@@ -45,7 +47,8 @@ def main() -> None:
     args = parser.parse_args()
 
     tmp = private_folder()
-    from PySide6.QtCore import Qt
+    import numpy as np
+    from PySide6.QtCore import QPoint, Qt
     from PySide6.QtTest import QTest
 
     from fkp_studio.app import demo_model, init_application
@@ -73,6 +76,26 @@ def main() -> None:
     p = w.doc.predictions
     w.list_panel.go_to(next(r for r in range(len(w.doc)) if (p.visibility[r] == 0).any() and w.doc.review[r] == 0))
     shot(w, out / "studio-annotate.png")
+
+    # The review flow: a category key, then a predicted point pressed and dragged (accepted and
+    # moved in one gesture), the list's Δ and marks, the undo step in the toolbar.
+    row = int(w.doc.review_queue()[0])
+    w.list_panel.go_to(row)
+    wait(600)
+    w.canvas.setFocus()
+    QTest.keyClick(w.canvas, Qt.Key_1 + int(w.doc.categories[row]))  # the category it has: no re-predict
+    k = int(np.flatnonzero(w.doc.predictions.visibility[row] >= 0)[0])
+    start = w.canvas.mapFromScene(*(float(v) for v in w.doc.predictions.coords[row, k]))
+    QTest.mousePress(w.canvas.viewport(), Qt.LeftButton, pos=start)
+    for step in range(1, 6):
+        QTest.mouseMove(w.canvas.viewport(), start + QPoint(5 * step, 3 * step))
+    QTest.mouseRelease(w.canvas.viewport(), Qt.LeftButton, pos=start + QPoint(25, 15))
+    shot(w, out / "studio-review-flow.png")
+
+    w.action_by_id["help.shortcuts"].trigger()  # the `?` sheet
+    wait(400)
+    shot(w.shortcut_sheet, out / "studio-shortcuts.png")
+    w.shortcut_sheet.close()
     w.undo_stack.setClean()
     w.close()
     shutil.rmtree(tmp, ignore_errors=True)

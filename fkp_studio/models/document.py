@@ -91,7 +91,8 @@ class AnnotationDocument(QObject):
         self._baseline_vis = annotations.visibility.copy()
         self._baseline_categories = annotations.categories.copy()
         self.had_points = (self._baseline_vis >= 0).any(axis=1)  # per image: annotated when read
-        self.edited = np.zeros(n, bool)
+        self.edited = np.zeros(n, bool)         # per image: changed since read (points or category)
+        self.points_edited = np.zeros(n, bool)  # per image: its points changed since read
         self.visible_count = (annotations.visibility == 1).sum(axis=1).astype(np.int64)
         self.predictions: Predictions | None = None
         self.ne = np.full(n, np.nan)
@@ -181,10 +182,10 @@ class AnnotationDocument(QObject):
     def _refresh_rows(self, rows: np.ndarray) -> None:
         a = self.ann
         self.visible_count[rows] = (a.visibility[rows] == 1).sum(axis=1)
-        self.edited[rows] = ((a.visibility[rows] != self._baseline_vis[rows]).any(axis=1)
-                             | (a.categories[rows] != self._baseline_categories[rows])
-                             | (self.uncategorized[rows] != self._baseline_uncategorized[rows])
-                             | (a.coords[rows] != self._baseline_coords[rows]).any(axis=(1, 2)))
+        self.points_edited[rows] = ((a.visibility[rows] != self._baseline_vis[rows]).any(axis=1)
+                                    | (a.coords[rows] != self._baseline_coords[rows]).any(axis=(1, 2)))
+        self.edited[rows] = (self.points_edited[rows] | (a.categories[rows] != self._baseline_categories[rows])
+                             | (self.uncategorized[rows] != self._baseline_uncategorized[rows]))
         if self.predictions is not None:
             self.ne[rows], self.errors[rows] = compute_errors(a, self.predictions, rows)
         self.error_index.update_rows(rows)

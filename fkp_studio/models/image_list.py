@@ -22,7 +22,7 @@ from fkp_studio.models.document import AnnotationDocument
 
 COL_ID, COL_CATEGORY, COL_NE, COL_VISIBLE, COL_EDITED, COL_REVIEW = range(6)
 HEADERS = ("Image", "Category", "NE %", "Visible", "Edited", "Review")
-_REVIEW_TEXT = ("", "✓ reviewed", "skipped")
+REVIEW_TEXT = ("", "✓ reviewed", "skipped")
 
 
 @dataclass
@@ -115,9 +115,10 @@ class ImageListModel(QAbstractTableModel):
             if col == COL_VISIBLE:
                 return str(int(doc.visible_count[r]))
             if col == COL_EDITED:
-                return "✎ edited" if doc.edited[r] else ""
+                # A category the detector gave (Predict all on new photos) is an edit, not the hand's.
+                return "" if not doc.edited[r] else "✎ edited" if doc.points_edited[r] else "category set"
             if col == COL_REVIEW:
-                return _REVIEW_TEXT[int(doc.review[r])]
+                return REVIEW_TEXT[int(doc.review[r])]
         elif role == Qt.ToolTipRole and col == COL_ID:
             return shorten(str(doc.ann.image_ids[r]), 1000)
         elif role == Qt.TextAlignmentRole and col in (COL_NE, COL_VISIBLE):

@@ -10,6 +10,7 @@ import numpy as np
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from PySide6.QtCore import QTimer, Signal
+from PySide6.QtGui import QColor, QPainter
 from PySide6.QtWidgets import QHBoxLayout, QWidget
 
 from engine.analysis.error_types import ERROR_TYPES
@@ -56,7 +57,25 @@ def _without_own_annotations(doc: AnnotationDocument) -> AnnotationDocument | _N
     return _NeView(doc, drop) if drop.any() else doc
 
 
-class _Chart(FigureCanvasQTAgg):
+class _FigureCanvas(FigureCanvasQTAgg):
+    """A matplotlib canvas whose first paint is its background only, the figure drawn just after:
+    matplotlib's first draw loads its fonts (0.3-0.6 s), which kept the window's first frame black."""
+
+    FIRST_DRAW_DELAY_MS = 50
+    _painted = False
+
+    def paintEvent(self, event) -> None:
+        if self._painted:
+            super().paintEvent(event)
+            return
+        self._painted = True
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), QColor(_BG))
+        painter.end()
+        QTimer.singleShot(self.FIRST_DRAW_DELAY_MS, self.update)
+
+
+class _Chart(_FigureCanvas):
     def __init__(self, bottom_left: tuple[float, float] = (0.14, 0.22)):
         # Fixed margins: constrained layout costs ~0.2 s per redraw, far too slow while editing.
         fig = Figure(figsize=(4, 2.4), dpi=100, facecolor=_BG)
@@ -128,8 +147,8 @@ class DatasetCharts(QWidget):
         titles = ("Per-image NE", "NE per keypoint", "NE per category")
         if doc is None or doc.predictions is None or np.isnan(doc.errors).all():
             why = ("no data set" if doc is None else "no predictions yet" if doc.predictions is None
-                   else _MADE_FROM_PREDICTIONS if isinstance(doc, _NeView) else "no annotated point to compare yet")
-            hint = ("\n\nFile ▸ Open predictions… or\nFile ▸ Predict with model…"
+                   else _MADE_FROM_PREDICTIONS if isinstance(doc, _NeView) else "no annotated point\nto compare yet")
+            hint = ("\n\nModel ▸ Predict all (Ctrl+R) or\nFile ▸ Open predictions…"
                     if doc is not None and doc.predictions is None else "")
             for chart, title in zip((self.hist, self.per_kp, self.per_cat), titles):
                 chart.message(title, why + (hint if chart is self.hist else ""))
@@ -192,7 +211,7 @@ class DatasetCharts(QWidget):
             self.categoryClicked.emit(what[1])
 
 
-class ErrorTypeChart(FigureCanvasQTAgg):
+class ErrorTypeChart(_FigureCanvas):
     """Stacked bars of jitter, inversions and misses per keypoint; a click on a segment asks
     for the images with that error type on that keypoint."""
 
@@ -222,7 +241,7 @@ class ErrorTypeChart(FigureCanvasQTAgg):
             return "no predictions yet"
         scored = np.isfinite(doc.errors).any(axis=1)
         if not scored.any():
-            return "no annotated point to compare yet"
+            return "no annotated point\nto compare yet"
         if not (scored & ~made_from_predictions(doc)).any():
             return _MADE_FROM_PREDICTIONS.replace("no NE", "no error types")
         return "error types when the prediction run ends"

@@ -8,14 +8,20 @@ from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import QAbstractItemView, QHeaderView, QTableWidget, QTableWidgetItem, QWidget
 
-from engine.schema import category_keypoints
+from engine.analysis.error_types import ERROR_TYPES
+from engine.schema import NUM_KEYPOINTS, category_keypoints
 from fkp_studio.models.document import AnnotationDocument
 from fkp_studio.views.palette import KEYPOINT_COLOURS, LOW_CONFIDENCE, LOW_CONFIDENCE_RING, TYPE_COLOURS
 from fkp_studio.models.keypoint_names import keypoint_label
+from fkp_studio.views.column_widths import column_widths, table_width
 
 _VIS = {1: "visible", 0: "occluded", -1: "absent"}
 HEADERS = ("Keypoint", "Annotation", "Prediction", "Conf.", "NE %", "Visibility", "Error type")
 COL_PREDICTION, COL_CONFIDENCE, COL_NE, COL_VISIBILITY, COL_TYPE = 2, 3, 4, 5, 6
+# The widest text each column shows; the keypoint's colour swatch sits before its name.
+_SWATCH = "MM"
+COLUMN_SAMPLES = ([_SWATCH + keypoint_label(k) for k in range(NUM_KEYPOINTS)], ("1024, 1024",), ("1024, 1024",),
+                  ("0.99",), ("100.0",), tuple(_VIS.values()), ERROR_TYPES)
 
 
 def _swatch(colour: QColor) -> QIcon:
@@ -37,14 +43,19 @@ class KeypointTable(QTableWidget):
         self.setSelectionMode(QAbstractItemView.SingleSelection)
         self.verticalHeader().setVisible(False)
         self.verticalHeader().setDefaultSectionSize(22)
-        # Fixed widths: ResizeToContents re-measures every cell on every change (slow).
+        # Widths measured once: ResizeToContents re-measures every cell on every change (slow).
         self.horizontalHeader().setSectionResizeMode(QHeaderView.Interactive)
         self.horizontalHeader().setStretchLastSection(True)
-        for col, width in enumerate((124, 68, 68, 40, 48, 66)):
+        self.column_widths = column_widths(self, HEADERS, COLUMN_SAMPLES)
+        for col, width in enumerate(self.column_widths):
             self.setColumnWidth(col, width)
         self.setFocusPolicy(Qt.NoFocus)  # keys belong to the canvas and the list
         self.keypoints: list[int] = []
         self.cellClicked.connect(lambda row, _col: self.keypointClicked.emit(self.keypoints[row]))
+
+    def needed_width(self) -> int:
+        """The width that shows every column whole (the main window's default dock width)."""
+        return table_width(self, self.column_widths)
 
     def show_row(self, doc: AnnotationDocument, row: int, selected: int | None) -> None:
         self.keypoints = list(category_keypoints(int(doc.categories[row])))

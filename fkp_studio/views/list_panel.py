@@ -16,9 +16,12 @@ from PySide6.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QHBoxLay
 from engine.io.review import REVIEW_STATES
 from engine.schema import CATEGORIES
 from fkp_studio.models.error_index import ERROR_FILTERS
-from fkp_studio.models.image_list import ImageListModel, ListFilter
+from fkp_studio.models.image_list import COL_ID, HEADERS, REVIEW_TEXT, ImageListModel, ListFilter
+from fkp_studio.views.column_widths import column_widths, table_width
 
-COLUMN_WIDTHS = (150, 70, 56, 50, 64, 72)
+# The widest text each column shows (the image column stretches over what the others leave).
+COLUMN_SAMPLES = (("photo_000.jpg",), CATEGORIES + ("—",), ("100.00", "Δ 99.9 px"), ("24",), ("✎ edited", "category set"),
+                  REVIEW_TEXT)
 
 
 class ImageListPanel(QWidget):
@@ -35,6 +38,7 @@ class ImageListPanel(QWidget):
         layout.addLayout(self._build_filter_row())
         layout.addLayout(self._build_sort_row())
         self.list_view = self._build_view()
+        self.column_widths = column_widths(self.list_view, HEADERS, COLUMN_SAMPLES)
         layout.addWidget(self.list_view, 1)
         self.count_label = QLabel("", self)
         layout.addWidget(self.count_label)
@@ -101,8 +105,13 @@ class ImageListPanel(QWidget):
         view.verticalHeader().setDefaultSectionSize(22)
         view.verticalHeader().setSectionResizeMode(QHeaderView.Fixed)
         view.horizontalHeader().setHighlightSections(False)
-        view.horizontalHeader().setStretchLastSection(True)
+        view.setTextElideMode(Qt.ElideMiddle)  # a long image id keeps its start and its end
         return view
+
+    def needed_width(self) -> int:
+        """The panel's width that shows every column whole (the main window's default dock width)."""
+        margins = self.layout().contentsMargins()
+        return table_width(self.list_view, self.column_widths) + margins.left() + margins.right()
 
     # --- document -----------------------------------------------------------------------
 
@@ -119,8 +128,9 @@ class ImageListPanel(QWidget):
         self.list_view.selectionModel().currentRowChanged.connect(self._on_current)
         header = self.list_view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.Interactive)
-        for col, width in enumerate(COLUMN_WIDTHS):
+        for col, width in enumerate(self.column_widths):
             self.list_view.setColumnWidth(col, width)
+        header.setSectionResizeMode(COL_ID, QHeaderView.Stretch)
         self._reset_filter_widgets()
         self._after_view_changed()
 

@@ -90,6 +90,9 @@ def open_window(qtbot):
 
     def _open(csv: Path, predictions: Path | None = None, restore_policy: str = "discard"):
         window = MainWindow()
+        # A desktop's size (the offscreen screen is 800 px wide): the docks at their measured
+        # widths and an image of about 600 px beside them, as the drag tests' precision assumes.
+        window.resize(1700, 1000)
         window.questions.restore_policy = restore_policy
         # Tear-down closes windows: never block on the "save your edits?" question.
         window.questions.unsaved = lambda name: "discard"

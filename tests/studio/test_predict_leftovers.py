@@ -127,3 +127,39 @@ def test_predict_all_on_a_csv_data_set_marks_no_row_edited(open_window, dataset,
     model = window.list_model
     assert [model.data(model.index(i, COL_EDITED)) for i in range(model.rowCount())] == [""] * len(doc)
     assert not doc.edited.any() and window.undo_stack.isClean() and not window.isWindowModified()
+
+
+def test_predict_all_on_new_photos_says_category_set_until_the_points_are_edited(qtbot, tmp_path):
+    """Photos without a category take the detector's class when Predict all ends: the Edited
+    column says "category set" (a change to save, not the hand's), and "✎ edited" once the
+    reviewer accepts the image's points with Enter."""
+    from engine.synth import render_sample
+
+    rng = np.random.default_rng(4)
+    root = tmp_path / "shoot"
+    for i, category in enumerate(("skirt", "trousers", "blouse")):
+        (root / "Images" / "new").mkdir(parents=True, exist_ok=True)
+        write_jpeg(root / "Images" / "new" / f"p{i}.jpg", render_sample(rng, category, (160, 160)).image)
+    window = _window(qtbot)
+    with qtbot.waitSignal(window.datasetOpened, timeout=10000):
+        window.open_images(root / "Images")
+    doc, model = window.doc, window.list_model
+    assert doc.uncategorized.all()
+    _answer_next_box(qtbot, QMessageBox.Yes, [])
+    with qtbot.waitSignal(window.predict.predictionsDone, timeout=20000):
+        _predict_all_keys(qtbot, window)
+    assert not doc.uncategorized.any() and doc.edited.all()
+
+    def edited_column() -> dict[int, str]:
+        return {int(model.order[i]): model.data(model.index(i, COL_EDITED)) for i in range(model.rowCount())}
+
+    assert set(edited_column().values()) == {"category set"}
+    row = window.current_row
+    window.activateWindow()  # back from the message box
+    qtbot.waitUntil(window.isActiveWindow, timeout=2000)
+    window.canvas.setFocus()
+    qtbot.keyClick(window.canvas, Qt.Key_Return)
+    qtbot.waitUntil(lambda: doc.review_state(row) == "reviewed", timeout=5000)
+    column = edited_column()
+    assert column[row] == "✎ edited" and doc.points_edited[row]
+    assert all(text == "category set" for r, text in column.items() if r != row)
