@@ -21,6 +21,7 @@ from fkp_studio.controllers.editing import EditingController
 from fkp_studio.controllers.hard_set import HardSetController
 from fkp_studio.controllers.opening import OpeningController
 from fkp_studio.controllers.predict import PredictController
+from fkp_studio.controllers.refine import RefineController
 from fkp_studio.controllers.retrain import RetrainController
 from fkp_studio.controllers.review import ReviewController
 from fkp_studio.controllers.saving import SavingController
@@ -62,6 +63,7 @@ class MainWindow(QMainWindow):
         self.predict = PredictController(state, self.questions)
         self.hard_set = HardSetController(state)
         self.retrain = RetrainController(state, self.predict)
+        self.refine = RefineController(state)
         self.retrain_dialog = None
 
         self.status_bar = StudioStatusBar(self)
@@ -172,6 +174,7 @@ class MainWindow(QMainWindow):
             "view.fit": canvas.zoom_fit, "view.actual_size": canvas.zoom_actual,
             "view.zoom_in": lambda: canvas.zoom_by(1.25), "view.zoom_out": lambda: canvas.zoom_by(0.8),
             "view.show_predictions": canvas.set_show_predictions, "view.worst_first": panel.worst_first,
+            "view.refine": self.refine.set_enabled,
             "view.clear_filter": panel.clear_filter,
             "go.next_image": lambda: panel.step(1), "go.previous_image": lambda: panel.step(-1),
             "model.predict_all": predict.predict_all, "model.predict_selection": predict.predict_selection,
@@ -187,6 +190,7 @@ class MainWindow(QMainWindow):
             slots[f"edit.nudge_{key}_10"] = lambda _=False, dx=dx, dy=dy: editing.nudge(10 * dx, 10 * dy)
         self.action_by_id = {**make_actions(self, slots, menus, canvas=canvas), "edit.undo": undo, "edit.redo": redo}
         self.action_by_id["view.show_predictions"].setChecked(True)
+        self.action_by_id["view.refine"].setChecked(self.refine.enabled)
         menus["view"].addSeparator()
         for dock in (self.list_dock, self.keypoint_dock, self.charts_dock, self.problems_dock, self.check_dock):
             menus["view"].addAction(dock.toggleViewAction())
@@ -233,6 +237,8 @@ class MainWindow(QMainWindow):
         self.canvas.placeRequested.connect(editing.place)
         self.canvas.predictionAccepted.connect(editing.accept_point)
         self.canvas.predictionDragged.connect(editing.accept_point_at)
+        self.refine.refined.connect(lambda _row, before: self.canvas.show_refinement(before))
+        state.currentRowChanged.connect(lambda _row: self.canvas.show_refinement(None))
         self.canvas.hovered.connect(status.hover_label.setText)
         self.check_panel.suspectClicked.connect(editing.go_to_point)
         panel = self.hard_set_panel
@@ -353,6 +359,9 @@ class MainWindow(QMainWindow):
             self.restoreGeometry(geometry)
         else:
             self.resize(self._default_size())
+        refine = s.value("view/refine", True, type=bool)
+        self.refine.set_enabled(refine)
+        self.action_by_id["view.refine"].setChecked(refine)
         state = s.value("window/state")
         if isinstance(state, QByteArray) and not state.isEmpty():
             self.restoreState(state)
@@ -372,4 +381,5 @@ class MainWindow(QMainWindow):
         s = QSettings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
+        s.setValue("view/refine", self.refine.enabled)
         s.sync()

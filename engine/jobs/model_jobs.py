@@ -151,6 +151,53 @@ def _merge_and_save(workspace: Workspace, version: str, annotations_path, annota
     return workspace.save_predictions(version, annotations_path, pred, scores[order])
 
 
+class RefinerHolder:
+    """The model loaded for refinement after a correction, kept between corrections (a load per
+    drag would take seconds); only the jobs on the model thread touch it."""
+
+    def __init__(self) -> None:
+        self.version: str | None = None
+        self.refiner: Any = None
+
+
+def refine_job(holder: RefinerHolder, workspace: Workspace, version: str, image_id: str, category: int,
+               predicted: Predictions, fixed: np.ndarray, fixed_coords: np.ndarray):
+    """Predict one image's untouched points again from the points set by hand (`fixed` (24,) bool,
+    at `fixed_coords` (24, 2)), with model `version` (`engine.model.correction`). `predicted` is
+    the image's current prediction (one row). Returns {"prediction": that row with every point
+    that is neither set nor absent predicted again, as saved; "hints": whether the model's net
+    took the set points as hints}."""
+
+    def run(ctx: JobContext) -> dict[str, Any]:
+        from engine.io.images import ImageError, read_image
+        from engine.model.correction import CorrectionRefiner
+        from engine.model.onnx_runtime import is_onnx_model
+        from engine.model.prediction import load_for_prediction, prediction_threads
+
+        with prediction_threads():
+            if holder.version != version:
+                path = workspace.model_path(version)
+                if is_onnx_model(path):
+                    raise JobError(f"model {version} is an ONNX export: refinement after a correction needs "
+                                   "a model package")
+                model, device = load_for_prediction(path)
+                holder.refiner, holder.version = CorrectionRefiner(model, device), version
+            try:
+                image = read_image(workspace.image_path(image_id), workspace.root)
+            except ImageError as e:
+                raise JobError(str(e)) from None
+            out = holder.refiner.refine(f"{image_id}\0{category}", image, category,
+                                        (predicted.coords[0], predicted.visibility[0], predicted.scores[0]),
+                                        fixed, fixed_coords)
+        part = predicted.take([0])
+        again = ~np.asarray(fixed, bool) & (part.visibility[0] >= 0)
+        part.coords[0, again], part.visibility[0, again] = out.coords[again], out.visibility[again]
+        part.scores[0, again] = out.scores[again]
+        return {"prediction": part.as_saved(), "hints": holder.refiner.uses_hints}
+
+    return run
+
+
 def evaluate_job(workspace: Workspace, version: str, annotations_path: str | os.PathLike, annotations: Annotations,
                  hard_ids: list[str] | None = None):
     """Score the saved predictions of `version` against the annotation snapshot.

@@ -46,6 +46,7 @@ def _describe_device() -> str:
     return describe_device(pick_device())
 
 
+DEVICE_JOB = "find the device"  # quick: a refinement after a correction may queue behind it
 NO_MODEL = "This data set has no model yet: choose one with File › Predict with model…."
 
 
@@ -76,7 +77,7 @@ class PredictController(QObject):
     def find_device(self) -> None:
         """Say where the model runs. Importing torch and asking CUDA take seconds: on the model
         thread (which owns the CUDA context from then on), never on the Qt main thread."""
-        self.state.model_thread.submit("find the device", lambda ctx: _describe_device(),
+        self.state.model_thread.submit(DEVICE_JOB, lambda ctx: _describe_device(),
                                        on_done=self.deviceFound.emit,
                                        on_error=lambda msg: self.deviceFound.emit("unknown"))
 

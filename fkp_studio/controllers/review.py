@@ -28,14 +28,19 @@ class ReviewController(QObject):
         # changed are caught as the document reports them, then shown and named.
         self._changed_rows: list[int] = []
         self._undo_index = 0
+        self._accept_after_refinement = False
         state.documentChanged.connect(lambda doc: doc.rowsChanged.connect(self._rows_changed))
         state.undo_stack.indexChanged.connect(self._undo_moved)
+        state.refinementSettled.connect(self._refinement_settled)
 
     def accept_image(self) -> None:
         """The prediction becomes the annotation of every point not placed yet, the image is
         marked reviewed (one undo step), and the next unreviewed image is shown."""
         s = self.state
         if not s.editable():
+            return
+        if s.refining():  # the correction just made is refining the rest: accept what it gives
+            self._accept_after_refinement = True
             return
         doc, row, stack = s.doc, s.current_row, s.undo_stack
         accept = commands.accept_prediction(doc, row)
@@ -48,6 +53,13 @@ class ReviewController(QObject):
                 stack.push(command)
         stack.endMacro()
         self.next_unreviewed()
+
+    def _refinement_settled(self, ended: bool) -> None:
+        """Enter came while refining: accept now, unless another action dropped the refinement."""
+        if self._accept_after_refinement:
+            self._accept_after_refinement = False
+            if ended:
+                self.accept_image()
 
     def _confirm_no_points(self, row: int) -> bool:
         """Whether an image with nothing to accept may be marked reviewed: without an annotated

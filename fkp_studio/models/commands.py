@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtGui import QUndoCommand
 
+from engine.io.predictions import Predictions
 from engine.schema import CATEGORIES, CATEGORY_MASK, FLIP_PERMUTATION, category_keypoints
 from fkp_studio.models.document import AnnotationDocument
 from fkp_studio.models.keypoint_names import keypoint_label
@@ -22,17 +23,30 @@ class SetKeypointsCommand(QUndoCommand):
     """Keypoints `keypoints` of image `row` become `coords`/`visibility`."""
 
     def __init__(self, doc: AnnotationDocument, row: int, keypoints, coords, visibility, text: str,
-                 merge_key: tuple | None = None, category: int | None = None):
+                 merge_key: tuple | None = None, category: int | None = None, refines: bool = False):
         super().__init__(text)
-        self.doc = doc
+        self.doc, self.row = doc, row
         self.before = doc.current(row, keypoints, with_category=category is not None)
         self.after = doc.edit_of(row, keypoints, coords, visibility, category)
         self.merge_key = merge_key
+        # A correction by hand: the image's untouched points may be predicted again from it
+        # (`controllers/refine.py`); the refinement then belongs to this undo step.
+        self.refines = refines
+        self.refinement: tuple[Predictions, Predictions] | None = None  # (before, after) of the row
+
+    def attach_refinement(self, refined: Predictions) -> None:
+        """The image's prediction refined after this correction: shown now, undone and redone with it."""
+        self.refinement = (self.doc.predictions.take([self.row]), refined)
+        self.doc.fill_predictions(refined)
 
     def redo(self) -> None:
         self.doc.apply(self.after)
+        if self.refinement is not None:
+            self.doc.fill_predictions(self.refinement[1])
 
     def undo(self) -> None:
+        if self.refinement is not None:
+            self.doc.fill_predictions(self.refinement[0])
         self.doc.apply(self.before)
 
     def id(self) -> int:
@@ -67,7 +81,8 @@ def _pixel(x: float, y: float) -> tuple[float, float]:
 def move_point(doc: AnnotationDocument, row: int, k: int, x: float, y: float) -> SetKeypointsCommand:
     """Move keypoint k to (x, y), keeping its visibility (an absent point becomes visible)."""
     v = int(doc.ann.visibility[row, k])
-    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [v if v >= 0 else 1], f"Move {keypoint_label(k)}")
+    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [v if v >= 0 else 1], f"Move {keypoint_label(k)}",
+                               refines=True)
 
 
 def nudge_point(doc: AnnotationDocument, row: int, k: int, dx: float, dy: float) -> SetKeypointsCommand | None:
@@ -82,7 +97,7 @@ def nudge_point(doc: AnnotationDocument, row: int, k: int, dx: float, dy: float)
 
 def place_point(doc: AnnotationDocument, row: int, k: int, x: float, y: float) -> SetKeypointsCommand:
     """Place an absent keypoint at (x, y) as visible."""
-    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [1], f"Place {keypoint_label(k)}")
+    return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [1], f"Place {keypoint_label(k)}", refines=True)
 
 
 def cycle_visibility(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand | None:
@@ -120,7 +135,9 @@ def accept_prediction(doc: AnnotationDocument, row: int, keypoints=None) -> SetK
     # where the model's visibility stage says so, else visible).
     vis = np.where(doc.ann.visibility[row, ks] >= 0, doc.ann.visibility[row, ks], p.visibility[row, ks])
     what = keypoint_label(int(ks[0])) if len(ks) == 1 else f"{len(ks)} points"
-    return SetKeypointsCommand(doc, row, ks, np.rint(p.coords[row, ks]), vis, f"Accept prediction: {what}")
+    # Accepting one point is a correction (it says that point is right); accepting the rest is not.
+    return SetKeypointsCommand(doc, row, ks, np.rint(p.coords[row, ks]), vis, f"Accept prediction: {what}",
+                               refines=keypoints is not None)
 
 
 def accept_prediction_at(doc: AnnotationDocument, row: int, k: int, x: float, y: float) -> SetKeypointsCommand | None:
@@ -130,7 +147,7 @@ def accept_prediction_at(doc: AnnotationDocument, row: int, k: int, x: float, y:
     if p is None or not p.present[row] or p.visibility[row, k] < 0:
         return None
     return SetKeypointsCommand(doc, row, [k], [_pixel(x, y)], [int(p.visibility[row, k])],
-                               f"Accept and move {keypoint_label(k)}")
+                               f"Accept and move {keypoint_label(k)}", refines=True)
 
 
 def swap_left_right(doc: AnnotationDocument, row: int) -> SetKeypointsCommand:
@@ -138,7 +155,7 @@ def swap_left_right(doc: AnnotationDocument, row: int) -> SetKeypointsCommand:
     ks = np.array(category_keypoints(int(doc.categories[row])), dtype=np.int64)
     src = FLIP_PERMUTATION[ks]
     return SetKeypointsCommand(doc, row, ks, doc.ann.coords[row, src].copy(), doc.ann.visibility[row, src].copy(),
-                               "Swap left and right")
+                               "Swap left and right", refines=True)
 
 
 def swap_twin(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand | None:
@@ -150,7 +167,7 @@ def swap_twin(doc: AnnotationDocument, row: int, k: int) -> SetKeypointsCommand 
     ks = np.array([k, twin])
     return SetKeypointsCommand(doc, row, ks, doc.ann.coords[row, ks[::-1]].copy(),
                                doc.ann.visibility[row, ks[::-1]].copy(),
-                               f"Swap {keypoint_label(k)} with {keypoint_label(twin)}")
+                               f"Swap {keypoint_label(k)} with {keypoint_label(twin)}", refines=True)
 
 
 class CompoundCommand(QUndoCommand):

@@ -45,6 +45,7 @@ class EngineThread(QObject):
         # and releasing from there would empty the cache under a running prediction or retrain.
         self._runner = JobRunner(on_event=self.event.emit, name=f"fkp-{name}", release_gpu_memory=name == "model")
         self._running = 0
+        self._names: dict[int, str] = {}
 
     def submit(self, name: str, fn: Callable[[JobContext], Any], on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
@@ -54,6 +55,7 @@ class EngineThread(QObject):
         """Queue `fn(ctx)`; the callbacks run on the main thread."""
         handle = self._runner.submit(name, fn)
         self._callbacks[handle.id] = _Callbacks(on_done, on_error, on_progress, on_partial, on_cancelled)
+        self._names[handle.id] = name
         self._running += 1
         if self._running == 1:
             self.busyChanged.emit(True)
@@ -63,6 +65,10 @@ class EngineThread(QObject):
     def busy(self) -> bool:
         return self._running > 0
 
+    def job_names(self) -> list[str]:
+        """The names of the jobs queued or running, oldest first."""
+        return list(self._names.values())
+
     def _dispatch(self, ev: JobEvent) -> None:
         calls = self._callbacks.get(ev.job_id, _Callbacks())
         if ev.kind == "progress" and calls.on_progress is not None:
@@ -71,6 +77,7 @@ class EngineThread(QObject):
             calls.on_partial(ev.payload)
         elif ev.kind in ("finished", "failed", "cancelled"):
             self._callbacks.pop(ev.job_id, None)
+            self._names.pop(ev.job_id, None)
             self._running -= 1
             if ev.kind == "finished" and calls.on_done is not None:
                 calls.on_done(ev.payload)

@@ -39,6 +39,7 @@ class StudioState(QObject):
     message = Signal(str, int)           # status text, milliseconds
     error = Signal(str, str)             # title, message (a message box)
     progress = Signal(float, float, str)  # done, total, what
+    refinementSettled = Signal(bool)      # the refinement after a correction ended (True) or was dropped
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -51,6 +52,7 @@ class StudioState(QObject):
         self.selected_k: int | None = None
         self.hard_set = HardSet()
         self.predicting_rows: set[int] = set()  # images being predicted again after a category change
+        self.refining_row: int | None = None    # the image whose refinement after a correction runs
 
     @property
     def doc(self) -> AnnotationDocument | None:
@@ -95,6 +97,10 @@ class StudioState(QObject):
             return False
         self.show_message("Predicting this image with its new category… Enter accepts once its crosses appear")
         return True
+
+    def refining(self) -> bool:
+        """Whether the image on show is being refined after a correction (Enter waits for it)."""
+        return self.current_row is not None and self.current_row == self.refining_row
 
     def go_to(self, row: int) -> None:
         """Ask the image list to show data row `row` (it clears a filter that hides it)."""

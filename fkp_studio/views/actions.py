@@ -77,6 +77,9 @@ ACTIONS: tuple[ActionSpec, ...] = (
     ActionSpec("view.zoom_in", "Zoom &in", ("+", "="), "view"),
     ActionSpec("view.zoom_out", "Zoom &out", ("-",), "view"),
     ActionSpec("view.show_predictions", "Show &predictions", ("P",), "view", checkable=True),
+    ActionSpec("view.refine", "&Refine the rest after each correction", (), "view",
+               "After you drag, place, swap or accept one point, the model predicts the image's other untouched "
+               "points again from the points you set (Enter accepts them; undo takes both back)", checkable=True),
     ActionSpec("view.worst_first", "&Worst NE first", ("W",), "view", separator_before=True),
     ActionSpec("view.clear_filter", "&Clear filter", ("Ctrl+Shift+F",), "view"),
     ActionSpec("go.next_image", "&Next image", ("PgDown", "D"), "go"),

@@ -22,7 +22,7 @@ from PySide6.QtWidgets import (QGraphicsItem, QGraphicsPixmapItem, QGraphicsRect
 from engine.io.predictions import MISSING_SCORE
 from engine.schema import SKELETONS
 from fkp_studio.views.palette import (ANNOTATION_OUTLINE, ERROR_LINE, KEYPOINT_COLOURS, LOW_CONFIDENCE,
-                                LOW_CONFIDENCE_RING, PREDICTION_OUTLINE, SELECTION, SKELETON)
+                                LOW_CONFIDENCE_RING, PREDICTION_OUTLINE, REFINED_TRAIL, SELECTION, SKELETON)
 from fkp_studio.models.keypoint_names import keypoint_label
 
 GRAB_RADIUS = 14.0  # screen pixels
@@ -129,6 +129,7 @@ class KeypointCanvas(QGraphicsView):
         self.pred_coords: np.ndarray | None = None
         self.pred_visibility: np.ndarray | None = None
         self.pred_unsure = np.zeros(24, bool)
+        self.refined_from: np.ndarray | None = None  # (24, 2) where the predictions were before a refinement
         self.selected: int | None = None
         self.place_mode: int | None = None
         self.show_predictions = True
@@ -216,6 +217,11 @@ class KeypointCanvas(QGraphicsView):
         self._drag = None
         self._redraw()
 
+    def show_refinement(self, before: np.ndarray | None) -> None:
+        """Mark the predicted points a refinement moved: a trail from where each was (None: no trail)."""
+        self.refined_from = None if before is None else np.array(before, np.float32)
+        self._redraw()
+
     def set_selected(self, k: int | None) -> None:
         self.selected = k
         self._redraw()
@@ -265,6 +271,12 @@ class KeypointCanvas(QGraphicsView):
             error_pen.setCosmetic(True)
             for k in np.flatnonzero(ann & pred):
                 self._line(self.coords[k], self.pred_coords[k], error_pen, 6)
+            if self.refined_from is not None:
+                trail = QPen(REFINED_TRAIL, 1.4, Qt.DashDotLine)
+                trail.setCosmetic(True)
+                moved = pred & ~ann & (np.hypot(*(self.pred_coords - self.refined_from).T) > 1.0)
+                for k in np.flatnonzero(moved):
+                    self._line(self.refined_from[k], self.pred_coords[k], trail, 6)
             for k in np.flatnonzero(pred):
                 self._marker(int(k), "prediction", int(self.pred_visibility[k]), self.pred_coords[k],
                              unsure=bool(self.pred_unsure[k]))

@@ -32,6 +32,7 @@ PREDICTION_OUTLINE = QColor(255, 255, 255)
 ERROR_LINE = QColor(255, 60, 60, 200)
 SKELETON = QColor(255, 255, 255, 150)
 SELECTION = QColor(255, 230, 0)
+REFINED_TRAIL = QColor(120, 220, 255, 220)  # where a refinement after a correction moved a predicted point from
 # A predicted point the model is unsure of (confidence below this) is ringed on the canvas and its
 # confidence shown in amber in the keypoint table: the reviewer looks there first.
 LOW_CONFIDENCE = 0.5
