@@ -65,7 +65,6 @@ class PredictController(QObject):
         self.version: str | None = None            # model version shown in the list
         self.handle: JobHandle | None = None       # the running (or last) prediction run
         self._detected: dict[int, int] = {}        # row -> the detector's class, this run
-        self._predicted_with = np.zeros(0, np.int64)  # per row: the category its prediction was made with
         self._aside: dict[tuple[int, int], Predictions] = {}  # (row, category) -> a hidden prediction of that category
         self._stale: set[int] = set()              # rows to predict again with their new category
         state.documentChanged.connect(self._follow)
@@ -82,9 +81,8 @@ class PredictController(QObject):
                                        on_error=lambda msg: self.deviceFound.emit("unknown"))
 
     def _follow(self, doc: AnnotationDocument) -> None:
-        """A document was opened: its predictions (a file's or a run's) are taken as made with each
-        image's category as it is now."""
-        self._predicted_with = doc.categories.copy()
+        """A document was opened: its predictions say the category each was made with
+        (`Predictions.categories`: a file's category column, a run's category)."""
         self._aside.clear()
         self._stale.clear()
         doc.rowsChanged.connect(lambda rows: self._category_check(doc, rows))
@@ -98,17 +96,16 @@ class PredictController(QObject):
         if self.state.doc is not doc or p is None:
             return
         rows = np.asarray(rows, np.int64)
-        rows = rows[(doc.categories[rows] != self._predicted_with[rows]) & ~doc.uncategorized[rows]]
+        rows = rows[(doc.categories[rows] != p.categories[rows]) & ~doc.uncategorized[rows]]
         if not len(rows):
             return
         for r in rows.tolist():
             if p.present[r]:
-                self._aside[(r, int(self._predicted_with[r]))] = p.take([r])
+                self._aside[(r, int(p.categories[r]))] = p.take([r])
         doc.clear_predictions(rows)
         for r in rows.tolist():
             earlier = self._aside.pop((r, int(doc.categories[r])), None)
             if earlier is not None:
-                self._predicted_with[r] = doc.categories[r]
                 doc.fill_predictions(earlier)
             else:
                 self._stale.add(r)
@@ -136,7 +133,6 @@ class PredictController(QObject):
             ok = np.flatnonzero((doc.categories[part.rows] == part.categories) & ~doc.uncategorized[part.rows])
             if s.doc is doc and doc.predictions is not None and len(ok):
                 part = part.take(ok)
-                self._predicted_with[part.rows] = part.categories
                 doc.fill_predictions(part)
                 self.batchShown.emit(part.rows)
 
@@ -302,7 +298,6 @@ class PredictController(QObject):
             return
         rows = part.rows
         doc.fill_predictions(part)
-        self._predicted_with[rows] = part.categories
         self._category_check(doc, rows)  # a category changed while the run was predicting it
         read = np.array([str(doc.ann.image_ids[r]) not in part.errors for r in rows.tolist()], bool)
         self._detected.update(zip(rows[read].tolist(), part.categories[read].tolist()))

@@ -43,9 +43,13 @@ NO_CATEGORY_PLACEHOLDER = 0
 def align_to_annotations(gt: Annotations, pred: Annotations, source: str,
                          scores: tuple[list[str], np.ndarray] | None = None) -> Predictions:
     """Prediction rows (and their `scores`, (ids, (M, 24)) as read from a scores file) reordered
-    to the annotation rows by image id; rows the file lacks are not `present`."""
+    to the annotation rows by image id; rows the file lacks are not `present`. Each row's category
+    is the one the file predicted with (the annotation's where the file lacks the image)."""
     coords, vis, matched = align_predictions(gt, pred)
-    aligned = Predictions.unpredicted(gt.image_ids, gt.categories, source=source)
+    index = pred.id_index()
+    categories = np.array([pred.categories[index[i]] if i in index else c
+                           for i, c in zip(gt.image_ids.tolist(), gt.categories.tolist())], np.int64)
+    aligned = Predictions.unpredicted(gt.image_ids, categories, source=source)
     aligned.coords[:] = np.where(np.isfinite(coords), coords, -1)
     aligned.visibility[:], aligned.present[:] = vis, matched
     if scores is not None:

@@ -109,3 +109,32 @@ def test_c_cycles_forward_in_one_journaled_step_and_undo_brings_the_old_crosses_
     assert doc.categories[0] == category_code("blouse") and doc.predictions.present[0]
     np.testing.assert_array_equal(doc.predictions.coords[0], before)
     assert len(calls) == 1 and errors == []
+
+
+def test_a_predictions_file_says_the_category_each_image_was_predicted_with(open_window, dataset, qtbot, monkeypatch,
+                                                                           fake_model):
+    """The file predicted image 0 as a dress (its annotation says blouse, as after a crash whose
+    journal held the detector's categories): setting the category to dress keeps those crosses
+    and predicts nothing again; an edit after it does not either."""
+    from engine.io.annotations import load_annotations, save_annotations
+
+    release, calls = fake_model
+    release.set()
+    pred = load_annotations(dataset["pred"])
+    dress = category_code("dress")
+    coords, vis = garment("dress")
+    pred.coords[0], pred.visibility[0], pred.categories[0] = coords, vis, dress
+    save_annotations(pred, dataset["pred"])
+    window = open_window(_test_split_of(dataset), dataset["pred"])
+    doc, canvas = window.doc, window.canvas
+    monkeypatch.setattr(doc.workspace, "active_model_version", lambda: "v001")
+    window.list_panel.go_to(0)
+    qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
+    assert doc.predictions.categories[0] == dress and doc.categories[0] == category_code("blouse")
+    canvas.setFocus()
+    qtbot.keyClick(canvas, Qt.Key_5)  # dress: what the file predicted it as
+    assert doc.categories[0] == dress and doc.predictions.present[0]
+    assert _crosses(canvas) == set(category_keypoints(dress))
+    qtbot.keyClick(canvas, Qt.Key_Return)
+    qtbot.wait(100)
+    assert calls == [] and doc.review_state(0) == "reviewed"
