@@ -29,6 +29,7 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -317,21 +318,34 @@ class Workspace:
     def hard_set_path(self) -> Path:
         return self.state_dir / "hard_set.csv"
 
-    def load_hard_set(self) -> dict[str, str]:
-        """image id -> reason, including "removed" entries (images the user took out)."""
+    def load_hard_set(self, problems: list[str] | None = None) -> dict[str, str]:
+        """image id -> reason, including "removed" entries (images the user took out).
+
+        A malformed row raises ValueError naming the file and row; with a `problems` list the
+        rows that can be read are returned, each bad row's message goes into the list, and the
+        file is first copied beside itself (`hard_set.damaged-<time>.csv`): the next save
+        rewrites it, and the rows it could not read must not be lost with it."""
         path = self.hard_set_path
         if not path.is_file():
             return {}
         out: dict[str, str] = {}
+        found: list[str] = []
         lines = path.read_text(encoding="utf-8").splitlines()
         for number, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
             image_id, sep, reason = line.rpartition(",")
             if not sep or reason not in (*HARD_REASONS, REMOVED):
-                raise ValueError(f"{path}, row {number}: expected 'image_id,reason' with reason one of "
-                                 f"{', '.join((*HARD_REASONS, REMOVED))}, got {line!r}")
+                found.append(f"{path}, row {number}: expected 'image_id,reason' with reason one of "
+                             f"{', '.join((*HARD_REASONS, REMOVED))}, got {line!r}")
+                if problems is None:
+                    raise ValueError(found[0])
+                continue
             out[image_id] = reason
+        if found:
+            kept = path.with_name(f"{path.stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
+            atomic_write_text(kept, path.read_text(encoding="utf-8"))
+            problems.extend(found + [f"{path.name} kept as it was in {kept.name}"])
         return out
 
     def save_hard_set(self, entries: dict[str, str]) -> None:

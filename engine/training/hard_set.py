@@ -24,9 +24,10 @@ class HardSet:
         self.workspace = workspace
 
     @classmethod
-    def load(cls, workspace: Workspace) -> HardSet:
-        """The workspace's saved hard set; raises ValueError naming the file and row if it is malformed."""
-        return cls(workspace.load_hard_set(), workspace)
+    def load(cls, workspace: Workspace, problems: list[str] | None = None) -> HardSet:
+        """The workspace's saved hard set; a malformed row raises ValueError naming the file and
+        row, or with a `problems` list is skipped and named there (`Workspace.load_hard_set`)."""
+        return cls(workspace.load_hard_set(problems), workspace)
 
     def members(self) -> list[str]:
         """The image ids in the set, sorted (removed ones excluded)."""

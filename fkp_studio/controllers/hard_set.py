@@ -25,13 +25,19 @@ class HardSetController(QObject):
         state.datasetOpened.connect(self._load)
 
     def _load(self) -> None:
-        """A data set was opened: its hard set (an unreadable one is an error and an empty set)."""
+        """A data set was opened: its hard set. Rows that cannot be read are skipped and named (the
+        file is kept aside first); a file that cannot be read at all is an error, and the set is
+        not saved over it."""
         doc = self.state.doc
+        problems: list[str] = []
         try:
-            hard_set = HardSet.load(doc.workspace)
+            hard_set = HardSet.load(doc.workspace, problems)
         except (OSError, ValueError) as e:
-            hard_set = HardSet(workspace=doc.workspace)
-            self.state.show_error("Cannot read the hard set", str(e))
+            hard_set = HardSet()  # no workspace: nothing is written over the file it could not read
+            self.state.show_error("Cannot read the hard set", f"{e}\n\nChanges to the hard set are not saved "
+                                  "this session.")
+        if problems:
+            self.state.show_error("Some hard-set rows could not be read", "\n".join(problems))
         doc.rowsChanged.connect(lambda rows, doc=doc: self._rows_changed(doc, rows))
         self.state.set_hard_set(hard_set)
 

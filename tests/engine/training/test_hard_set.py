@@ -46,3 +46,21 @@ def test_its_ne_pools_the_members_points():
     assert hard.member_rows(row_of).tolist() == [0, 2]
     assert hard.ne(row_of, errors) == pytest.approx(0.3)
     assert np.isnan(HardSet().ne(row_of, errors))
+
+
+def test_a_bad_row_is_named_and_skipped_and_the_file_is_kept_before_the_next_save(tmp_path):
+    ws = Workspace(tmp_path, state_dir=tmp_path / "state")
+    ws.save_hard_set({IDS[0]: "manual", IDS[2]: "worst-ne"})
+    original = ws.hard_set_path.read_text() + f"{IDS[3]},because\n"
+    ws.hard_set_path.write_text(original)
+    with pytest.raises(ValueError, match=r"hard_set\.csv, row 4"):
+        HardSet.load(ws)  # strict without a problems list
+    problems: list[str] = []
+    hard = HardSet.load(ws, problems)
+    assert hard.entries == {IDS[0]: "manual", IDS[2]: "worst-ne"}
+    assert "row 4" in problems[0] and "because" in problems[0]
+    kept = list(ws.state_dir.glob("hard_set.damaged-*.csv"))
+    assert len(kept) == 1 and kept[0].read_text() == original and kept[0].name in problems[-1]
+    hard.add([IDS[1]])  # the next save rewrites the file: the bad row is still in the copy
+    assert ws.load_hard_set() == {IDS[0]: "manual", IDS[1]: "manual", IDS[2]: "worst-ne"}
+    assert kept[0].read_text() == original
