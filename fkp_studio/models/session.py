@@ -156,8 +156,12 @@ class DatasetSession(QObject):
                 scanned.categories = [c if c is not None or i not in index else int(predicted.categories[index[i]])
                                       for i, c in zip(scanned.image_ids, scanned.categories)]
             if csv_path.exists():  # opened before: its rows as saved, then what the folder adds
-                return with_uncategorized(load_annotations(csv_path), workspace, csv_path, scanned)
-            return new_annotations(scanned, csv_path)
+                ann, uncategorized = with_uncategorized(load_annotations(csv_path), workspace, csv_path, scanned)
+            else:
+                ann, uncategorized = new_annotations(scanned, csv_path)
+            # Files the scan left out (unreadable folders, names a CSV row cannot hold) are problems to see.
+            ann.problems.extend(RowProblem(0, "", "image_id", message, "") for message in scanned.skipped)
+            return ann, uncategorized
 
         self.io_thread.submit(f"list {Path(images_dir).name}", job,
                               on_done=lambda loaded: self._install(*loaded, pred_path, model, workspace),
