@@ -40,6 +40,7 @@ from engine.io.annotations import dataset_root_of, load_annotations, save_annota
 from engine.io.files import atomic_write_text, fsync_dir
 from engine.io.model_files import PACKAGE_FILE_NAME, package_file
 from engine.io.scores import load_scores, scores_path, write_predictions
+from engine.io.state_files import read_owned
 from engine.schema import NUM_KEYPOINTS
 
 STATE_DIR_NAME = ".fkp"
@@ -274,8 +275,8 @@ class Workspace:
     def active_model_version(self) -> str | None:
         """The active version, or None when none was set (or it no longer exists)."""
         try:
-            version = (self.models_dir / "active").read_text(encoding="utf-8").strip()
-        except OSError:
+            version = read_owned(self.models_dir / "active").decode("utf-8").strip()
+        except (OSError, UnicodeDecodeError):  # a planted link or another user's file: no active version
             return None
         return version if _VERSION.match(version) and self.model_path(version).is_file() else None
 
@@ -330,7 +331,8 @@ class Workspace:
             return {}
         out: dict[str, str] = {}
         found: list[str] = []
-        lines = path.read_text(encoding="utf-8").splitlines()
+        text = read_owned(path).decode("utf-8")  # never through a planted link
+        lines = text.splitlines()
         for number, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
@@ -344,7 +346,7 @@ class Workspace:
             out[image_id] = reason
         if found:
             kept = path.with_name(f"{path.stem}.damaged-{time.strftime('%Y%m%d-%H%M%S')}{path.suffix}")
-            atomic_write_text(kept, path.read_text(encoding="utf-8"))
+            atomic_write_text(kept, text)
             problems.extend(found + [f"{path.name} kept as it was in {kept.name}"])
         return out
 
@@ -367,7 +369,7 @@ class Workspace:
         if not self.holdout_path.is_file():
             return None
         try:
-            ids = json.loads(self.holdout_path.read_text(encoding="utf-8"))["ids"]
+            ids = json.loads(read_owned(self.holdout_path).decode("utf-8"))["ids"]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"{self.holdout_path}: not a hold-out file ({e})") from None
         except RecursionError:  # `[[[[...` thousands deep: damaged, not a crash

@@ -87,3 +87,22 @@ def test_state_files_of_this_user_still_work(tmp_path):
     _append_edit(tmp_path / "j.jsonl")
     assert ReviewLog(tmp_path / "r.jsonl").load() == ({"Images/a.jpg": "reviewed"}, [])
     assert np.array_equal(read_journal(tmp_path / "j.jsonl").edits[0].coords, [[1, 2]])
+
+
+def test_the_hard_set_the_hold_out_and_the_active_version_are_never_read_through_a_link(tmp_path):
+    from engine.io.workspace import Workspace
+
+    secret = tmp_path / "secret.txt"
+    secret.write_text("image_id,reason\nImages/private.jpg,manual\n")
+    ws = Workspace(tmp_path / "data", state_dir=tmp_path / "state")
+    ws.state_dir.mkdir(parents=True)
+    ws.models_dir.mkdir(parents=True)
+    for planted in (ws.hard_set_path, ws.holdout_path, ws.models_dir / "active"):
+        planted.symlink_to(secret)
+    with pytest.raises(PermissionError, match="hard_set.csv"):
+        ws.load_hard_set([])
+    with pytest.raises(PermissionError, match="holdout.json"):
+        ws.load_holdout()
+    assert ws.active_model_version() is None
+    assert secret.read_text() == "image_id,reason\nImages/private.jpg,manual\n"
+    assert list(ws.state_dir.glob("hard_set.damaged-*")) == []
