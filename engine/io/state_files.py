@@ -1,6 +1,6 @@
-"""The studio's own files in the workspace (editing lock, edit journal, review log, hard set, hold-out,
-active version): opened never
-through a symbolic link, and only when a regular file this user owns.
+"""The studio's own files in the workspace (editing lock, edit journal, review log, hard set,
+hold-out, active version): opened never through a symbolic link, and only when a regular file
+this user owns.
 
 A `.fkp/` folder may come from a shared data root, a tar or a git repository: a link planted
 there must not make a session truncate, append to or read the file it points at.
