@@ -84,6 +84,14 @@ def dataset(tmp_path) -> dict:
 
 
 @pytest.fixture
+def split_csv(dataset) -> Path:
+    """The 6-image data set as a test split (ids and categories only: every point absent), beside it."""
+    csv = dataset["csv"].with_name("test.csv")
+    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
+    return csv
+
+
+@pytest.fixture
 def open_window(qtbot):
     """A function that opens a data set in a fresh main window and waits until it is shown."""
     from fkp_studio.main_window import MainWindow

@@ -12,13 +12,6 @@ from engine.io.annotations import load_annotations
 from engine.schema import category_keypoints
 
 
-def _test_split_of(dataset) -> object:
-    """The 6-image data set as a test split (ids and categories only: every point absent)."""
-    csv = dataset["csv"].with_name("test.csv")
-    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
-    return csv
-
-
 def _shown(window, qtbot, row: int):
     """Go to data row `row` and wait until its pixels are on the canvas."""
     window.list_panel.go_to(row)
@@ -26,8 +19,8 @@ def _shown(window, qtbot, row: int):
     return window.canvas
 
 
-def test_a_double_click_on_the_cross_of_an_absent_point_accepts_it(open_window, dataset, qtbot):
-    window = open_window(_test_split_of(dataset), dataset["pred"])
+def test_a_double_click_on_the_cross_of_an_absent_point_accepts_it(split_csv, open_window, dataset, qtbot):
+    window = open_window(split_csv, dataset["pred"])
     canvas, doc = _shown(window, qtbot, 1), window.doc
     pred = load_annotations(dataset["pred"])
     k = category_keypoints(int(doc.categories[1]))[0]
@@ -44,8 +37,9 @@ def test_a_double_click_on_the_cross_of_an_absent_point_accepts_it(open_window, 
     assert doc.ann.visibility[1, k] == -1
 
 
-def test_pressing_on_a_prediction_and_dragging_it_accepts_and_moves_it_in_one_step(open_window, dataset, qtbot):
-    window = open_window(_test_split_of(dataset), dataset["pred"])
+def test_pressing_on_a_prediction_and_dragging_it_accepts_and_moves_it_in_one_step(split_csv, open_window, dataset,
+                                                                                   qtbot):
+    window = open_window(split_csv, dataset["pred"])
     canvas, doc = _shown(window, qtbot, 1), window.doc
     pred = load_annotations(dataset["pred"])
     k = category_keypoints(int(doc.categories[1]))[1]

@@ -45,22 +45,16 @@ def fake_model(monkeypatch):
     return release, calls
 
 
-def _test_split_of(dataset):
-    csv = dataset["csv"].with_name("test.csv")
-    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
-    return csv
-
-
 def _crosses(canvas) -> set[int]:
     from fkp_studio.views.canvas import MarkerItem
 
     return {item.k for item in canvas.scene().items() if isinstance(item, MarkerItem) and item.kind == "prediction"}
 
 
-def test_a_category_key_predicts_the_image_again_and_enter_waits_for_it(open_window, dataset, qtbot, monkeypatch,
-                                                                         fake_model):
+def test_a_category_key_predicts_the_image_again_and_enter_waits_for_it(split_csv, open_window, dataset, qtbot,
+                                                                        monkeypatch, fake_model):
     release, calls = fake_model
-    window = open_window(_test_split_of(dataset), dataset["pred"])
+    window = open_window(split_csv, dataset["pred"])
     doc, canvas = window.doc, window.canvas
     monkeypatch.setattr(doc.workspace, "active_model_version", lambda: "v001")
     errors = []
@@ -111,8 +105,8 @@ def test_c_cycles_forward_in_one_journaled_step_and_undo_brings_the_old_crosses_
     assert len(calls) == 1 and errors == []
 
 
-def test_a_predictions_file_says_the_category_each_image_was_predicted_with(open_window, dataset, qtbot, monkeypatch,
-                                                                           fake_model):
+def test_a_predictions_file_says_the_category_each_image_was_predicted_with(split_csv, open_window, dataset, qtbot,
+                                                                            monkeypatch, fake_model):
     """The file predicted image 0 as a dress (its annotation says blouse, as after a crash whose
     journal held the detector's categories): setting the category to dress keeps those crosses
     and predicts nothing again; an edit after it does not either."""
@@ -125,7 +119,7 @@ def test_a_predictions_file_says_the_category_each_image_was_predicted_with(open
     coords, vis = garment("dress")
     pred.coords[0], pred.visibility[0], pred.categories[0] = coords, vis, dress
     save_annotations(pred, dataset["pred"])
-    window = open_window(_test_split_of(dataset), dataset["pred"])
+    window = open_window(split_csv, dataset["pred"])
     doc, canvas = window.doc, window.canvas
     monkeypatch.setattr(doc.workspace, "active_model_version", lambda: "v001")
     window.list_panel.go_to(0)

@@ -47,13 +47,6 @@ def test_a_test_split_opens_editable_and_its_first_save_writes_the_full_layout(o
     assert two_columns.splitlines()[0] == ",".join(TEST_HEADER)
 
 
-def _test_split_of(dataset, tmp_path):
-    """The 6-image data set as a test split (ids and categories only), with the predictions."""
-    csv = dataset["csv"].with_name("test.csv")
-    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
-    return csv
-
-
 def _scores(dataset, confidence_per_row) -> None:
     """A scores file beside the predictions: every point of row i scored confidence_per_row[i]."""
     from engine.io.scores import save_scores, scores_path
@@ -63,9 +56,9 @@ def _scores(dataset, confidence_per_row) -> None:
     save_scores(scores_path(dataset["pred"]), list(pred.image_ids), scores)
 
 
-def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_step(open_window, dataset, qtbot,
-                                                                                   tmp_path):
-    csv = _test_split_of(dataset, tmp_path)
+def test_enter_accepts_the_prediction_marks_reviewed_and_moves_on_in_one_undo_step(split_csv, open_window, dataset,
+                                                                                   qtbot, tmp_path):
+    csv = split_csv
     pred = load_annotations(dataset["pred"])
     occluded = int(np.flatnonzero(pred.visibility[0] == 1)[-1])  # the model's visibility stage says so
     pred.visibility[0, occluded] = 0
@@ -152,9 +145,9 @@ def test_a_double_click_on_a_prediction_accepts_that_point(open_window, dataset,
     assert doc.ann.coords[2, k, 0] == px - 6
 
 
-def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(open_window, dataset, qtbot, monkeypatch,
-                                                                     tmp_path):
-    csv = _test_split_of(dataset, tmp_path)
+def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(split_csv, open_window, dataset, qtbot,
+                                                                      monkeypatch, tmp_path):
+    csv = split_csv
     window = open_window(csv, dataset["pred"])
     qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
     window.canvas.setFocus()
@@ -186,9 +179,9 @@ def test_reviewed_images_are_appended_to_a_training_file_byte_exactly(open_windo
     np.testing.assert_array_equal(added.coords, window.doc.ann.coords[reviewed])
 
 
-def test_adding_more_reviewed_images_adds_the_new_ones_after_saying_what_it_skips(open_window, dataset, qtbot,
-                                                                                 monkeypatch, tmp_path):
-    csv = _test_split_of(dataset, tmp_path)
+def test_adding_more_reviewed_images_adds_the_new_ones_after_saying_what_it_skips(split_csv, open_window, dataset,
+                                                                                  qtbot, monkeypatch, tmp_path):
+    csv = split_csv
     window = open_window(csv, dataset["pred"])
     qtbot.waitUntil(lambda: window.current_row == 0, timeout=3000)
     train = dataset["root"] / "Annotations" / "reviewed.csv"

@@ -39,14 +39,8 @@ def fake_refine(monkeypatch):
     return release, asked
 
 
-def _test_split_of(dataset):
-    csv = dataset["csv"].with_name("test.csv")
-    csv.write_text("".join(",".join(line.split(",")[:2]) + "\n" for line in dataset["csv"].read_text().splitlines()))
-    return csv
-
-
-def _window_on_row(open_window, dataset, qtbot, monkeypatch, row: int = 1):
-    window = open_window(_test_split_of(dataset), dataset["pred"])
+def _window_on_row(open_window, split_csv, dataset, qtbot, monkeypatch, row: int = 1):
+    window = open_window(split_csv, dataset["pred"])
     monkeypatch.setattr(window.doc.workspace, "active_model_version", lambda: "v001")
     window.state.go_to(row)
     qtbot.waitUntil(lambda: window.current_row == row, timeout=3000)
@@ -63,10 +57,10 @@ def _drag_prediction(qtbot, window, row: int, k: int, by=QPoint(30, 18)) -> None
     qtbot.mouseRelease(canvas.viewport(), Qt.LeftButton, pos=start + by)
 
 
-def test_a_drag_refines_the_untouched_points_and_one_undo_takes_both_back(open_window, dataset, qtbot, monkeypatch,
-                                                                          fake_refine):
+def test_a_drag_refines_the_untouched_points_and_one_undo_takes_both_back(open_window, split_csv, dataset, qtbot,
+                                                                          monkeypatch, fake_refine):
     release, asked = fake_refine
-    window = _window_on_row(open_window, dataset, qtbot, monkeypatch)
+    window = _window_on_row(open_window, split_csv, dataset, qtbot, monkeypatch)
     doc, row = window.doc, 1
     ks = category_keypoints(int(doc.categories[row]))
     k = ks[1]
@@ -92,10 +86,10 @@ def test_a_drag_refines_the_untouched_points_and_one_undo_takes_both_back(open_w
     assert len(asked) == 1, "a redo brings its refinement back without asking the model again"
 
 
-def test_a_refinement_still_running_when_the_next_action_comes_is_dropped(open_window, dataset, qtbot, monkeypatch,
-                                                                          fake_refine):
+def test_a_refinement_still_running_when_the_next_action_comes_is_dropped(open_window, split_csv, dataset, qtbot,
+                                                                          monkeypatch, fake_refine):
     release, asked = fake_refine
-    window = _window_on_row(open_window, dataset, qtbot, monkeypatch)
+    window = _window_on_row(open_window, split_csv, dataset, qtbot, monkeypatch)
     doc, row = window.doc, 1
     ks = category_keypoints(int(doc.categories[row]))
     pred_before = doc.predictions.coords[row].copy()
@@ -109,10 +103,10 @@ def test_a_refinement_still_running_when_the_next_action_comes_is_dropped(open_w
     assert window.undo_stack.count() == 1 and window.undo_stack.index() == 0
 
 
-def test_enter_after_a_drag_waits_for_the_refinement_and_accepts_the_refined_rest(open_window, dataset, qtbot,
-                                                                                  monkeypatch, fake_refine):
+def test_enter_after_a_drag_waits_for_the_refinement_and_accepts_the_refined_rest(open_window, split_csv, dataset,
+                                                                                  qtbot, monkeypatch, fake_refine):
     release, _asked = fake_refine
-    window = _window_on_row(open_window, dataset, qtbot, monkeypatch)
+    window = _window_on_row(open_window, split_csv, dataset, qtbot, monkeypatch)
     doc, row = window.doc, 1
     ks = category_keypoints(int(doc.categories[row]))
     pred_before = doc.predictions.coords[row].copy()
@@ -125,11 +119,11 @@ def test_enter_after_a_drag_waits_for_the_refinement_and_accepts_the_refined_res
     np.testing.assert_allclose(doc.ann.coords[row, rest, 0], np.rint(pred_before[rest, 0] + SHIFT))
 
 
-def test_with_refinement_off_a_correction_asks_nothing_of_the_model(open_window, dataset, qtbot, monkeypatch,
-                                                                    fake_refine):
+def test_with_refinement_off_a_correction_asks_nothing_of_the_model(open_window, split_csv, dataset, qtbot,
+                                                                    monkeypatch, fake_refine):
     release, asked = fake_refine
     release.set()
-    window = _window_on_row(open_window, dataset, qtbot, monkeypatch)
+    window = _window_on_row(open_window, split_csv, dataset, qtbot, monkeypatch)
     action = window.action_by_id["view.refine"]
     assert action.isChecked()
     action.trigger()
