@@ -13,13 +13,17 @@ queue's first 20 % (random order 0.20), beside the oracle's (images sorted by th
 and the normalized gain (ours - 0.2) / (oracle - 0.2), goal >= 0.5; the queue orders by expected
 seconds from the uncertainty signals (`engine.model.uncertainty`, read off the same prediction),
 and each signal alone and the old order (least mean confidence first) are printed beside it.
-`--queue-only` runs (a), (b) and the queue alone. Then (c), the loop on (ii): the first half,
-reviewed in queue order (so it becomes the truth), joins the training data (with an ordinary
-replay set standing in for the model's own training data), the model is retrained with the
-defaults of a retrain on reviewed images (`RetrainConfig.adapt()`; `--mode hard` for the hard-set
-defaults, `RetrainConfig()`), and the other half is pre-labelled again: goal c <= 60 % of (b)'s
-seconds on that half; batch (i) is pre-labelled again too (what the adaptation costs the old
-domain). Beside it, the "home floor": (c) if the retrained model did on the new domain as well
+`--queue-only` runs (a), (b) and the queue alone. Then (c), the loop as a learning curve (issue 31):
+the new domain is drawn with half of val.csv's rows as layouts; 100, 300 and 1,000 of those images
+(`--curve`) are reviewed (they are the truth now) and join the training data (with an ordinary
+replay set standing in for the model's own training data), the demo model is retrained each time
+with the defaults of a retrain on reviewed images (`RetrainConfig.adapt()`; `--mode hard` for the
+hard-set defaults), and `--n-relabel` other images of the new domain, drawn with the *other*
+half's layouts, are pre-labelled again: their reviewer seconds as a share of before (goals
+<= 85 % at 100, <= 70 % at 1,000) and their NE (goals <= 13 % at 100, <= 10 % at 1,000); batch
+(i) is pre-labelled again too (what the adaptation costs the old domain, goal <= +5 %). Those
+other images are the batch's unreviewed ones: self-training (`--self-training`) reads them,
+unlabelled. Beside it, the "home floor": (c) if the retrained model did on the new domain as well
 as the demo model does on its own (batch (i)'s share of the from-scratch seconds).
 
 Predicted visibility: the model's visibility stage, when its package has one (the demo model's
@@ -40,7 +44,8 @@ The last line printed is one JSON object of the figures.
 
     python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--batches 5]
         [--n-new 200] [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard]
-        [--steps N] [--detector-steps N] [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
+        [--steps N] [--detector-steps N] [--curve 100,300,1000] [--n-relabel 200] [--[no-]self-training]
+        [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
         [--refine-only] [--no-refine] [--queue-only] [--hint-model resources/models/demo-hints | --hint-model none]
 """
 
@@ -57,7 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.analysis.ne import align_predictions
+from engine.analysis.ne import align_predictions, evaluate
 from engine.analysis.review_effort import (ReviewCosts, corrected, from_scratch, image_confidence, occlusion_auc,
                                            prelabelled, queue_gain)
 from engine.analysis.review_queue import (CONFIDENCE_MODEL, HEAD_SHARE, SIGNAL_MODEL, cost_capture, most_first,
@@ -244,6 +249,12 @@ def main() -> None:
                    help="the retrain's defaults: adapt (a retrain on reviewed images, the default) or hard")
     p.add_argument("--steps", type=int, help="retrain steps (default: the mode's)")
     p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: the mode's)")
+    p.add_argument("--curve", default="100,300,1000", help="reviewed images of the learning curve (c)")
+    p.add_argument("--n-relabel", type=int, default=200, help="other images of the new domain pre-labelled again (c)")
+    p.add_argument("--self-training", action=argparse.BooleanOptionalAction,
+                   help="self-training on the other images in (c) (default: the mode's)")
+    p.add_argument("--detector-check", action="store_true",
+                   help="(c) also retrains at the first size with the mode's detector steps (when --detector-steps differs)")
     p.add_argument("--no-loop", action="store_true", help="only (a), (b) and the queue: no retrain (c)")
     p.add_argument("--refine-only", action="store_true",
                    help="(b) and the refinement comparison only: no retrain (c); for smaller batches")
@@ -292,13 +303,18 @@ def main() -> None:
                 print(f"{label} % of from-scratch time / NoC: " + "; ".join(f"{n} {100 * sh:.1f} % / {noc:.2f}"
                                                                            for n, sh, noc in rows)
                       + f" (goal <= {goal} %" + (", NoC -33 %)" if key == "new" else ")"))
-        loop = _loop(args, model, root, new, replay, ii, costs, ordinary, i) if not (args.no_loop or
+        loop = _loop(args, model, root, replay, costs, ordinary, i) if not (args.no_loop or
                                                                                    args.refine_only or
                                                                                    args.queue_only) else {}
     goals = {"i_prelabelled_le_20pct": i["prelabelled_share"] <= 0.20,
              "ii_prelabelled_le_40pct": ii["prelabelled_share"] <= 0.40,
              "queue_gain_ge_half_i": i["queue"]["gain"] >= 0.5, "queue_gain_ge_half_ii": ii["queue"]["gain"] >= 0.5,
-             **({"loop_le_60pct": loop["after_share"] <= 0.60} if loop else {}),
+             **({f"loop_{p['reviewed_images']}_share_le_{round(100 * p['goal_share'])}pct":
+                 p["after_share"] <= p["goal_share"] for p in loop["curve"] if p["goal_share"]} if loop else {}),
+             **({f"loop_{p['reviewed_images']}_ne_le_{round(100 * p['goal_ne'])}pct": p["ne_after"] <= p["goal_ne"]
+                 for p in loop["curve"] if p["goal_ne"]} if loop else {}),
+             **({f"loop_{p['reviewed_images']}_ordinary_le_plus5pct": p["ordinary_change"] <= 0.05
+                 for p in loop["curve"]} if loop else {}),
              **({"i_refined_le_14pct": refined["ordinary"]["with_share"] <= 0.14,
                  "ii_refined_le_25pct": refined["new"]["with_share"] <= 0.25,
                  "ii_noc_down_a_third": refined["new"]["noc_change"] <= -1 / 3} if refined else {}),
@@ -314,46 +330,100 @@ def main() -> None:
                       "seconds": round(time.perf_counter() - started, 1)}))
 
 
-def _loop(args, model, root: Path, new: Annotations, replay: Annotations, ii: dict, costs: ReviewCosts,
-          ordinary: Annotations, i: dict) -> dict:
-    """(c): the first half of (ii) in queue order is reviewed (it is the truth now) and trained on,
-    then the other half is pre-labelled by the retrained model (and batch (i), to see what the
-    old domain lost)."""
-    queue = np.argsort(ii["_confidence"], kind="stable")
-    reviewed, rest = np.sort(queue[: len(queue) // 2]), np.sort(queue[len(queue) // 2:])
-    training = concat_annotations(replay, new.subset(reviewed))
+def _layout_halves(root: Path) -> tuple[Path, Path]:
+    """val.csv's rows split in two (alternate rows; the header on each): the reviewed images' layouts
+    and the re-labelled images' never meet."""
+    lines = VAL_CSV.read_text(encoding="utf-8").splitlines(keepends=True)
+    paths = root / "layouts_reviewed.csv", root / "layouts_other.csv"
+    for k, path in enumerate(paths):
+        path.write_text(lines[0] + "".join(lines[1 + k::2]), encoding="utf-8")
+    return paths
+
+
+def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordinary: Annotations, i: dict) -> dict:
+    """(c), the loop as a learning curve: the new domain drawn with half of val.csv's layouts is
+    reviewed (it is the truth now) and trained on, 100, 300, 1,000 images (`--curve`), each time from
+    the demo model; then the other images of the new domain (`--n-relabel`, drawn with the other
+    half's layouts; the batch's unreviewed images, which self-training and BatchNorm statistics may
+    read unlabelled) are pre-labelled again, and batch (i) too (what the adaptation costs the old domain)."""
+    sizes = sorted(int(x) for x in args.curve.split(","))
+    reviewed_layouts, other_layouts = _layout_halves(root)
+    pool = load_annotations(generate_dataset(root, max(sizes), seed=args.seed + 5, split="reviewed_pool",
+                                             size=args.size, layouts=reviewed_layouts))
+    other = load_annotations(generate_dataset(root, args.n_relabel, seed=args.seed + 6, split="relabel",
+                                              size=args.size, layouts=other_layouts))
+    coords, vis, _ = _predict(model, root, other)
+    before = prelabelled(other, coords, vis, costs)
+    before_ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
+    home_floor = i["prelabelled_share"] * from_scratch(other, costs).total / before.total
     config = RetrainConfig.for_mode(args.mode, **{k: v for k, v in (("steps", args.steps),
                                                                     ("detector_steps", args.detector_steps))
-                                                  if v is not None})
-    t0 = time.perf_counter()
-    result = retrain(model, root, training, [str(x) for x in new.image_ids[reviewed]], config)
-    retrain_s = time.perf_counter() - t0
-    other = new.subset(rest)
-    coords, vis, scores = _predict(result.model, root, other)
-    before_half = ii["_effort"].subset(rest).total
-    # As well on the new domain as at home: batch (i)'s share of the from-scratch seconds.
-    home_floor = i["prelabelled_share"] * from_scratch(other, costs).total / before_half
-    after = prelabelled(other, coords, vis, costs)
-    after_half = after.total
-    o_coords, o_vis, _ = _predict(result.model, root, ordinary)
-    ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
-    loop = {"mode": config.mode, "reviewed_images": int(len(reviewed)), "relabelled_images": int(len(rest)),
-            "before_s": round(before_half, 1), "after_s": round(after_half, 1),
-            "after_share": round(after_half / before_half, 4), "home_floor_share": round(home_floor, 4),
-            "after_actions": after.counts(),
-            "after_need_fix_share": round(float(after.needs_fix.mean()), 4),
-            "after_queue_gain_first_20pct": round(queue_gain(after.needs_fix, image_confidence(scores, vis)), 3),
-            "ordinary_before_s": i["prelabelled_s"], "ordinary_after_s": round(ordinary_after, 1),
-            "retrain_s": round(retrain_s, 1), "steps": config.steps, "detector_steps": config.detector_steps,
-            "lr": config.lr, "distill_replay": config.distill_replay,
-            "reestimate_batchnorm": config.reestimate_batchnorm}
-    print(f"(c) the loop on (ii): reviewed {len(reviewed)} in queue order, retrained ({config.mode} mode, "
-          f"{config.steps} + {config.detector_steps} steps, {retrain_s:.0f} s); the other {len(rest)}: "
-          f"{before_half:.0f} s -> {after_half:.0f} s ({100 * loop['after_share']:.1f} %; as well as at home: "
-          f"{100 * home_floor:.1f} %), actions {after.counts()}, "
-          f"{100 * loop['after_need_fix_share']:.0f} % need a fix; batch (i) after it: {i['prelabelled_s']:.0f} s -> "
-          f"{ordinary_after:.0f} s")
-    return loop
+                                                  if v is not None},
+                                    **({"self_training": args.self_training} if args.self_training is not None
+                                       else {}))
+    print(f"(c) the loop as a learning curve: {len(other)} other images of the new domain (other layouts) "
+          f"pre-labelled by the demo model: {before.total:.0f} s, NE {100 * before_ne:.2f} %; retrain: {config.mode} "
+          f"mode, {config.steps} + {config.detector_steps} steps, lr {config.lr:g}, self-training "
+          f"{'on' if config.self_training else 'off'}", flush=True)
+    curve = []
+    for n in sizes:
+        reviewed = pool.subset(np.arange(n))
+        training = concat_annotations(replay, reviewed)
+        t0 = time.perf_counter()
+        result = retrain(model, root, training, [str(x) for x in reviewed.image_ids], config, unreviewed=other)
+        retrain_s = time.perf_counter() - t0
+        coords, vis, _ = _predict(result.model, root, other)
+        after = prelabelled(other, coords, vis, costs)
+        after_ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
+        o_coords, o_vis, _ = _predict(result.model, root, ordinary)
+        ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
+        goal_share, goal_ne = (0.85, 0.13) if n <= 100 else (0.70, 0.10) if n >= 1000 else (None, None)
+        point = {"reviewed_images": n, "after_s": round(after.total, 1), "after_share": round(after.total / before.total, 4),
+                 "ne_before": round(before_ne, 5), "ne_after": round(after_ne, 5),
+                 "ordinary_before_s": i["prelabelled_s"], "ordinary_after_s": round(ordinary_after, 1),
+                 "ordinary_change": round(ordinary_after / i["prelabelled_s"] - 1, 4),
+                 "retrain_s": round(retrain_s, 1), "goal_share": goal_share, "goal_ne": goal_ne,
+                 "after_actions": after.counts(), "after_need_fix_share": round(float(after.needs_fix.mean()), 4)}
+        curve.append(point)
+        goals = (f"goals <= {100 * goal_share:.0f} % and NE <= {100 * goal_ne:.0f} %: "
+                 f"{'met' if point['after_share'] <= goal_share else 'NOT met'} / "
+                 f"{'met' if after_ne <= goal_ne else 'NOT met'}; " if goal_share else "")
+        print(f"    {n} reviewed ({retrain_s / 60:.1f} min): the other images {before.total:.0f} s -> "
+              f"{after.total:.0f} s ({100 * point['after_share']:.1f} % of before), NE {100 * before_ne:.2f} -> "
+              f"{100 * after_ne:.2f} %; {goals}batch (i) {i['prelabelled_s']:.0f} s -> {ordinary_after:.0f} s "
+              f"({100 * point['ordinary_change']:+.1f} %, goal <= +5 %: "
+              f"{'met' if point['ordinary_change'] <= 0.05 else 'NOT met'})", flush=True)
+    detector_check = {}
+    if args.detector_check:
+        # What the detector's fine-tuning adds: the first size again with the mode's detector steps.
+        n, det_config = sizes[0], RetrainConfig.for_mode(args.mode, **{k: v for k, v in (("steps", args.steps),)
+                                                                       if v is not None})
+        reviewed = pool.subset(np.arange(n))
+        t0 = time.perf_counter()
+        result = retrain(model, root, concat_annotations(replay, reviewed), [str(x) for x in reviewed.image_ids],
+                         det_config, unreviewed=other)
+        retrain_s = time.perf_counter() - t0
+        coords, vis, _ = _predict(result.model, root, other)
+        after = prelabelled(other, coords, vis, costs)
+        after_ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
+        o_coords, o_vis, _ = _predict(result.model, root, ordinary)
+        ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
+        detector_check = {"reviewed_images": n, "detector_steps": det_config.detector_steps,
+                          "after_share": round(after.total / before.total, 4), "ne_after": round(after_ne, 5),
+                          "ordinary_change": round(ordinary_after / i["prelabelled_s"] - 1, 4),
+                          "retrain_s": round(retrain_s, 1)}
+        print(f"    {n} reviewed with the mode's {det_config.detector_steps} detector steps ({retrain_s / 60:.1f} min): "
+              f"{100 * detector_check['after_share']:.1f} % of before, NE {100 * after_ne:.2f} %, batch (i) "
+              f"{100 * detector_check['ordinary_change']:+.1f} %", flush=True)
+    print(f"    as well as at home (batch (i)'s share of the from-scratch seconds): {100 * home_floor:.1f} % of before")
+    return {"mode": config.mode, "steps": config.steps, "detector_steps": config.detector_steps, "lr": config.lr,
+            "self_training": config.self_training, "relabelled_images": len(other), "before_s": round(before.total, 1),
+            "ne_before": round(before_ne, 5), "home_floor_share": round(home_floor, 4), "curve": curve,
+            "detector_check": detector_check}
+
+
+def _as_predictions(truth: Annotations, coords: np.ndarray, vis: np.ndarray) -> Annotations:
+    return Annotations.from_arrays([str(x) for x in truth.image_ids], truth.categories, coords, vis)
 
 
 if __name__ == "__main__":

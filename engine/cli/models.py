@@ -419,6 +419,16 @@ def _register_retrain(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reestimate-batchnorm", action=argparse.BooleanOptionalAction,
                    help="estimate the keypoint network's BatchNorm statistics again on the hard set's crops after "
                         "training (default off: it cost the new-domain benchmark 9 points)")
+    p.add_argument("--self-training", action=argparse.BooleanOptionalAction,
+                   help=f"pseudo-labels on the --unreviewed images: the model's sure points (agreeing with the "
+                        f"mirrored crop and across the hourglass stages), weighted below reviewed points "
+                        f"(default {'on' if adapt.self_training else 'off'} with --mode adapt, off otherwise)")
+    p.add_argument("--unreviewed",
+                   help="ids of the batch's images nobody reviewed yet (one per line, or a CSV), rows of the "
+                        "annotation file for their categories: never replayed as truth; read unlabelled by "
+                        "--self-training (and by a BatchNorm re-estimate on them where the mode's settings ask)")
+    p.add_argument("--lr-warmup", type=fraction,
+                   help=f"share of the steps the learning rate warms up over (default {RetrainConfig.warmup_share:g})")
     p.add_argument("--holdout", help="file of held-out validation ids; created (deterministic choice) when absent")
     p.add_argument("--boxes", choices=("detector", "annotated"), default="detector",
                    help="measure before/after with the detector's boxes (default) or the annotated ones")
@@ -454,6 +464,8 @@ def _holdout_writer(path) -> Callable[[list[str]], None]:
 def _run_retrain(args: argparse.Namespace) -> int:
     import errno
     import json
+
+    import numpy as np
     from pathlib import Path
 
     from engine.io.annotations import load_annotations
@@ -466,9 +478,18 @@ def _run_retrain(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     ann = load_annotations(split_path)
     hard = _read_id_list(args.hard)
+    unreviewed = None
+    if args.unreviewed:
+        wanted, index = _read_id_list(args.unreviewed), ann.id_index()
+        missing = [i for i in wanted if i not in index]
+        if missing:
+            raise ValueError(f"{args.unreviewed}: {len(missing)} id(s) are not rows of {split_path}, "
+                             f"e.g. {missing[0]}")
+        unreviewed = ann.subset(np.asarray([index[i] for i in wanted], np.int64))
     # Only the settings given replace the mode's defaults.
     given = {k: v for k, v in (("steps", args.steps), ("lr", args.lr), ("distill_replay", args.distill_replay),
-                               ("hard_share", args.hard_share), ("reestimate_batchnorm", args.reestimate_batchnorm))
+                               ("hard_share", args.hard_share), ("reestimate_batchnorm", args.reestimate_batchnorm),
+                               ("self_training", args.self_training), ("warmup_share", args.lr_warmup))
              if v is not None}
     config = RetrainConfig.for_mode(args.mode, batch_size=args.batch_size,
                                     detector_steps=args.detector_steps, detector_lr=args.detector_lr,
@@ -487,7 +508,8 @@ def _run_retrain(args: argparse.Namespace) -> int:
             model, args.data, ann, hard, config, saved,
             save=lambda r: save_retrained(r, args.out, parent=str(Path(args.model).resolve())),
             keep_holdout=keep_holdout, on_step=lambda step, steps, loss: bar.update(step, loss=loss),
-            on_progress=lambda done, total, message: bar.update(int(done)) if done > config.steps else None)
+            on_progress=lambda done, total, message: bar.update(int(done)) if done > config.steps else None,
+            unreviewed=unreviewed)
     except RetrainError as e:
         print(f"\nfkp retrain: {describe_error(e)}", file=sys.stderr)
         return 1

@@ -61,13 +61,17 @@ def batch_loss(outputs: list[torch.Tensor], batch: dict[str, torch.Tensor], pres
                ohem_fraction: float | None = None) -> tuple[torch.Tensor, float]:
     """Sum over stages of the OHEM loss (intermediate supervision) -> (loss, last stage's plain mean loss).
 
-    A batch with a "group" entry (B,) gets OHEM within each group (`grouped_ohem_loss`)."""
+    A batch with a "group" entry (B,) gets OHEM within each group (`grouped_ohem_loss`); a
+    "weight" entry (B,) scales each image's instance losses."""
     frac = preset.ohem_fraction if ohem_fraction is None else ohem_fraction
     heat, offsets, valid = batch["heat"], batch["offsets"], batch["valid"]
     groups = batch.get("group")
+    weight = batch.get("weight")  # (B,) per image, e.g. pseudo-labelled images below reviewed ones
     total = outputs[0].new_zeros((), dtype=torch.float32)
     for out in outputs:
         per = instance_losses(out, heat, offsets, preset.radius, preset.stride, preset.offset_weight)
+        if weight is not None:
+            per = per * weight.to(device=per.device, dtype=per.dtype)[:, None]
         total = total + grouped_ohem_loss(per, valid, frac, groups)
     # A tensor, not a float: reading it here would make the host wait for the GPU before backward.
     plain = (per.detach() * valid).sum() / valid.sum().clamp(min=1)

@@ -43,7 +43,7 @@ from engine.io.images import ImageError
 from engine.analysis.ne import evaluate
 from engine.model.package import TwoStageModel
 from engine.training.retrain_config import RetrainConfig
-from engine.training.keypoints import batch_loss, lr_factor, make_optimizer, set_lr, train_step
+from engine.training.keypoints import batch_loss, make_optimizer, set_lr, train_step
 
 
 class RetrainError(Exception):
@@ -160,25 +160,40 @@ def _hard_per_batch(batch_size: int, hard_share: float) -> int:
 
 
 def mixed_batches(n_hard: int, n_replay: int, batch_size: int, hard_share: float, steps: int,
-                  seed: int) -> np.ndarray:
-    """(steps, batch_size) indices into [hard images..., replay images...]: every batch has
-    round(hard_share * batch_size) hard images (at least one), drawn from successive shuffles
-    so each hard image comes back equally often; the rest replays the other images."""
+                  seed: int, n_pseudo: int = 0, pseudo_share: float = 0.0) -> np.ndarray:
+    """(steps, batch_size) indices into [hard images..., replay images..., pseudo-labelled images...]:
+    every batch has round(hard_share * batch_size) hard images (at least one), drawn from
+    successive shuffles so each hard image comes back equally often; with pseudo-labelled images,
+    round(pseudo_share * batch_size) of them (at least one) likewise; the rest replays the other images."""
     if n_hard < 1:
         raise RetrainError("the hard set has no usable image (each needs at least two annotated keypoints)")
     rng = np.random.default_rng(seed)
-    k_hard = batch_size if n_replay == 0 else _hard_per_batch(batch_size, hard_share)
-    k_replay = batch_size - k_hard
+    k_pseudo = min(batch_size - 1, max(1, round(pseudo_share * batch_size))) if n_pseudo and pseudo_share > 0 else 0
+    k_hard = (batch_size - k_pseudo if n_replay == 0
+              else min(batch_size - k_pseudo, _hard_per_batch(batch_size, hard_share)))
+    k_replay = batch_size - k_hard - k_pseudo
 
     def stream(n: int, count: int) -> np.ndarray:
         reps = -(-count // n)
         return np.concatenate([rng.permutation(n) for _ in range(reps)])[:count]
 
-    hard = stream(n_hard, steps * k_hard).reshape(steps, k_hard)
-    if k_replay == 0:
-        return hard
-    replay = n_hard + stream(n_replay, steps * k_replay).reshape(steps, k_replay)
-    return np.concatenate([hard, replay], axis=1)
+    parts = [stream(n_hard, steps * k_hard).reshape(steps, k_hard)]
+    if k_replay:
+        parts.append(n_hard + stream(n_replay, steps * k_replay).reshape(steps, k_replay))
+    if k_pseudo:
+        parts.append(n_hard + n_replay + stream(n_pseudo, steps * k_pseudo).reshape(steps, k_pseudo))
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+
+
+def retrain_lr_factor(step: int, steps: int, warmup_share: float) -> float:
+    """The learning rate of step `step` (0-based) of `steps`, as a share of the peak: a linear
+    warm-up over round(warmup_share * steps) steps (at least one) that starts below the peak
+    ((step + 1) / (warm-up + 1)), times a cosine from the peak down to 2 % taken at the middle of
+    each step. A one-step retrain runs at a quarter of the peak, never at the whole of it."""
+    warmup = max(1, round(warmup_share * steps))
+    warm = min(1.0, (step + 1) / (warmup + 1))
+    t = min(1.0, max(0.0, (step + 0.5) / max(1, steps)))
+    return warm * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
 # --- evaluation ------------------------------------------------------------------------------
@@ -292,13 +307,17 @@ def retrain(
     should_stop: Callable[[], bool] | None = None,
     reviewed_holdout_ids: Sequence[str] = (),
     reviewed_holdout_note: str = "",
+    unreviewed: Annotations | None = None,
 ) -> RetrainResult:
     """Fine-tune a copy of `model`'s keypoint network on `hard_ids` (+ replay of the other images).
 
     `annotations` is the snapshot trained on (ids relative to `root`); `holdout_ids` default to
     `choose_holdout(...)`. `reviewed_holdout_ids` (hard / reviewed images, `choose_reviewed_holdout`)
     are never trained on either and measured apart (`NESummary.reviewed_holdout`; the hard-set
-    figures are of the images trained on). `on_step(step, steps, loss)` after each step; `should_stop()` polled
+    figures are of the images trained on). `unreviewed`: the batch's images nobody reviewed yet
+    (ids and categories; their points are not read), for self-training (`config.self_training`) and
+    BatchNorm statistics (`config.batchnorm_images` "unreviewed" / "new"); they are predicted once
+    with the starting model. `on_step(step, steps, loss)` after each step; `should_stop()` polled
     between steps raises `RetrainCancelled`. Raises `RetrainError` on NaN loss, out of memory or an
     unreadable image.
     """
@@ -326,7 +345,9 @@ def retrain(
     is_hard = np.isin(ids, list(hard_set))
     # A held-out image (of either hold-out) is never trained on.
     hard_rows = np.flatnonzero(is_hard & ~is_held & ~is_reviewed_held)
-    replay_rows = np.flatnonzero(~is_hard & ~is_held)
+    # The batch's unreviewed images (when they are rows of the annotations too) are no truth to replay.
+    is_unreviewed = np.isin(ids, [str(i) for i in unreviewed.image_ids] if unreviewed is not None else [])
+    replay_rows = np.flatnonzero(~is_hard & ~is_held & ~is_unreviewed)
     holdout = annotations.subset(np.flatnonzero(is_held))
     hard_all = annotations.subset(np.flatnonzero(is_hard & ~is_reviewed_held))
     reviewed_holdout = annotations.subset(np.flatnonzero(is_reviewed_held & ~is_held))
@@ -345,16 +366,32 @@ def retrain(
     replay_ds = KeypointCropDataset(root, annotations.subset(replay_rows), preset, augment=augment,
                                     seed=config.seed + 1)
     bs = config.batch_size or preset.batch_size
-    batches = mixed_batches(len(hard_ds), len(replay_ds), bs, config.hard_share, config.steps, config.seed)
-    parts = [_Grouped(hard_ds, 0), _Grouped(replay_ds, 1)] if config.ohem_per_group else [hard_ds, replay_ds]
+    needs_unreviewed = config.self_training or (config.reestimate_batchnorm
+                                                and config.batchnorm_images in ("unreviewed", "new"))
+    pseudo_ds = None
+    if needs_unreviewed and unreviewed is not None and len(unreviewed):
+        progress(0, 1, "predicting the unreviewed images")
+        pseudo_ds = _guarded(lambda: pseudo_labels(work, root, unreviewed, config, device, augment, stop),
+                             "predicting the unreviewed images")
+    use_pseudo = config.self_training and pseudo_ds is not None and len(pseudo_ds) > 0
+    batches = mixed_batches(len(hard_ds), len(replay_ds), bs, config.hard_share, config.steps, config.seed,
+                            n_pseudo=len(pseudo_ds) if use_pseudo else 0, pseudo_share=config.pseudo_share)
+    if use_pseudo:  # every item then carries a loss weight (collated together)
+        g = (0, 1, 2) if config.ohem_per_group else (0, 0, 0)
+        parts = [_Grouped(hard_ds, g[0], 1.0), _Grouped(replay_ds, g[1], 1.0),
+                 _Grouped(pseudo_ds, g[2], config.pseudo_weight)]
+    else:
+        parts = [_Grouped(hard_ds, 0), _Grouped(replay_ds, 1)] if config.ohem_per_group else [hard_ds, replay_ds]
     loader = DataLoader(ConcatDataset(parts), batch_sampler=batches.tolist(), num_workers=0)
 
     net = _guarded(lambda: copy.deepcopy(work.keypoint_net), "copying the keypoint network")
     teacher = work.keypoint_net if config.distill_replay else None  # the starting network, never trained
+    if config.train_layers == "after_encoder":
+        for p in net.encoder.parameters():
+            p.requires_grad_(False)
     trained = _FrozenBatchNorm(net) if config.freeze_batchnorm else net
     optimizer = make_optimizer(net, config.lr, preset.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
-    warmup = max(1, config.steps // 10)
     total_steps = config.steps + config.detector_steps
     losses: list[float] = []
     batch_iter = iter(loader)
@@ -364,10 +401,10 @@ def retrain(
         at = f"step {step + 1} of {config.steps}"
         batch = _guarded(lambda: device_batch(next(batch_iter), preset, device), f"loading the training images ({at})")
         if teacher is not None:
-            replay = torch.from_numpy(batches[step] >= len(hard_ds))
+            replay = torch.from_numpy((batches[step] >= len(hard_ds)) & (batches[step] < len(hard_ds) + len(replay_ds)))
             batch = _guarded(lambda: distill_targets(batch, teacher, replay, device),
                              f"distilling the replay targets ({at})")
-        set_lr(optimizer, config.lr * lr_factor(step, warmup, step / config.steps))
+        set_lr(optimizer, config.lr * retrain_lr_factor(step, config.steps, config.warmup_share))
         loss = _guarded(lambda: train_step(trained, optimizer, batch, preset, device, scaler, config.ohem_fraction),
                         f"keypoint-network training ({at})")
         if not math.isfinite(loss):
@@ -377,9 +414,14 @@ def retrain(
         if on_step is not None:
             on_step(step + 1, config.steps, loss)
         progress(step + 1, total_steps, f"keypoint network: step {step + 1}/{config.steps}, loss {loss:.4f}")
+    if config.keep_share > 0:
+        mix_weights(net, work.keypoint_net, config.keep_share)
     if config.reestimate_batchnorm:
         progress(config.steps, total_steps, "keypoint network: BatchNorm statistics of the images trained on")
-        bn_ds = hard_ds if config.batchnorm_images == "hard" else ConcatDataset([hard_ds, replay_ds])
+        bn_ds = {"hard": hard_ds, "mixed": ConcatDataset([hard_ds, replay_ds]),
+                 "unreviewed": pseudo_ds if pseudo_ds is not None else hard_ds,
+                 "new": ConcatDataset([hard_ds, pseudo_ds]) if pseudo_ds is not None else hard_ds,
+                 }[config.batchnorm_images]
         _guarded(lambda: reestimate_batchnorm(net, bn_ds, device, bs, config.batchnorm_batches, config.seed),
                  "re-estimating the BatchNorm statistics")
     net.eval()
@@ -412,6 +454,54 @@ def retrain(
                          len(replay_ds), time.monotonic() - started,
                          reviewed_holdout_ids=sorted(map(str, reviewed_holdout.image_ids)),
                          reviewed_holdout_note=reviewed_holdout_note)
+
+
+@torch.no_grad()
+def mix_weights(net: torch.nn.Module, start: torch.nn.Module, keep: float) -> None:
+    """Mix `start`'s floating-point weights and buffers into `net`'s, in place:
+    (1 - keep) * net + keep * start (the two share one architecture)."""
+    start_state = start.state_dict()
+    for key, value in net.state_dict().items():
+        if value.is_floating_point():
+            value.mul_(1 - keep).add_(start_state[key].to(value.dtype), alpha=keep)
+
+
+class _PseudoLabelled(KeypointCropDataset):
+    """Crops of unreviewed images at the boxes of the starting model's predicted points, with only
+    the sure points as targets (the others are not trained on)."""
+
+    def __init__(self, root, predicted: Annotations, sure: np.ndarray, preset, augment, seed: int):
+        super().__init__(root, predicted, preset, augment=augment, seed=seed, cache_images=True)
+        self.visibility = np.where(sure[self.rows], self.visibility, -1).astype(np.int8)
+
+
+def pseudo_labels(model: TwoStageModel, root, unreviewed: Annotations, config: RetrainConfig, device: torch.device,
+                  augment: Augmentation | None, should_stop: Callable[[], bool] | None = None) -> _PseudoLabelled:
+    """The unreviewed images as training crops with pseudo-labels: the model's predictions (the
+    whole pipeline, the categories given) whose points are sure (`config.pseudo_min_confidence`,
+    `pseudo_max_flip`, `pseudo_max_stacks`: `engine.model.uncertainty`'s signals). The crops sit at
+    the box of every predicted point, sure or not. The model's networks must be on `device`."""
+    from engine.model.uncertainty import SIGNALS, SignalPipeline
+    from engine.schema import CATEGORY_MASK
+
+    pipeline = SignalPipeline(model, device=device, batch_size=8)
+    pred, scores, errors = pipeline.predict(root, unreviewed, should_stop=should_stop)
+    if should_stop is not None and should_stop():
+        raise RetrainCancelled()
+    index = pred.id_index()
+    rows = [index[str(i)] for i in unreviewed.image_ids if str(i) in index and str(i) in pipeline.signals]
+    pred = pred.subset(np.asarray(rows, np.int64))
+    scores = np.asarray(scores, np.float64)[rows] if len(rows) else np.zeros((0, 24))
+    signals = (np.stack([pipeline.signals[str(i)] for i in pred.image_ids]) if len(rows)
+               else np.zeros((0, 24, len(SIGNALS)), np.float32))
+    flip, stacks = signals[..., SIGNALS.index("flip")], signals[..., SIGNALS.index("stacks")]
+    predicted = (pred.visibility >= 0) & CATEGORY_MASK[pred.categories.astype(np.int64)]
+    sure = (predicted & (scores >= config.pseudo_min_confidence) & (flip <= config.pseudo_max_flip)
+            & (stacks <= config.pseudo_max_stacks))
+    # Every predicted point marks the crop's box; an occluded prediction (v = 0) is a point too.
+    boxed = pred.copy()
+    boxed.visibility = np.where(predicted, 1, -1).astype(np.int8)
+    return _PseudoLabelled(root, boxed, sure, model.preset, augment, config.seed + 2)
 
 
 @torch.no_grad()
@@ -474,7 +564,6 @@ def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay:
     optimizer = torch.optim.AdamW(params, lr=config.detector_lr, weight_decay=1e-4)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
     rng = np.random.default_rng(config.seed)
-    warmup = max(1, steps // 10)
     losses: list[float] = []
     # torchvision samples the RPN's and the box head's training proposals from torch's global
     # generator: seeding it, in a fork that leaves the caller's stream alone, makes the same
@@ -485,7 +574,7 @@ def fine_tune_detector(detector: torch.nn.Module, hard: DetectorSamples, replay:
         for step in range(steps):
             if should_stop is not None and should_stop():
                 raise RetrainCancelled()
-            set_lr(optimizer, config.detector_lr * lr_factor(step, warmup, step / steps))
+            set_lr(optimizer, config.detector_lr * retrain_lr_factor(step, steps, config.warmup_share))
             images, targets = samples.augmented_batch(batches[step], rng)
             try:
                 loss = _guarded(lambda: detector_step(trained, optimizer, images, targets, device, scaler, step + 1),
@@ -557,12 +646,14 @@ def retrain_and_save(model: TwoStageModel, root, annotations: Annotations, hard_
                      on_step: Callable[[int, int, float], None] | None = None,
                      on_progress: Callable[[float, float, str], None] | None = None,
                      should_stop: Callable[[], bool] | None = None,
-                     hold_out_reviewed: bool | None = None) -> tuple[RetrainResult, Any]:
+                     hold_out_reviewed: bool | None = None,
+                     unreviewed: Annotations | None = None) -> tuple[RetrainResult, Any]:
     """The retrain workflow of `fkp retrain` and the studio's retrain job: the hold-out
     (`holdout_for`), `retrain`, then `save(result)` (what it returns comes back); a new hold-out
     choice is kept (`keep_holdout`) only after the save, so a failed or cancelled run fixes nothing.
     `hold_out_reviewed` (None: in adapt mode) also holds out a share of the hard / reviewed images
-    (`choose_reviewed_holdout` with the config's seed; chosen again each run), measured before and after."""
+    (`choose_reviewed_holdout` with the config's seed; chosen again each run), measured before and after.
+    `unreviewed`: the batch's images nobody reviewed yet, as in `retrain`."""
     holdout, new_holdout = holdout_for(saved_holdout, annotations, hard_ids, config)
     reviewed, note = [], ""
     if config.mode == "adapt" if hold_out_reviewed is None else hold_out_reviewed:
@@ -570,7 +661,7 @@ def retrain_and_save(model: TwoStageModel, root, annotations: Annotations, hard_
         reviewed, note = choose_reviewed_holdout([i for i in map(str, hard_ids) if i not in held], config.seed)
     result = retrain(model, root, annotations, hard_ids, config, holdout_ids=holdout, on_step=on_step,
                      on_progress=on_progress, should_stop=should_stop, reviewed_holdout_ids=reviewed,
-                     reviewed_holdout_note=note)
+                     reviewed_holdout_note=note, unreviewed=unreviewed)
     written = save(result)
     if new_holdout and keep_holdout is not None:  # later retrains never train on these images
         keep_holdout(holdout)
@@ -578,16 +669,21 @@ def retrain_and_save(model: TwoStageModel, root, annotations: Annotations, hard_
 
 
 class _Grouped(torch.utils.data.Dataset):
-    """A dataset whose items carry a "group" number (hard set 0, replay 1) for per-group OHEM."""
+    """A dataset whose items carry a "group" number (hard set 0, replay 1, pseudo-labelled 2) for
+    per-group OHEM, and a loss "weight" when given (then every part of the batch needs one)."""
 
-    def __init__(self, base: KeypointCropDataset, group: int):
+    def __init__(self, base: KeypointCropDataset, group: int, weight: float | None = None):
         self.base, self.group = base, torch.tensor(group)
+        self.weight = None if weight is None else torch.tensor(float(weight))
 
     def __len__(self) -> int:
         return len(self.base)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {**self.base[i], "group": self.group}
+        item = {**self.base[i], "group": self.group}
+        if self.weight is not None:
+            item["weight"] = self.weight
+        return item
 
 
 class _FrozenBatchNorm(torch.nn.Module):

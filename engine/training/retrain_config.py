@@ -8,6 +8,8 @@ from dataclasses import dataclass, replace
 # "adapt": learn a new domain from reviewed images (`RetrainConfig.adapt()`): the model is meant
 # to move there, towards what the reviewer annotated.
 MODES = ("hard", "adapt")
+BATCHNORM_IMAGES = ("hard", "mixed", "unreviewed", "new")
+TRAIN_LAYERS = ("all", "after_encoder")
 
 
 @dataclass(frozen=True)
@@ -51,8 +53,33 @@ class RetrainConfig:
     # data's. Off by default: the benchmark's new domain differs in garment geometry, not in look,
     # and there it cost 9 points (see ADAPT_SETTINGS).
     reestimate_batchnorm: bool = False
+    # "unreviewed": crops of the batch's images nobody reviewed yet (at the starting model's
+    # predicted boxes; free, and of the new domain); "new": those and the reviewed images.
     batchnorm_images: str = "hard"
     batchnorm_batches: int = 50
+    # The learning rate warms up linearly over this share of the steps (at least one step, and
+    # never reaching the peak on the first: a one-step retrain runs at a quarter of it), then
+    # decays along a cosine to 2 % of the peak (`retrain_lr_factor`).
+    warmup_share: float = 0.1
+    # Which layers of the keypoint network train: "all", or "after_encoder" (decoder, heads and
+    # refinement stages; the encoder's weights are kept).
+    train_layers: str = "all"
+    # Self-training on the batch's unreviewed images (`retrain(..., unreviewed=...)`): the starting
+    # model's predictions become pseudo-labels where they are sure (peak confidence at least
+    # `pseudo_min_confidence`, moving at most `pseudo_max_flip` of the crop side when the crop is
+    # mirrored and at most `pseudo_max_stacks` between the hourglass's first and last stage); the
+    # other points are not trained on. They take `pseudo_share` of each batch and their loss
+    # counts `pseudo_weight` times a reviewed point's.
+    # After the steps, the retrained keypoint network's weights are mixed with the starting ones:
+    # w = (1 - keep_share) * trained + keep_share * start (weight-space ensembling, "WiSE-FT"): a
+    # fine-tune's gain on the new domain is kept better than its loss on the old one.
+    keep_share: float = 0.0
+    self_training: bool = False
+    pseudo_share: float = 0.25
+    pseudo_weight: float = 0.5
+    pseudo_min_confidence: float = 0.5
+    pseudo_max_flip: float = 0.02
+    pseudo_max_stacks: float = 0.02
     # How before/after are measured: "detector" runs the whole two-stage pipeline (what the
     # user gets); "annotated" crops at the annotated garment box, measuring the keypoint
     # network alone (what a retrain changes), without the detector's own errors.
@@ -75,8 +102,22 @@ class RetrainConfig:
     def check(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
-        if self.batchnorm_images not in ("hard", "mixed"):
-            raise ValueError(f"batchnorm_images must be 'hard' or 'mixed', got {self.batchnorm_images!r}")
+        if self.batchnorm_images not in BATCHNORM_IMAGES:
+            raise ValueError(f"batchnorm_images must be one of {', '.join(BATCHNORM_IMAGES)}, "
+                             f"got {self.batchnorm_images!r}")
+        if not 0.0 <= self.warmup_share <= 1.0:
+            raise ValueError(f"warmup_share must be in [0, 1], got {self.warmup_share}")
+        if not 0.0 <= self.keep_share < 1.0:
+            raise ValueError(f"keep_share must be in [0, 1), got {self.keep_share}")
+        if self.train_layers not in TRAIN_LAYERS:
+            raise ValueError(f"train_layers must be one of {', '.join(TRAIN_LAYERS)}, got {self.train_layers!r}")
+        if not 0.0 <= self.pseudo_share < 1.0:
+            raise ValueError(f"pseudo_share must be in [0, 1), got {self.pseudo_share}")
+        if not 0.0 < self.pseudo_weight <= 1.0:
+            raise ValueError(f"pseudo_weight must be in (0, 1], got {self.pseudo_weight}")
+        if self.self_training and self.hard_share + self.pseudo_share > 1.0 + 1e-9:
+            raise ValueError(f"hard_share + pseudo_share must be at most 1, got {self.hard_share} + "
+                             f"{self.pseudo_share}")
         if self.batchnorm_batches < 1:
             raise ValueError(f"batchnorm_batches must be at least 1, got {self.batchnorm_batches}")
         if self.steps < 1:
