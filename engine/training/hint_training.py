@@ -56,6 +56,7 @@ class HintTraining:
     batch_size: int = 16
     ohem_fraction: float | None = None
     freeze_batchnorm: bool = True   # keep the running statistics of the net it starts from
+    loss_on_hinted: bool = True     # False: the set points' own loss left out (only the others teach)
 
 
 def simulated_hints(pred: np.ndarray, truth: np.ndarray, valid: np.ndarray, rng: np.random.Generator,
@@ -111,6 +112,8 @@ def hint_step(net: torch.nn.Module, optimizer: torch.optim.Optimizer, batch: dic
     if settings.freeze_batchnorm:
         _freeze_batchnorm(net)
     outputs = net(batch["image"], hints)
+    if not settings.loss_on_hinted:
+        batch = {**batch, "valid": batch["valid"] & ~mask}
     loss, plain = batch_loss(outputs, batch, preset, settings.ohem_fraction)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -240,9 +243,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-limit", type=int, default=300)
+    p.add_argument("--skip-before", action="store_true", help="no curve before training")
     p.add_argument("--max-hints", type=int, default=HintTraining.max_hints)
     p.add_argument("--lr", type=float, default=HintTraining.lr)
     p.add_argument("--hint-lr", type=float, default=HintTraining.hint_lr)
+    p.add_argument("--no-loss-on-hinted", action="store_true", help="leave the set points' own loss out")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
@@ -250,13 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     root = Path(args.data)
     model = load_model(args.model)
     preset = model.preset
-    settings = HintTraining(max_hints=args.max_hints, lr=args.lr, hint_lr=args.hint_lr)
+    settings = HintTraining(max_hints=args.max_hints, lr=args.lr, hint_lr=args.hint_lr,
+                            loss_on_hinted=not args.no_loss_on_hinted)
     train = KeypointCropDataset(root, root / "Annotations" / "train.csv", preset, Augmentation(), seed=args.seed)
     val_ann = load_annotations(root / "Annotations" / "val.csv")
     val_ann = val_ann.subset(np.arange(min(args.val_limit, len(val_ann))))
     val = KeypointCropDataset(root, val_ann, preset)
-    net = with_hint_channels(model.keypoint_net)
-    before = hinted_errors(net, val, preset)
+    # A net that takes hints already goes on training (a second round).
+    net = model.keypoint_net if model.keypoint_net.takes_hints else with_hint_channels(model.keypoint_net)
+    before = hinted_errors(net, val, preset) if not args.skip_before else {}
     print("before:", json.dumps(before), flush=True)
     t0 = time.perf_counter()
 
@@ -273,7 +280,9 @@ def main(argv: list[str] | None = None) -> None:
     ne_before, ne_after = _two_stage_ne(model, root, val_ann), _two_stage_ne(hinted, root, val_ann)
     meta = {**model.metadata, "hints": {
         "from": str(args.model), "data": str(root), "steps": len(losses), "train_s": round(train_s, 1),
-        "settings": {k: getattr(settings, k) for k in ("max_hints", "no_hint_share", "random_share", "lr", "hint_lr")},
+        "settings": {k: getattr(settings, k) for k in ("max_hints", "no_hint_share", "random_share", "lr", "hint_lr",
+                                                       "loss_on_hinted")},
+        "earlier": model.metadata.get("hints"),
         "val_images": len(val_ann), "gt_crop_ne_by_hints_before": before["hinted"],
         "gt_crop_ne_by_hints_after": after["hinted"], "clicked_only": after["clicked_only"],
         "two_stage_val_ne_before": ne_before, "two_stage_val_ne_after": ne_after}}

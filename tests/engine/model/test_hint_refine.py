@@ -192,8 +192,8 @@ def test_training_with_simulated_corrections_makes_the_hinted_error_fall_below_t
     without hints gives). Before training the two are equal (asserted exactly).
 
     Figure: hinted / clicked-only NE after one correction, FKP_TEST_SEED 0-4, 1 thread (2-core AMD
-    EPYC): default kernels SPREAD_DEFAULT; ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default
-    SPREAD_SSE41; ONEDNN_MAX_CPU_ISA=AVX2 SPREAD_AVX2. Asserted < 0.6."""
+    EPYC): default kernels 0.208-0.291; ONEDNN_MAX_CPU_ISA=SSE41 ATEN_CPU_CAPABILITY=default
+    0.196-0.336; ONEDNN_MAX_CPU_ISA=AVX2 0.191-0.277 (all 15: 0.19-0.34). Asserted < 0.6."""
     torch.set_num_threads(TEST_THREADS)
     torch.manual_seed(TEST_SEED)
     preset = PRESET.with_(input_size=_ToySkirts.SIZE, radius=6.0, net={**PRESET.net.to_dict(), "hint_channels": 24})
