@@ -356,7 +356,8 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
     before = prelabelled(other, coords, vis, costs)
     before_ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
     home_floor = i["prelabelled_share"] * from_scratch(other, costs).total / before.total
-    config = RetrainConfig.for_mode(args.mode, **{k: v for k, v in (("steps", args.steps),
+    # The retrain's own before/after figures are not read here: measured on the annotated boxes (cheap).
+    config = RetrainConfig.for_mode(args.mode, boxes="annotated", **{k: v for k, v in (("steps", args.steps),
                                                                     ("detector_steps", args.detector_steps))
                                                   if v is not None},
                                     **({"self_training": args.self_training} if args.self_training is not None
@@ -396,7 +397,8 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
     detector_check = {}
     if args.detector_check:
         # What the detector's fine-tuning adds: the first size again with the mode's detector steps.
-        n, det_config = sizes[0], RetrainConfig.for_mode(args.mode, **{k: v for k, v in (("steps", args.steps),)
+        n, det_config = sizes[0], RetrainConfig.for_mode(args.mode, boxes="annotated",
+                                                         **{k: v for k, v in (("steps", args.steps),)
                                                                        if v is not None})
         reviewed = pool.subset(np.arange(n))
         t0 = time.perf_counter()

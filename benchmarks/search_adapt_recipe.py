@@ -66,6 +66,7 @@ RECIPES: dict[str, dict] = {
     "lr3e-4_distill50": dict(lr=3e-4, hard_share=0.5),
     "lr3e-4_distill75": dict(lr=3e-4, hard_share=0.25),
     "lr3e-4_distill88": dict(lr=3e-4, hard_share=0.125),
+    "lr3e-4_distill88_bntrain": dict(lr=3e-4, hard_share=0.125, freeze_batchnorm=False),
     "lr1e-4_distill50": dict(lr=1e-4, hard_share=0.5),
     "lr3e-4_annotated50": dict(lr=3e-4, hard_share=0.5, distill_replay=False),
     "lr3e-4_distill50_bntrain": dict(lr=3e-4, hard_share=0.5, freeze_batchnorm=False),

@@ -502,13 +502,14 @@ def _run_retrain(args: argparse.Namespace) -> int:
         if not holdout_file.resolve().parent.is_dir():
             raise FileNotFoundError(errno.ENOENT, "folder for the hold-out file not found", args.holdout)
         keep_holdout = _holdout_writer(holdout_file)
-    bar = ProgressBar(config.steps + config.detector_steps, label="retrain", log_every=10.0)
+    steps = config.steps_for(len(hard))  # about: the images held out are not counted off
+    bar = ProgressBar(steps + config.detector_steps, label="retrain", log_every=10.0)
     try:
         result, written = retrain_and_save(
             model, args.data, ann, hard, config, saved,
             save=lambda r: save_retrained(r, args.out, parent=str(Path(args.model).resolve())),
             keep_holdout=keep_holdout, on_step=lambda step, steps, loss: bar.update(step, loss=loss),
-            on_progress=lambda done, total, message: bar.update(int(done)) if done > config.steps else None,
+            on_progress=lambda done, total, message: bar.update(int(done)) if done > steps else None,
             unreviewed=unreviewed)
     except RetrainError as e:
         print(f"\nfkp retrain: {describe_error(e)}", file=sys.stderr)

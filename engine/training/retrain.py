@@ -366,6 +366,7 @@ def retrain(
     replay_ds = KeypointCropDataset(root, annotations.subset(replay_rows), preset, augment=augment,
                                     seed=config.seed + 1)
     bs = config.batch_size or preset.batch_size
+    steps = config.steps_for(len(hard_ds))  # more reviewed images, more steps (steps_per_image)
     needs_unreviewed = config.self_training or (config.reestimate_batchnorm
                                                 and config.batchnorm_images in ("unreviewed", "new"))
     pseudo_ds = None
@@ -374,7 +375,7 @@ def retrain(
         pseudo_ds = _guarded(lambda: pseudo_labels(work, root, unreviewed, config, device, augment, stop),
                              "predicting the unreviewed images")
     use_pseudo = config.self_training and pseudo_ds is not None and len(pseudo_ds) > 0
-    batches = mixed_batches(len(hard_ds), len(replay_ds), bs, config.hard_share, config.steps, config.seed,
+    batches = mixed_batches(len(hard_ds), len(replay_ds), bs, config.hard_share, steps, config.seed,
                             n_pseudo=len(pseudo_ds) if use_pseudo else 0, pseudo_share=config.pseudo_share)
     if use_pseudo:  # every item then carries a loss weight (collated together)
         g = (0, 1, 2) if config.ohem_per_group else (0, 0, 0)
@@ -392,32 +393,32 @@ def retrain(
     trained = _FrozenBatchNorm(net) if config.freeze_batchnorm else net
     optimizer = make_optimizer(net, config.lr, preset.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if needs_grad_scaler(device) else None
-    total_steps = config.steps + config.detector_steps
+    total_steps = steps + config.detector_steps
     losses: list[float] = []
     batch_iter = iter(loader)
-    for step in range(config.steps):
+    for step in range(steps):
         if stop():
             raise RetrainCancelled()
-        at = f"step {step + 1} of {config.steps}"
+        at = f"step {step + 1} of {steps}"
         batch = _guarded(lambda: device_batch(next(batch_iter), preset, device), f"loading the training images ({at})")
         if teacher is not None:
             replay = torch.from_numpy((batches[step] >= len(hard_ds)) & (batches[step] < len(hard_ds) + len(replay_ds)))
             batch = _guarded(lambda: distill_targets(batch, teacher, replay, device),
                              f"distilling the replay targets ({at})")
-        set_lr(optimizer, config.lr * retrain_lr_factor(step, config.steps, config.warmup_share))
+        set_lr(optimizer, config.lr * retrain_lr_factor(step, steps, config.warmup_share))
         loss = _guarded(lambda: train_step(trained, optimizer, batch, preset, device, scaler, config.ohem_fraction),
                         f"keypoint-network training ({at})")
         if not math.isfinite(loss):
-            raise RetrainError(f"the loss became {loss} at step {step + 1} of {config.steps}; "
+            raise RetrainError(f"the loss became {loss} at step {step + 1} of {steps}; "
                                "try a lower learning rate (the model was left unchanged)")
         losses.append(loss)
         if on_step is not None:
-            on_step(step + 1, config.steps, loss)
-        progress(step + 1, total_steps, f"keypoint network: step {step + 1}/{config.steps}, loss {loss:.4f}")
+            on_step(step + 1, steps, loss)
+        progress(step + 1, total_steps, f"keypoint network: step {step + 1}/{steps}, loss {loss:.4f}")
     if config.keep_share > 0:
         mix_weights(net, work.keypoint_net, config.keep_share)
     if config.reestimate_batchnorm:
-        progress(config.steps, total_steps, "keypoint network: BatchNorm statistics of the images trained on")
+        progress(steps, total_steps, "keypoint network: BatchNorm statistics of the images trained on")
         bn_ds = {"hard": hard_ds, "mixed": ConcatDataset([hard_ds, replay_ds]),
                  "unreviewed": pseudo_ds if pseudo_ds is not None else hard_ds,
                  "new": ConcatDataset([hard_ds, pseudo_ds]) if pseudo_ds is not None else hard_ds,
@@ -432,13 +433,13 @@ def retrain(
                                                                   config), "loading the detector's images")
         detector, detector_losses = fine_tune_detector(
             work.detector, hard_det, replay_det, config, device, should_stop=stop,
-            on_step=lambda i, n, loss: progress(config.steps + i, total_steps,
+            on_step=lambda i, n, loss: progress(steps + i, total_steps,
                                                 f"detector: step {i}/{n}, loss {loss:.4f}"))
 
     # Each loss above was computed before its update: the last update can still have broken the
     # network (NaN or inf weights, or outputs that overflow). Check the result before it is used.
     _check_finite(net, "keypoint network", config.lr)
-    if config.steps:
+    if steps:
         final = _guarded(lambda: _loss_without_update(net, batch, preset, device), "checking the retrained network")
         if not math.isfinite(final):
             raise RetrainError(f"the retrained keypoint network's loss is {final} at learning rate {config.lr:g}; "

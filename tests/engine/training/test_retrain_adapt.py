@@ -14,10 +14,14 @@ from engine.training.retrain import RetrainConfig, reestimate_batchnorm
 pytestmark = pytest.mark.float_paths  # its figures depend on the CPU's kernels: make test-kernels
 
 
-def test_adapt_mode_trains_longer_on_a_larger_share_of_reviewed_images():
+def test_adapt_mode_replays_more_and_trains_longer_the_more_images_were_reviewed():
     hard, adapt = RetrainConfig(), RetrainConfig.adapt()
     assert hard.mode == "hard" and adapt.mode == "adapt" and not hard.reestimate_batchnorm
-    assert adapt.steps > hard.steps and adapt.hard_share > hard.hard_share
+    # The searched recipe (issue 31): most of each batch replays the old domain, distilled; the steps
+    # grow with the reviewed images; the hard mode's steps stay what they are.
+    assert adapt.hard_share < hard.hard_share and adapt.distill_replay and adapt.freeze_batchnorm
+    assert adapt.steps_for(10) == adapt.steps < adapt.steps_for(200) < adapt.steps_for(10_000) == adapt.max_steps
+    assert hard.steps_for(10_000) == hard.steps and not adapt.self_training
     assert RetrainConfig.adapt(steps=7).steps == 7 and RetrainConfig.for_mode("adapt", lr=0.01).lr == 0.01
     assert RetrainConfig.for_mode("hard") == hard
     with pytest.raises(ValueError, match="mode must be one of hard, adapt"):
