@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
         "settings": {k: getattr(settings, k) for k in ("max_hints", "no_hint_share", "random_share", "lr", "hint_lr",
                                                        "loss_on_hinted")},
         "earlier": model.metadata.get("hints"),
-        "val_images": len(val_ann), "gt_crop_ne_by_hints_before": before["hinted"],
+        "val_images": len(val_ann), "gt_crop_ne_by_hints_before": before.get("hinted"),
         "gt_crop_ne_by_hints_after": after["hinted"], "clicked_only": after["clicked_only"],
         "two_stage_val_ne_before": ne_before, "two_stage_val_ne_after": ne_after}}
     out = save_package(args.out, hinted, meta, half=True)
