@@ -2,10 +2,15 @@
 
 The points a reviewer set by hand go to the network as hint heatmaps (`engine.model.hints`)
 together with the image's garment crop, and the network predicts all points again; the set points
-come back exactly where they were set, every other point of the category takes the network's
-new prediction. One keypoint-net run per correction (two with flip TTA, the mirrored crop's hints
-swapped to their twins' channels), on the square crop around the current points (set and
-predicted), as the pipeline's refinement pass crops.
+come back exactly where they were set. Every other point of the category moves by what the hints
+change (`residual`, the default): the net runs on the same crop with and without the hints (one
+batch) and the point moves by the difference, so where the hints say nothing the pipeline's own
+prediction (rotation and box search, flip TTA) stays, and a net whose hint weights are zero
+changes nothing. `residual=False` takes the hinted prediction as it is (measured worse: the one
+upright crop loses what the pipeline's searches found). One batched keypoint-net run per
+correction (doubled with flip TTA, the mirrored crop's hints swapped to their twins' channels),
+on the square crop around the current points (set and predicted), as the pipeline's refinement
+pass crops.
 
 The model must be a package whose keypoint net takes hints (format `fkp-model/2`, made by
 `python -m engine.training.hint_training`); `takes_hints(model)` says whether it does.
@@ -53,7 +58,7 @@ class HintRefiner:
     hint-taking keypoint net (and its visibility stage for their visibility, when it has one)."""
 
     def __init__(self, model, device: torch.device | str | None = None, flip_tta: bool | None = None,
-                 visibility: bool = True):
+                 visibility: bool = True, residual: bool = True):
         if not takes_hints(model):
             raise ValueError("the model's keypoint net takes no hints (a format fkp-model/1 package): "
                              "refinement (b) needs one trained with engine.training.hint_training")
@@ -61,6 +66,7 @@ class HintRefiner:
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.net = model.keypoint_net.to(self.device).eval()
         self.flip_tta = self.preset.flip_tta if flip_tta is None else flip_tta
+        self.residual = residual
         stage = model.visibility if visibility else None
         self.visibility = None if stage is None else stage.to(self.device).eval()
 
@@ -92,16 +98,16 @@ class HintRefiner:
             hint_xy[1], hint_set[1] = hint_xy[1][FLIP_PERMUTATION], hint_set[1][FLIP_PERMUTATION]
         hints = hint_heatmaps(torch.from_numpy(hint_xy).to(self.device), torch.from_numpy(hint_set).to(self.device),
                               p.input_size, hint_sigma(p))
-        x = prepare_input(crops, self.device)
+        x = crops
+        if self.residual:  # the same crops without hints (zero heatmaps: exactly the plain net) first
+            x, hints = torch.cat([crops, crops]), torch.cat([torch.zeros_like(hints), hints])
         with autocast_for(self.device):
-            out = self.net(x, prepare_input(hints, self.device) if fixed.any() else None)[-1]
+            out = self.net(prepare_input(x, self.device), prepare_input(hints, self.device) if fixed.any() else None)[-1]
         pts, conf = (t.cpu().numpy() for t in decode(out.float(), p.radius, p.stride))
-        if self.flip_tta:
-            pts[1], conf[1] = pts[1][FLIP_PERMUTATION], conf[1][FLIP_PERMUTATION]
-        image_pts = np.stack([apply_affine(pts[v], invert_affine(mats[v])) for v in range(len(views))])
-        weight = np.maximum(conf, 1e-6)
-        new = (image_pts * weight[..., None]).sum(0) / weight.sum(0)[:, None]
-        score = conf.mean(0)
+        new, score = self._combine(pts[-len(views):], conf[-len(views):], mats)
+        if self.residual:
+            plain, _ = self._combine(pts[:len(views)], conf[:len(views)], mats)
+            new = np.where(mask[:, None], current, 0) + (new - plain)
         out_xy = np.where(mask[:, None], new, -1.0).astype(np.float32)
         out_xy[fixed] = current[fixed]
         scores = np.where(mask, score, -1.0).astype(np.float32)
@@ -115,6 +121,16 @@ class HintRefiner:
             vis = np.where(fixed, vis, stage).astype(np.int8)
         vis[fixed] = vis_in[fixed]
         return RefinedPoints(out_xy, vis, scores)
+
+    def _combine(self, pts: np.ndarray, conf: np.ndarray, mats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The views' points (V, 24, 2) crop pixels (the mirrored one's channels still its own) ->
+        one (24, 2) in image pixels, the views weighted by confidence, and the mean confidence (24,)."""
+        pts, conf = pts.copy(), conf.copy()
+        if self.flip_tta:
+            pts[1], conf[1] = pts[1][FLIP_PERMUTATION], conf[1][FLIP_PERMUTATION]
+        image_pts = np.stack([apply_affine(pts[v], invert_affine(mats[v])) for v in range(len(pts))])
+        weight = np.maximum(conf, 1e-6)
+        return (image_pts * weight[..., None]).sum(0) / weight.sum(0)[:, None], conf.mean(0)
 
 
 def refine_with_hints(model, image: np.ndarray, category: int, coords: np.ndarray, fixed: np.ndarray,
