@@ -48,6 +48,16 @@ def _window_on_row(open_window, split_csv, dataset, qtbot, monkeypatch, row: int
     return window
 
 
+def _trails(canvas) -> int:
+    """The refinement trails on the canvas (lines in the trail's colour)."""
+    from PySide6.QtWidgets import QGraphicsLineItem
+
+    from fkp_studio.views.palette import REFINED_TRAIL
+
+    return sum(isinstance(item, QGraphicsLineItem) and item.pen().color() == REFINED_TRAIL
+               for item in canvas.scene().items())
+
+
 def _drag_prediction(qtbot, window, row: int, k: int, by=QPoint(30, 18)) -> None:
     canvas = window.canvas
     start = canvas.mapFromScene(*(float(v) for v in window.doc.predictions.coords[row, k]))
@@ -76,10 +86,11 @@ def test_a_drag_refines_the_untouched_points_and_one_undo_takes_both_back(open_w
     np.testing.assert_allclose(doc.predictions.coords[row, others, 0], pred_before[others, 0] + SHIFT)
     np.testing.assert_array_equal(doc.ann.coords[row, k], hand)  # the hand's point never moves
     assert window.undo_stack.count() == 1, "the correction and its refinement are one undo step"
+    assert _trails(window.canvas) == len(others), "a trail from where each refined prediction was"
 
     window.undo_stack.undo()
     np.testing.assert_array_equal(doc.predictions.coords[row], pred_before)
-    assert doc.ann.visibility[row, k] == -1
+    assert doc.ann.visibility[row, k] == -1 and _trails(window.canvas) == 0
     window.undo_stack.redo()
     np.testing.assert_allclose(doc.predictions.coords[row, others, 0], pred_before[others, 0] + SHIFT)
     np.testing.assert_array_equal(doc.ann.coords[row, k], hand)
