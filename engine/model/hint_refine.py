@@ -2,15 +2,15 @@
 
 The points a reviewer set by hand go to the network as hint heatmaps (`engine.model.hints`)
 together with the image's garment crop, and the network predicts all points again; the set points
-come back exactly where they were set. Every other point of the category moves by what the hints
-change (`residual`, the default): the net runs on the same crop with and without the hints (one
-batch) and the point moves by the difference, so where the hints say nothing the pipeline's own
-prediction (rotation and box search, flip TTA) stays, and a net whose hint weights are zero
-changes nothing. `residual=False` takes the hinted prediction as it is (measured worse: the one
-upright crop loses what the pipeline's searches found). One batched keypoint-net run per
-correction (doubled with flip TTA, the mirrored crop's hints swapped to their twins' channels),
-on the square crop around the current points (set and predicted), as the pipeline's refinement
-pass crops.
+come back exactly where they were set, every other point of the category takes the hinted
+prediction (the default). With `residual=True` a point instead moves by what the hints change: the
+net runs on the same crop with and without the hints (one batch) and the point moves by the
+difference, so a net whose hint weights are zero changes nothing; measured worse (the moves are
+added to the points the caller passes, which already hold the earlier ones, so they pile up over
+a reviewer's corrections; docs/benchmarks.md). One keypoint-net run per correction (two crops
+with flip TTA, the mirrored crop's hints swapped to their twins' channels; doubled with
+`residual`), on the square crop around the current points (set and predicted), as the
+pipeline's refinement pass crops.
 
 The model must be a package whose keypoint net takes hints (format `fkp-model/2`, made by
 `python -m engine.training.hint_training`); `takes_hints(model)` says whether it does.
@@ -58,7 +58,7 @@ class HintRefiner:
     hint-taking keypoint net (and its visibility stage for their visibility, when it has one)."""
 
     def __init__(self, model, device: torch.device | str | None = None, flip_tta: bool | None = None,
-                 visibility: bool = True, residual: bool = True):
+                 visibility: bool = True, residual: bool = False):
         if not takes_hints(model):
             raise ValueError("the model's keypoint net takes no hints (a format fkp-model/1 package): "
                              "refinement (b) needs one trained with engine.training.hint_training")

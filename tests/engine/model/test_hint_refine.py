@@ -116,11 +116,10 @@ def test_refinement_never_moves_a_point_set_by_hand(tmp_path):
     image = rng.integers(0, 256, (120, 100, 3), dtype=np.uint8)
     for flip in (False, True):
         refiner = HintRefiner(model, flip_tta=flip)
+        residual = HintRefiner(model, flip_tta=flip, residual=True)
         for category in range(5):
             mask = CATEGORY_MASK[category]
             coords = np.where(mask[:, None], rng.uniform(10, 90, (24, 2)), -1).astype(np.float32)
-            np.testing.assert_array_equal(refiner.refine(image, category, coords, np.zeros(24, bool)).coords,
-                                          coords)   # nothing set: nothing moves
             for _ in range(5):
                 fixed = mask & (rng.random(24) < 0.4)
                 set_xy = coords + rng.normal(0, 5, coords.shape).astype(np.float32)
@@ -130,6 +129,8 @@ def test_refinement_never_moves_a_point_set_by_hand(tmp_path):
                 np.testing.assert_array_equal(out.visibility[fixed], vis[fixed])
                 assert (out.coords[~mask] == -1).all() and (out.visibility[~mask] == -1).all()
                 assert np.isfinite(out.coords[mask]).all()
+                np.testing.assert_array_equal(residual.refine(image, category, coords, fixed, vis).coords[fixed],
+                                              coords[fixed])
 
 
 def test_simulated_hints_take_the_worst_points_first():
@@ -212,15 +213,15 @@ def test_training_with_simulated_corrections_makes_the_hinted_error_fall_below_t
 
 
 def test_a_net_whose_hints_say_nothing_leaves_the_points_where_they_are(tmp_path):
-    """Residual refinement (the default): the untouched points move by what the hints change, so
-    zero hint weights (a net that has learned nothing from hints) change nothing."""
+    """Residual refinement: the untouched points move by what the hints change, so zero hint
+    weights (a net that has learned nothing from hints) change nothing."""
     model = load_model(_package(tmp_path, with_hint_channels(_trained_like(KeypointNet(TINY))).eval(), "z"))
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (90, 110, 3), dtype=np.uint8)
     mask = CATEGORY_MASK[2]
     coords = np.where(mask[:, None], rng.uniform(10, 80, (24, 2)), -1).astype(np.float32)
     fixed = mask & (rng.random(24) < 0.5)
-    out = HintRefiner(model).refine(image, 2, coords, fixed)
+    out = HintRefiner(model, residual=True).refine(image, 2, coords, fixed)
     np.testing.assert_allclose(out.coords, coords, atol=1e-3)
-    moved = HintRefiner(model, residual=False).refine(image, 2, coords, fixed)   # the net's own points
+    moved = HintRefiner(model).refine(image, 2, coords, fixed)   # the net's own points
     assert np.abs(moved.coords[mask & ~fixed] - coords[mask & ~fixed]).max() > 1.0
