@@ -35,7 +35,7 @@ the untouched points after each fix (shape model of 6,000 synthetic training-lik
 corrections per image (NoC) and seconds, against the goals (<= 14 % of from-scratch on (i),
 <= 25 % on (ii), NoC down by a third on (ii)). Beside (a), refinement (b) (`engine.model.hint_refine`):
 the keypoint net of `--hint-model` (a format-2 package whose net takes hints, made by
-`python -m engine.training.hint_training` from the demo model) re-predicts the untouched points on
+`fkp train-hints` from the demo model) re-predicts the untouched points on
 the garment crop with the set points as hints after each fix; the pre-labels stay the demo
 model's, so the three rows differ only in the refinement. `--refine-only` runs just that (no
 retrain (c)), e.g. on smaller batches: `--refine-only --batches 2 --n-new 100 --threads 1`.

@@ -350,6 +350,50 @@ def _run_train_keypoints(args: argparse.Namespace) -> int:
 
 
 @_command
+def _register_train_hints(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train-hints", help="teach a package's keypoint net to take the points a reviewer set as hints "
+                                           "(refinement after a correction): writes a format-2 package")
+    p.add_argument("--model", required=True, help="model package to start from (a hint-taking one goes on training)")
+    p.add_argument("--data", required=True, help="data set root with Annotations/train.csv and val.csv")
+    p.add_argument("--out", required=True, help="the hint-taking package to write")
+    p.add_argument("--steps", type=positive_int, default=100_000, help="at most this many steps (default 100000)")
+    p.add_argument("--minutes", type=positive_float, default=30.0, help="minutes of training (default 30)")
+    p.add_argument("--val-limit", type=positive_int, default=300, help="val images the curves are measured on")
+    p.add_argument("--skip-before", action="store_true", help="no curve before training")
+    p.add_argument("--max-hints", type=non_negative_int, help="most points set per crop (default: HintTraining's)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate of the net (default: HintTraining's)")
+    p.add_argument("--hint-lr", type=positive_float, help="peak learning rate of the hint convolutions")
+    p.add_argument("--no-loss-on-hinted", action="store_true", help="leave the set points' own loss out")
+    add_runtime_arguments(p, device=False, threads_default="1")
+    p.set_defaults(func=_run_train_hints)
+
+
+def _run_train_hints(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import logging
+
+    from engine.training.hint_training import HintTraining, train_hint_package
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.threads = args.threads or 1
+    _set_threads(args)
+    given = {"max_hints": args.max_hints, "lr": args.lr, "hint_lr": args.hint_lr}
+    settings = dataclasses.replace(HintTraining(), loss_on_hinted=not args.no_loss_on_hinted,
+                                   **{k: v for k, v in given.items() if v is not None})
+
+    def progress(d: dict) -> None:
+        if d["step"] % 25 == 0:
+            print(f"step {d['step']} loss {d['loss']:.4f} {d['elapsed_s']:.0f} s ({100 * d['done']:.0f} %)", flush=True)
+
+    result = train_hint_package(args.model, args.data, args.out, settings, steps=args.steps, minutes=args.minutes,
+                                seed=args.seed, val_limit=args.val_limit, curve_before=not args.skip_before,
+                                progress=progress)
+    print(json.dumps(result))
+    return 0
+
+
+@_command
 def _register_model_info(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("model-info", help="parameters and FLOPs of the keypoint network per preset")
     p.add_argument("--preset", help="one preset (default: all)")

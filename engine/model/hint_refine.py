@@ -13,7 +13,7 @@ with flip TTA, the mirrored crop's hints swapped to their twins' channels; doubl
 pipeline's refinement pass crops.
 
 The model must be a package whose keypoint net takes hints (format `fkp-model/2`, made by
-`python -m engine.training.hint_training`); `takes_hints(model)` says whether it does.
+`fkp train-hints`); `takes_hints(model)` says whether it does.
 
     refiner = HintRefiner(model)              # once, with the loaded model (any thread)
     out = refiner.refine(image, category, coords, fixed, visibility)
@@ -61,7 +61,7 @@ class HintRefiner:
                  visibility: bool = True, residual: bool = False):
         if not takes_hints(model):
             raise ValueError("the model's keypoint net takes no hints (a format fkp-model/1 package): "
-                             "refinement (b) needs one trained with engine.training.hint_training")
+                             "refinement (b) needs one trained with fkp train-hints")
         self.preset = model.preset
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.net = model.keypoint_net.to(self.device).eval()

@@ -15,13 +15,14 @@ stays that of the start); `hinted_errors` measures the curve a reviewer sees on 
 crops: NE after k corrections worst-first (k = 0..K), each followed by a re-prediction with the
 set points as hints, beside correcting only the set points.
 
-    python -m engine.training.hint_training --model resources/models/demo --data ROOT \
+`train_hint_package` turns a package into a format-2 one (`fkp train-hints`):
+
+    fkp train-hints --model resources/models/demo --data ROOT \
         --out resources/models/demo-hints [--minutes 30] [--threads 1]
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from collections.abc import Callable
@@ -226,71 +227,44 @@ def _two_stage_ne(model, root: Path, truth) -> float:
     return float(evaluate(truth, pred).ne)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Fine-tune a package's keypoint net to take hints; write the hint-taking package (format 2)."""
-    import json
-
+def train_hint_package(model_path: str | Path, data: str | Path, out: str | Path, settings: HintTraining,
+                       steps: int = 100_000, minutes: float = 30.0, seed: int = 0, val_limit: int = 300,
+                       curve_before: bool = True, progress: Callable[[dict[str, Any]], None] | None = None
+                       ) -> dict[str, Any]:
+    """Fine-tune a package's keypoint net to take hints (a hint-taking net goes on: a second round)
+    on `data` (Annotations/train.csv, val.csv) and write the hint-taking package (format 2) to
+    `out`; returns the figures (the NE-after-k-corrections curve before and after, on the first
+    `val_limit` val images, and the two-stage NE without hints before and after)."""
     from engine.io.annotations import load_annotations
     from engine.model.hourglass import with_hint_channels
     from engine.model.package import load_model, save_package
 
-    p = argparse.ArgumentParser(description=main.__doc__)
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, help="root with Annotations/train.csv and val.csv")
-    p.add_argument("--out", required=True)
-    p.add_argument("--steps", type=int, default=100_000)
-    p.add_argument("--minutes", type=float, default=30.0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-limit", type=int, default=300)
-    p.add_argument("--skip-before", action="store_true", help="no curve before training")
-    p.add_argument("--max-hints", type=int, default=HintTraining.max_hints)
-    p.add_argument("--lr", type=float, default=HintTraining.lr)
-    p.add_argument("--hint-lr", type=float, default=HintTraining.hint_lr)
-    p.add_argument("--no-loss-on-hinted", action="store_true", help="leave the set points' own loss out")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
-    root = Path(args.data)
-    model = load_model(args.model)
+    torch.manual_seed(seed)
+    root = Path(data)
+    model = load_model(model_path)
     preset = model.preset
-    settings = HintTraining(max_hints=args.max_hints, lr=args.lr, hint_lr=args.hint_lr,
-                            loss_on_hinted=not args.no_loss_on_hinted)
-    train = KeypointCropDataset(root, root / "Annotations" / "train.csv", preset, Augmentation(), seed=args.seed)
+    train = KeypointCropDataset(root, root / "Annotations" / "train.csv", preset, Augmentation(), seed=seed)
     val_ann = load_annotations(root / "Annotations" / "val.csv")
-    val_ann = val_ann.subset(np.arange(min(args.val_limit, len(val_ann))))
+    val_ann = val_ann.subset(np.arange(min(val_limit, len(val_ann))))
     val = KeypointCropDataset(root, val_ann, preset)
-    # A net that takes hints already goes on training (a second round).
     net = model.keypoint_net if model.keypoint_net.takes_hints else with_hint_channels(model.keypoint_net)
-    before = hinted_errors(net, val, preset) if not args.skip_before else {}
-    print("before:", json.dumps(before), flush=True)
+    before = hinted_errors(net, val, preset) if curve_before else {}
     t0 = time.perf_counter()
-
-    def report(d: dict[str, Any]) -> None:
-        if d["step"] % 25 == 0:
-            print(f"step {d['step']} loss {d['loss']:.4f} {d['elapsed_s']:.0f} s ({100 * d['done']:.0f} %)", flush=True)
-
-    losses = fine_tune_with_hints(net, train, preset, args.steps, settings, args.seed, 60 * args.minutes, report)
+    losses = fine_tune_with_hints(net, train, preset, steps, settings, seed, 60 * minutes, progress)
     train_s = time.perf_counter() - t0
     net.eval()
     after = hinted_errors(net, val, preset)
-    print("after:", json.dumps(after), flush=True)
     hinted = type(model)(**{**model.__dict__, "keypoint_net": net})
     ne_before, ne_after = _two_stage_ne(model, root, val_ann), _two_stage_ne(hinted, root, val_ann)
     meta = {**model.metadata, "hints": {
-        "from": str(args.model), "data": str(root), "steps": len(losses), "train_s": round(train_s, 1),
+        "from": str(model_path), "data": str(root), "steps": len(losses), "train_s": round(train_s, 1),
         "settings": {k: getattr(settings, k) for k in ("max_hints", "no_hint_share", "random_share", "lr", "hint_lr",
                                                        "loss_on_hinted")},
         "earlier": model.metadata.get("hints"),
         "val_images": len(val_ann), "gt_crop_ne_by_hints_before": before.get("hinted"),
         "gt_crop_ne_by_hints_after": after["hinted"], "clicked_only": after["clicked_only"],
         "two_stage_val_ne_before": ne_before, "two_stage_val_ne_after": ne_after}}
-    out = save_package(args.out, hinted, meta, half=True)
-    print(json.dumps({"out": str(out), "steps": len(losses), "train_s": round(train_s, 1),
-                      "final_loss": float(np.mean(losses[-50:])), "gt_crop_before": before, "gt_crop_after": after,
-                      "two_stage_val_ne_before": ne_before, "two_stage_val_ne_after": ne_after}))
-
-
-if __name__ == "__main__":
-    main()
+    written = save_package(out, hinted, meta, half=True)
+    return {"out": str(written), "steps": len(losses), "train_s": round(train_s, 1),
+            "final_loss": float(np.mean(losses[-50:])), "gt_crop_before": before, "gt_crop_after": after,
+            "two_stage_val_ne_before": ne_before, "two_stage_val_ne_after": ne_after}
