@@ -39,7 +39,7 @@ from engine.model.hints import hint_heatmaps, hint_sigma
 from engine.model.targets import decode
 from engine.schema import CATEGORY_MASK
 from engine.training.dataset import Augmentation, KeypointCropDataset, device_batch
-from engine.training.keypoints import batch_loss, lr_factor, set_lr
+from engine.training.keypoints import batch_loss, lr_factor
 
 log = logging.getLogger(__name__)
 
