@@ -367,17 +367,21 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
           f"mode, {config.steps} + {config.detector_steps} steps, lr {config.lr:g}, self-training "
           f"{'on' if config.self_training else 'off'}", flush=True)
     curve = []
-    for n in sizes:
+    def retrained_on(n: int, retrain_config: RetrainConfig):
+        """Retrain on the first `n` reviewed images -> (seconds, the other images' review after,
+        their NE after, batch (i)'s review seconds after)."""
         reviewed = pool.subset(np.arange(n))
-        training = concat_annotations(replay, reviewed)
         t0 = time.perf_counter()
-        result = retrain(model, root, training, [str(x) for x in reviewed.image_ids], config, unreviewed=other)
-        retrain_s = time.perf_counter() - t0
+        result = retrain(model, root, concat_annotations(replay, reviewed), [str(x) for x in reviewed.image_ids],
+                         retrain_config, unreviewed=other)
+        seconds = time.perf_counter() - t0
         coords, vis, _ = _predict(result.model, root, other)
-        after = prelabelled(other, coords, vis, costs)
-        after_ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
+        ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
         o_coords, o_vis, _ = _predict(result.model, root, ordinary)
-        ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
+        return seconds, prelabelled(other, coords, vis, costs), ne, prelabelled(ordinary, o_coords, o_vis, costs).total
+
+    for n in sizes:
+        retrain_s, after, after_ne, ordinary_after = retrained_on(n, config)
         goal_share, goal_ne = (0.85, 0.13) if n <= 100 else (0.70, 0.10) if n >= 1000 else (None, None)
         point = {"reviewed_images": n, "after_s": round(after.total, 1), "after_share": round(after.total / before.total, 4),
                  "ne_before": round(before_ne, 5), "ne_after": round(after_ne, 5),
@@ -400,16 +404,7 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
         n, det_config = sizes[0], RetrainConfig.for_mode(args.mode, boxes="annotated",
                                                          **{k: v for k, v in (("steps", args.steps),)
                                                                        if v is not None})
-        reviewed = pool.subset(np.arange(n))
-        t0 = time.perf_counter()
-        result = retrain(model, root, concat_annotations(replay, reviewed), [str(x) for x in reviewed.image_ids],
-                         det_config, unreviewed=other)
-        retrain_s = time.perf_counter() - t0
-        coords, vis, _ = _predict(result.model, root, other)
-        after = prelabelled(other, coords, vis, costs)
-        after_ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
-        o_coords, o_vis, _ = _predict(result.model, root, ordinary)
-        ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
+        retrain_s, after, after_ne, ordinary_after = retrained_on(n, det_config)
         detector_check = {"reviewed_images": n, "detector_steps": det_config.detector_steps,
                           "after_share": round(after.total / before.total, 4), "ne_after": round(after_ne, 5),
                           "ordinary_change": round(ordinary_after / i["prelabelled_s"] - 1, 4),
