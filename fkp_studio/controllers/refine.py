@@ -66,7 +66,7 @@ class RefineController(QObject):
         command = stack.command(index - 1) if index > 0 else None
         # A redo brings its refinement back itself; a command is refined once.
         if (self.enabled and isinstance(command, SetKeypointsCommand) and command.refines
-                and command.refinement is None and not getattr(command, "refine_asked", False)):
+                and not command.refine_asked):
             command.refine_asked = True
             self._ask(command, index)
 

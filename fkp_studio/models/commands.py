@@ -32,6 +32,7 @@ class SetKeypointsCommand(QUndoCommand):
         # A correction by hand: the image's untouched points may be predicted again from it
         # (`controllers/refine.py`); the refinement then belongs to this undo step.
         self.refines = refines
+        self.refine_asked = False  # a refinement was asked (once: a redo or a dropped one never asks again)
         self.refinement: tuple[Predictions, Predictions] | None = None  # (before, after) of the row
 
     def attach_refinement(self, refined: Predictions) -> None:
