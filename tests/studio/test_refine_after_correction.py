@@ -108,8 +108,10 @@ def test_a_refinement_still_running_when_the_next_action_comes_is_dropped(open_w
     window.undo_stack.undo()  # the next action, before the refinement landed
     assert not window.state.refining()
     release.set()
-    qtbot.waitUntil(lambda: len(asked) == 1, timeout=5000)
-    qtbot.wait(100)  # its result is delivered to the main thread, and ignored
+    # Still queued (behind the device probe, on a loaded machine), it never runs; running, its
+    # result is delivered to the main thread and ignored.
+    qtbot.waitUntil(lambda: not window.state.model_thread.busy, timeout=5000)
+    assert len(asked) <= 1
     np.testing.assert_array_equal(doc.predictions.coords[row], pred_before)
     assert window.undo_stack.count() == 1 and window.undo_stack.index() == 0
 
