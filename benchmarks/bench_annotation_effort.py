@@ -23,7 +23,9 @@ half's layouts, are pre-labelled again: their reviewer seconds as a share of bef
 <= 85 % at 100, <= 70 % at 1,000) and their NE (goals <= 13 % at 100, <= 10 % at 1,000); batch
 (i) is pre-labelled again too (what the adaptation costs the old domain, goal <= +5 %). Those
 other images are the batch's unreviewed ones: self-training (`--self-training`) reads them,
-unlabelled. Beside it, the "home floor": (c) if the retrained model did on the new domain as well
+unlabelled. `--plain-baseline` also fine-tunes the keypoint net plainly on the reviewed images
+alone at each size (`fkp train-keypoints --init`: lr 3e-3, no replay, max(12, 6000 / n) epochs), the
+strong baseline the adapt retrain is compared with. Beside it, the "home floor": (c) if the retrained model did on the new domain as well
 as the demo model does on its own (batch (i)'s share of the from-scratch seconds).
 
 Predicted visibility: the model's visibility stage, when its package has one (the demo model's
@@ -33,7 +35,9 @@ Refinement after a correction (issue 32 (a), `engine.model.refine`): on (i) and 
 who fixes the worst point first, pre-labelled without refinement vs with the model re-decoding
 the untouched points after each fix (shape model of 6,000 synthetic training-like layouts):
 corrections per image (NoC) and seconds, against the goals (<= 14 % of from-scratch on (i),
-<= 25 % on (ii), NoC down by a third on (ii)). Beside (a), refinement (b) (`engine.model.hint_refine`):
+<= 25 % on (ii), NoC down by a third on (ii)), and (a)'s bound: an oracle that knows the truth
+moves each untouched point to the nearest of its candidates (its prediction, its vote peaks), the
+best any re-decoding among the net's peaks can do. Beside (a), refinement (b) (`engine.model.hint_refine`):
 the keypoint net of `--hint-model` (a format-2 package whose net takes hints, made by
 `fkp train-hints` from the demo model) re-predicts the untouched points on
 the garment crop with the set points as hints after each fix; the pre-labels stay the demo
@@ -44,7 +48,7 @@ The last line printed is one JSON object of the figures.
 
     python benchmarks/bench_annotation_effort.py [--model resources/models/demo] [--n 100] [--batches 5]
         [--n-new 200] [--replay 200] [--size 256] [--seed 20261202] [--threads 2] [--mode adapt|hard]
-        [--steps N] [--detector-steps N] [--curve 100,300,1000] [--n-relabel 200] [--[no-]self-training]
+        [--steps N] [--detector-steps N] [--curve 100,300,1000] [--plain-baseline] [--n-relabel 200] [--[no-]self-training]
         [--place 3 --drag 2 --toggle 0.5 --remove 0.5 --accept 0.5]
         [--refine-only] [--no-refine] [--queue-only] [--hint-model resources/models/demo-hints | --hint-model none]
 """
@@ -54,6 +58,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -67,8 +72,9 @@ from engine.analysis.review_effort import (ReviewCosts, corrected, from_scratch,
                                            prelabelled, queue_gain)
 from engine.analysis.review_queue import (CONFIDENCE_MODEL, HEAD_SHARE, SIGNAL_MODEL, cost_capture, most_first,
                                           normalized_gain, oracle_capture)
-from engine.io.annotations import Annotations, concat_annotations, load_annotations
+from engine.io.annotations import Annotations, concat_annotations, load_annotations, save_annotations
 from engine.io.images import read_image
+from engine.model.checkpoints import keypoint_checkpoint, load_keypoint_net, save_checkpoint
 from engine.model.package import TwoStageModel, load_model
 from engine.model.pipeline import Pipeline
 from engine.model.hint_refine import HintRefiner
@@ -76,6 +82,7 @@ from engine.model.refine import ImagePrediction, candidate_peaks, refine_points
 from engine.model.uncertainty import SIGNALS, SignalPipeline
 from engine.model.shape_model import ShapeModel, synthetic_shape_model
 from engine.synth import generate_dataset
+from engine.training.keypoints import train_keypoints
 from engine.training.retrain import RetrainConfig, retrain
 from engine.training.retrain_config import MODES
 
@@ -188,8 +195,13 @@ def _refinement(name: str, model: TwoStageModel, root: Path, truth: Annotations,
         timings.append(time.perf_counter() - t0)
         return new
 
+    def best_peak(row: int, fixed: np.ndarray, xy: np.ndarray) -> np.ndarray:
+        # (a)'s bound: an oracle that knows the truth takes each untouched point's nearest candidate.
+        return _nearest_candidates(predictions[row], truth.coords[row], fixed, xy)
+
     scratch = from_scratch(truth, costs).total
     without, with_ = corrected(truth, coords, vis, None, costs), corrected(truth, coords, vis, refine, costs)
+    bound = corrected(truth, coords, vis, best_peak, costs)
     figures = {"images": len(truth), "scratch_s": round(scratch, 1),
                "without_s": round(without.total, 1), "without_share": round(without.total / scratch, 4),
                "without_noc": round(float(without.corrections.mean()), 3),
@@ -197,15 +209,29 @@ def _refinement(name: str, model: TwoStageModel, root: Path, truth: Annotations,
                "with_noc": round(float(with_.corrections.mean()), 3),
                "noc_change": round(float(with_.corrections.mean() / max(without.corrections.mean(), 1e-9) - 1), 4),
                "with_actions": with_.counts(), "goal_share": goal_share,
-               "refine_ms_median": round(1000 * float(np.median(timings)), 2) if timings else None}
+               "refine_ms_median": round(1000 * float(np.median(timings)), 2) if timings else None,
+               "best_peak_share": round(bound.total / scratch, 4), "best_peak_noc": round(float(bound.corrections.mean()), 3),
+               "best_peak_noc_change": round(float(bound.corrections.mean() / max(without.corrections.mean(), 1e-9) - 1), 4)}
     print(f"{name}, refinement after each fix ({len(truth)} images): without {without.total:.0f} s "
           f"({100 * figures['without_share']:.1f} % of from scratch; goal <= {100 * goal_share:.0f} %), "
           f"NoC {figures['without_noc']:.2f}; with (a) {with_.total:.0f} s ({100 * figures['with_share']:.1f} %), "
           f"NoC {figures['with_noc']:.2f} ({100 * figures['noc_change']:+.1f} %; goal on (ii) -33 %); "
-          f"{len(timings)} refinements, median {figures['refine_ms_median']} ms")
+          f"{len(timings)} refinements, median {figures['refine_ms_median']} ms; (a)'s bound, the nearest of each "
+          f"point's candidates to the truth (an oracle): {bound.total:.0f} s ({100 * figures['best_peak_share']:.1f} %), "
+          f"NoC {figures['best_peak_noc']:.2f} ({100 * figures['best_peak_noc_change']:+.1f} %)")
     if hint_model is not None:
         figures["b"] = _hinted(name, hint_model, root, truth, coords, vis, costs, scratch, without)
     return figures
+
+
+def _nearest_candidates(pred: ImagePrediction, truth: np.ndarray, fixed: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    """`xy` with every point not `fixed` moved to the candidate (its prediction or one of its vote
+    peaks) nearest to `truth`: the best that choosing among the net's peaks can do."""
+    cands = np.concatenate([pred.coords[:, None], pred.peaks], axis=1)                 # (24, 1 + P, 2)
+    have = np.concatenate([np.ones((len(cands), 1), bool), pred.peak_mass > 0], axis=1)
+    gap = np.where(have, np.hypot(*(cands - truth[:, None]).transpose(2, 0, 1)), np.inf)
+    nearest = cands[np.arange(len(cands)), gap.argmin(axis=1)]
+    return np.where(fixed[:, None], xy, nearest)
 
 
 def _hinted(name: str, hint_model: TwoStageModel, root: Path, truth: Annotations, coords: np.ndarray,
@@ -250,6 +276,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, help="retrain steps (default: the mode's)")
     p.add_argument("--detector-steps", type=int, help="detector retrain steps (default: the mode's)")
     p.add_argument("--curve", default="100,300,1000", help="reviewed images of the learning curve (c)")
+    p.add_argument("--plain-baseline", action="store_true",
+                   help="(c) also fine-tunes plainly at each size (the strong baseline, `fkp train-keypoints --init`: "
+                        "the reviewed images alone, lr 3e-3, max(12, 6000 / n) epochs)")
     p.add_argument("--n-relabel", type=int, default=200, help="other images of the new domain pre-labelled again (c)")
     p.add_argument("--self-training", action=argparse.BooleanOptionalAction,
                    help="self-training on the other images in (c) (default: the mode's)")
@@ -300,6 +329,7 @@ def main() -> None:
                 r = refined[key]
                 rows = [("without refinement", r["without_share"], r["without_noc"]), ("(a)", r["with_share"], r["with_noc"])]
                 rows += [("(b)", r["b"]["with_share"], r["b"]["with_noc"])] if "b" in r else []
+                rows += [("(a)'s bound (oracle among the peaks)", r["best_peak_share"], r["best_peak_noc"])]
                 print(f"{label} % of from-scratch time / NoC: " + "; ".join(f"{n} {100 * sh:.1f} % / {noc:.2f}"
                                                                            for n, sh, noc in rows)
                       + f" (goal <= {goal} %" + (", NoC -33 %)" if key == "new" else ")"))
@@ -380,6 +410,35 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
         o_coords, o_vis, _ = _predict(result.model, root, ordinary)
         return seconds, prelabelled(other, coords, vis, costs), ne, prelabelled(ordinary, o_coords, o_vis, costs).total
 
+    def plain_fine_tune(n: int) -> dict:
+        """The strong baseline at `n` reviewed images: `fkp train-keypoints --init` from the demo's
+        keypoint net on them alone (peak lr 3e-3, BatchNorm training, no replay, augmented, a fresh
+        schedule), the demo's detector kept."""
+        reviewed = pool.subset(np.arange(n))
+        save_annotations(reviewed, root / "Annotations" / f"plain_{n}.csv")
+        init, out = root / "plain_init.pt", root / f"plain_{n}.pt"
+        save_checkpoint(init, keypoint_checkpoint(model.keypoint_net, model.preset))
+        epochs = max(12, math.ceil(6000 / n))
+        t0 = time.perf_counter()
+        train_keypoints(root, model.preset, out, epochs=epochs, init=init, train_split=f"plain_{n}",
+                        val_split="plain_val", lr=3e-3, seed=args.seed)
+        seconds = time.perf_counter() - t0
+        net, _, _ = load_keypoint_net(out)
+        tuned = dataclasses.replace(model, keypoint_net=net)
+        coords, vis, _ = _predict(tuned, root, other)
+        after = prelabelled(other, coords, vis, costs)
+        ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
+        o_coords, o_vis, _ = _predict(tuned, root, ordinary)
+        ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
+        point = {"epochs": epochs, "train_s": round(seconds, 1), "after_share": round(after.total / before.total, 4),
+                 "ne_after": round(ne, 5), "ordinary_change": round(ordinary_after / i["prelabelled_s"] - 1, 4)}
+        print(f"    {n} reviewed, plain fine-tune ({epochs} epochs, {seconds / 60:.1f} min): "
+              f"{100 * point['after_share']:.1f} % of before, NE {100 * ne:.2f} %, batch (i) "
+              f"{100 * point['ordinary_change']:+.1f} %", flush=True)
+        return point
+
+    if args.plain_baseline:  # its validation images (logged only: the last epoch's weights count)
+        generate_dataset(root, 50, seed=args.seed + 9, split="plain_val", size=args.size, layouts=reviewed_layouts)
     for n in sizes:
         retrain_s, after, after_ne, ordinary_after = retrained_on(n, config)
         goal_share, goal_ne = (0.85, 0.13) if n <= 100 else (0.70, 0.10) if n >= 1000 else (None, None)
@@ -398,6 +457,8 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
               f"{100 * after_ne:.2f} %; {goals}batch (i) {i['prelabelled_s']:.0f} s -> {ordinary_after:.0f} s "
               f"({100 * point['ordinary_change']:+.1f} %, goal <= +5 %: "
               f"{'met' if point['ordinary_change'] <= 0.05 else 'NOT met'})", flush=True)
+        if args.plain_baseline:
+            point["plain"] = plain_fine_tune(n)
     detector_check = {}
     if args.detector_check:
         # What the detector's fine-tuning adds: the first size again with the mode's detector steps.
