@@ -25,8 +25,9 @@ half's layouts, are pre-labelled again: their reviewer seconds as a share of bef
 other images are the batch's unreviewed ones: self-training (`--self-training`) reads them,
 unlabelled. `--plain-baseline` also fine-tunes the keypoint net plainly on the reviewed images
 alone at each size (`fkp train-keypoints --init`: lr 3e-3, no replay, max(12, 6000 / n) epochs), the
-strong baseline the adapt retrain is compared with. Beside it, the "home floor": (c) if the retrained model did on the new domain as well
-as the demo model does on its own (batch (i)'s share of the from-scratch seconds).
+strong baseline the adapt retrain is compared with. Beside it, the "home floor": (c) if the
+retrained model did on the new domain as well as the demo model does on its own (batch (i)'s share
+of the from-scratch seconds).
 
 Predicted visibility: the model's visibility stage, when its package has one (the demo model's
 does), marks points occluded; the toggles it saves are reported against predicting every point
@@ -37,7 +38,8 @@ the untouched points after each fix (shape model of 6,000 synthetic training-lik
 corrections per image (NoC) and seconds, against the goals (<= 14 % of from-scratch on (i),
 <= 25 % on (ii), NoC down by a third on (ii)), and (a)'s bound: an oracle that knows the truth
 moves each untouched point to the nearest of its candidates (its prediction, its vote peaks), the
-best any re-decoding among the net's peaks can do. Beside (a), refinement (b) (`engine.model.hint_refine`):
+best any re-decoding among the net's peaks can do. Beside (a), refinement (b)
+(`engine.model.hint_refine`):
 the keypoint net of `--hint-model` (a format-2 package whose net takes hints, made by
 `fkp train-hints` from the demo model) re-predicts the untouched points on
 the garment crop with the set points as hints after each fix; the pre-labels stay the demo
