@@ -18,9 +18,10 @@ from engine.jobs.runner import JobContext, JobEvent, JobHandle, JobRunner
 
 
 @dataclass(frozen=True)
-class _Callbacks:
-    """What one job calls back on the main thread (each optional)."""
+class _Job:
+    """A queued or running job: its name and what it calls back on the main thread (each optional)."""
 
+    name: str = ""
     on_done: Callable[[Any], None] | None = None
     on_error: Callable[[str], None] | None = None
     on_progress: Callable[[float, float, str], None] | None = None
@@ -37,15 +38,13 @@ class EngineThread(QObject):
     def __init__(self, name: str = "engine", parent: QObject | None = None):
         super().__init__(parent)
         self.name = name
-        self._callbacks: dict[int, _Callbacks] = {}
+        self._jobs: dict[int, _Job] = {}    # queued or running, oldest first
         self.event.connect(self._dispatch)
         # The worker thread is named for what it runs ("fkp-model"): the model thread is the one
         # that imports torch and creates the CUDA context, never the Qt main thread. Only it
         # hands cached GPU memory back after its jobs: the io thread's jobs never use the GPU,
         # and releasing from there would empty the cache under a running prediction or retrain.
         self._runner = JobRunner(on_event=self.event.emit, name=f"fkp-{name}", release_gpu_memory=name == "model")
-        self._running = 0
-        self._names: dict[int, str] = {}
 
     def submit(self, name: str, fn: Callable[[JobContext], Any], on_done: Callable[[Any], None] | None = None,
                on_error: Callable[[str], None] | None = None,
@@ -54,38 +53,34 @@ class EngineThread(QObject):
                on_cancelled: Callable[[], None] | None = None) -> JobHandle:
         """Queue `fn(ctx)`; the callbacks run on the main thread."""
         handle = self._runner.submit(name, fn)
-        self._callbacks[handle.id] = _Callbacks(on_done, on_error, on_progress, on_partial, on_cancelled)
-        self._names[handle.id] = name
-        self._running += 1
-        if self._running == 1:
+        self._jobs[handle.id] = _Job(name, on_done, on_error, on_progress, on_partial, on_cancelled)
+        if len(self._jobs) == 1:
             self.busyChanged.emit(True)
         return handle
 
     @property
     def busy(self) -> bool:
-        return self._running > 0
+        return bool(self._jobs)
 
     def job_names(self) -> list[str]:
         """The names of the jobs queued or running, oldest first."""
-        return list(self._names.values())
+        return [job.name for job in self._jobs.values()]
 
     def _dispatch(self, ev: JobEvent) -> None:
-        calls = self._callbacks.get(ev.job_id, _Callbacks())
+        calls = self._jobs.get(ev.job_id, _Job())
         if ev.kind == "progress" and calls.on_progress is not None:
             calls.on_progress(*ev.payload)
         elif ev.kind == "partial" and calls.on_partial is not None:
             calls.on_partial(ev.payload)
         elif ev.kind in ("finished", "failed", "cancelled"):
-            self._callbacks.pop(ev.job_id, None)
-            self._names.pop(ev.job_id, None)
-            self._running -= 1
+            ended = self._jobs.pop(ev.job_id, None)
             if ev.kind == "finished" and calls.on_done is not None:
                 calls.on_done(ev.payload)
             elif ev.kind == "failed" and calls.on_error is not None:
                 calls.on_error(str(ev.payload))
             elif ev.kind == "cancelled" and calls.on_cancelled is not None:
                 calls.on_cancelled()
-            if self._running == 0:
+            if ended is not None and not self._jobs:
                 self.busyChanged.emit(False)
 
     def shutdown(self, timeout: float = 5.0) -> None:
