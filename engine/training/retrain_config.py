@@ -65,12 +65,6 @@ class RetrainConfig:
     # Which layers of the keypoint network train: "all", or "after_encoder" (decoder, heads and
     # refinement stages; the encoder's weights are kept).
     train_layers: str = "all"
-    # Self-training on the batch's unreviewed images (`retrain(..., unreviewed=...)`): the starting
-    # model's predictions become pseudo-labels where they are sure (peak confidence at least
-    # `pseudo_min_confidence`, moving at most `pseudo_max_flip` of the crop side when the crop is
-    # mirrored and at most `pseudo_max_stacks` between the hourglass's first and last stage); the
-    # other points are not trained on. They take `pseudo_share` of each batch and their loss
-    # counts `pseudo_weight` times a reviewed point's.
     # At least this many steps per image trained on of the hard set / reviewed images, up to
     # `max_steps` (0: `steps` whatever their number): `steps_for(n)`.
     steps_per_image: float = 0.0
@@ -79,6 +73,12 @@ class RetrainConfig:
     # w = (1 - keep_share) * trained + keep_share * start (weight-space ensembling, "WiSE-FT"): a
     # fine-tune's gain on the new domain is kept better than its loss on the old one.
     keep_share: float = 0.0
+    # Self-training on the batch's unreviewed images (`retrain(..., unreviewed=...)`): the starting
+    # model's predictions become pseudo-labels where they are sure (peak confidence at least
+    # `pseudo_min_confidence`, moving at most `pseudo_max_flip` of the crop side when the crop is
+    # mirrored and at most `pseudo_max_stacks` between the hourglass's first and last stage); the
+    # other points are not trained on. They take `pseudo_share` of each batch and their loss
+    # counts `pseudo_weight` times a reviewed point's.
     self_training: bool = False
     pseudo_share: float = 0.25
     pseudo_weight: float = 0.5
