@@ -399,6 +399,14 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
           f"mode, {config.steps} + {config.detector_steps} steps, lr {config.lr:g}, self-training "
           f"{'on' if config.self_training else 'off'}", flush=True)
     curve = []
+
+    def scored(tuned: TwoStageModel):
+        """A retrained model -> (the other images' review, their NE, batch (i)'s review seconds)."""
+        coords, vis, _ = _predict(tuned, root, other)
+        ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
+        o_coords, o_vis, _ = _predict(tuned, root, ordinary)
+        return prelabelled(other, coords, vis, costs), ne, prelabelled(ordinary, o_coords, o_vis, costs).total
+
     def retrained_on(n: int, retrain_config: RetrainConfig):
         """Retrain on the first `n` reviewed images -> (seconds, the other images' review after,
         their NE after, batch (i)'s review seconds after)."""
@@ -406,11 +414,9 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
         t0 = time.perf_counter()
         result = retrain(model, root, concat_annotations(replay, reviewed), [str(x) for x in reviewed.image_ids],
                          retrain_config, unreviewed=other)
-        seconds = time.perf_counter() - t0
-        coords, vis, _ = _predict(result.model, root, other)
-        ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
-        o_coords, o_vis, _ = _predict(result.model, root, ordinary)
-        return seconds, prelabelled(other, coords, vis, costs), ne, prelabelled(ordinary, o_coords, o_vis, costs).total
+        return (time.perf_counter() - t0, *scored(result.model))
+
+    init = root / "plain_init.pt"  # the demo's keypoint net as a checkpoint, where each plain fine-tune starts
 
     def plain_fine_tune(n: int) -> dict:
         """The strong baseline at `n` reviewed images: `fkp train-keypoints --init` from the demo's
@@ -418,20 +424,14 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
         schedule), the demo's detector kept."""
         reviewed = pool.subset(np.arange(n))
         save_annotations(reviewed, root / "Annotations" / f"plain_{n}.csv")
-        init, out = root / "plain_init.pt", root / f"plain_{n}.pt"
-        save_checkpoint(init, keypoint_checkpoint(model.keypoint_net, model.preset))
+        out = root / f"plain_{n}.pt"
         epochs = max(12, math.ceil(6000 / n))
         t0 = time.perf_counter()
         train_keypoints(root, model.preset, out, epochs=epochs, init=init, train_split=f"plain_{n}",
                         val_split="plain_val", lr=3e-3, seed=args.seed)
         seconds = time.perf_counter() - t0
         net, _, _ = load_keypoint_net(out)
-        tuned = dataclasses.replace(model, keypoint_net=net)
-        coords, vis, _ = _predict(tuned, root, other)
-        after = prelabelled(other, coords, vis, costs)
-        ne = float(evaluate(other, _as_predictions(other, coords, vis), intersect=True).ne)
-        o_coords, o_vis, _ = _predict(tuned, root, ordinary)
-        ordinary_after = prelabelled(ordinary, o_coords, o_vis, costs).total
+        after, ne, ordinary_after = scored(dataclasses.replace(model, keypoint_net=net))
         point = {"epochs": epochs, "train_s": round(seconds, 1), "after_share": round(after.total / before.total, 4),
                  "ne_after": round(ne, 5), "ordinary_change": round(ordinary_after / i["prelabelled_s"] - 1, 4)}
         print(f"    {n} reviewed, plain fine-tune ({epochs} epochs, {seconds / 60:.1f} min): "
@@ -439,7 +439,8 @@ def _loop(args, model, root: Path, replay: Annotations, costs: ReviewCosts, ordi
               f"{100 * point['ordinary_change']:+.1f} %", flush=True)
         return point
 
-    if args.plain_baseline:  # its validation images (logged only: the last epoch's weights count)
+    if args.plain_baseline:  # where it starts, and its validation images (logged only: the last epoch counts)
+        save_checkpoint(init, keypoint_checkpoint(model.keypoint_net, model.preset))
         generate_dataset(root, 50, seed=args.seed + 9, split="plain_val", size=args.size, layouts=reviewed_layouts)
     for n in sizes:
         retrain_s, after, after_ne, ordinary_after = retrained_on(n, config)

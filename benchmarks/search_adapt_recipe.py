@@ -22,6 +22,7 @@ can be read while it runs. The last line printed is one JSON object.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -34,7 +35,7 @@ from engine.analysis.ne import evaluate
 from engine.io.annotations import concat_annotations, load_annotations
 from engine.model.package import load_model
 from engine.synth import generate_dataset
-from engine.training.retrain import RetrainConfig, predict_annotated_boxes, retrain
+from engine.training.retrain import RetrainConfig, mix_weights, predict_annotated_boxes, retrain
 
 REPO = Path(__file__).resolve().parents[1]
 VAL_CSV = REPO / "tests" / "data" / "fashionai" / "val.csv"
@@ -116,14 +117,10 @@ def keypoint_ne(net, preset, root: Path, truth) -> float:
     return float(evaluate(truth, pred, intersect=True).ne)
 
 
-def mix_weights(trained: torch.nn.Module, start: torch.nn.Module, keep: float) -> torch.nn.Module:
-    """A copy of `trained` whose floating-point weights and buffers are (1 - keep) * trained + keep * start."""
-    import copy
-
+def mixed_copy(trained: torch.nn.Module, start: torch.nn.Module, keep: float) -> torch.nn.Module:
+    """A copy of `trained` with `keep` of `start`'s weights mixed in (`RetrainConfig.keep_share`'s rule)."""
     out = copy.deepcopy(trained)
-    start_state = start.state_dict()
-    out.load_state_dict({k: (1 - keep) * v + keep * start_state[k] if v.is_floating_point() else v
-                         for k, v in trained.state_dict().items()})
+    mix_weights(out, start, keep)
     return out.eval()
 
 
@@ -188,7 +185,7 @@ def main() -> None:
         # The retrained weights mixed with the starting ones (weight-space ensembling, WiSE-FT):
         # each share of the starting weights kept costs one evaluation, no training.
         for keep in [float(x) for x in args.keep.split(",") if x]:
-            mixed = mix_weights(new_net, net, keep)
+            mixed = mixed_copy(new_net, net, keep)
             extra_row = {**row, "recipe": f"{name}+keep{keep:g}", "fields": {**fields, "keep_share": keep},
                          "new_ne": round(keypoint_ne(mixed, preset, root, new_test), 5),
                          "old_ne": round(keypoint_ne(mixed, preset, root, old_test), 5)}
